@@ -1,0 +1,18 @@
+//! Shoal's engine: everything that runs inside one shard replica, with no networking and no consensus.
+//!
+//! Modules: `point` (ids, metrics, configs), `distance` (SIMD kernels), `arena` (vector storage),
+//! `hnsw` (graph index), `filter` (payload filter language), `hlc` (versions), `store` (the shard store),
+//! `validate` (input checks shared by client and server).
+
+pub mod arena;
+pub mod distance;
+pub mod error;
+pub mod filter;
+pub mod hlc;
+pub mod hnsw;
+pub mod point;
+pub mod store;
+pub mod validate;
+
+pub use error::{Error, Result};
+pub use point::{IdType, IndexConfig, Metric, PointId, ShardConfig};
