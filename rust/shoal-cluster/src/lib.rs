@@ -1,1 +1,13 @@
-//! (being written)
+//! Shoal's cluster logic: the group-0 catalog state machine, the shard state machine, the local
+//! reconciler (pure plan + executor), the background indexer, and the `Engine` that coordinates reads and
+//! writes across a node's shard groups.
+
+pub mod catalog;
+pub mod engine;
+pub mod error;
+pub mod indexer;
+pub mod reconciler;
+pub mod shard_app;
+
+pub use engine::{Engine, EngineConfig, ReadLevel, WriteLevel};
+pub use error::{Error, Result};

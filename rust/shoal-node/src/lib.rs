@@ -1,1 +1,43 @@
-//! (being written)
+//! The Shoal node: configuration, the gRPC services, and the service manager (startup, readiness,
+//! graceful shutdown). `shoal-node` (the binary) and `python -m shoal.node` both call [`main_with_args`].
+
+pub mod config;
+pub mod server;
+pub mod service;
+pub mod status;
+
+pub use config::NodeConfig;
+
+/// Runs a node with command-line `args` (without the program name) until SIGTERM/SIGINT; returns the
+/// process exit code (0 after a clean shutdown, 2 for bad flags, 1 for a failure).
+pub fn main_with_args(args: Vec<String>) -> i32 {
+    let cfg = match NodeConfig::from_args_and_env(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("shoal-node: {e}\n\n{}", config::USAGE);
+            return 2;
+        }
+    };
+    if cfg.help {
+        println!("{}", config::USAGE);
+        return 0;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("shoal-node").build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("shoal-node: cannot start runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(server::run(cfg)) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!(error = %e, "node failed");
+            eprintln!("shoal-node: {e}");
+            1
+        }
+    }
+}

@@ -1,1 +1,491 @@
-//! (being written)
+//! `shoal._native`: the pyo3 extension. Translation only: extract arguments, release the GIL, call the
+//! Rust client (or the node entry point), convert the answer. The public API lives in python/shoal/.
+
+mod error;
+mod runtime;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use numpy::ndarray::Array2;
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use shoal_client::client::{read_level, write_level};
+use shoal_client::v1;
+use shoal_core::{IdType, PointId, validate};
+
+use crate::error::to_py;
+use crate::runtime::block_on;
+
+/// Default per-call timeout when Python passes None.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn timeout_of(t: Option<f64>) -> PyResult<Duration> {
+    match t {
+        None => Ok(DEFAULT_TIMEOUT),
+        Some(s) => {
+            validate::check_timeout(s).map_err(|e| to_py(shoal_client::Error::from(e)))?;
+            Ok(Duration::from_secs_f64(s))
+        }
+    }
+}
+
+fn id_type_of(s: &str) -> PyResult<IdType> {
+    IdType::parse(s).map_err(|e| to_py(e.into()))
+}
+
+/// Extracts ids: a 1-D int64 array for "int" collections, a sequence of str for "str" ones.
+fn extract_ids(ids: &Bound<'_, PyAny>, id_type: IdType) -> PyResult<v1::PointIds> {
+    match id_type {
+        IdType::Int => {
+            let arr: PyReadonlyArray1<'_, i64> = ids.extract().map_err(|_| {
+                to_py(shoal_client::Error::InvalidArgument(
+                    "ids must be integers for a collection with id_type \"int\"".into(),
+                ))
+            })?;
+            let view = arr.as_array();
+            let mut ints = Vec::with_capacity(view.len());
+            for (i, &v) in view.iter().enumerate() {
+                ints.push(match validate::int_id(i, v).map_err(|e| to_py(e.into()))? {
+                    PointId::Int(u) => u,
+                    PointId::Str(_) => unreachable!("int_id returns Int"),
+                });
+            }
+            Ok(v1::PointIds { ints, strs: vec![] })
+        }
+        IdType::Str => {
+            let strs: Vec<String> = ids.extract().map_err(|_| {
+                to_py(shoal_client::Error::InvalidArgument(
+                    "ids must be strings for a collection with id_type \"str\"".into(),
+                ))
+            })?;
+            Ok(v1::PointIds { ints: vec![], strs })
+        }
+    }
+}
+
+fn ids_to_domain(ids: &v1::PointIds) -> Vec<PointId> {
+    if ids.strs.is_empty() {
+        ids.ints.iter().map(|&v| PointId::Int(v)).collect()
+    } else {
+        ids.strs.iter().cloned().map(PointId::Str).collect()
+    }
+}
+
+fn info_dict<'py>(py: Python<'py>, info: &v1::CollectionInfo) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("name", &info.name)?;
+    d.set_item("dim", info.dim)?;
+    d.set_item("metric", &info.metric)?;
+    d.set_item("id_type", &info.id_type)?;
+    d.set_item("shards", info.shards)?;
+    d.set_item("replication_factor", info.replication_factor)?;
+    match info.index.as_ref().and_then(|i| i.kind.as_ref()) {
+        Some(v1::index_params::Kind::Hnsw(h)) => {
+            d.set_item("index", "hnsw")?;
+            d.set_item("m", h.m)?;
+            d.set_item("ef_construction", h.ef_construction)?;
+        }
+        _ => {
+            d.set_item("index", "flat")?;
+            d.set_item("m", py.None())?;
+            d.set_item("ef_construction", py.None())?;
+        }
+    }
+    Ok(d)
+}
+
+/// A connection to a Shoal cluster.
+#[pyclass(module = "shoal._native", frozen)]
+struct Client {
+    /// The Rust client; shared with in-flight calls.
+    inner: Arc<shoal_client::Client>,
+}
+
+#[pymethods]
+impl Client {
+    #[new]
+    #[pyo3(signature = (addresses, connect_timeout = 10.0))]
+    fn new(py: Python<'_>, addresses: Vec<String>, connect_timeout: f64) -> PyResult<Self> {
+        let t = timeout_of(Some(connect_timeout))?;
+        let inner = block_on(py, async move { shoal_client::Client::connect(addresses, t).await })?;
+        Ok(Client { inner: Arc::new(inner) })
+    }
+
+    fn addresses(&self) -> Vec<String> {
+        self.inner.addresses().to_vec()
+    }
+
+    #[pyo3(signature = (timeout = None))]
+    fn cluster_info<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyDict>> {
+        let t = timeout_of(timeout)?;
+        let c = self.inner.clone();
+        let info = block_on(py, async move { c.cluster_info(t).await })?;
+        let d = PyDict::new(py);
+        d.set_item("node_id", info.node_id)?;
+        let nodes = PyList::empty(py);
+        for n in &info.nodes {
+            let nd = PyDict::new(py);
+            nd.set_item("id", n.id)?;
+            nd.set_item("address", &n.address)?;
+            nd.set_item("status", &n.status)?;
+            nd.set_item("role", &n.role)?;
+            nd.set_item("zone", &n.zone)?;
+            nd.set_item("version", &n.version)?;
+            nodes.append(nd)?;
+        }
+        d.set_item("nodes", nodes)?;
+        Ok(d)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (name, dim, metric, id_type, shards, replication_factor, index, m, ef_construction, timeout = None))]
+    fn create_collection<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        dim: i64,
+        metric: String,
+        id_type: String,
+        shards: u32,
+        replication_factor: u32,
+        index: &str,
+        m: u32,
+        ef_construction: u32,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let t = timeout_of(timeout)?;
+        if dim < 1 || dim > shoal_core::point::MAX_DIM as i64 {
+            return Err(to_py(shoal_client::Error::InvalidArgument(format!(
+                "dim must be in 1..={}, got {dim}",
+                shoal_core::point::MAX_DIM
+            ))));
+        }
+        Metric_check(&metric)?;
+        id_type_of(&id_type)?;
+        let kind = match index {
+            "flat" => v1::index_params::Kind::Flat(true),
+            "hnsw" => v1::index_params::Kind::Hnsw(v1::HnswParams { m, ef_construction }),
+            other => {
+                return Err(to_py(shoal_client::Error::InvalidArgument(format!(
+                    "unknown index {other:?}: expected \"flat\" or \"hnsw\""
+                ))));
+            }
+        };
+        let req = v1::CreateCollectionRequest {
+            name,
+            dim: dim as u32,
+            metric,
+            id_type,
+            shards,
+            replication_factor,
+            index: Some(v1::IndexParams { kind: Some(kind) }),
+        };
+        let c = self.inner.clone();
+        let info = block_on(py, async move { c.create_collection(req, t).await })?;
+        info_dict(py, &info)
+    }
+
+    #[pyo3(signature = (name, timeout = None))]
+    fn get_collection<'py>(&self, py: Python<'py>, name: String, timeout: Option<f64>) -> PyResult<Bound<'py, PyDict>> {
+        let t = timeout_of(timeout)?;
+        let c = self.inner.clone();
+        let info = block_on(py, async move { c.get_collection(&name, t).await })?;
+        info_dict(py, &info)
+    }
+
+    #[pyo3(signature = (timeout = None))]
+    fn list_collections<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
+        let t = timeout_of(timeout)?;
+        let c = self.inner.clone();
+        let infos = block_on(py, async move { c.list_collections(t).await })?;
+        let out = PyList::empty(py);
+        for i in &infos {
+            out.append(info_dict(py, i)?)?;
+        }
+        Ok(out)
+    }
+
+    #[pyo3(signature = (name, timeout = None))]
+    fn drop_collection(&self, py: Python<'_>, name: String, timeout: Option<f64>) -> PyResult<bool> {
+        let t = timeout_of(timeout)?;
+        let c = self.inner.clone();
+        block_on(py, async move { c.drop_collection(&name, t).await })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (collection, id_type, ids, vectors, payloads, consistency, timeout = None))]
+    fn upsert(
+        &self,
+        py: Python<'_>,
+        collection: String,
+        id_type: &str,
+        ids: &Bound<'_, PyAny>,
+        vectors: PyReadonlyArray2<'_, f32>,
+        payloads: Option<Vec<String>>,
+        consistency: &str,
+        timeout: Option<f64>,
+    ) -> PyResult<u64> {
+        let t = timeout_of(timeout)?;
+        let level = write_level(consistency).map_err(to_py)?;
+        let ids = extract_ids(ids, id_type_of(id_type)?)?;
+        let dim = vectors.shape()[1];
+        let data: Vec<f32> = match vectors.as_slice() {
+            Ok(s) => s.to_vec(),
+            Err(_) => vectors.as_array().iter().copied().collect(),
+        };
+        let payloads = payloads.unwrap_or_default();
+        let c = self.inner.clone();
+        block_on(py, async move { c.upsert(&collection, ids, &data, dim, &payloads, level, t).await })
+    }
+
+    #[pyo3(signature = (collection, id_type, ids, consistency, timeout = None))]
+    fn delete(
+        &self,
+        py: Python<'_>,
+        collection: String,
+        id_type: &str,
+        ids: &Bound<'_, PyAny>,
+        consistency: &str,
+        timeout: Option<f64>,
+    ) -> PyResult<u64> {
+        let t = timeout_of(timeout)?;
+        let level = write_level(consistency).map_err(to_py)?;
+        let ids = extract_ids(ids, id_type_of(id_type)?)?;
+        let c = self.inner.clone();
+        block_on(py, async move { c.delete(&collection, ids, level, t).await })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (collection, id_type, ids, patch, consistency, timeout = None))]
+    fn update_payload(
+        &self,
+        py: Python<'_>,
+        collection: String,
+        id_type: &str,
+        ids: &Bound<'_, PyAny>,
+        patch: String,
+        consistency: &str,
+        timeout: Option<f64>,
+    ) -> PyResult<u64> {
+        let t = timeout_of(timeout)?;
+        let level = write_level(consistency).map_err(to_py)?;
+        let ids = extract_ids(ids, id_type_of(id_type)?)?;
+        let c = self.inner.clone();
+        block_on(py, async move { c.update_payload(&collection, ids, patch, level, t).await })
+    }
+
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    #[pyo3(signature = (collection, id_type, ids, with_vectors, consistency, timeout = None))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        collection: String,
+        id_type: &str,
+        ids: &Bound<'py, PyAny>,
+        with_vectors: bool,
+        consistency: &str,
+        timeout: Option<f64>,
+    ) -> PyResult<(Vec<bool>, Option<Bound<'py, PyAny>>, Vec<String>)> {
+        let t = timeout_of(timeout)?;
+        let level = read_level(consistency).map_err(to_py)?;
+        let ids = extract_ids(ids, id_type_of(id_type)?)?;
+        let c = self.inner.clone();
+        let (resp, dim) = block_on(py, async move {
+            let dim = c.get_collection(&collection, t).await?.dim as usize;
+            Ok((c.get(&collection, ids, with_vectors, level, t).await?, dim))
+        })?;
+        let found_n = resp.found.iter().filter(|f| **f).count();
+        let vectors = if with_vectors {
+            let arr = Array2::from_shape_vec((found_n, dim), resp.vectors)
+                .map_err(|e| to_py(shoal_client::Error::Internal(format!("bad vectors in reply: {e}"))))?;
+            Some(arr.into_pyarray(py).into_any())
+        } else {
+            None
+        };
+        Ok((resp.found, vectors, resp.payloads))
+    }
+
+    #[pyo3(signature = (collection, consistency, timeout = None))]
+    fn count(&self, py: Python<'_>, collection: String, consistency: &str, timeout: Option<f64>) -> PyResult<u64> {
+        let t = timeout_of(timeout)?;
+        let level = read_level(consistency).map_err(to_py)?;
+        let c = self.inner.clone();
+        block_on(py, async move { c.count(&collection, level, t).await })
+    }
+
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    #[pyo3(signature = (collection, id_type, queries, k, filter, ef, with_payload, consistency, timeout = None))]
+    fn search<'py>(
+        &self,
+        py: Python<'py>,
+        collection: String,
+        id_type: &str,
+        queries: PyReadonlyArray2<'py, f32>,
+        k: i64,
+        filter: Option<String>,
+        ef: Option<i64>,
+        with_payload: bool,
+        consistency: &str,
+        timeout: Option<f64>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Option<Vec<Vec<String>>>)> {
+        let t = timeout_of(timeout)?;
+        let level = read_level(consistency).map_err(to_py)?;
+        let id_type = id_type_of(id_type)?;
+        validate::check_k(k).map_err(|e| to_py(e.into()))?;
+        if let Some(ef) = ef {
+            validate::check_ef(ef).map_err(|e| to_py(e.into()))?;
+        }
+        let nq = queries.shape()[0];
+        let data: Vec<f32> = match queries.as_slice() {
+            Ok(s) => s.to_vec(),
+            Err(_) => queries.as_array().iter().copied().collect(),
+        };
+        let req = v1::SearchRequest {
+            collection,
+            queries: data,
+            k: k as u32,
+            filter: filter.unwrap_or_default(),
+            ef: ef.unwrap_or(0) as u32,
+            with_payload,
+            consistency: level as i32,
+        };
+        let c = self.inner.clone();
+        let resp = block_on(py, async move { c.search(req, t).await })?;
+        let k = k as usize;
+        let mut dist = vec![f32::INFINITY; nq * k];
+        let ids = resp.ids.unwrap_or_default();
+        let mut payloads: Option<Vec<Vec<String>>> = with_payload.then(|| Vec::with_capacity(nq));
+        let mut pos = 0usize;
+        let ids_obj = match id_type {
+            IdType::Int => {
+                let mut out = vec![-1i64; nq * k];
+                for (q, &cnt) in resp.counts.iter().enumerate().take(nq) {
+                    for j in 0..cnt as usize {
+                        out[q * k + j] = ids.ints.get(pos + j).map_or(-1, |&v| v as i64);
+                        dist[q * k + j] = resp.distances.get(pos + j).copied().unwrap_or(f32::INFINITY);
+                    }
+                    if let Some(p) = payloads.as_mut() {
+                        p.push(resp.payloads.get(pos..pos + cnt as usize).unwrap_or_default().to_vec());
+                    }
+                    pos += cnt as usize;
+                }
+                Array2::from_shape_vec((nq, k), out)
+                    .map_err(|e| to_py(shoal_client::Error::Internal(e.to_string())))?
+                    .into_pyarray(py)
+                    .into_any()
+            }
+            IdType::Str => {
+                let none = py.None();
+                let mut objs: Vec<Py<PyAny>> = (0..nq * k).map(|_| none.clone_ref(py)).collect();
+                for (q, &cnt) in resp.counts.iter().enumerate().take(nq) {
+                    for j in 0..cnt as usize {
+                        if let Some(s) = ids.strs.get(pos + j) {
+                            objs[q * k + j] = s.into_pyobject(py)?.into_any().unbind();
+                        }
+                        dist[q * k + j] = resp.distances.get(pos + j).copied().unwrap_or(f32::INFINITY);
+                    }
+                    if let Some(p) = payloads.as_mut() {
+                        p.push(resp.payloads.get(pos..pos + cnt as usize).unwrap_or_default().to_vec());
+                    }
+                    pos += cnt as usize;
+                }
+                let flat = PyArray1::from_vec(py, objs);
+                flat.reshape([nq, k])?.into_any()
+            }
+        };
+        let dist = Array2::from_shape_vec((nq, k), dist)
+            .map_err(|e| to_py(shoal_client::Error::Internal(e.to_string())))?
+            .into_pyarray(py)
+            .into_any();
+        Ok((ids_obj, dist, payloads))
+    }
+
+    #[pyo3(signature = (collection, timeout = None))]
+    fn index_status(&self, py: Python<'_>, collection: String, timeout: Option<f64>) -> PyResult<(u64, u64)> {
+        let t = timeout_of(timeout)?;
+        let c = self.inner.clone();
+        block_on(py, async move { c.index_status(&collection, t).await })
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Client({:?})", self.inner.addresses())
+    }
+}
+
+#[allow(non_snake_case)]
+fn Metric_check(metric: &str) -> PyResult<()> {
+    shoal_core::Metric::parse(metric).map(|_| ()).map_err(|e| to_py(e.into()))
+}
+
+/// Validates a whole upsert batch and raises InvalidArgument naming the first offending item.
+#[pyfunction]
+#[pyo3(signature = (ids, vectors, payloads, dim, id_type))]
+fn validate_upsert(
+    py: Python<'_>,
+    ids: &Bound<'_, PyAny>,
+    vectors: PyReadonlyArray2<'_, f32>,
+    payloads: Option<Vec<String>>,
+    dim: usize,
+    id_type: &str,
+) -> PyResult<()> {
+    let id_type = id_type_of(id_type)?;
+    let ids = ids_to_domain(&extract_ids(ids, id_type)?);
+    let shape = vectors.shape();
+    let n = shape[0];
+    let err = |m: String| to_py(shoal_client::Error::InvalidArgument(m));
+    if shape[1] != dim {
+        return Err(err(format!("vectors have dim {} but the collection has dim {dim}", shape[1])));
+    }
+    if n != ids.len() {
+        return Err(err(format!("got {} ids but {} vectors", ids.len(), n)));
+    }
+    let data: Vec<f32>;
+    let slice = match vectors.as_slice() {
+        Ok(s) => s,
+        Err(_) => {
+            data = vectors.as_array().iter().copied().collect();
+            &data
+        }
+    };
+    py.detach(|| -> Result<(), shoal_core::Error> {
+        validate::check_ids(&ids, id_type)?;
+        validate::check_vectors(slice, dim, n)?;
+        if let Some(p) = &payloads {
+            if p.len() != n {
+                return Err(shoal_core::Error::invalid(format!("got {n} ids but {} payloads", p.len())));
+            }
+            shoal_api_payloads(p)?;
+        }
+        Ok(())
+    })
+    .map_err(|e| to_py(e.into()))
+}
+
+fn shoal_api_payloads(p: &[String]) -> Result<(), shoal_core::Error> {
+    for (i, t) in p.iter().enumerate() {
+        if t.is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(t)
+            .map_err(|e| shoal_core::Error::invalid(format!("payloads[{i}] is not valid JSON: {e}")))?;
+        validate::check_payload(i, &v)?;
+    }
+    Ok(())
+}
+
+/// Runs a node in this process until SIGTERM/SIGINT; returns the exit code.
+#[pyfunction]
+fn run_node(py: Python<'_>, args: Vec<String>) -> i32 {
+    py.detach(move || shoal_node::main_with_args(args))
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<Client>()?;
+    m.add_function(wrap_pyfunction!(validate_upsert, m)?)?;
+    m.add_function(wrap_pyfunction!(run_node, m)?)?;
+    Ok(())
+}

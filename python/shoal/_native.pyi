@@ -1,0 +1,91 @@
+"""Type stubs for shoal._native, the pyo3 extension. Translation only: the public API is in shoal/*.py.
+
+Every blocking call releases the GIL and stays interruptible (Ctrl-C raises KeyboardInterrupt and cancels
+the request). Errors are raised as the classes of shoal.errors. `timeout` is in seconds (None = default 10 s).
+`id_type` is "int" (ids: 1-D numpy int64 array, non-negative) or "str" (ids: list[str]).
+"""
+
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import numpy.typing as npt
+
+Ids = Union[npt.NDArray[np.int64], Sequence[str]]
+
+__version__: str
+
+class Client:
+    """A connection to a Shoal cluster through one or more node addresses ("host:port")."""
+
+    def __init__(self, addresses: Sequence[str], connect_timeout: float = 10.0) -> None: ...
+    def addresses(self) -> list[str]: ...
+    def cluster_info(self, timeout: Optional[float] = None) -> dict[str, Any]:
+        """{"node_id": int, "nodes": [{"id", "address", "status", "role", "zone", "version"}]}"""
+    def create_collection(
+        self,
+        name: str,
+        dim: int,
+        metric: str,
+        id_type: str,
+        shards: int,
+        replication_factor: int,
+        index: str,
+        m: int,
+        ef_construction: int,
+        timeout: Optional[float] = None,
+    ) -> dict[str, Any]:
+        """Returns the collection info dict: name, dim, metric, id_type, shards, replication_factor,
+        index ("flat" | "hnsw"), m, ef_construction. shards/replication_factor 0 = server default."""
+    def get_collection(self, name: str, timeout: Optional[float] = None) -> dict[str, Any]: ...
+    def list_collections(self, timeout: Optional[float] = None) -> list[dict[str, Any]]: ...
+    def drop_collection(self, name: str, timeout: Optional[float] = None) -> bool: ...
+    def upsert(
+        self,
+        collection: str,
+        id_type: str,
+        ids: Ids,
+        vectors: npt.NDArray[np.float32],
+        payloads: Optional[Sequence[str]],
+        consistency: str,
+        timeout: Optional[float] = None,
+    ) -> int:
+        """vectors: C-contiguous float32 (n, dim). payloads: JSON object texts, one per id, or None.
+        Splits the batch below the gRPC message limit. Returns the number of points written."""
+    def delete(self, collection: str, id_type: str, ids: Ids, consistency: str, timeout: Optional[float] = None) -> int: ...
+    def update_payload(
+        self, collection: str, id_type: str, ids: Ids, patch: str, consistency: str, timeout: Optional[float] = None
+    ) -> int: ...
+    def get(
+        self, collection: str, id_type: str, ids: Ids, with_vectors: bool, consistency: str, timeout: Optional[float] = None
+    ) -> tuple[list[bool], Optional[npt.NDArray[np.float32]], list[str]]:
+        """(found flag per id, vectors of the found rows (m, dim) or None, payload JSON of the found rows ("" = none))"""
+    def count(self, collection: str, consistency: str, timeout: Optional[float] = None) -> int: ...
+    def search(
+        self,
+        collection: str,
+        id_type: str,
+        queries: npt.NDArray[np.float32],
+        k: int,
+        filter: Optional[str],
+        ef: Optional[int],
+        with_payload: bool,
+        consistency: str,
+        timeout: Optional[float] = None,
+    ) -> tuple[Any, npt.NDArray[np.float32], Optional[list[list[str]]]]:
+        """queries: C-contiguous float32 (nq, dim); filter: JSON text. Returns (ids, distances, payloads):
+        ids (nq, k) int64 padded with -1 (int collections) or an (nq, k) object array of str/None (str
+        collections); distances (nq, k) float32 padded with inf; payloads per row per hit ("" = none) or None."""
+    def index_status(self, collection: str, timeout: Optional[float] = None) -> tuple[int, int]:
+        """(live points, live points not yet in the index) summed over shards."""
+
+def validate_upsert(
+    ids: Ids, vectors: npt.NDArray[np.float32], payloads: Optional[Sequence[str]], dim: int, id_type: str
+) -> None:
+    """Validates a whole batch (dim, NaN/Inf, duplicate ids, payload objects and depth, lengths) and raises
+    InvalidArgument naming the first offending item."""
+
+def run_node(args: Sequence[str]) -> int:
+    """Runs a node in this process until SIGTERM/SIGINT (the entry point of `python -m shoal.node`).
+    Flags: --data-dir DIR --listen HOST:PORT (port 0 = pick one) --node-id N --zone Z --config FILE.json
+    --log-level LEVEL. Env: SHOAL_DATA_DIR, SHOAL_LISTEN, SHOAL_NODE_ID, SHOAL_LOG. When ready it writes
+    DATA_DIR/node.json ({"address", "pid", "node_id"}) atomically and logs `shoal-node ready on ADDR`."""

@@ -1,0 +1,141 @@
+//! Collection configuration: `CollectionInfo` / `CreateCollectionRequest` <-> `CollectionSpec`.
+
+use shoal_core::point::MAX_DIM;
+use shoal_core::{IdType, IndexConfig, Metric, ShardConfig};
+
+use crate::v1::{self, index_params::Kind};
+use crate::{Error, Result};
+
+/// A validated collection definition, as stored in group 0.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectionSpec {
+    /// Name: 1..=128 chars of `[A-Za-z0-9_.-]`, not starting with `.`.
+    pub name: String,
+    /// Engine configuration of each shard.
+    pub shard: ShardConfig,
+    /// Number of hash partitions, >= 1.
+    pub shards: u32,
+    /// Copies of each shard, >= 1.
+    pub replication_factor: u32,
+}
+
+/// Checks a collection name; the name is used as a directory name.
+pub fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 128 {
+        return Err(Error::invalid(format!("collection name {name:?} must have 1 to 128 characters")));
+    }
+    if name.starts_with('.') || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+        return Err(Error::invalid(format!(
+            "collection name {name:?} may only contain letters, digits, '_', '-', '.' (not first)"
+        )));
+    }
+    Ok(())
+}
+
+fn index_from_proto(p: Option<&v1::IndexParams>) -> Result<IndexConfig> {
+    match p.and_then(|p| p.kind.as_ref()) {
+        None => Ok(IndexConfig::default()),
+        Some(Kind::Flat(_)) => Ok(IndexConfig::Flat),
+        Some(Kind::Hnsw(h)) => {
+            let m = if h.m == 0 { 16 } else { h.m as usize };
+            let ef_construction = if h.ef_construction == 0 { 200 } else { h.ef_construction as usize };
+            if !(2..=256).contains(&m) {
+                return Err(Error::invalid(format!("index m must be in 2..=256, got {m}")));
+            }
+            if ef_construction > 10_000 {
+                return Err(Error::invalid(format!("index ef_construction must be <= 10000, got {ef_construction}")));
+            }
+            Ok(IndexConfig::Hnsw { m, ef_construction })
+        }
+    }
+}
+
+fn index_to_proto(i: IndexConfig) -> v1::IndexParams {
+    v1::IndexParams {
+        kind: Some(match i {
+            IndexConfig::Flat => Kind::Flat(true),
+            IndexConfig::Hnsw { m, ef_construction } => {
+                Kind::Hnsw(v1::HnswParams { m: m as u32, ef_construction: ef_construction as u32 })
+            }
+        }),
+    }
+}
+
+impl CollectionSpec {
+    /// Validates a create request; `default_shards` / `default_rf` replace zeros.
+    pub fn from_create(req: &v1::CreateCollectionRequest, default_shards: u32, default_rf: u32) -> Result<Self> {
+        check_name(&req.name)?;
+        let dim = req.dim as usize;
+        if dim == 0 || dim > MAX_DIM {
+            return Err(Error::invalid(format!("dim must be in 1..={MAX_DIM}, got {dim}")));
+        }
+        let metric = Metric::parse(if req.metric.is_empty() { "cosine" } else { &req.metric })?;
+        let id_type = IdType::parse(if req.id_type.is_empty() { "int" } else { &req.id_type })?;
+        let shards = if req.shards == 0 { default_shards } else { req.shards };
+        if shards > 1024 {
+            return Err(Error::invalid(format!("shards must be in 1..=1024, got {shards}")));
+        }
+        let replication_factor = if req.replication_factor == 0 { default_rf } else { req.replication_factor };
+        Ok(CollectionSpec {
+            name: req.name.clone(),
+            shard: ShardConfig { dim, metric, id_type, index: index_from_proto(req.index.as_ref())? },
+            shards,
+            replication_factor,
+        })
+    }
+
+    /// Decodes a stored `CollectionInfo` (trusted: written by `to_info`).
+    pub fn from_info(info: &v1::CollectionInfo) -> Result<Self> {
+        Ok(CollectionSpec {
+            name: info.name.clone(),
+            shard: ShardConfig {
+                dim: info.dim as usize,
+                metric: Metric::parse(&info.metric)?,
+                id_type: IdType::parse(&info.id_type)?,
+                index: index_from_proto(info.index.as_ref())?,
+            },
+            shards: info.shards.max(1),
+            replication_factor: info.replication_factor.max(1),
+        })
+    }
+
+    /// The proto form.
+    pub fn to_info(&self) -> v1::CollectionInfo {
+        v1::CollectionInfo {
+            name: self.name.clone(),
+            dim: self.shard.dim as u32,
+            metric: self.shard.metric.as_str().to_string(),
+            id_type: self.shard.id_type.as_str().to_string(),
+            shards: self.shards,
+            replication_factor: self.replication_factor,
+            index: Some(index_to_proto(self.shard.index)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(dim: u32, metric: &str) -> v1::CreateCollectionRequest {
+        v1::CreateCollectionRequest { name: "docs".into(), dim, metric: metric.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn defaults_and_round_trip() {
+        let spec = CollectionSpec::from_create(&req(8, ""), 2, 1).unwrap();
+        assert_eq!(spec.shards, 2);
+        assert_eq!(spec.shard.metric, Metric::Cosine);
+        assert_eq!(spec.shard.index, IndexConfig::default());
+        assert_eq!(CollectionSpec::from_info(&spec.to_info()).unwrap(), spec);
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert!(CollectionSpec::from_create(&req(0, "l2"), 1, 1).unwrap_err().to_string().contains("dim"));
+        assert!(CollectionSpec::from_create(&req(65_537, "l2"), 1, 1).is_err());
+        assert!(CollectionSpec::from_create(&req(4, "manhattan"), 1, 1).unwrap_err().to_string().contains("manhattan"));
+        assert!(check_name("../etc").is_err());
+        assert!(check_name("").is_err());
+    }
+}

@@ -1,0 +1,134 @@
+//! Raft commands: shard write batches and group-0 metadata commands, encoded with prost and versioned.
+
+use prost::Message;
+use shoal_core::hlc::Version;
+use shoal_core::store::{WriteBatch, WriteOp};
+use shoal_core::{IdType, PointId};
+
+use crate::collections::CollectionSpec;
+use crate::internal::{self, OpKind, meta_command::Op};
+use crate::points::{ids_from_proto, ids_to_proto, payloads_from_text};
+use crate::{COMMAND_FORMAT, Error, Result};
+
+fn check_format(what: &'static str, found: u32) -> Result<()> {
+    if found > COMMAND_FORMAT {
+        return Err(Error::Format { what, found, supported: COMMAND_FORMAT });
+    }
+    Ok(())
+}
+
+/// Encodes a shard write batch. All ops must carry the same version (the coordinator stamps one per batch).
+pub fn encode_write_batch(batch: &WriteBatch) -> Vec<u8> {
+    let mut msg = internal::WriteBatch { format: COMMAND_FORMAT, ..Default::default() };
+    let mut ids = Vec::with_capacity(batch.ops.len());
+    for op in &batch.ops {
+        match op {
+            WriteOp::Upsert { id, version, vector, payload } => {
+                ids.push(id.clone());
+                msg.kinds.push(OpKind::Upsert as i32);
+                msg.vectors.extend_from_slice(vector);
+                msg.payloads.push(crate::points::payload_to_text(payload.as_ref()));
+                (msg.hlc, msg.node) = (version.hlc, version.node);
+            }
+            WriteOp::Delete { id, version } => {
+                ids.push(id.clone());
+                msg.kinds.push(OpKind::Delete as i32);
+                (msg.hlc, msg.node) = (version.hlc, version.node);
+            }
+            WriteOp::PatchPayload { id, version, patch } => {
+                ids.push(id.clone());
+                msg.kinds.push(OpKind::Patch as i32);
+                msg.payloads.push(serde_json::to_string(patch).unwrap_or_default());
+                (msg.hlc, msg.node) = (version.hlc, version.node);
+            }
+        }
+    }
+    msg.ids = Some(ids_to_proto(&ids));
+    msg.encode_to_vec()
+}
+
+/// Decodes a shard write batch for a collection of `dim` / `id_type`.
+pub fn decode_write_batch(bytes: &[u8], dim: usize, id_type: IdType) -> Result<WriteBatch> {
+    let msg = internal::WriteBatch::decode(bytes).map_err(|source| Error::Decode { what: "WriteBatch", source })?;
+    check_format("WriteBatch", msg.format)?;
+    let ids: Vec<PointId> = ids_from_proto(msg.ids.as_ref(), id_type)?;
+    if ids.len() != msg.kinds.len() {
+        return Err(Error::invalid("WriteBatch: ids and kinds differ in length"));
+    }
+    let version = Version { hlc: msg.hlc, node: msg.node };
+    let payloads = payloads_from_text(&msg.payloads, "payloads")?;
+    let mut payloads = payloads.into_iter();
+    let mut vectors = msg.vectors.chunks_exact(dim.max(1));
+    let mut ops = Vec::with_capacity(ids.len());
+    for (id, kind) in ids.into_iter().zip(msg.kinds) {
+        let op = match OpKind::try_from(kind).map_err(|_| Error::invalid(format!("unknown op kind {kind}")))? {
+            OpKind::Upsert => {
+                let vector = vectors.next().ok_or_else(|| Error::invalid("WriteBatch: too few vectors"))?.to_vec();
+                let payload = payloads.next().ok_or_else(|| Error::invalid("WriteBatch: too few payloads"))?;
+                WriteOp::Upsert { id, version, vector, payload }
+            }
+            OpKind::Delete => WriteOp::Delete { id, version },
+            OpKind::Patch => {
+                let patch = payloads.next().flatten().unwrap_or_default();
+                WriteOp::PatchPayload { id, version, patch }
+            }
+        };
+        ops.push(op);
+    }
+    Ok(WriteBatch { ops })
+}
+
+/// Encodes a write reply.
+pub fn encode_write_reply(applied: usize, skipped_stale: usize) -> Vec<u8> {
+    internal::WriteReply { applied: applied as u64, skipped_stale: skipped_stale as u64 }.encode_to_vec()
+}
+
+/// Decodes a write reply into (applied, skipped_stale).
+pub fn decode_write_reply(bytes: &[u8]) -> Result<(u64, u64)> {
+    let r = internal::WriteReply::decode(bytes).map_err(|source| Error::Decode { what: "WriteReply", source })?;
+    Ok((r.applied, r.skipped_stale))
+}
+
+/// A group-0 metadata command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetaCommand {
+    /// Create a collection (refused when the name exists).
+    CreateCollection(CollectionSpec),
+    /// Drop a collection by name (a no-op when absent).
+    DropCollection(String),
+}
+
+/// Encodes a metadata command.
+pub fn encode_meta(cmd: &MetaCommand) -> Vec<u8> {
+    let op = match cmd {
+        MetaCommand::CreateCollection(spec) => Op::CreateCollection(spec.to_info()),
+        MetaCommand::DropCollection(name) => Op::DropCollection(name.clone()),
+    };
+    internal::MetaCommand { format: COMMAND_FORMAT, op: Some(op) }.encode_to_vec()
+}
+
+/// Decodes a metadata command.
+pub fn decode_meta(bytes: &[u8]) -> Result<MetaCommand> {
+    let msg = internal::MetaCommand::decode(bytes).map_err(|source| Error::Decode { what: "MetaCommand", source })?;
+    check_format("MetaCommand", msg.format)?;
+    match msg.op {
+        Some(Op::CreateCollection(info)) => Ok(MetaCommand::CreateCollection(CollectionSpec::from_info(&info)?)),
+        Some(Op::DropCollection(name)) => Ok(MetaCommand::DropCollection(name)),
+        None => Err(Error::invalid("MetaCommand without op")),
+    }
+}
+
+/// Encodes a metadata reply: `Err(text)` when refused, `Ok(changed)` otherwise.
+pub fn encode_meta_reply(r: std::result::Result<bool, String>) -> Vec<u8> {
+    match r {
+        Ok(changed) => internal::MetaReply { error: String::new(), changed },
+        Err(error) => internal::MetaReply { error, changed: false },
+    }
+    .encode_to_vec()
+}
+
+/// Decodes a metadata reply.
+pub fn decode_meta_reply(bytes: &[u8]) -> Result<std::result::Result<bool, String>> {
+    let r = internal::MetaReply::decode(bytes).map_err(|source| Error::Decode { what: "MetaReply", source })?;
+    Ok(if r.error.is_empty() { Ok(r.changed) } else { Err(r.error) })
+}

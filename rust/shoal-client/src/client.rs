@@ -1,0 +1,301 @@
+//! The client: connections, failover, deadlines and batch splitting.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use shoal_api::v1::{
+    self, cluster_client::ClusterClient, collections_client::CollectionsClient, points_client::PointsClient,
+};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{Error, Result};
+
+/// Largest request the client sends; batches are split below it (the node accepts 256 MiB).
+pub const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
+/// Largest response accepted.
+pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+
+pub use v1::ReadConsistency as ReadLevel;
+pub use v1::WriteConsistency as WriteLevel;
+
+/// A connection to a cluster through one or more node addresses. Cheap to clone the channels inside;
+/// every call carries a deadline and fails over to the next address when a node cannot be reached.
+#[derive(Debug)]
+pub struct Client {
+    /// Node addresses ("host:port"), in the order given.
+    addresses: Vec<String>,
+    /// One lazily-connected channel per address; same order as `addresses`.
+    channels: Vec<Channel>,
+    /// Index of the address used last successfully.
+    current: AtomicUsize,
+}
+
+/// Parses a write consistency name.
+pub fn write_level(s: &str) -> Result<WriteLevel> {
+    match s {
+        "eventual" => Ok(WriteLevel::Eventual),
+        "quorum" => Ok(WriteLevel::Quorum),
+        "strong" => Ok(WriteLevel::Strong),
+        o => Err(Error::InvalidArgument(format!(
+            "unknown consistency {o:?} for a write: expected \"eventual\", \"quorum\" or \"strong\""
+        ))),
+    }
+}
+
+/// Parses a read consistency name.
+pub fn read_level(s: &str) -> Result<ReadLevel> {
+    match s {
+        "eventual" => Ok(ReadLevel::Eventual),
+        "session" => Ok(ReadLevel::Session),
+        "strong" => Ok(ReadLevel::Strong),
+        o => Err(Error::InvalidArgument(format!(
+            "unknown consistency {o:?} for a read: expected \"eventual\", \"session\" or \"strong\""
+        ))),
+    }
+}
+
+fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.set_timeout(timeout);
+    r
+}
+
+/// Runs `$call` against the current node, failing over to the others on connection failures.
+macro_rules! with_failover {
+    ($self:ident, $timeout:expr, |$ch:ident| $call:expr) => {{
+        let deadline = tokio::time::Instant::now() + $timeout;
+        let mut last = None;
+        let n = $self.channels.len();
+        let start = $self.current.load(Ordering::Relaxed);
+        let mut out = None;
+        for attempt in 0..n {
+            let i = (start + attempt) % n;
+            let $ch = $self.channels[i].clone();
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let res: std::result::Result<_, tonic::Status> =
+                match tokio::time::timeout(left + Duration::from_millis(50), ($call)(left)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(tonic::Status::deadline_exceeded("client deadline exceeded")),
+                };
+            match res {
+                Ok(v) => {
+                    $self.current.store(i, Ordering::Relaxed);
+                    out = Some(Ok(v));
+                    break;
+                }
+                Err(status) => {
+                    let err = Error::from_status(&status);
+                    if err.is_node_failure() && status.metadata().get("x-shoal-error").is_none() {
+                        last = Some(Error::NodeUnavailable(format!(
+                            "node {} unreachable: {}",
+                            $self.addresses[i],
+                            status.message()
+                        )));
+                        continue;
+                    }
+                    out = Some(Err(err));
+                    break;
+                }
+            }
+        }
+        match out {
+            Some(r) => r,
+            None => Err(last.unwrap_or_else(|| Error::Timeout("deadline exceeded before any node answered".into()))),
+        }
+    }};
+}
+
+impl Client {
+    /// Creates a client for `addresses` and checks that at least one answers within `connect_timeout`.
+    pub async fn connect(addresses: Vec<String>, connect_timeout: Duration) -> Result<Client> {
+        if addresses.is_empty() {
+            return Err(Error::InvalidArgument("connect needs at least one address".into()));
+        }
+        let mut channels = Vec::with_capacity(addresses.len());
+        for a in &addresses {
+            let ep = Endpoint::from_shared(format!("http://{a}"))
+                .map_err(|e| Error::InvalidArgument(format!("address {a:?} is not HOST:PORT: {e}")))?
+                .connect_timeout(connect_timeout)
+                .tcp_nodelay(true)
+                .http2_adaptive_window(true);
+            channels.push(ep.connect_lazy());
+        }
+        let client = Client { addresses, channels, current: AtomicUsize::new(0) };
+        client.cluster_info(connect_timeout).await.map_err(|e| match e {
+            Error::NodeUnavailable(m) | Error::Timeout(m) => {
+                Error::NodeUnavailable(format!("no node of {:?} answered: {m}", client.addresses))
+            }
+            other => other,
+        })?;
+        Ok(client)
+    }
+
+    /// The addresses this client knows.
+    pub fn addresses(&self) -> &[String] {
+        &self.addresses
+    }
+
+    fn points(ch: Channel) -> PointsClient<Channel> {
+        PointsClient::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES).max_encoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
+    /// Cluster and node information.
+    pub async fn cluster_info(&self, timeout: Duration) -> Result<v1::ClusterInfo> {
+        with_failover!(self, timeout, |ch| |t| async move {
+            ClusterClient::new(ch).info(request(v1::ClusterInfoRequest {}, t)).await.map(|r| r.into_inner())
+        })
+    }
+
+    /// Creates a collection.
+    pub async fn create_collection(&self, req: v1::CreateCollectionRequest, timeout: Duration) -> Result<v1::CollectionInfo> {
+        with_failover!(self, timeout, |ch| |t| {
+            let req = req.clone();
+            async move { CollectionsClient::new(ch).create(request(req, t)).await.map(|r| r.into_inner()) }
+        })
+    }
+
+    /// Describes a collection.
+    pub async fn get_collection(&self, name: &str, timeout: Duration) -> Result<v1::CollectionInfo> {
+        with_failover!(self, timeout, |ch| |t| {
+            let req = v1::GetCollectionRequest { name: name.to_string() };
+            async move { CollectionsClient::new(ch).get(request(req, t)).await.map(|r| r.into_inner()) }
+        })
+    }
+
+    /// Lists collections.
+    pub async fn list_collections(&self, timeout: Duration) -> Result<Vec<v1::CollectionInfo>> {
+        with_failover!(self, timeout, |ch| |t| async move {
+            CollectionsClient::new(ch).list(request(v1::ListCollectionsRequest {}, t)).await.map(|r| r.into_inner().collections)
+        })
+    }
+
+    /// Drops a collection; returns whether it existed.
+    pub async fn drop_collection(&self, name: &str, timeout: Duration) -> Result<bool> {
+        with_failover!(self, timeout, |ch| |t| {
+            let req = v1::DropCollectionRequest { name: name.to_string() };
+            async move { CollectionsClient::new(ch).drop(request(req, t)).await.map(|r| r.into_inner().dropped) }
+        })
+    }
+
+    /// Upserts `ids` with row-major `vectors` (n x dim) and optional JSON payload texts, split into
+    /// requests below [`MAX_REQUEST_BYTES`]. Returns the number of points written.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn upsert(
+        &self,
+        collection: &str,
+        ids: v1::PointIds,
+        vectors: &[f32],
+        dim: usize,
+        payloads: &[String],
+        level: WriteLevel,
+        timeout: Duration,
+    ) -> Result<u64> {
+        let n = ids.ints.len() + ids.strs.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        let payload_bytes: usize = payloads.iter().map(|p| p.len() + 4).sum();
+        let per_row = dim * 4 + 16 + payload_bytes / n.max(1) + ids.strs.iter().map(|s| s.len()).sum::<usize>() / n.max(1);
+        let rows = (MAX_REQUEST_BYTES / per_row.max(1)).max(1);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut written = 0;
+        let mut start = 0;
+        while start < n {
+            let end = (start + rows).min(n);
+            let part = v1::PointIds {
+                ints: if ids.ints.is_empty() { vec![] } else { ids.ints[start..end].to_vec() },
+                strs: if ids.strs.is_empty() { vec![] } else { ids.strs[start..end].to_vec() },
+            };
+            let req = v1::UpsertRequest {
+                collection: collection.to_string(),
+                ids: Some(part),
+                vectors: vectors[start * dim..end * dim].to_vec(),
+                payloads: if payloads.is_empty() { vec![] } else { payloads[start..end].to_vec() },
+                consistency: level as i32,
+            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            written += with_failover!(self, left, |ch| |t| {
+                let req = req.clone();
+                async move { Self::points(ch).upsert(request(req, t)).await.map(|r| r.into_inner().count) }
+            })?;
+            start = end;
+        }
+        Ok(written)
+    }
+
+    /// Deletes points by id.
+    pub async fn delete(&self, collection: &str, ids: v1::PointIds, level: WriteLevel, timeout: Duration) -> Result<u64> {
+        let req = v1::DeleteRequest { collection: collection.to_string(), ids: Some(ids), consistency: level as i32 };
+        with_failover!(self, timeout, |ch| |t| {
+            let req = req.clone();
+            async move { Self::points(ch).delete(request(req, t)).await.map(|r| r.into_inner().count) }
+        })
+    }
+
+    /// Merges a JSON object into the payload of each point.
+    pub async fn update_payload(
+        &self,
+        collection: &str,
+        ids: v1::PointIds,
+        patch: String,
+        level: WriteLevel,
+        timeout: Duration,
+    ) -> Result<u64> {
+        let req =
+            v1::UpdatePayloadRequest { collection: collection.to_string(), ids: Some(ids), patch, consistency: level as i32 };
+        with_failover!(self, timeout, |ch| |t| {
+            let req = req.clone();
+            async move { Self::points(ch).update_payload(request(req, t)).await.map(|r| r.into_inner().count) }
+        })
+    }
+
+    /// Fetches points by id.
+    pub async fn get(
+        &self,
+        collection: &str,
+        ids: v1::PointIds,
+        with_vectors: bool,
+        level: ReadLevel,
+        timeout: Duration,
+    ) -> Result<v1::GetResponse> {
+        let req = v1::GetRequest { collection: collection.to_string(), ids: Some(ids), with_vectors, consistency: level as i32 };
+        with_failover!(self, timeout, |ch| |t| {
+            let req = req.clone();
+            async move { Self::points(ch).get(request(req, t)).await.map(|r| r.into_inner()) }
+        })
+    }
+
+    /// Counts live points.
+    pub async fn count(&self, collection: &str, level: ReadLevel, timeout: Duration) -> Result<u64> {
+        let req = v1::CountRequest { collection: collection.to_string(), consistency: level as i32 };
+        with_failover!(self, timeout, |ch| |t| {
+            let req = req.clone();
+            async move { Self::points(ch).count(request(req, t)).await.map(|r| r.into_inner().count) }
+        })
+    }
+
+    /// Searches; the response holds per-query hit counts and the concatenated hits.
+    pub async fn search(&self, req: v1::SearchRequest, timeout: Duration) -> Result<v1::SearchResponse> {
+        with_failover!(self, timeout, |ch| |t| {
+            let req = req.clone();
+            async move { Self::points(ch).search(request(req, t)).await.map(|r| r.into_inner()) }
+        })
+    }
+
+    /// (live points, unindexed points) of a collection.
+    pub async fn index_status(&self, collection: &str, timeout: Duration) -> Result<(u64, u64)> {
+        let req = v1::IndexStatusRequest { collection: collection.to_string() };
+        with_failover!(self, timeout, |ch| |t| {
+            let req = req.clone();
+            async move {
+                Self::points(ch).index_status(request(req, t)).await.map(|r| {
+                    let r = r.into_inner();
+                    (r.points, r.unindexed)
+                })
+            }
+        })
+    }
+}

@@ -1,0 +1,164 @@
+//! Node configuration from flags, environment variables (`SHOAL_*`) and an optional JSON file.
+//! Precedence: flags > environment > file > defaults.
+
+use std::path::PathBuf;
+
+/// Help text of the node command line.
+pub const USAGE: &str = "usage: shoal-node [--data-dir DIR] [--listen HOST:PORT] [--advertise HOST:PORT] [--node-id N]
+                  [--zone Z] [--shards-default N] [--config FILE.json] [--log-level LEVEL]
+
+  --data-dir DIR      where the node keeps its data (env SHOAL_DATA_DIR; default ./shoal-data)
+  --listen HOST:PORT  gRPC address; port 0 picks a free port (env SHOAL_LISTEN; default 127.0.0.1:7301)
+  --advertise ADDR    address given to clients and peers (default: the bound listen address)
+  --node-id N         node id >= 1 (env SHOAL_NODE_ID; default 1)
+  --zone Z            failure zone label (env SHOAL_ZONE)
+  --shards-default N  shards per collection when a request says none (default 1 per node)
+  --config FILE       JSON object with any of: data_dir, listen, advertise, node_id, zone, log_level
+  --log-level LEVEL   tracing filter, e.g. info or shoal=debug (env SHOAL_LOG; default info)
+
+When ready the node writes DATA_DIR/node.json ({\"address\", \"pid\", \"node_id\"}) and logs
+`shoal-node ready on ADDR`. SIGTERM or SIGINT stop it gracefully.";
+
+/// Effective node configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    /// Data directory; created when missing.
+    pub data_dir: PathBuf,
+    /// Address to bind; port 0 = any free port.
+    pub listen: String,
+    /// Address advertised to clients; `None` = the bound address.
+    pub advertise: Option<String>,
+    /// Node id, >= 1.
+    pub node_id: u64,
+    /// Failure zone label (may be empty).
+    pub zone: String,
+    /// Default shard count of new collections, >= 1.
+    pub shards_default: u32,
+    /// Tracing filter directive.
+    pub log_level: String,
+    /// `--help` was given.
+    pub help: bool,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: PathBuf::from("shoal-data"),
+            listen: "127.0.0.1:7301".into(),
+            advertise: None,
+            node_id: 1,
+            zone: String::new(),
+            shards_default: 1,
+            log_level: "info".into(),
+            help: false,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Parses flags and the environment of this process.
+    pub fn from_args_and_env(args: &[String]) -> Result<Self, String> {
+        let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("SHOAL_")).collect();
+        Self::parse(args, &env)
+    }
+
+    /// Parses flags, environment pairs and (when named) a config file.
+    pub fn parse(args: &[String], env: &[(String, String)]) -> Result<Self, String> {
+        let mut flags: Vec<(String, String)> = Vec::new();
+        let mut help = false;
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            if a == "-h" || a == "--help" {
+                help = true;
+                continue;
+            }
+            let Some(name) = a.strip_prefix("--") else { return Err(format!("unexpected argument {a:?}")) };
+            let (name, value) = match name.split_once('=') {
+                Some((n, v)) => (n.to_string(), v.to_string()),
+                None => (name.to_string(), it.next().ok_or_else(|| format!("--{name} needs a value"))?.clone()),
+            };
+            flags.push((name.replace('-', "_"), value));
+        }
+        let mut cfg = NodeConfig { help, ..NodeConfig::default() };
+        let file = flags.iter().rev().find(|(k, _)| k == "config").map(|(_, v)| v.clone());
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read config file {path}: {e}"))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| format!("config file {path} is not valid JSON: {e}"))?;
+            let obj = v.as_object().ok_or_else(|| format!("config file {path} must hold a JSON object"))?;
+            for (k, v) in obj {
+                let s = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                cfg.set(k, &s).map_err(|e| format!("config file {path}: {e}"))?;
+            }
+        }
+        for (k, v) in env {
+            let key = match k.as_str() {
+                "SHOAL_DATA_DIR" => "data_dir",
+                "SHOAL_LISTEN" => "listen",
+                "SHOAL_ADVERTISE" => "advertise",
+                "SHOAL_NODE_ID" => "node_id",
+                "SHOAL_ZONE" => "zone",
+                "SHOAL_LOG" => "log_level",
+                _ => continue,
+            };
+            cfg.set(key, v).map_err(|e| format!("environment {k}: {e}"))?;
+        }
+        for (k, v) in &flags {
+            if k != "config" {
+                cfg.set(k, v).map_err(|e| format!("--{}: {e}", k.replace('_', "-")))?;
+            }
+        }
+        Ok(cfg)
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            "data_dir" => self.data_dir = PathBuf::from(value),
+            "listen" => {
+                value.parse::<std::net::SocketAddr>().map_err(|_| format!("{value:?} is not HOST:PORT (an IP address)"))?;
+                self.listen = value.to_string();
+            }
+            "advertise" => self.advertise = Some(value.to_string()),
+            "node_id" => {
+                self.node_id = value.parse().ok().filter(|&n: &u64| n >= 1).ok_or_else(|| format!("{value:?} is not a node id >= 1"))?
+            }
+            "zone" => self.zone = value.to_string(),
+            "shards_default" => {
+                self.shards_default =
+                    value.parse().ok().filter(|&n: &u32| (1..=1024).contains(&n)).ok_or_else(|| format!("{value:?} is not in 1..=1024"))?
+            }
+            "log_level" => self.log_level = value.to_string(),
+            other => return Err(format!("unknown setting {other:?}")),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn flags_beat_env() {
+        let env = vec![("SHOAL_NODE_ID".to_string(), "4".to_string()), ("SHOAL_LISTEN".into(), "127.0.0.1:9".into())];
+        let c = NodeConfig::parse(&s(&["--node-id", "7", "--data-dir=/tmp/x"]), &env).unwrap();
+        assert_eq!(c.node_id, 7);
+        assert_eq!(c.listen, "127.0.0.1:9");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn bad_flags_are_named() {
+        assert!(NodeConfig::parse(&s(&["--node-id", "0"]), &[]).unwrap_err().contains("--node-id"));
+        assert!(NodeConfig::parse(&s(&["--bogus", "1"]), &[]).unwrap_err().contains("bogus"));
+        assert!(NodeConfig::parse(&s(&["--listen"]), &[]).unwrap_err().contains("needs a value"));
+        assert!(NodeConfig::parse(&s(&["--listen", "localhost"]), &[]).is_err());
+    }
+}

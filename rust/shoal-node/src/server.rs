@@ -1,0 +1,147 @@
+//! The service manager: locks the data dir, starts the engine, serves gRPC (+ `grpc.health.v1`),
+//! announces readiness in `DATA_DIR/node.json`, and on SIGTERM/SIGINT drains and shuts down in order.
+//!
+//! ```text
+//!   starting ──engine recovered──> serving ──SIGTERM/SIGINT──> draining ──groups flushed──> stopped
+//!   (health NOT_SERVING)          (SERVING, node.json)        (NOT_SERVING, in-flight finish)
+//! ```
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use shoal_api::v1::{
+    cluster_server::ClusterServer, collections_server::CollectionsServer, points_server::PointsServer,
+};
+use shoal_cluster::{Engine, EngineConfig};
+use shoal_raft::GroupOptions;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::NodeConfig;
+use crate::service::cluster::ClusterService;
+use crate::service::collections::CollectionsService;
+use crate::service::points::PointsService;
+
+/// Largest gRPC message accepted or sent (the client splits batches below it).
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Errors that stop a node from starting or serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The data directory cannot be used.
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Another process holds this data directory.
+    #[error("data dir {0} is in use by another shoal-node process")]
+    Locked(String),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The engine failed to start.
+    #[error(transparent)]
+    Engine(#[from] shoal_cluster::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+fn write_ready_file(dir: &Path, address: &str, node_id: u64) -> std::io::Result<()> {
+    let body = serde_json::json!({ "address": address, "pid": std::process::id(), "node_id": node_id });
+    let tmp = dir.join("node.json.tmp");
+    std::fs::write(&tmp, body.to_string())?;
+    std::fs::rename(&tmp, dir.join("node.json"))
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs the node until a shutdown signal.
+pub async fn run(cfg: NodeConfig) -> Result<(), ServeError> {
+    let dir = cfg.data_dir.clone();
+    let dir_err = |source| ServeError::DataDir { path: dir.display().to_string(), source };
+    std::fs::create_dir_all(&dir).map_err(dir_err)?;
+    let _ = std::fs::remove_file(dir.join("node.json"));
+    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("LOCK")).map_err(dir_err)?;
+    if lock.try_lock().is_err() {
+        return Err(ServeError::Locked(dir.display().to_string()));
+    }
+    let listener = TcpListener::bind(&cfg.listen).await.map_err(|source| ServeError::Bind { addr: cfg.listen.clone(), source })?;
+    let bound: SocketAddr = listener.local_addr().map_err(|source| ServeError::Bind { addr: cfg.listen.clone(), source })?;
+    let advertise = cfg.advertise.clone().unwrap_or_else(|| bound.to_string());
+    tracing::info!(node_id = cfg.node_id, %advertise, data_dir = %dir.display(), "starting");
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+
+    let engine = Engine::start(EngineConfig {
+        node_id: cfg.node_id,
+        data_dir: dir.clone(),
+        advertise: advertise.clone(),
+        raft: GroupOptions::default(),
+        default_shards: cfg.shards_default,
+    })
+    .await?;
+
+    let points = PointsServer::new(PointsService { engine: engine.clone() })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let collections = CollectionsServer::new(CollectionsService { engine: engine.clone() });
+    let cluster = ClusterServer::new(ClusterService { engine: engine.clone(), zone: cfg.zone.clone() });
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(points)
+        .add_service(collections)
+        .add_service(cluster)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+        });
+    let server = tokio::spawn(server);
+
+    health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    write_ready_file(&dir, &advertise, cfg.node_id).map_err(dir_err)?;
+    tracing::info!("shoal-node ready on {advertise}");
+    eprintln!("shoal-node ready on {advertise}");
+
+    shutdown_signal().await;
+    health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    let _ = std::fs::remove_file(dir.join("node.json"));
+    let _ = stop_tx.send(());
+    // In-flight requests finish; a stuck client cannot hold the node forever.
+    match tokio::time::timeout(Duration::from_secs(10), server).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server stopped with an error"),
+        Err(_) => tracing::warn!("in-flight requests did not finish within 10 s"),
+        _ => {}
+    }
+    engine.shutdown().await;
+    tracing::info!("stopped");
+    drop(lock);
+    Ok(())
+}

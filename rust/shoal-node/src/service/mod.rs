@@ -1,0 +1,46 @@
+//! gRPC services: each handler decodes its request (shoal-api), calls the engine, encodes the answer.
+
+pub mod cluster;
+pub mod collections;
+pub mod points;
+
+use std::time::Duration;
+
+/// Default deadline of a request that carries no `grpc-timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The request's deadline from its `grpc-timeout` header (e.g. `500m`, `10S`), else the default.
+pub fn deadline<T>(req: &tonic::Request<T>) -> Duration {
+    req.metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .unwrap_or(DEFAULT_TIMEOUT)
+}
+
+fn parse_grpc_timeout(s: &str) -> Option<Duration> {
+    if s.len() < 2 {
+        return None;
+    }
+    let (num, unit) = s.split_at(s.len() - 1);
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn grpc_timeout_units() {
+        assert_eq!(super::parse_grpc_timeout("500m"), Some(std::time::Duration::from_millis(500)));
+        assert_eq!(super::parse_grpc_timeout("3S"), Some(std::time::Duration::from_secs(3)));
+        assert_eq!(super::parse_grpc_timeout("x"), None);
+    }
+}
