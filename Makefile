@@ -1,0 +1,82 @@
+# Shoal developer entry points (DESIGN §9). Every target sets itself up on a fresh machine.
+#
+#   make demo     venv + build the Python extension + run the demo (local node, 100k vectors)
+#   make test     venv + cargo tests + build the extension + pytest end-to-end (tests/)
+#   make verify   read-only checks: rustfmt --check, clippy -D warnings, then the tests
+#   make fix      rustfmt + clippy --fix
+#   make build    release build of the shoal-node binary
+#   make bench    bench/run.sh (benchmarks are never part of the tests)
+#
+# cargo builds into target/, maturin into target-py/ so the two never fight over pyo3 features.
+
+SHELL        := /bin/bash
+PYTHON       ?= python3
+VENV         := .venv
+VPY          := $(VENV)/bin/python
+PY_DEPS      := maturin numpy pytest tqdm pandas
+CARGO        ?= cargo
+PY_TARGET    := $(CURDIR)/target-py
+PYTEST_ARGS  ?=
+DEMO_ARGS    ?=
+
+.PHONY: help venv develop build test test-rust test-py verify fmt-check clippy fix bench demo clean
+
+help:
+	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
+
+# --- Python environment -------------------------------------------------------------------------
+
+venv: $(VENV)/.deps-ok
+
+$(VENV)/.deps-ok: Makefile
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet $(PY_DEPS)
+	@touch $@
+
+# Builds shoal._native (release) and installs the package into .venv in editable mode:
+# the .so lands in python/shoal/, Python sources are used in place.
+develop: venv
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(VENV)/bin:$$PATH CARGO_TARGET_DIR=$(PY_TARGET) \
+		$(VENV)/bin/maturin develop --release --quiet
+
+# --- Rust ---------------------------------------------------------------------------------------
+
+build:
+	$(CARGO) build --release -p shoal-node
+
+# Default members: every crate but the pyo3 cdylib (its test harness cannot link with extension-module).
+test-rust:
+	$(CARGO) test
+
+fmt-check:
+	$(CARGO) fmt --all --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# --- tests --------------------------------------------------------------------------------------
+
+test-py: develop
+	$(VPY) -m pytest tests/ $(PYTEST_ARGS)
+
+test: venv test-rust test-py
+
+verify: fmt-check clippy test
+
+fix:
+	$(CARGO) fmt --all
+	$(CARGO) clippy --workspace --all-targets --fix --allow-dirty --allow-staged -- -D warnings
+	$(CARGO) fmt --all
+
+# --- demo and benchmarks ------------------------------------------------------------------------
+
+demo: develop
+	$(VPY) -m shoal.demo $(DEMO_ARGS)
+
+bench: develop
+	@if [ -x bench/run.sh ]; then bench/run.sh; \
+	elif [ -f bench/run.sh ]; then bash bench/run.sh; \
+	else echo "bench/run.sh not present yet: nothing to run"; fi
+
+clean:
+	rm -rf $(VENV) target-py python/shoal/*.so

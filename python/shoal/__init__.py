@@ -1,0 +1,71 @@
+"""Shoal: a distributed vector database with a Rust core and a NumPy-first Python API.
+
+    import numpy as np, shoal
+
+    with shoal.Cluster.local(nodes=1) as cluster:
+        docs = cluster.create_collection("docs", dim=384, metric="cosine")
+        docs.upsert(ids, vectors, payloads=[{"lang": "en"}, ...], progress=True)
+        res = docs.search(queries, k=10, filter={"lang": "en"})
+        res.ids, res.distances, res.to_pandas()
+
+See DESIGN.md §8 for the full contract.
+"""
+
+from __future__ import annotations
+
+from .cluster import Cluster, Health, Node, NodeHandle, connect
+from .collection import Collection
+from .errors import (
+    Cancelled,
+    CollectionExists,
+    CollectionNotFound,
+    ConsistencyError,
+    InvalidArgument,
+    NodeUnavailable,
+    ShardUnavailable,
+    ShoalError,
+    Timeout,
+)
+from .index import HNSW, Flat
+from .results import Points, SearchResult
+
+
+def _version() -> str:
+    try:
+        from . import _native
+
+        return str(_native.__version__)
+    except Exception:
+        pass
+    try:
+        from importlib.metadata import version
+
+        return version("shoal")
+    except Exception:
+        return "0.0.0+unknown"
+
+
+__version__ = _version()
+
+__all__ = [
+    "Cluster",
+    "connect",
+    "Collection",
+    "SearchResult",
+    "Points",
+    "Node",
+    "NodeHandle",
+    "Health",
+    "HNSW",
+    "Flat",
+    "ShoalError",
+    "InvalidArgument",
+    "CollectionNotFound",
+    "CollectionExists",
+    "ConsistencyError",
+    "Timeout",
+    "Cancelled",
+    "ShardUnavailable",
+    "NodeUnavailable",
+    "__version__",
+]

@@ -1,0 +1,657 @@
+"""Clusters: ``Cluster.local(...)`` starts and manages real node processes; ``connect(...)`` attaches to
+an existing cluster (DESIGN §8)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence, Union
+
+from . import _convert as cv
+from ._loader import native
+from .collection import Collection
+from .display import html_table
+from .errors import CollectionNotFound, InvalidArgument, NodeUnavailable, ShoalError, Timeout
+from .index import HNSW, Flat, parse_index
+
+__all__ = ["Cluster", "connect", "Node", "NodeHandle", "Health"]
+
+STARTUP_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+_LOG_TAIL_LINES = 40
+
+
+# --- public value objects -------------------------------------------------------------------------
+
+
+@dataclass
+class Node:
+    """A node as the cluster reports it (``Cluster.nodes()``)."""
+
+    id: int
+    address: str
+    status: str = "up"
+    role: str = ""
+    zone: str = ""
+    version: str = ""
+    resources: Optional[dict] = None
+    stats: Optional[dict] = None
+    replicas: Optional[list] = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Node":
+        return cls(
+            id=int(d.get("id", 0)),
+            address=str(d.get("address", "")),
+            status=str(d.get("status", "")),
+            role=str(d.get("role", "")),
+            zone=str(d.get("zone", "") or ""),
+            version=str(d.get("version", "")),
+            resources=d.get("resources"),
+            stats=d.get("stats"),
+            replicas=d.get("replicas"),
+        )
+
+
+@dataclass
+class Health:
+    """``status``: "green" (every node up), "yellow" (some down), "red" (none reachable); ``nodes``."""
+
+    status: str
+    nodes: list[Node] = field(default_factory=list)
+    detail: str = ""
+
+    def __repr__(self) -> str:
+        up = sum(1 for n in self.nodes if n.status == "up")
+        extra = f", detail={self.detail!r}" if self.detail else ""
+        return f"Health({self.status!r}, nodes_up={up}/{len(self.nodes)}{extra})"
+
+
+# --- local node processes -------------------------------------------------------------------------
+
+
+class _NodeProc:
+    """One local node process: its data dir, log file, port and Popen. Holds no reference to the Cluster."""
+
+    def __init__(
+        self,
+        node_id: int,
+        data_dir: Path,
+        zone: Optional[str],
+        log_level: Optional[str],
+        extra_args: Sequence[str],
+        env: dict[str, str],
+    ) -> None:
+        self.node_id = node_id
+        self.data_dir = data_dir
+        self.zone = zone
+        self.log_level = log_level
+        self.extra_args = list(extra_args)
+        self.env = env
+        self.log_path = data_dir / "node.log"
+        self.proc: Optional[subprocess.Popen] = None
+        self.address: Optional[str] = None
+        self.port: int = 0
+        self.paused = False
+        self._log_offset = 0
+        self._terminated_pid: Optional[int] = None
+        self._lock = threading.RLock()
+
+    # process state
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def command(self, port: int) -> list[str]:
+        cmd = [
+            sys.executable,
+            "-m",
+            "shoal.node",
+            "--data-dir",
+            str(self.data_dir),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--node-id",
+            str(self.node_id),
+        ]
+        if self.zone:
+            cmd += ["--zone", self.zone]
+        if self.log_level:
+            cmd += ["--log-level", self.log_level]
+        return cmd + self.extra_args
+
+    def launch(self, port: int) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            (self.data_dir / "node.json").unlink()
+        except FileNotFoundError:
+            pass
+        cmd = self.command(port)
+        with open(self.log_path, "ab") as log:
+            self._log_offset = log.tell()
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            log.write(f"=== shoal: starting node {self.node_id} at {stamp}: {' '.join(cmd)}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=str(self.data_dir),
+                start_new_session=True,  # Ctrl-C in the terminal / notebook does not reach the node
+                close_fds=True,
+            )
+        self.paused = False
+        self.address = None
+
+    def log_tail(self, lines: int = _LOG_TAIL_LINES, current_run: bool = False) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                if current_run:
+                    f.seek(self._log_offset)
+                else:
+                    f.seek(0, os.SEEK_END)
+                    size = f.tell()
+                    f.seek(max(0, size - 256 * 1024))
+                data = f.read()
+        except OSError:
+            return ""
+        text = data.decode("utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_ready(self, deadline: float, timeout: float) -> str:
+        """Waits for DATA_DIR/node.json of this run; returns the node's address."""
+        assert self.proc is not None
+        path = self.data_dir / "node.json"
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                raise NodeUnavailable(
+                    f"shoal node {self.node_id} exited with code {rc} before it was ready "
+                    f"(log: {self.log_path}):\n{self.log_tail(current_run=True)}"
+                )
+            if path.exists():
+                try:
+                    info = json.loads(path.read_text())
+                except (OSError, ValueError):
+                    info = None
+                if isinstance(info, dict) and info.get("address"):
+                    pid = info.get("pid")
+                    if pid is None or int(pid) == self.proc.pid:
+                        addr = str(info["address"])
+                        for prefix in ("http://", "https://"):
+                            if addr.startswith(prefix):
+                                addr = addr[len(prefix) :]
+                        self.address = addr
+                        self.port = int(addr.rsplit(":", 1)[1])
+                        return addr
+            if time.monotonic() >= deadline:
+                self.kill()
+                raise Timeout(
+                    f"shoal node {self.node_id} was not ready within {timeout:g} s "
+                    f"(no {path}; log: {self.log_path}):\n{self.log_tail(current_run=True)}"
+                )
+            time.sleep(0.02)
+
+    def signal(self, sig: int) -> None:
+        if self.running:
+            assert self.proc is not None
+            try:
+                self.proc.send_signal(sig)
+            except ProcessLookupError:  # pragma: no cover - raced with exit
+                pass
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> Optional[int]:
+        """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL. Returns the exit code."""
+        with self._lock:
+            if self.proc is None:
+                return None
+            self.terminate()
+            return self.wait_or_kill(timeout)
+
+    def terminate(self) -> None:
+        """Sends SIGTERM once (and SIGCONT to a paused node so that it can act on it)."""
+        if self.proc is None or self.proc.poll() is not None or self._terminated_pid == self.proc.pid:
+            return
+        self.signal(signal.SIGTERM)
+        self._terminated_pid = self.proc.pid
+        if self.paused:
+            self.signal(signal.SIGCONT)
+
+    def wait_or_kill(self, timeout: float) -> Optional[int]:
+        if self.proc is None:
+            return None
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.paused = False
+        return self.proc.returncode
+
+    def kill(self) -> Optional[int]:
+        with self._lock:
+            if self.proc is None:
+                return None
+            if self.proc.poll() is None:
+                try:
+                    self.proc.kill()
+                except ProcessLookupError:  # pragma: no cover
+                    pass
+                self.proc.wait()
+            self.paused = False
+            return self.proc.returncode
+
+
+def _check_ready(address: str, deadline: float, proc: _NodeProc, timeout: float) -> Any:
+    """Connects a client to ``address`` and waits until ``cluster_info`` answers."""
+    n = native()
+    last: Optional[BaseException] = None
+    client = None
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            if client is None:
+                client = n.Client([address], connect_timeout=max(0.5, min(5.0, remaining)))
+            client.cluster_info(timeout=max(0.5, min(5.0, remaining)))
+            return client
+        except ShoalError as e:
+            last = e
+        if proc.proc is not None and proc.proc.poll() is not None:
+            raise NodeUnavailable(
+                f"shoal node {proc.node_id} exited with code {proc.proc.returncode} "
+                f"(log: {proc.log_path}):\n{proc.log_tail(current_run=True)}"
+            )
+        if time.monotonic() >= deadline:
+            proc.kill()
+            raise Timeout(
+                f"shoal node {proc.node_id} at {address} did not answer within {timeout:g} s ({last}); "
+                f"log: {proc.log_path}:\n{proc.log_tail(current_run=True)}"
+            )
+        time.sleep(0.05)
+
+
+def _start(proc: _NodeProc, port: int, timeout: float) -> Any:
+    """Launches ``proc`` and waits until it serves; retries while a fixed port is still in use."""
+    deadline = time.monotonic() + timeout
+    while True:
+        proc.launch(port)
+        try:
+            address = proc.wait_ready(deadline, timeout)
+            return _check_ready(address, deadline, proc, timeout)
+        except NodeUnavailable:
+            tail = proc.log_tail(current_run=True).lower()
+            in_use = "in use" in tail or "addrinuse" in tail
+            if port and in_use and time.monotonic() + 0.5 < deadline:
+                time.sleep(0.25)
+                continue
+            raise
+
+
+def _child_env() -> dict[str, str]:
+    """The node's environment: ours, with this shoal package importable first."""
+    env = dict(os.environ)
+    pkg_parent = str(Path(__file__).resolve().parent.parent)
+    pp = env.get("PYTHONPATH", "")
+    parts = [p for p in pp.split(os.pathsep) if p]
+    if pkg_parent not in parts:
+        env["PYTHONPATH"] = os.pathsep.join([pkg_parent] + parts)
+    return env
+
+
+class _LocalState:
+    """What a local cluster must clean up: node processes and (maybe) its temp dir. Referenced by a
+    ``weakref.finalize``, so it must never point back at the Cluster."""
+
+    def __init__(self, root: Path, remove_root: bool) -> None:
+        self.root = root
+        self.remove_root = remove_root
+        self.procs: dict[int, _NodeProc] = {}
+        self.closed = False
+
+    def shutdown(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        procs = list(self.procs.values())
+        for p in procs:  # signal all first, then wait: nodes stop in parallel
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait_or_kill(STOP_TIMEOUT)
+            except Exception:  # pragma: no cover - best effort at exit
+                p.kill()
+        if self.remove_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+class NodeHandle:
+    """Process control of one node of a local cluster (``cluster.node(node_id)``)."""
+
+    def __init__(self, cluster: "Cluster", proc: _NodeProc) -> None:
+        self._cluster = cluster
+        self._proc = proc
+
+    @property
+    def id(self) -> int:
+        return self._proc.node_id
+
+    @property
+    def address(self) -> Optional[str]:
+        return self._proc.address
+
+    @property
+    def port(self) -> int:
+        return self._proc.port
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self._proc.proc.pid if self._proc.proc is not None else None
+
+    @property
+    def data_dir(self) -> Path:
+        return self._proc.data_dir
+
+    @property
+    def log_path(self) -> Path:
+        return self._proc.log_path
+
+    @property
+    def running(self) -> bool:
+        return self._proc.running
+
+    @property
+    def paused(self) -> bool:
+        return self._proc.paused
+
+    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        """The last lines of this node's log file."""
+        return self._proc.log_tail(lines)
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies at once (what a crash looks like)."""
+        self._proc.kill()
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Graceful stop: SIGTERM, wait up to ``timeout`` s, then SIGKILL."""
+        self._proc.stop(timeout)
+
+    def start(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        """Starts the node again on the same port and data dir and waits until it serves. No-op if running."""
+        self._cluster._check_open()
+        if self._proc.running:
+            return
+        _start(self._proc, self._proc.port, timeout)
+
+    def restart(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        """``stop()`` then ``start()``."""
+        self.stop()
+        self.start(timeout)
+
+    def pause(self) -> None:
+        """SIGSTOP: the process freezes (a hung node: connections open, no answers)."""
+        if self._proc.running:
+            self._proc.signal(signal.SIGSTOP)
+            self._proc.paused = True
+
+    def resume(self) -> None:
+        """SIGCONT after ``pause()``."""
+        if self._proc.running:
+            self._proc.signal(signal.SIGCONT)
+        self._proc.paused = False
+
+    def __repr__(self) -> str:
+        state = "paused" if self.paused else ("running" if self.running else "stopped")
+        return f"NodeHandle(id={self.id}, address={self.address!r}, {state}, pid={self.pid})"
+
+
+# --- the cluster ----------------------------------------------------------------------------------
+
+
+class Cluster:
+    """A Shoal cluster: ``Cluster.local(...)`` for local node processes, ``shoal.connect(...)`` for an
+    existing one. Use as a context manager, or call ``close()``."""
+
+    def __init__(self, client: Any, addresses: Sequence[str], _local: Optional[_LocalState] = None) -> None:
+        self._client = client
+        self._addresses = list(addresses)
+        self._local = _local
+        self._finalizer = weakref.finalize(self, _local.shutdown) if _local is not None else None
+
+    # construction
+
+    @classmethod
+    def local(
+        cls,
+        nodes: int = 1,
+        data_dir: Union[str, os.PathLike, None] = None,
+        zones: Optional[Sequence[str]] = None,
+        *,
+        log_level: Optional[str] = None,
+        startup_timeout: float = STARTUP_TIMEOUT,
+        node_args: Iterable[str] = (),
+    ) -> "Cluster":
+        """Starts ``nodes`` real node processes on free loopback ports and waits until they serve.
+
+        ``data_dir``: where node data and logs go (``DATA_DIR/node-<id>/``, log ``node.log``); None = a
+        temp dir removed on ``close()``. ``zones``: one zone name per node. ``node_args``: extra flags for
+        every node. Node ids are 1..=nodes.
+        """
+        nodes = cv.check_int("nodes", nodes, 1)
+        if nodes > 1:
+            raise InvalidArgument("nodes > 1 needs replication (not yet available): use nodes=1")
+        if zones is not None:
+            if isinstance(zones, str) or len(zones) != nodes:
+                raise InvalidArgument(f"zones must be a list of {nodes} zone names, one per node, got {zones!r}")
+            zones = [str(z) for z in zones]
+        startup_timeout = cv.check_timeout(startup_timeout, "startup_timeout") or STARTUP_TIMEOUT
+        native()  # fail early with a clear message if the extension is missing
+
+        if data_dir is None:
+            root = Path(tempfile.mkdtemp(prefix="shoal-"))
+            remove = True
+        else:
+            root = Path(data_dir).expanduser().resolve()
+            root.mkdir(parents=True, exist_ok=True)
+            remove = False
+        state = _LocalState(root, remove)
+        env = _child_env()
+        try:
+            client = None
+            for i in range(1, nodes + 1):
+                proc = _NodeProc(
+                    node_id=i,
+                    data_dir=root / f"node-{i}",
+                    zone=zones[i - 1] if zones else None,
+                    log_level=log_level,
+                    extra_args=list(node_args),
+                    env=env,
+                )
+                state.procs[i] = proc
+                c = _start(proc, 0, startup_timeout)
+                if client is None:
+                    client = c
+            addresses = [p.address for p in state.procs.values() if p.address]
+            if nodes > 1:
+                client = native().Client(addresses)
+        except BaseException:
+            state.shutdown()
+            raise
+        return cls(client, addresses, _local=state)
+
+    # lifecycle
+
+    def close(self) -> None:
+        """Stops local nodes gracefully (SIGTERM, then SIGKILL after 10 s) and removes a temp data dir."""
+        if self._finalizer is not None:
+            self._finalizer()
+        self._client = None
+
+    @property
+    def closed(self) -> bool:
+        return self._client is None
+
+    def __enter__(self) -> "Cluster":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._client is None:
+            raise ShoalError("this cluster is closed")
+
+    @property
+    def _c(self) -> Any:
+        c = self._client
+        if c is None:
+            raise ShoalError("this cluster is closed")
+        return c
+
+    # information
+
+    @property
+    def addresses(self) -> list[str]:
+        """The node addresses this cluster object talks to."""
+        return list(self._addresses)
+
+    @property
+    def is_local(self) -> bool:
+        return self._local is not None
+
+    @property
+    def data_dir(self) -> Optional[Path]:
+        """Root data dir of a local cluster (None for a connected one)."""
+        return self._local.root if self._local is not None else None
+
+    def nodes(self) -> list[Node]:
+        """The nodes of the cluster, as reported by the cluster."""
+        info = self._c.cluster_info()
+        return [Node.from_dict(d) for d in info.get("nodes", [])]
+
+    def health(self, timeout: Optional[float] = 5.0) -> Health:
+        """green: every node up; yellow: some node not up; red: the cluster cannot be reached."""
+        timeout = cv.check_timeout(timeout)
+        try:
+            info = self._c.cluster_info(timeout=timeout)
+        except ShoalError as e:
+            return Health("red", [], detail=str(e))
+        nodes = [Node.from_dict(d) for d in info.get("nodes", [])]
+        if nodes and all(n.status == "up" for n in nodes):
+            status = "green"
+        elif any(n.status == "up" for n in nodes):
+            status = "yellow"
+        else:
+            status = "red"
+        return Health(status, nodes)
+
+    def node(self, node_id: int) -> NodeHandle:
+        """Process control of a node of a local cluster."""
+        if self._local is None:
+            raise ShoalError(
+                "node handles are only available on clusters started with shoal.Cluster.local(); "
+                "this one was attached with shoal.connect()"
+            )
+        node_id = cv.check_int("node_id", node_id, 0)
+        proc = self._local.procs.get(node_id)
+        if proc is None:
+            raise InvalidArgument(f"no local node with id {node_id} (ids: {sorted(self._local.procs)})")
+        return NodeHandle(self, proc)
+
+    # collections
+
+    def create_collection(
+        self,
+        name: str,
+        dim: int,
+        metric: str = "cosine",
+        shards: Optional[int] = None,
+        replication_factor: Optional[int] = None,
+        id_type: str = "int",
+        index: Union[HNSW, Flat, str] = HNSW(m=16, ef_construction=200),
+        timeout: Optional[float] = None,
+    ) -> Collection:
+        """Creates a collection. ``metric``: "cosine" | "l2" | "dot"; ``id_type``: "int" | "str";
+        ``index``: ``shoal.HNSW(m, ef_construction)`` or "flat"; ``shards`` / ``replication_factor``:
+        None = the server's defaults."""
+        if not isinstance(name, str) or not name:
+            raise InvalidArgument(f"collection name must be a non-empty str, got {name!r}")
+        dim = cv.check_int("dim", dim, 1, cv.MAX_DIM)
+        metric = cv.check_metric(metric)
+        id_type = cv.check_id_type(id_type)
+        n_shards = 0 if shards is None else cv.check_int("shards", shards, 1)
+        rf = 0 if replication_factor is None else cv.check_int("replication_factor", replication_factor, 1)
+        idx = parse_index(index)
+        timeout = cv.check_timeout(timeout)
+        if isinstance(idx, HNSW):
+            kind, m, efc = "hnsw", idx.m, idx.ef_construction
+        else:
+            kind, m, efc = "flat", 0, 0
+        info = self._c.create_collection(name, dim, metric, id_type, n_shards, rf, kind, m, efc, timeout)
+        return Collection(self, info)
+
+    def collection(self, name: str, timeout: Optional[float] = None) -> Collection:
+        """The existing collection ``name`` (``shoal.CollectionNotFound``, a KeyError, if there is none)."""
+        if not isinstance(name, str):
+            raise InvalidArgument(f"collection name must be a str, got {name!r}")
+        return Collection(self, self._c.get_collection(name, cv.check_timeout(timeout)))
+
+    def __getitem__(self, name: str) -> Collection:
+        return self.collection(name)
+
+    def list_collections(self, timeout: Optional[float] = None) -> list[str]:
+        """Names of the collections, sorted."""
+        infos = self._c.list_collections(cv.check_timeout(timeout))
+        return sorted(str(i["name"]) for i in infos)
+
+    def drop_collection(self, name: str, timeout: Optional[float] = None) -> None:
+        """Drops a collection and its data (``shoal.CollectionNotFound`` if there is none)."""
+        if not isinstance(name, str):
+            raise InvalidArgument(f"collection name must be a str, got {name!r}")
+        dropped = self._c.drop_collection(name, cv.check_timeout(timeout))
+        if dropped is False:
+            raise CollectionNotFound(f"collection {name!r} not found")
+
+    # display
+
+    def __repr__(self) -> str:
+        if self._client is None:
+            return "Cluster(closed)"
+        kind = f"local, nodes={len(self._local.procs)}" if self._local is not None else "connected"
+        return f"Cluster({kind}, addresses={self._addresses})"
+
+    def _repr_html_(self) -> str:
+        if self._client is None or self._local is None:
+            return "<pre>" + repr(self) + "</pre>"
+        rows = []
+        for p in self._local.procs.values():
+            state = "paused" if p.paused else ("running" if p.running else "stopped")
+            rows.append([p.node_id, p.address or "", state, str(p.log_path)])
+        return html_table(["node", "address", "process", "log"], rows, caption=repr(self))
+
+
+def connect(addresses: Union[str, Sequence[str]], connect_timeout: float = 10.0) -> Cluster:
+    """Attaches to an existing cluster through one or more "host:port" addresses (comma-separated in a
+    string, or a list); requests fail over between them. No process management (``node()`` raises)."""
+    if isinstance(addresses, str):
+        addrs = [a.strip() for a in addresses.split(",") if a.strip()]
+    else:
+        addrs = [str(a).strip() for a in addresses]
+    if not addrs or any(not a for a in addrs):
+        raise InvalidArgument(f"connect() needs at least one 'host:port' address, got {addresses!r}")
+    t = cv.check_timeout(connect_timeout, "connect_timeout") or 10.0
+    client = native().Client(addrs, connect_timeout=t)
+    client.cluster_info(timeout=t)
+    return Cluster(client, addrs)

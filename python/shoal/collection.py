@@ -1,0 +1,347 @@
+"""A collection: points with a fixed dim, metric and id type (DESIGN §8)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Optional
+
+import numpy as np
+
+from . import _convert as cv
+from .errors import InvalidArgument, Timeout
+from .index import Flat, HNSW, index_from_info
+from .results import Points, SearchResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .cluster import Cluster
+
+__all__ = ["Collection"]
+
+DEFAULT_BATCH_ROWS = 10_000
+# Client-side chunks stay below this many bytes of vectors (the native client splits further
+# below the gRPC message limit).
+MAX_CHUNK_BYTES = 64 << 20
+
+
+class Collection:
+    """A handle on a collection of a cluster. Get one from ``cluster.create_collection`` or ``cluster.collection``.
+
+    Attributes: ``name``, ``dim``, ``metric`` ("cosine" | "l2" | "dot"), ``id_type`` ("int" | "str"),
+    ``shards``, ``replication_factor``, ``index`` (``HNSW(...)`` or ``Flat()``).
+    """
+
+    def __init__(self, cluster: "Cluster", info: dict[str, Any]) -> None:
+        self._cluster = cluster
+        self.name: str = str(info["name"])
+        self.dim: int = int(info["dim"])
+        self.metric: str = str(info["metric"])
+        self.id_type: str = str(info.get("id_type", "int"))
+        self.shards: int = int(info.get("shards", 1) or 1)
+        self.replication_factor: int = int(info.get("replication_factor", 1) or 1)
+        self.index: HNSW | Flat = index_from_info(info)
+
+    @property
+    def _client(self) -> Any:
+        return self._cluster._c
+
+    def __repr__(self) -> str:
+        idx = "'flat'" if isinstance(self.index, Flat) else repr(self.index)
+        return (
+            f"Collection({self.name!r}, dim={self.dim}, metric={self.metric!r}, "
+            f"id_type={self.id_type!r}, index={idx})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Collection) and other._cluster is self._cluster and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash((id(self._cluster), self.name))
+
+    # --- writes -----------------------------------------------------------------------------------
+
+    def upsert(
+        self,
+        ids: Any,
+        vectors: Any,
+        payloads: Any = None,
+        consistency: str = "quorum",
+        batch_size: Optional[int] = None,
+        progress: Optional[bool] = None,
+        timeout: Optional[float] = None,
+    ) -> int:
+        """Inserts or replaces points; returns the number written.
+
+        ``ids``: non-negative ints (int collections) or strs; ``vectors``: any array-like of real numbers
+        of shape (n, dim), or (dim,) for one point (float64, lists and Fortran order are converted to
+        contiguous float32); ``payloads``: one dict per point (or None). The whole batch is validated before
+        anything is written; it is then sent in chunks of ``batch_size`` rows (default 10,000), each
+        acknowledged at ``consistency`` ("eventual" | "quorum" | "strong"). ``progress=True`` shows a tqdm bar.
+        If a chunk fails, the chunks before it stay written: the exception's ``written`` attribute says how
+        many points were. ``timeout`` applies to each chunk.
+        """
+        consistency = cv.check_write_consistency(consistency)
+        timeout = cv.check_timeout(timeout)
+        id_arr = cv.as_ids(ids, self.id_type)
+        vecs, _ = cv.as_matrix(vectors, self.dim, "vectors", self.name)
+        n = cv.ids_len(id_arr)
+        if n != vecs.shape[0]:
+            raise InvalidArgument(f"ids has {n} items but vectors has {vecs.shape[0]} rows")
+        texts = cv.payload_texts(payloads, n)
+        if n == 0:
+            return 0
+        rows = self._batch_rows(batch_size)
+        native = self._native()
+        native.validate_upsert(id_arr, vecs, texts, self.dim, self.id_type)
+
+        bar = _progress_bar(progress, n, f"upsert {self.name}")
+        written = 0
+        client = self._client
+        try:
+            for lo in range(0, n, rows):
+                hi = min(n, lo + rows)
+                chunk_texts = texts[lo:hi] if texts is not None else None
+                try:
+                    written += int(
+                        client.upsert(
+                            self.name, self.id_type, id_arr[lo:hi], vecs[lo:hi], chunk_texts, consistency, timeout
+                        )
+                    )
+                except BaseException as e:
+                    try:
+                        e.written = written  # type: ignore[attr-defined]
+                    except Exception:  # pragma: no cover
+                        pass
+                    raise
+                if bar is not None:
+                    bar.update(hi - lo)
+        finally:
+            if bar is not None:
+                bar.close()
+        return written
+
+    def delete(self, ids: Any, consistency: str = "quorum", timeout: Optional[float] = None) -> int:
+        """Deletes points by id (missing ids are ignored); returns the count the server reports."""
+        consistency = cv.check_write_consistency(consistency)
+        timeout = cv.check_timeout(timeout)
+        id_arr = cv.as_ids(ids, self.id_type)
+        if cv.ids_len(id_arr) == 0:
+            return 0
+        return int(self._client.delete(self.name, self.id_type, id_arr, consistency, timeout))
+
+    def update_payload(
+        self, ids: Any, patch: dict, consistency: str = "quorum", timeout: Optional[float] = None
+    ) -> int:
+        """Merges ``patch`` key by key into the payload of each point (a LWW map per key)."""
+        consistency = cv.check_write_consistency(consistency)
+        timeout = cv.check_timeout(timeout)
+        id_arr = cv.as_ids(ids, self.id_type)
+        if patch is None:
+            raise InvalidArgument("patch must be a dict, got None")
+        text = cv.payload_text(patch, "patch")
+        if cv.ids_len(id_arr) == 0:
+            return 0
+        return int(self._client.update_payload(self.name, self.id_type, id_arr, text, consistency, timeout))
+
+    # --- reads ------------------------------------------------------------------------------------
+
+    def get(
+        self,
+        ids: Any,
+        with_vectors: bool = True,
+        consistency: str = "session",
+        timeout: Optional[float] = None,
+    ) -> Points:
+        """Reads points by id. Returns the found ones in request order; ``Points.missing`` lists the others."""
+        consistency = cv.check_read_consistency(consistency)
+        timeout = cv.check_timeout(timeout)
+        id_arr = cv.as_ids(ids, self.id_type)
+        n = cv.ids_len(id_arr)
+        if n == 0:
+            return Points(
+                ids=_ids_array([], self.id_type),
+                vectors=np.empty((0, self.dim), np.float32) if with_vectors else None,
+                payloads=[],
+            )
+        found, vecs, texts = self._client.get(self.name, self.id_type, id_arr, bool(with_vectors), consistency, timeout)
+        mask = np.asarray(found, dtype=bool)
+        all_ids = _ids_array(id_arr, self.id_type)
+        if with_vectors:
+            vecs = (
+                np.empty((0, self.dim), np.float32)
+                if vecs is None
+                else np.asarray(vecs, dtype=np.float32).reshape(-1, self.dim)
+            )
+        else:
+            vecs = None
+        payloads = [cv.parse_payload(t) or {} for t in texts]
+        return Points(
+            ids=all_ids[mask],
+            vectors=vecs,
+            payloads=payloads,
+            missing=[_plain(x) for x in all_ids[~mask].tolist()],
+        )
+
+    def count(self, consistency: str = "session", timeout: Optional[float] = None) -> int:
+        """Number of live points."""
+        consistency = cv.check_read_consistency(consistency)
+        timeout = cv.check_timeout(timeout)
+        return int(self._client.count(self.name, consistency, timeout))
+
+    def search(
+        self,
+        queries: Any,
+        k: int = 10,
+        filter: Optional[dict] = None,
+        consistency: str = "session",
+        timeout: Optional[float] = None,
+        allow_partial: bool = False,
+        ef: Optional[int] = None,
+        load_balancing: Optional[str] = None,
+        with_payload: bool = False,
+        with_vectors: bool = False,
+    ) -> SearchResult:
+        """k nearest neighbours of each query (smaller distance is better).
+
+        ``queries``: (nq, dim) or (dim,) array-like; the result always has one row per query.
+        ``filter``: Mongo-style dict on payloads (``{"lang": "en", "year": {"$gte": 2020}}``).
+        ``ef``: HNSW beam width for this query (default: chosen by the server). ``timeout``: seconds.
+        ``allow_partial`` / ``load_balancing``: accepted and validated; they matter once a collection has
+        several shards and replicas.
+        """
+        q, _ = cv.as_matrix(queries, self.dim, "queries", self.name)
+        k = cv.check_int("k", k, 1, cv.MAX_K)
+        if ef is not None:
+            ef = cv.check_int("ef", ef, 1)
+        timeout = cv.check_timeout(timeout)
+        consistency = cv.check_read_consistency(consistency)
+        if load_balancing is not None:
+            cv.check_choice("load_balancing", load_balancing, cv.LOAD_BALANCING)
+        if not isinstance(allow_partial, (bool, np.bool_)):
+            raise InvalidArgument(f"allow_partial must be a bool, got {allow_partial!r}")
+        ftext = cv.filter_text(filter)
+        cv.check_finite(q, "queries")
+        nq = q.shape[0]
+        if nq == 0:
+            ids = np.empty((0, k), dtype=object if self.id_type == "str" else np.int64)
+            return SearchResult(
+                ids=ids,
+                distances=np.empty((0, k), np.float32),
+                payloads=[] if with_payload else None,
+                vectors=np.empty((0, k, self.dim), np.float32) if with_vectors else None,
+            )
+        ids, dists, ptexts = self._client.search(
+            self.name, self.id_type, q, k, ftext, ef, bool(with_payload), consistency, timeout
+        )
+        ids = np.asarray(ids)
+        if self.id_type != "str":
+            ids = ids.astype(np.int64, copy=False)
+        ids = ids.reshape(nq, k)
+        dists = np.asarray(dists, dtype=np.float32).reshape(nq, k)
+        payloads = _search_payloads(ids, ptexts, self.id_type) if with_payload else None
+        vectors = self._hit_vectors(ids, consistency, timeout) if with_vectors else None
+        return SearchResult(ids=ids, distances=dists, payloads=payloads, vectors=vectors)
+
+    def index_status(self, timeout: Optional[float] = None) -> tuple[int, int]:
+        """(live points, live points not yet covered by the index)."""
+        timeout = cv.check_timeout(timeout)
+        points, unindexed = self._client.index_status(self.name, timeout)
+        return int(points), int(unindexed)
+
+    def wait_indexed(self, timeout: Optional[float] = None, poll_interval: float = 0.05) -> int:
+        """Blocks until the index covers every point; returns the number of live points.
+
+        Raises ``shoal.Timeout`` when ``timeout`` seconds pass first (None: wait as long as it takes).
+        Interruptible with Ctrl-C.
+        """
+        timeout = cv.check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval = min(max(float(poll_interval), 0.001), 1.0)
+        while True:
+            rpc_timeout = None if deadline is None else max(0.001, min(10.0, deadline - time.monotonic()))
+            points, unindexed = self.index_status(timeout=rpc_timeout)
+            if unindexed == 0:
+                return points
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise Timeout(
+                    f"collection {self.name!r}: {unindexed} of {points} points still not indexed "
+                    f"after {timeout:g} s"
+                )
+            sleep = interval if deadline is None else min(interval, max(0.0, deadline - now))
+            time.sleep(sleep)
+            interval = min(interval * 1.5, 0.5)
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    def _native(self) -> Any:
+        from ._loader import native
+
+        return native()
+
+    def _batch_rows(self, batch_size: Optional[int]) -> int:
+        if batch_size is None:
+            return max(1, min(DEFAULT_BATCH_ROWS, MAX_CHUNK_BYTES // (4 * self.dim)))
+        return cv.check_int("batch_size", batch_size, 1)
+
+    def _hit_vectors(self, ids: np.ndarray, consistency: str, timeout: Optional[float]) -> np.ndarray:
+        nq, k = ids.shape
+        out = np.full((nq, k, self.dim), np.nan, dtype=np.float32)
+        if self.id_type == "str":
+            flat = [x for x in ids.ravel().tolist() if x is not None]
+            uniq = list(dict.fromkeys(flat))
+        else:
+            uniq = np.unique(ids[ids >= 0])
+        if len(uniq) == 0:
+            return out
+        pts = self.get(uniq, with_vectors=True, consistency=consistency, timeout=timeout)
+        assert pts.vectors is not None
+        row_of = {_plain(x): i for i, x in enumerate(pts.ids.tolist())}
+        for (qi, j), x in np.ndenumerate(ids):
+            r = row_of.get(_plain(x)) if x is not None else None
+            if r is not None:
+                out[qi, j] = pts.vectors[r]
+        return out
+
+
+def _plain(x: Any) -> Any:
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def _ids_array(ids: Any, id_type: str) -> np.ndarray:
+    if id_type == "str":
+        arr = np.empty(len(ids), dtype=object)
+        arr[:] = list(ids)
+        return arr
+    return np.asarray(ids, dtype=np.int64)
+
+
+def _search_payloads(ids: np.ndarray, ptexts: Any, id_type: str) -> list[list[Optional[dict]]]:
+    """Per query, per slot: the payload dict of the hit (None for padding)."""
+    nq, k = ids.shape
+    rows: list[list[Optional[dict]]] = []
+    for i in range(nq):
+        row_ids = ids[i]
+        hit = [(x is not None) if id_type == "str" else (int(x) >= 0) for x in row_ids.tolist()]
+        texts = list(ptexts[i]) if ptexts is not None and i < len(ptexts) else []
+        out: list[Optional[dict]] = []
+        if len(texts) == k:  # one text per slot
+            for j in range(k):
+                out.append((cv.parse_payload(texts[j]) or {}) if hit[j] else None)
+        else:  # one text per hit
+            it = iter(texts)
+            for j in range(k):
+                out.append((cv.parse_payload(next(it, "")) or {}) if hit[j] else None)
+        rows.append(out)
+    return rows
+
+
+def _progress_bar(progress: Any, total: int, desc: str) -> Any:
+    if progress is None or progress is False:
+        return None
+    if progress is not True:
+        raise InvalidArgument(f"progress must be True, False or None, got {progress!r}")
+    try:
+        from tqdm.auto import tqdm
+    except ImportError as e:
+        raise ImportError("progress=True needs tqdm: pip install tqdm (or shoal[tqdm])") from e
+    return tqdm(total=total, desc=desc, unit="pt", unit_scale=True, leave=True)

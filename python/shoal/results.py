@@ -1,0 +1,156 @@
+"""Result objects: :class:`SearchResult` (search hits as (nq, k) arrays) and :class:`Points` (point reads)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from .display import fmt_distance, html_table, short
+
+__all__ = ["SearchResult", "Points"]
+
+_HTML_ROWS = 20
+
+
+def _pandas():
+    try:
+        import pandas as pd
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("to_pandas() needs pandas: pip install pandas (or shoal[pandas])") from e
+    return pd
+
+
+def _hit_mask(ids: np.ndarray) -> np.ndarray:
+    """True where a result slot holds a hit (not -1 / None padding)."""
+    if ids.dtype == object:
+        return np.vectorize(lambda x: x is not None, otypes=[bool])(ids) if ids.size else np.zeros(ids.shape, bool)
+    return ids >= 0
+
+
+@dataclass(repr=False)
+class SearchResult:
+    """Hits of a search, one row per query (also for a single 1-D query).
+
+    ``ids``: (nq, k) int64, padded with -1 (an object array of str / None for str-id collections).
+    ``distances``: (nq, k) float32, smaller is better, padded with inf.
+    ``payloads``: per query, per slot, the hit's payload dict (None in padded slots); None unless
+    ``with_payload=True``. ``vectors``: (nq, k, dim) float32 (NaN in padded slots) with ``with_vectors=True``.
+    ``partial`` / ``coverage`` / ``failed_shards``: whether some shards did not answer (``allow_partial=True``).
+    """
+
+    ids: np.ndarray
+    distances: np.ndarray
+    payloads: Optional[list[list[Optional[dict]]]] = None
+    vectors: Optional[np.ndarray] = None
+    partial: bool = False
+    coverage: float = 1.0
+    failed_shards: list[int] = field(default_factory=list)
+
+    @property
+    def k(self) -> int:
+        return int(self.ids.shape[1]) if self.ids.ndim == 2 else 0
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def hits(self, i: int) -> list[tuple[Any, float]]:
+        """(id, distance) pairs of query ``i``, padding left out."""
+        row_ids, row_d = self.ids[i], self.distances[i]
+        mask = _hit_mask(row_ids[None, :])[0]
+        return [(_plain(x), float(d)) for x, d in zip(row_ids[mask], row_d[mask])]
+
+    def to_pandas(self):
+        """Long format, one row per hit: query, rank, id, distance (+ payload, + vector when present)."""
+        pd = _pandas()
+        mask = _hit_mask(self.ids)
+        q, r = np.nonzero(mask)
+        data: dict[str, Any] = {
+            "query": q.astype(np.int64),
+            "rank": r.astype(np.int64),
+            "id": self.ids[mask],
+            "distance": self.distances[mask],
+        }
+        if self.payloads is not None:
+            data["payload"] = [self.payloads[i][j] for i, j in zip(q.tolist(), r.tolist())]
+        if self.vectors is not None:
+            data["vector"] = list(self.vectors[mask])
+        return pd.DataFrame(data)
+
+    def _summary(self) -> str:
+        nq = len(self)
+        parts = [f"queries={nq}", f"k={self.k}"]
+        if nq:
+            parts.append(f"hits={int(_hit_mask(self.ids).sum())}")
+        if self.partial:
+            parts.append(f"partial=True, coverage={self.coverage:.2f}, failed_shards={self.failed_shards}")
+        return ", ".join(parts)
+
+    def __repr__(self) -> str:
+        text = f"SearchResult({self._summary()})"
+        if len(self) and self.k:
+            top = self.hits(0)[:3]
+            if top:
+                shown = ", ".join(f"{_plain(i)!r}: {fmt_distance(d)}" for i, d in top)
+                text += f"\n  query 0: {{{shown}{', ...' if len(self.hits(0)) > 3 else ''}}}"
+        return text
+
+    def _repr_html_(self) -> str:
+        mask = _hit_mask(self.ids)
+        q, r = np.nonzero(mask)
+        rows = []
+        for i, j in list(zip(q.tolist(), r.tolist()))[:_HTML_ROWS]:
+            row = [i, j, _plain(self.ids[i, j]), fmt_distance(float(self.distances[i, j]))]
+            if self.payloads is not None:
+                row.append(short(self.payloads[i][j]))
+            rows.append(row)
+        cols = ["query", "rank", "id", "distance"] + (["payload"] if self.payloads is not None else [])
+        return html_table(cols, rows, caption=f"SearchResult({self._summary()})", more=len(q) - len(rows))
+
+
+@dataclass(repr=False)
+class Points:
+    """Points read by ``Collection.get``: the found ones, in request order.
+
+    ``ids``: int64 array (object array of str for str-id collections); ``vectors``: (n, dim) float32 or None
+    (``with_vectors=False``); ``payloads``: list of dicts ({} for a point without payload);
+    ``missing``: the requested ids that were not found.
+    """
+
+    ids: np.ndarray
+    vectors: Optional[np.ndarray]
+    payloads: list[dict]
+    missing: list = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def to_pandas(self):
+        """One row per point: id, payload (+ vector)."""
+        pd = _pandas()
+        data: dict[str, Any] = {"id": self.ids, "payload": list(self.payloads)}
+        if self.vectors is not None:
+            data["vector"] = list(self.vectors)
+        return pd.DataFrame(data)
+
+    def __repr__(self) -> str:
+        dim = f", dim={self.vectors.shape[1]}" if self.vectors is not None and self.vectors.ndim == 2 else ""
+        miss = f", missing={len(self.missing)}" if self.missing else ""
+        head = ", ".join(repr(_plain(x)) for x in self.ids[:5].tolist())
+        more = ", ..." if len(self) > 5 else ""
+        return f"Points(n={len(self)}{dim}{miss}, ids=[{head}{more}])"
+
+    def _repr_html_(self) -> str:
+        rows = []
+        for i in range(min(len(self), _HTML_ROWS)):
+            row = [_plain(self.ids[i]), short(self.payloads[i])]
+            if self.vectors is not None:
+                row.append(short(np.round(self.vectors[i][:4], 4).tolist(), 40))
+            rows.append(row)
+        cols = ["id", "payload"] + (["vector"] if self.vectors is not None else [])
+        return html_table(cols, rows, caption=repr(self).split("\n")[0], more=len(self) - len(rows))
+
+
+def _plain(x: Any) -> Any:
+    return x.item() if isinstance(x, np.generic) else x
