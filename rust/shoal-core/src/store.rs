@@ -1,1 +1,2521 @@
-//! (placeholder: being written)
+//! The shard store: the state machine of one shard replica (DESIGN §2, §3, §6).
+//!
+//! Points live in slots: a [`VectorArena`] row plus per-slot id, version, payload and a live flag, and a
+//! map from id to its live slot. An upsert of an existing id takes a *new* slot and marks the old one dead
+//! (the HNSW graph keeps dead slots for navigation; searches never return them). Slots are never reused,
+//! so slot numbers are stable handles for the graph.
+//!
+//! Writes ([`ShardStore::apply`]) are deterministic and last-writer-wins per id on [`Version`]: a write
+//! whose version is not newer than what the store holds for that id is skipped, so retried and re-ordered
+//! writes are idempotent. Deletes leave versioned tombstones ([`ShardStore::gc_tombstones`] drops old
+//! ones). Payload patches merge per key as a LWW-map: each patched key remembers the version that set it.
+//!
+//! Indexing is separate from writing: `apply` only appends; [`ShardStore::index_step`] moves pending slots
+//! into the HNSW graph (in slot order, under the read lock, so searches continue). Slots at or above the
+//! *indexed watermark* are scanned exactly at search time and merged with the graph's results, so a point is
+//! searchable as soon as `apply` returns, and no point is returned twice.
+//!
+//! Access paths per search call: exact scan (flat index, small shards, or a filter matching few points) or
+//! HNSW with an accept predicate (live, below the watermark, matching the filter). A path that finds fewer
+//! than `k` results while more candidates exist falls back to an exact scan, so `k` is always honoured.
+//!
+//! Snapshots ([`ShardStore::write_snapshot`]) are point-in-time, versioned, CRC32C-protected and include
+//! the graph; reading one validates everything and reports [`Error::Corrupt`] instead of panicking.
+
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt;
+use std::io::{Read, Write};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+use rayon::prelude::*;
+use serde_json::{Map, Value};
+
+use crate::arena::VectorArena;
+use crate::distance;
+use crate::filter::Filter;
+use crate::hlc::Version;
+use crate::hnsw::{Hnsw, HnswParams};
+use crate::{Error, IdType, IndexConfig, Metric, PointId, Result, ShardConfig};
+
+/// A JSON object payload.
+pub type Payload = Map<String, Value>;
+
+/// Default HNSW search beam width when the caller gives none (raised to `k` when smaller).
+pub const DEFAULT_EF: usize = 100;
+/// Shards (or filter matches) up to this many points are always searched exactly.
+pub const EXACT_SCAN_MAX: usize = 2_048;
+/// Filtered searches scan exactly when `matches² <= FILTER_EXACT_COST * live` (exact cost `matches`
+/// against graph cost of roughly `FILTER_EXACT_COST / selectivity` distance evaluations).
+const FILTER_EXACT_COST: usize = 4_096;
+/// Queries scanned together over one block of points (the block is reused from cache for each).
+const QUERY_GROUP: usize = 8;
+/// Bytes of vectors per scan block.
+const BLOCK_BYTES: usize = 64 * 1024;
+/// Smallest candidate chunk worth a separate rayon task in an exact scan.
+const MIN_SCAN_CHUNK: usize = 4_096;
+/// Live slots sampled to estimate how many points a filter matches.
+const FILTER_SAMPLE: usize = 1_024;
+/// A batch evaluates its filter once over all points (instead of lazily on visited nodes) when
+/// `queries * ef * LAZY_FILTER_VISITS_PER_EF >= live points`.
+const LAZY_FILTER_VISITS_PER_EF: usize = 16;
+/// The payload of points without one, for filter evaluation.
+static EMPTY_PAYLOAD: std::sync::LazyLock<Payload> = std::sync::LazyLock::new(Map::new);
+/// Slots inserted into the graph per rayon thread under one read-lock acquisition in `index_step`.
+const INDEX_CHUNK_PER_THREAD: usize = 64;
+
+/// Snapshot magic bytes.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"SHOALSS\x01";
+/// Snapshot format version; bumped on any layout change.
+pub const SNAPSHOT_FORMAT: u32 = 1;
+
+/// One write batch: a Raft log entry of a shard. Applied in order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WriteBatch {
+    /// The operations, applied first to last.
+    pub ops: Vec<WriteOp>,
+}
+
+/// One write operation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOp {
+    /// Insert or replace a point (vector and whole payload).
+    Upsert {
+        /// The point.
+        id: PointId,
+        /// Its new version; applied only if newer than the point's version and its tombstone.
+        version: Version,
+        /// `dim` finite components, as sent (the store prepares/normalises its own copy).
+        vector: Vec<f32>,
+        /// The whole new payload (`None`: no payload).
+        payload: Option<Payload>,
+    },
+    /// Delete a point, leaving a tombstone at `version`.
+    Delete {
+        /// The point.
+        id: PointId,
+        /// Version of the delete; applied only if newer than the point's (or tombstone's) version.
+        version: Version,
+    },
+    /// Merge keys into the payload of a live point (per-key last-writer-wins).
+    PatchPayload {
+        /// The point; a missing or deleted point is left alone.
+        id: PointId,
+        /// Version of the patch; each key is set only if newer than the version that last set it.
+        version: Version,
+        /// Keys to set (a `null` value sets JSON null; keys are never removed by a patch).
+        patch: Payload,
+    },
+}
+
+/// What [`ShardStore::apply`] did with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ApplyOutcome {
+    /// Ops that changed the store.
+    pub applied: usize,
+    /// Ops skipped because the store already held an equal or newer version (retries, re-orders).
+    pub skipped_stale: usize,
+    /// Patches skipped because the point does not exist (never written, or deleted).
+    pub skipped_missing: usize,
+    /// Upserts skipped because the vector does not have `dim` components (a caller bug; never happens
+    /// for validated batches).
+    pub skipped_invalid: usize,
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    /// The point.
+    pub id: PointId,
+    /// Smaller is better (`l2`: squared euclidean, `cosine`: 1 - cos, `dot`: -dot).
+    pub distance: f32,
+    /// The payload, when requested and present.
+    pub payload: Option<Payload>,
+}
+
+/// A stored point, as returned by [`ShardStore::get`] and [`ShardStore::scroll`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PointRecord {
+    /// The point.
+    pub id: PointId,
+    /// The stored vector (L2-normalised for cosine); empty when vectors were not requested.
+    pub vector: Vec<f32>,
+    /// The payload, if any.
+    pub payload: Option<Payload>,
+    /// Version of the upsert that wrote the point (patches do not change it).
+    pub version: Version,
+}
+
+/// Sizes of a store, for health and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    /// Live points.
+    pub live: usize,
+    /// Slots in the arena, live and dead.
+    pub slots: usize,
+    /// Tombstones held.
+    pub tombstones: usize,
+    /// Live points not yet in the graph (0 for flat).
+    pub unindexed: usize,
+    /// Bytes of vector data in the arena (live and dead slots).
+    pub vector_bytes: usize,
+}
+
+/// Per-slot metadata. Dead slots keep only their vector (for graph navigation): id reset, payload dropped.
+#[derive(Debug, Clone)]
+struct Slot {
+    /// The point id while live; `PointId::Int(0)` once dead.
+    id: PointId,
+    /// Version of the upsert that created this slot.
+    version: Version,
+    /// The payload while live.
+    payload: Option<Payload>,
+    /// Versions of keys set by patches newer than `version`; `None` until the first patch.
+    #[allow(clippy::box_collection)]
+    // boxed: 8 bytes per slot instead of 48; most slots are never patched
+    key_versions: Option<Box<HashMap<String, Version>>>,
+}
+
+/// Everything guarded by the store's lock.
+struct Inner {
+    /// Vectors, one row per slot, prepared for the metric (normalised for cosine).
+    arena: VectorArena,
+    /// Metadata per slot; `slots.len() == arena.len() == alive.len()`.
+    slots: Vec<Slot>,
+    /// Live flag per slot; exactly the slots that `ids` points to are live.
+    alive: Vec<bool>,
+    /// Live id -> its slot.
+    ids: HashMap<PointId, u32>,
+    /// Deleted id -> version of the delete; never holds a live id.
+    tombstones: HashMap<PointId, Version>,
+    /// The graph (HNSW config only). Holds slots below the watermark that were live when indexed.
+    hnsw: Option<Hnsw>,
+    /// Largest version of any op seen by `apply` (or restored), for seeding a node's clock.
+    max_version: Version,
+}
+
+/// The store of one shard replica. `Send + Sync`; share it behind an `Arc`.
+pub struct ShardStore {
+    /// The collection's shard configuration; fixed.
+    config: ShardConfig,
+    /// Points, tombstones and the graph. Writers (`apply`) hold it briefly; searches and index steps read.
+    inner: RwLock<Inner>,
+    /// Serialises graph mutation (`index_step`) against itself and against snapshot writing.
+    index_lock: Mutex<()>,
+    /// Indexed watermark: every slot below it is settled (in the graph, or was dead when reached).
+    /// Only advanced under `index_lock` while holding the read lock; never above `slots.len()`.
+    indexed: AtomicUsize,
+}
+
+impl fmt::Debug for ShardStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShardStore")
+            .field("config", &self.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// A candidate result, ordered by distance then slot (a total order, so results are deterministic).
+#[derive(Debug, Clone, Copy)]
+struct Cand {
+    /// Distance to the query.
+    d: f32,
+    /// Slot of the point.
+    s: u32,
+}
+
+impl PartialEq for Cand {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == CmpOrdering::Equal
+    }
+}
+impl Eq for Cand {}
+impl PartialOrd for Cand {
+    fn partial_cmp(&self, o: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Cand {
+    fn cmp(&self, o: &Self) -> CmpOrdering {
+        self.d.total_cmp(&o.d).then(self.s.cmp(&o.s))
+    }
+}
+
+/// Bounded max-heap keeping the `k` smallest candidates.
+struct TopK {
+    /// Capacity.
+    k: usize,
+    /// At most `k` candidates; the root is the worst kept.
+    heap: BinaryHeap<Cand>,
+}
+
+impl TopK {
+    fn new(k: usize) -> Self {
+        TopK {
+            k,
+            heap: BinaryHeap::with_capacity(k.min(1024) + 1),
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, c: Cand) {
+        if self.heap.len() < self.k {
+            self.heap.push(c);
+        } else if let Some(mut top) = self.heap.peek_mut()
+            && c < *top
+        {
+            *top = c;
+        }
+    }
+
+    fn into_sorted(self) -> Vec<Cand> {
+        self.heap.into_sorted_vec()
+    }
+}
+
+/// Merges sorted candidate lists into the `k` best, sorted.
+fn merge_sorted(mut lists: Vec<Vec<Cand>>, k: usize) -> Vec<Cand> {
+    if lists.len() == 1 {
+        let mut l = lists.pop().unwrap_or_default();
+        l.truncate(k);
+        return l;
+    }
+    let mut all: Vec<Cand> = lists.into_iter().flatten().collect();
+    all.sort_unstable();
+    all.truncate(k);
+    all
+}
+
+impl Inner {
+    fn new(config: &ShardConfig) -> Self {
+        Inner {
+            arena: VectorArena::new(config.dim),
+            slots: Vec::new(),
+            alive: Vec::new(),
+            ids: HashMap::new(),
+            tombstones: HashMap::new(),
+            hnsw: new_graph(config),
+            max_version: Version::ZERO,
+        }
+    }
+
+    /// Whether an upsert or delete of `id` at `version` is stale.
+    fn is_stale(&self, id: &PointId, version: Version) -> bool {
+        match self.ids.get(id) {
+            Some(&s) => version <= self.slots[s as usize].version,
+            None => self.tombstones.get(id).is_some_and(|&t| version <= t),
+        }
+    }
+
+    /// Marks a live slot dead and returns its metadata (id, payload, key versions).
+    fn kill(&mut self, slot: u32) -> Slot {
+        let s = &mut self.slots[slot as usize];
+        self.alive[slot as usize] = false;
+        Slot {
+            id: std::mem::replace(&mut s.id, PointId::Int(0)),
+            version: s.version,
+            payload: s.payload.take(),
+            key_versions: s.key_versions.take(),
+        }
+    }
+
+    /// Applies a non-stale upsert with an owned id and payload.
+    fn upsert(
+        &mut self,
+        metric: Metric,
+        id: PointId,
+        version: Version,
+        vector: &[f32],
+        mut payload: Option<Payload>,
+        scratch: &mut Vec<f32>,
+    ) {
+        let mut key_versions = None;
+        if let Some(&old) = self.ids.get(&id) {
+            let prev = self.kill(old);
+            // LWW-map: keys patched at versions newer than this upsert survive it.
+            if let Some(kv) = prev.key_versions {
+                let newer: HashMap<String, Version> =
+                    kv.into_iter().filter(|(_, v)| *v > version).collect();
+                if !newer.is_empty() {
+                    let old_payload = prev.payload.unwrap_or_default();
+                    let p = payload.get_or_insert_with(Map::new);
+                    for k in newer.keys() {
+                        if let Some(v) = old_payload.get(k) {
+                            p.insert(k.clone(), v.clone());
+                        }
+                    }
+                    key_versions = Some(Box::new(newer));
+                }
+            }
+        } else {
+            self.tombstones.remove(&id);
+        }
+        let slot = if metric == Metric::Cosine {
+            scratch.clear();
+            scratch.extend_from_slice(vector);
+            distance::prepare(metric, scratch);
+            self.arena.push(scratch)
+        } else {
+            self.arena.push(vector)
+        };
+        debug_assert_eq!(slot as usize, self.slots.len());
+        match self.ids.get_mut(&id) {
+            Some(s) => *s = slot,
+            None => {
+                self.ids.insert(id.clone(), slot);
+            }
+        }
+        self.slots.push(Slot {
+            id,
+            version,
+            payload,
+            key_versions,
+        });
+        self.alive.push(true);
+    }
+
+    /// Applies a delete; returns false when stale.
+    fn delete(&mut self, id: &PointId, version: Version) -> bool {
+        if self.is_stale(id, version) {
+            return false;
+        }
+        if let Some(slot) = self.ids.remove(id) {
+            let prev = self.kill(slot);
+            self.tombstones.insert(prev.id, version);
+        } else {
+            self.tombstones.insert(id.clone(), version);
+        }
+        true
+    }
+
+    /// Applies a payload patch to a live point.
+    fn patch(&mut self, id: &PointId, version: Version, patch: &Payload, out: &mut ApplyOutcome) {
+        let Some(&slot) = self.ids.get(id) else {
+            out.skipped_missing += 1;
+            return;
+        };
+        let s = &mut self.slots[slot as usize];
+        if version <= s.version {
+            out.skipped_stale += 1;
+            return;
+        }
+        let base = s.version;
+        let kv = s.key_versions.get_or_insert_with(Default::default);
+        let payload = s.payload.get_or_insert_with(Map::new);
+        let mut changed = false;
+        for (k, v) in patch {
+            let cur = kv.get(k).copied().unwrap_or(base);
+            if version > cur {
+                kv.insert(k.clone(), version);
+                payload.insert(k.clone(), v.clone());
+                changed = true;
+            }
+        }
+        if changed {
+            out.applied += 1;
+        } else {
+            out.skipped_stale += 1;
+        }
+    }
+
+    /// Applies one op given by reference (cloning what an upsert keeps).
+    fn apply_ref(
+        &mut self,
+        metric: Metric,
+        dim: usize,
+        op: &WriteOp,
+        scratch: &mut Vec<f32>,
+        out: &mut ApplyOutcome,
+    ) {
+        let (id, version) = op_key(op);
+        self.max_version = self.max_version.max(version);
+        match op {
+            WriteOp::Upsert {
+                vector, payload, ..
+            } => {
+                if vector.len() != dim {
+                    out.skipped_invalid += 1;
+                } else if self.is_stale(id, version) {
+                    out.skipped_stale += 1;
+                } else {
+                    self.upsert(
+                        metric,
+                        id.clone(),
+                        version,
+                        vector,
+                        payload.clone(),
+                        scratch,
+                    );
+                    out.applied += 1;
+                }
+            }
+            WriteOp::Delete { .. } => {
+                if self.delete(id, version) {
+                    out.applied += 1;
+                } else {
+                    out.skipped_stale += 1;
+                }
+            }
+            WriteOp::PatchPayload { patch, .. } => self.patch(id, version, patch, out),
+        }
+    }
+
+    fn live(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// The payload of `slot`, or an empty object (what filters see for a point without payload).
+    fn payload_or_empty(&self, slot: u32) -> &Payload {
+        self.slots[slot as usize]
+            .payload
+            .as_ref()
+            .unwrap_or(&EMPTY_PAYLOAD)
+    }
+
+    fn record(&self, slot: u32, with_vector: bool) -> PointRecord {
+        let s = &self.slots[slot as usize];
+        PointRecord {
+            id: s.id.clone(),
+            vector: if with_vector {
+                self.arena.get(slot).to_vec()
+            } else {
+                Vec::new()
+            },
+            payload: s.payload.clone(),
+            version: s.version,
+        }
+    }
+}
+
+fn new_graph(config: &ShardConfig) -> Option<Hnsw> {
+    match config.index {
+        IndexConfig::Flat => None,
+        IndexConfig::Hnsw { m, ef_construction } => {
+            Some(Hnsw::new(HnswParams { m, ef_construction }, config.metric))
+        }
+    }
+}
+
+/// Which owned-or-borrowed form an op arrives in.
+enum OpSrc<'a> {
+    Borrowed(&'a WriteOp),
+    Owned(WriteOp),
+}
+
+impl ShardStore {
+    /// An empty store.
+    pub fn new(config: ShardConfig) -> Self {
+        let inner = Inner::new(&config);
+        ShardStore {
+            config,
+            inner: RwLock::new(inner),
+            index_lock: Mutex::new(()),
+            indexed: AtomicUsize::new(0),
+        }
+    }
+
+    /// The shard configuration.
+    pub fn config(&self) -> &ShardConfig {
+        &self.config
+    }
+
+    /// Applies a batch, op by op, last-writer-wins per id. Deterministic: replicas applying the same
+    /// batches in the same order end identical. Holds the write lock for the batch; no indexing here.
+    pub fn apply(&self, batch: &WriteBatch) -> ApplyOutcome {
+        self.apply_ops(batch.ops.iter().map(OpSrc::Borrowed), &batch.ops)
+    }
+
+    /// Like [`ShardStore::apply`], moving payloads out of the batch instead of cloning them.
+    pub fn apply_owned(&self, batch: WriteBatch) -> ApplyOutcome {
+        let upserts = count_upserts(&batch.ops);
+        self.apply_counted(batch.ops.into_iter().map(OpSrc::Owned), upserts)
+    }
+
+    fn apply_ops<'a>(&self, ops: impl Iterator<Item = OpSrc<'a>>, all: &[WriteOp]) -> ApplyOutcome {
+        self.apply_counted(ops, count_upserts(all))
+    }
+
+    fn apply_counted<'a>(
+        &self,
+        ops: impl Iterator<Item = OpSrc<'a>>,
+        upserts: usize,
+    ) -> ApplyOutcome {
+        let metric = self.config.metric;
+        let dim = self.config.dim;
+        let mut out = ApplyOutcome::default();
+        let mut scratch = Vec::new();
+        let mut g = self.inner.write();
+        g.arena.reserve(upserts);
+        g.slots.reserve(upserts);
+        g.alive.reserve(upserts);
+        for op in ops {
+            match op {
+                OpSrc::Owned(WriteOp::Upsert {
+                    id,
+                    version,
+                    vector,
+                    payload,
+                }) => {
+                    g.max_version = g.max_version.max(version);
+                    if vector.len() != dim {
+                        out.skipped_invalid += 1;
+                    } else if g.is_stale(&id, version) {
+                        out.skipped_stale += 1;
+                    } else {
+                        g.upsert(metric, id, version, &vector, payload, &mut scratch);
+                        out.applied += 1;
+                    }
+                }
+                OpSrc::Owned(op) => g.apply_ref(metric, dim, &op, &mut scratch, &mut out),
+                OpSrc::Borrowed(op) => g.apply_ref(metric, dim, op, &mut scratch, &mut out),
+            }
+        }
+        out
+    }
+
+    /// Drops tombstones older than `older_than`; returns how many were dropped. After this, an upsert of
+    /// such an id older than its delete would be applied again, so call it only with a bound older than any
+    /// write still in flight (the retention window).
+    pub fn gc_tombstones(&self, older_than: Version) -> usize {
+        let mut g = self.inner.write();
+        let before = g.tombstones.len();
+        g.tombstones.retain(|_, v| *v >= older_than);
+        before - g.tombstones.len()
+    }
+
+    /// The largest version applied or restored (`Version::ZERO` for an empty store). A node observes it into
+    /// its clock at startup.
+    pub fn max_version(&self) -> Version {
+        self.inner.read().max_version
+    }
+
+    /// Number of live points.
+    pub fn count(&self) -> usize {
+        self.inner.read().live()
+    }
+
+    /// Number of live points that matches `filter`.
+    pub fn count_matching(&self, filter: &Filter) -> usize {
+        let g = self.inner.read();
+        g.ids
+            .par_iter()
+            .filter(|&(_, &s)| filter.matches(g.payload_or_empty(s)))
+            .count()
+    }
+
+    /// Live points not yet in the graph (0 for a flat index).
+    pub fn unindexed(&self) -> usize {
+        let g = self.inner.read();
+        self.unindexed_locked(&g)
+    }
+
+    fn unindexed_locked(&self, g: &Inner) -> usize {
+        if g.hnsw.is_none() {
+            return 0;
+        }
+        let w = self.indexed.load(Ordering::Acquire).min(g.alive.len());
+        g.alive[w..].iter().filter(|&&a| a).count()
+    }
+
+    /// Sizes of the store.
+    pub fn stats(&self) -> StoreStats {
+        let g = self.inner.read();
+        StoreStats {
+            live: g.live(),
+            slots: g.slots.len(),
+            tombstones: g.tombstones.len(),
+            unindexed: self.unindexed_locked(&g),
+            vector_bytes: g.arena.as_slice().len() * 4,
+        }
+    }
+
+    /// Inserts up to `max_points` pending live slots into the graph (in parallel on rayon), returns how many
+    /// were inserted. Takes the read lock in short chunks, so searches continue and writers get in between
+    /// chunks. Returns 0 when nothing is pending (and always for a flat index).
+    pub fn index_step(&self, max_points: usize) -> usize {
+        if self.inner.read().hnsw.is_none() || max_points == 0 {
+            return 0;
+        }
+        let _guard = self.index_lock.lock();
+        let chunk = INDEX_CHUNK_PER_THREAD * rayon::current_num_threads().max(1);
+        let mut done = 0;
+        while done < max_points {
+            let g = self.inner.read();
+            let lo = self.indexed.load(Ordering::Acquire);
+            let n = g.slots.len();
+            if lo >= n {
+                break;
+            }
+            let Some(hnsw) = g.hnsw.as_ref() else { break };
+            // Bound the slot range by the remaining budget; dead slots in it are skipped.
+            let hi = n.min(lo + chunk.min(max_points - done));
+            let arena = &g.arena;
+            let alive = &g.alive;
+            let inserted: usize = (lo..hi)
+                .into_par_iter()
+                .filter(|&s| alive[s])
+                .map(|s| {
+                    hnsw.insert(s as u32, arena);
+                    1
+                })
+                .sum();
+            self.indexed.store(hi, Ordering::Release);
+            done += inserted;
+        }
+        done
+    }
+
+    /// Fetches points by id (`None` for missing or deleted ones), in the order of `ids`.
+    pub fn get(&self, ids: &[PointId], with_vectors: bool) -> Vec<Option<PointRecord>> {
+        let g = self.inner.read();
+        ids.iter()
+            .map(|id| g.ids.get(id).map(|&s| g.record(s, with_vectors)))
+            .collect()
+    }
+
+    /// Up to `limit` live points with id greater than `after` (all when `None`) matching `filter`, in id
+    /// order (ints ascending, strings byte-wise). Resume with the last id returned.
+    pub fn scroll(
+        &self,
+        after: Option<&PointId>,
+        limit: usize,
+        filter: Option<&Filter>,
+        with_vectors: bool,
+    ) -> Vec<PointRecord> {
+        let g = self.inner.read();
+        let mut sel: Vec<(&PointId, u32)> = g
+            .ids
+            .par_iter()
+            .filter(|&(id, &s)| {
+                after.is_none_or(|a| id > a)
+                    && filter.is_none_or(|f| f.matches(g.payload_or_empty(s)))
+            })
+            .map(|(id, &s)| (id, s))
+            .collect();
+        if sel.len() > limit {
+            if limit == 0 {
+                return Vec::new();
+            }
+            sel.select_nth_unstable_by(limit - 1, |a, b| a.0.cmp(b.0));
+            sel.truncate(limit);
+        }
+        sel.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        sel.into_iter()
+            .map(|(_, s)| g.record(s, with_vectors))
+            .collect()
+    }
+
+    /// Content digest of the live points: xxh3 over (id, version, patched key versions) in id order.
+    /// Replicas that applied the same writes have equal digests.
+    pub fn digest(&self) -> u64 {
+        let g = self.inner.read();
+        let mut sel: Vec<(&PointId, u32)> = g.ids.iter().map(|(id, &s)| (id, s)).collect();
+        sel.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        let mut buf = Vec::with_capacity(64);
+        for (id, s) in sel {
+            buf.clear();
+            put_id(&mut buf, id);
+            let slot = &g.slots[s as usize];
+            put_version(&mut buf, slot.version);
+            if let Some(kv) = &slot.key_versions {
+                let mut keys: Vec<(&String, &Version)> = kv.iter().collect();
+                keys.sort_unstable();
+                put_u32(&mut buf, keys.len() as u32);
+                for (k, v) in keys {
+                    put_bytes(&mut buf, k.as_bytes());
+                    put_version(&mut buf, *v);
+                }
+            } else {
+                put_u32(&mut buf, 0);
+            }
+            h.update(&buf);
+        }
+        h.digest()
+    }
+
+    /// The `k` nearest live points to each of `nq` queries (row-major in `queries`), ascending by
+    /// distance, optionally restricted to points matching `filter`. Returns exactly `min(k, matching)`
+    /// hits per query. `ef` overrides the graph beam width (default [`DEFAULT_EF`], never below `k`).
+    /// Queries are prepared (normalised for cosine) on a copy. If `queries` holds fewer than `nq * dim`
+    /// values (a caller bug), the incomplete queries get empty results.
+    pub fn search(
+        &self,
+        queries: &[f32],
+        nq: usize,
+        k: usize,
+        filter: Option<&Filter>,
+        ef: Option<usize>,
+        with_payload: bool,
+    ) -> Vec<Vec<Hit>> {
+        let dim = self.config.dim;
+        let metric = self.config.metric;
+        let usable = nq.min(queries.len() / dim.max(1));
+        let mut results: Vec<Vec<Hit>> = Vec::with_capacity(nq);
+        if k == 0 || usable == 0 {
+            results.resize_with(nq, Vec::new);
+            return results;
+        }
+        let mut prepared = queries[..usable * dim].to_vec();
+        if metric == Metric::Cosine {
+            prepared
+                .par_chunks_mut(dim)
+                .for_each(|q| distance::prepare(metric, q));
+        }
+        let g = self.inner.read();
+        let w = self.indexed.load(Ordering::Acquire).min(g.slots.len());
+        let filter = filter.filter(|f| !f.is_match_all());
+        let cands = match filter {
+            Some(f) => self.search_filtered(&g, &prepared, k, f, ef, w),
+            None => self.search_all(&g, &prepared, k, ef, w),
+        };
+        results.par_extend(cands.into_par_iter().map(|list| {
+            list.into_iter()
+                .map(|c| {
+                    let s = &g.slots[c.s as usize];
+                    Hit {
+                        id: s.id.clone(),
+                        distance: c.d,
+                        payload: if with_payload {
+                            s.payload.clone()
+                        } else {
+                            None
+                        },
+                    }
+                })
+                .collect()
+        }));
+        drop(g);
+        results.resize_with(nq, Vec::new);
+        results
+    }
+
+    fn graph_ef(k: usize, ef: Option<usize>) -> usize {
+        ef.unwrap_or(DEFAULT_EF).max(k)
+    }
+
+    /// Search without a filter: exact over live slots for small or flat shards, else graph + pending scan.
+    fn search_all(
+        &self,
+        g: &Inner,
+        queries: &[f32],
+        k: usize,
+        ef: Option<usize>,
+        w: usize,
+    ) -> Vec<Vec<Cand>> {
+        let live = g.live();
+        let all_live = || -> Vec<u32> {
+            (0..g.alive.len())
+                .filter(|&s| g.alive[s])
+                .map(|s| s as u32)
+                .collect()
+        };
+        let hnsw = match &g.hnsw {
+            Some(h) if live > EXACT_SCAN_MAX && w > 0 => h,
+            _ => return self.exact_batch(g, queries, k, &all_live()),
+        };
+        let pending: Vec<u32> = (w..g.alive.len())
+            .filter(|&s| g.alive[s])
+            .map(|s| s as u32)
+            .collect();
+        let alive = &g.alive;
+        let accept = move |s: u32| (s as usize) < w && alive[s as usize];
+        self.graph_search(
+            g,
+            hnsw,
+            queries,
+            k,
+            Self::graph_ef(k, ef),
+            &accept,
+            &pending,
+            live,
+            &all_live,
+        )
+    }
+
+    /// Search with a filter. The number of matches is estimated from a sample of live slots; few matches
+    /// (or a flat index) mean an exact scan over exactly the matching slots. Otherwise the graph accepts only
+    /// matching slots: for large batches the matches are computed once into a bitset, for small ones the
+    /// filter is evaluated lazily on the nodes the graph visits, so a single filtered query does not pay for
+    /// evaluating the filter on every point. Pending slots are scanned exactly in both cases.
+    fn search_filtered(
+        &self,
+        g: &Inner,
+        queries: &[f32],
+        k: usize,
+        f: &Filter,
+        ef: Option<usize>,
+        w: usize,
+    ) -> Vec<Vec<Cand>> {
+        let alive = &g.alive;
+        let live = g.live();
+        let nq = queries.len() / self.config.dim;
+        let ef = Self::graph_ef(k, ef);
+        let matches = |s: usize| alive[s] && f.matches(g.payload_or_empty(s as u32));
+        let all_matches = || -> Vec<u32> {
+            (0..alive.len())
+                .into_par_iter()
+                .with_min_len(1024)
+                .filter(|&s| matches(s))
+                .map(|s| s as u32)
+                .collect()
+        };
+        let few = |m: usize| {
+            m <= EXACT_SCAN_MAX || m.saturating_mul(m) <= FILTER_EXACT_COST.saturating_mul(live)
+        };
+        let hnsw = match &g.hnsw {
+            Some(h) if w > 0 && !few(self.estimate_matches(g, f)) => h,
+            _ => {
+                let matched = all_matches();
+                match &g.hnsw {
+                    Some(h) if w > 0 && !few(matched.len()) => {
+                        return self.filtered_graph_bitset(g, h, queries, k, ef, w, matched);
+                    }
+                    _ => return self.exact_batch(g, queries, k, &matched),
+                }
+            }
+        };
+        if nq
+            .saturating_mul(ef)
+            .saturating_mul(LAZY_FILTER_VISITS_PER_EF)
+            >= live
+        {
+            return self.filtered_graph_bitset(g, hnsw, queries, k, ef, w, all_matches());
+        }
+        let pending: Vec<u32> = (w..alive.len())
+            .filter(|&s| matches(s))
+            .map(|s| s as u32)
+            .collect();
+        let accept = move |s: u32| (s as usize) < w && matches(s as usize);
+        self.graph_search(
+            g,
+            hnsw,
+            queries,
+            k,
+            ef,
+            &accept,
+            &pending,
+            usize::MAX,
+            &all_matches,
+        )
+    }
+
+    /// Graph search accepting the precomputed matching slots `matched` (ascending).
+    #[allow(clippy::too_many_arguments)]
+    fn filtered_graph_bitset(
+        &self,
+        g: &Inner,
+        hnsw: &Hnsw,
+        queries: &[f32],
+        k: usize,
+        ef: usize,
+        w: usize,
+        matched: Vec<u32>,
+    ) -> Vec<Vec<Cand>> {
+        let mut bits = vec![0u64; g.alive.len().div_ceil(64)];
+        for &s in &matched {
+            bits[s as usize / 64] |= 1 << (s % 64);
+        }
+        let pending = &matched[matched.partition_point(|&s| (s as usize) < w)..];
+        let bits = &bits;
+        let accept = move |s: u32| (s as usize) < w && bits[s as usize / 64] & (1 << (s % 64)) != 0;
+        let total = matched.len();
+        self.graph_search(g, hnsw, queries, k, ef, &accept, pending, total, &|| {
+            matched.clone()
+        })
+    }
+
+    /// Estimated number of live points matching `f`, from a deterministic sample of about
+    /// [`FILTER_SAMPLE`] slots.
+    fn estimate_matches(&self, g: &Inner, f: &Filter) -> usize {
+        let n = g.alive.len();
+        let step = (n / FILTER_SAMPLE).max(1);
+        let (mut seen, mut hit) = (0usize, 0usize);
+        for s in (step / 2..n).step_by(step) {
+            if g.alive[s] {
+                seen += 1;
+                hit += usize::from(f.matches(g.payload_or_empty(s as u32)));
+            }
+        }
+        if seen == 0 {
+            0
+        } else {
+            (hit as f64 / seen as f64 * g.live() as f64).round() as usize
+        }
+    }
+
+    /// Graph search of every query merged with an exact scan of `pending`; a query that ends with fewer
+    /// than `min(k, total)` results is answered by an exact scan of `all()` instead.
+    #[allow(clippy::too_many_arguments)]
+    fn graph_search(
+        &self,
+        g: &Inner,
+        hnsw: &Hnsw,
+        queries: &[f32],
+        k: usize,
+        ef: usize,
+        accept: &(dyn Fn(u32) -> bool + Sync),
+        pending: &[u32],
+        total: usize,
+        all: &(dyn Fn() -> Vec<u32> + Sync),
+    ) -> Vec<Vec<Cand>> {
+        let dim = self.config.dim;
+        let nq = queries.len() / dim;
+        let pend = if pending.is_empty() {
+            vec![Vec::new(); nq]
+        } else {
+            self.exact_batch(g, queries, k, pending)
+        };
+        let want = k.min(total);
+        let all_cands: OnceLock<Vec<u32>> = OnceLock::new();
+        queries
+            .par_chunks(dim)
+            .zip(pend.into_par_iter())
+            .map(|(q, p)| {
+                let found: Vec<Cand> = hnsw
+                    .search(q, k, ef, &g.arena, accept)
+                    .into_iter()
+                    .map(|(d, s)| Cand { d, s })
+                    .collect();
+                let merged = if p.is_empty() {
+                    merge_sorted(vec![found], k)
+                } else {
+                    merge_sorted(vec![found, p], k)
+                };
+                if merged.len() >= want {
+                    merged
+                } else {
+                    let cands = all_cands.get_or_init(all);
+                    self.exact_scan(g, &[q], k, cands).pop().unwrap_or_default()
+                }
+            })
+            .collect()
+    }
+}
+
+impl ShardStore {
+    /// Exact top-k of every query over the candidate slots `cands`, parallel over query groups and, when
+    /// there are few queries, over chunks of the candidates.
+    fn exact_batch(&self, g: &Inner, queries: &[f32], k: usize, cands: &[u32]) -> Vec<Vec<Cand>> {
+        let dim = self.config.dim;
+        let nq = queries.len() / dim;
+        if cands.is_empty() || nq == 0 {
+            return vec![Vec::new(); nq];
+        }
+        let qs: Vec<&[f32]> = queries.chunks_exact(dim).collect();
+        let groups = nq.div_ceil(QUERY_GROUP);
+        let threads = rayon::current_num_threads().max(1);
+        let n_chunks = if groups >= threads {
+            1
+        } else {
+            (2 * threads)
+                .div_ceil(groups)
+                .min(cands.len().div_ceil(MIN_SCAN_CHUNK))
+                .max(1)
+        };
+        let chunk_len = cands.len().div_ceil(n_chunks);
+        let len = cands.len();
+        let parts: Vec<Vec<Vec<Cand>>> = (0..groups * n_chunks)
+            .into_par_iter()
+            .map(|u| {
+                let (gi, ci) = (u / n_chunks, u % n_chunks);
+                let q = &qs[gi * QUERY_GROUP..((gi + 1) * QUERY_GROUP).min(nq)];
+                let c = &cands[(ci * chunk_len).min(len)..((ci + 1) * chunk_len).min(len)];
+                self.exact_scan(g, q, k, c)
+            })
+            .collect();
+        if n_chunks == 1 {
+            return parts.into_iter().flatten().collect();
+        }
+        let mut out = Vec::with_capacity(nq);
+        let mut parts = parts.into_iter();
+        for gi in 0..groups {
+            let mut group: Vec<Vec<Vec<Cand>>> = (&mut parts).take(n_chunks).collect();
+            let gsize = ((gi + 1) * QUERY_GROUP).min(nq) - gi * QUERY_GROUP;
+            for qi in 0..gsize {
+                out.push(merge_sorted(
+                    group
+                        .iter_mut()
+                        .map(|p| std::mem::take(&mut p[qi]))
+                        .collect(),
+                    k,
+                ));
+            }
+        }
+        out
+    }
+
+    /// Sequential exact top-k of a few queries over `cands`, block by block so each block of vectors is
+    /// read from memory once for all the queries.
+    fn exact_scan(&self, g: &Inner, qs: &[&[f32]], k: usize, cands: &[u32]) -> Vec<Vec<Cand>> {
+        let metric = self.config.metric;
+        let block = (BLOCK_BYTES / (self.config.dim * 4)).max(8);
+        let mut tops: Vec<TopK> = qs.iter().map(|_| TopK::new(k)).collect();
+        for b in cands.chunks(block) {
+            for (q, t) in qs.iter().zip(tops.iter_mut()) {
+                for &s in b {
+                    t.push(Cand {
+                        d: distance::distance(metric, q, g.arena.get(s)),
+                        s,
+                    });
+                }
+            }
+        }
+        tops.into_iter().map(TopK::into_sorted).collect()
+    }
+}
+
+fn count_upserts(ops: &[WriteOp]) -> usize {
+    ops.iter()
+        .filter(|o| matches!(o, WriteOp::Upsert { .. }))
+        .count()
+}
+
+fn op_key(op: &WriteOp) -> (&PointId, Version) {
+    match op {
+        WriteOp::Upsert { id, version, .. }
+        | WriteOp::Delete { id, version }
+        | WriteOp::PatchPayload { id, version, .. } => (id, *version),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Snapshots
+//
+// Layout (little-endian):
+//   header   magic "SHOALSS\x01" (8 bytes), format u32 (= SNAPSHOT_FORMAT)
+//   META     u64 length, then: dim u32, metric u8, id_type u8, slots u64, live u64, indexed watermark u64,
+//            max_version, one record per slot (u8 live flag; live: id, version, payload, key versions),
+//            tombstones u64 count + (id, version) sorted by id
+//   VECTORS  u64 length (= slots * dim * 4), f32 rows
+//   GRAPH    u8 present; if present u64 length + the HNSW's own serialisation
+//   trailer  CRC32C u32 of every byte between header and trailer
+// ids: u8 tag (0 int: u64; 1 str: u32 length + UTF-8); version: u64 hlc + u32 node; payload: u8 present +
+// u32 length + JSON text; key versions: u32 count + (u32 length + key, version) sorted by key.
+// ---------------------------------------------------------------------------------------------------------
+
+fn put_u8(b: &mut Vec<u8>, v: u8) {
+    b.push(v);
+}
+fn put_u32(b: &mut Vec<u8>, v: u32) {
+    b.extend_from_slice(&v.to_le_bytes());
+}
+fn put_u64(b: &mut Vec<u8>, v: u64) {
+    b.extend_from_slice(&v.to_le_bytes());
+}
+fn put_bytes(b: &mut Vec<u8>, v: &[u8]) {
+    put_u32(b, v.len() as u32);
+    b.extend_from_slice(v);
+}
+fn put_version(b: &mut Vec<u8>, v: Version) {
+    put_u64(b, v.hlc);
+    put_u32(b, v.node);
+}
+fn put_id(b: &mut Vec<u8>, id: &PointId) {
+    match id {
+        PointId::Int(v) => {
+            put_u8(b, 0);
+            put_u64(b, *v);
+        }
+        PointId::Str(s) => {
+            put_u8(b, 1);
+            put_bytes(b, s.as_bytes());
+        }
+    }
+}
+
+fn metric_code(m: Metric) -> u8 {
+    match m {
+        Metric::Cosine => 0,
+        Metric::L2 => 1,
+        Metric::Dot => 2,
+    }
+}
+fn id_type_code(t: IdType) -> u8 {
+    match t {
+        IdType::Int => 0,
+        IdType::Str => 1,
+    }
+}
+
+fn corrupt(msg: impl fmt::Display) -> Error {
+    Error::Corrupt(format!("shard snapshot: {msg}"))
+}
+
+/// A bounds-checked reader over an in-memory section.
+struct Dec<'a> {
+    /// The section.
+    b: &'a [u8],
+    /// Read position, `<= b.len()`.
+    p: usize,
+}
+
+impl<'a> Dec<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.b.len() - self.p < n {
+            return Err(corrupt("META section ends early"));
+        }
+        let s = &self.b[self.p..self.p + n];
+        self.p += n;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8]> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    fn version(&mut self) -> Result<Version> {
+        Ok(Version {
+            hlc: self.u64()?,
+            node: self.u32()?,
+        })
+    }
+    fn string(&mut self) -> Result<String> {
+        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| corrupt("string is not UTF-8"))
+    }
+    fn id(&mut self, id_type: IdType) -> Result<PointId> {
+        let id = match self.u8()? {
+            0 => PointId::Int(self.u64()?),
+            1 => PointId::Str(self.string()?),
+            t => return Err(corrupt(format!("unknown id tag {t}"))),
+        };
+        if id.id_type() != id_type {
+            return Err(corrupt(format!(
+                "id {id} does not match the collection's id_type {}",
+                id_type.as_str()
+            )));
+        }
+        Ok(id)
+    }
+}
+
+/// Writes to the inner stream, folding everything written into a CRC32C.
+struct CrcWriter<'a> {
+    /// Destination.
+    w: &'a mut dyn Write,
+    /// CRC32C of all bytes written so far.
+    crc: u32,
+}
+
+impl CrcWriter<'_> {
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        self.crc = crc32c::crc32c_append(self.crc, bytes);
+        self.w.write_all(bytes)?;
+        Ok(())
+    }
+}
+
+/// Reads exactly what is asked from the inner stream, folding it into a CRC32C.
+struct CrcReader<'a> {
+    /// Source.
+    r: &'a mut dyn Read,
+    /// CRC32C of all bytes read so far.
+    crc: u32,
+}
+
+fn read_err(e: std::io::Error, what: &str) -> Error {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        corrupt(format!("truncated in {what}"))
+    } else {
+        Error::Io(e)
+    }
+}
+
+impl CrcReader<'_> {
+    fn exact(&mut self, buf: &mut [u8], what: &str) -> Result<()> {
+        self.r.read_exact(buf).map_err(|e| read_err(e, what))?;
+        self.crc = crc32c::crc32c_append(self.crc, buf);
+        Ok(())
+    }
+    fn u64(&mut self, what: &str) -> Result<u64> {
+        let mut b = [0u8; 8];
+        self.exact(&mut b, what)?;
+        Ok(u64::from_le_bytes(b))
+    }
+    /// Reads `len` bytes, growing the buffer only as data arrives (a corrupt length cannot force a huge
+    /// allocation up front).
+    fn section(&mut self, len: u64, what: &str) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            self.exact(&mut buf[..n], what)?;
+            out.extend_from_slice(&buf[..n]);
+            left -= n as u64;
+        }
+        Ok(out)
+    }
+}
+
+impl ShardStore {
+    /// Writes a consistent point-in-time snapshot (format in the module source). Writers are blocked only
+    /// while the metadata and graph are serialised in memory and for each short chunk of vectors.
+    pub fn write_snapshot(&self, w: &mut dyn Write) -> Result<()> {
+        let (meta, graph, n) = {
+            let _ix = self.index_lock.lock();
+            let g = self.inner.read();
+            let n = g.slots.len();
+            let mark = self.indexed.load(Ordering::Acquire).min(n);
+            let mut m = Vec::with_capacity(64 + n * 32);
+            put_u32(&mut m, self.config.dim as u32);
+            put_u8(&mut m, metric_code(self.config.metric));
+            put_u8(&mut m, id_type_code(self.config.id_type));
+            put_u64(&mut m, n as u64);
+            put_u64(&mut m, g.live() as u64);
+            put_u64(&mut m, mark as u64);
+            put_version(&mut m, g.max_version);
+            for (slot, live) in g.slots.iter().zip(&g.alive) {
+                if !*live {
+                    put_u8(&mut m, 0);
+                    continue;
+                }
+                put_u8(&mut m, 1);
+                put_id(&mut m, &slot.id);
+                put_version(&mut m, slot.version);
+                match &slot.payload {
+                    Some(p) => {
+                        put_u8(&mut m, 1);
+                        let json = serde_json::to_vec(p).map_err(|e| Error::Io(e.into()))?;
+                        put_bytes(&mut m, &json);
+                    }
+                    None => put_u8(&mut m, 0),
+                }
+                let mut kv: Vec<(&String, &Version)> =
+                    slot.key_versions.iter().flat_map(|k| k.iter()).collect();
+                kv.sort_unstable();
+                put_u32(&mut m, kv.len() as u32);
+                for (k, v) in kv {
+                    put_bytes(&mut m, k.as_bytes());
+                    put_version(&mut m, *v);
+                }
+            }
+            let mut tomb: Vec<(&PointId, &Version)> = g.tombstones.iter().collect();
+            tomb.sort_unstable();
+            put_u64(&mut m, tomb.len() as u64);
+            for (id, v) in tomb {
+                put_id(&mut m, id);
+                put_version(&mut m, *v);
+            }
+            let graph = match &g.hnsw {
+                Some(h) => {
+                    let mut b = Vec::new();
+                    h.write_to(&mut b)?;
+                    Some(b)
+                }
+                None => None,
+            };
+            (m, graph, n)
+        };
+
+        w.write_all(SNAPSHOT_MAGIC)?;
+        w.write_all(&SNAPSHOT_FORMAT.to_le_bytes())?;
+        let mut cw = CrcWriter { w, crc: 0 };
+        cw.put(&(meta.len() as u64).to_le_bytes())?;
+        cw.put(&meta)?;
+        drop(meta);
+        let dim = self.config.dim;
+        cw.put(&((n * dim * 4) as u64).to_le_bytes())?;
+        // Rows below `n` never change (the arena is append-only), so they can be copied chunk by chunk.
+        let rows_per_chunk = (256 * 1024 / (dim * 4)).max(1);
+        let mut buf: Vec<u8> = Vec::with_capacity(rows_per_chunk * dim * 4);
+        let mut row = 0;
+        while row < n {
+            let end = n.min(row + rows_per_chunk);
+            buf.clear();
+            {
+                let g = self.inner.read();
+                for x in &g.arena.as_slice()[row * dim..end * dim] {
+                    buf.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+            cw.put(&buf)?;
+            row = end;
+        }
+        match graph {
+            Some(b) => {
+                cw.put(&[1])?;
+                cw.put(&(b.len() as u64).to_le_bytes())?;
+                cw.put(&b)?;
+            }
+            None => cw.put(&[0])?,
+        }
+        let crc = cw.crc;
+        w.write_all(&crc.to_le_bytes())?;
+        w.flush()?;
+        Ok(())
+    }
+
+    /// Reads a snapshot written by [`ShardStore::write_snapshot`] for a collection with `config`.
+    /// Bad input (wrong magic or format, another collection's dim/metric/id_type, truncation, a CRC
+    /// mismatch, inconsistent contents) is [`Error::Corrupt`]; I/O failures are [`Error::Io`]. Never panics.
+    /// A snapshot without a graph loaded into an HNSW collection is indexed again by `index_step`.
+    pub fn read_snapshot(config: ShardConfig, r: &mut dyn Read) -> Result<ShardStore> {
+        let mut head = [0u8; 12];
+        r.read_exact(&mut head).map_err(|e| read_err(e, "header"))?;
+        if &head[..8] != SNAPSHOT_MAGIC {
+            return Err(corrupt("bad magic: not a shoal shard snapshot"));
+        }
+        let format = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+        if format != SNAPSHOT_FORMAT {
+            return Err(corrupt(format!(
+                "unsupported format version {format} (this build reads {SNAPSHOT_FORMAT})"
+            )));
+        }
+        let mut cr = CrcReader { r, crc: 0 };
+        let meta_len = cr.u64("META length")?;
+        let meta = cr.section(meta_len, "META")?;
+        let vec_len = cr.u64("VECTORS length")?;
+        if vec_len % 4 != 0 {
+            return Err(corrupt(format!(
+                "VECTORS length {vec_len} is not a multiple of 4"
+            )));
+        }
+        let mut data: Vec<f32> = Vec::new();
+        {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut left = vec_len;
+            while left > 0 {
+                let n = left.min(buf.len() as u64) as usize;
+                cr.exact(&mut buf[..n], "VECTORS")?;
+                data.extend(
+                    buf[..n]
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))),
+                );
+                left -= n as u64;
+            }
+        }
+        let mut flag = [0u8; 1];
+        cr.exact(&mut flag, "GRAPH")?;
+        let graph = match flag[0] {
+            0 => None,
+            1 => {
+                let len = cr.u64("GRAPH length")?;
+                Some(cr.section(len, "GRAPH")?)
+            }
+            f => return Err(corrupt(format!("bad GRAPH flag {f}"))),
+        };
+        let computed = cr.crc;
+        let mut trailer = [0u8; 4];
+        r.read_exact(&mut trailer)
+            .map_err(|e| read_err(e, "trailer"))?;
+        if u32::from_le_bytes(trailer) != computed {
+            return Err(corrupt("CRC32C mismatch"));
+        }
+        Self::decode(config, &meta, data, graph.as_deref())
+    }
+
+    /// Builds a store from CRC-checked snapshot sections, validating their consistency.
+    fn decode(
+        config: ShardConfig,
+        meta: &[u8],
+        data: Vec<f32>,
+        graph: Option<&[u8]>,
+    ) -> Result<ShardStore> {
+        let dim = config.dim;
+        if dim == 0 {
+            return Err(corrupt("config has dim 0"));
+        }
+        let mut d = Dec { b: meta, p: 0 };
+        let s_dim = d.u32()? as usize;
+        let s_metric = d.u8()?;
+        let s_id_type = d.u8()?;
+        if s_dim != dim
+            || s_metric != metric_code(config.metric)
+            || s_id_type != id_type_code(config.id_type)
+        {
+            return Err(corrupt(format!(
+                "snapshot is for dim {s_dim}, metric code {s_metric}, id_type code {s_id_type}, but the collection \
+                 has dim {dim}, metric {}, id_type {}",
+                config.metric,
+                config.id_type.as_str()
+            )));
+        }
+        let n = d.u64()?;
+        let live = d.u64()?;
+        let mark = d.u64()?;
+        let max_version = d.version()?;
+        // Every slot record takes at least one byte, so `n` is bounded by the section's size.
+        if n > (meta.len() - d.p) as u64 || mark > n || live > n {
+            return Err(corrupt(format!(
+                "inconsistent counts: {n} slots, {live} live, watermark {mark}"
+            )));
+        }
+        let n = n as usize;
+        if data.len() as u64 != n as u64 * dim as u64 {
+            return Err(corrupt(format!(
+                "VECTORS holds {} values, expected {n} x {dim}",
+                data.len()
+            )));
+        }
+        let mut inner = Inner::new(&config);
+        inner.slots.reserve(n);
+        inner.alive.reserve(n);
+        inner.ids.reserve(live as usize);
+        inner.max_version = max_version;
+        for slot in 0..n {
+            match d.u8()? {
+                0 => {
+                    inner.slots.push(Slot {
+                        id: PointId::Int(0),
+                        version: Version::ZERO,
+                        payload: None,
+                        key_versions: None,
+                    });
+                    inner.alive.push(false);
+                }
+                1 => {
+                    let id = d.id(config.id_type)?;
+                    let version = d.version()?;
+                    let payload = match d.u8()? {
+                        0 => None,
+                        1 => Some(
+                            serde_json::from_slice::<Payload>(d.bytes()?)
+                                .map_err(|e| corrupt(format!("payload of slot {slot}: {e}")))?,
+                        ),
+                        f => return Err(corrupt(format!("bad payload flag {f} in slot {slot}"))),
+                    };
+                    let nk = d.u32()? as usize;
+                    let key_versions = if nk == 0 {
+                        None
+                    } else {
+                        let mut kv = HashMap::new();
+                        for _ in 0..nk {
+                            let k = d.string()?;
+                            kv.insert(k, d.version()?);
+                        }
+                        Some(Box::new(kv))
+                    };
+                    if inner.ids.insert(id.clone(), slot as u32).is_some() {
+                        return Err(corrupt(format!("id {id} is live in two slots")));
+                    }
+                    inner.slots.push(Slot {
+                        id,
+                        version,
+                        payload,
+                        key_versions,
+                    });
+                    inner.alive.push(true);
+                }
+                f => return Err(corrupt(format!("bad slot flag {f} in slot {slot}"))),
+            }
+        }
+        if inner.ids.len() as u64 != live {
+            return Err(corrupt(format!(
+                "{} live slots but the header says {live}",
+                inner.ids.len()
+            )));
+        }
+        let nt = d.u64()?;
+        if nt > (meta.len() - d.p) as u64 {
+            return Err(corrupt(format!("tombstone count {nt} exceeds the section")));
+        }
+        for _ in 0..nt {
+            let id = d.id(config.id_type)?;
+            let v = d.version()?;
+            if inner.ids.contains_key(&id) || inner.tombstones.insert(id.clone(), v).is_some() {
+                return Err(corrupt(format!(
+                    "tombstone for {id} duplicates a live point or another tombstone"
+                )));
+            }
+        }
+        if d.p != meta.len() {
+            return Err(corrupt(format!(
+                "{} unexpected bytes after META",
+                meta.len() - d.p
+            )));
+        }
+        inner.arena = VectorArena::from_vec(dim, data);
+
+        // A flat store keeps the watermark as written (it is meaningless there, but re-snapshots stay identical).
+        let mut indexed = mark as usize;
+        if inner.hnsw.is_some() {
+            match graph {
+                None => indexed = 0, // written by a flat store: index everything again
+                Some(bytes) => {
+                    let mut rd: &[u8] = bytes;
+                    let h = Hnsw::read_from(&mut rd, config.metric)
+                        .map_err(|e| corrupt(format!("graph: {e}")))?;
+                    if !rd.is_empty() {
+                        return Err(corrupt(format!(
+                            "{} unexpected bytes after the graph",
+                            rd.len()
+                        )));
+                    }
+                    let mark = mark as usize;
+                    if h.len() > mark {
+                        return Err(corrupt(format!(
+                            "graph holds {} nodes, above the watermark {mark}",
+                            h.len()
+                        )));
+                    }
+                    for s in 0..n {
+                        let inside = h.contains(s as u32);
+                        if (s < mark && inner.alive[s] && !inside) || (s >= mark && inside) {
+                            return Err(corrupt(format!(
+                                "graph membership of slot {s} disagrees with the watermark"
+                            )));
+                        }
+                    }
+                    inner.hnsw = Some(h);
+                }
+            }
+        }
+        Ok(ShardStore {
+            config,
+            inner: RwLock::new(inner),
+            index_lock: Mutex::new(()),
+            indexed: AtomicUsize::new(indexed),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::collections::HashSet;
+
+    /// splitmix64: deterministic test data without extra crates.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        fn unit(&mut self) -> f32 {
+            (self.next() >> 40) as f32 / (1u64 << 24) as f32
+        }
+        fn gauss(&mut self) -> f32 {
+            // sum of uniforms: close enough to normal for test data
+            (0..4).map(|_| self.unit()).sum::<f32>() - 2.0
+        }
+    }
+
+    /// `n` vectors around `clusters` random centres.
+    fn clustered(rng: &mut Rng, n: usize, dim: usize, clusters: usize) -> Vec<f32> {
+        let centres: Vec<f32> = (0..clusters * dim).map(|_| rng.gauss() * 3.0).collect();
+        let mut out = Vec::with_capacity(n * dim);
+        for _ in 0..n {
+            let c = (rng.next() % clusters as u64) as usize;
+            out.extend((0..dim).map(|j| centres[c * dim + j] + rng.gauss()));
+        }
+        out
+    }
+
+    fn cfg(dim: usize, metric: Metric, index: IndexConfig) -> ShardConfig {
+        ShardConfig {
+            dim,
+            metric,
+            id_type: IdType::Int,
+            index,
+        }
+    }
+
+    fn hnsw_cfg(dim: usize, metric: Metric) -> ShardConfig {
+        cfg(
+            dim,
+            metric,
+            IndexConfig::Hnsw {
+                m: 12,
+                ef_construction: 100,
+            },
+        )
+    }
+
+    fn v(hlc: u64) -> Version {
+        Version::new(hlc, 1)
+    }
+
+    fn up(id: u64, version: u64, vector: Vec<f32>, payload: Option<Value>) -> WriteOp {
+        WriteOp::Upsert {
+            id: PointId::Int(id),
+            version: v(version),
+            vector,
+            payload: payload.map(|p| match p {
+                Value::Object(m) => m,
+                _ => panic!("payload must be an object"),
+            }),
+        }
+    }
+
+    fn del(id: u64, version: u64) -> WriteOp {
+        WriteOp::Delete {
+            id: PointId::Int(id),
+            version: v(version),
+        }
+    }
+
+    fn patch(id: u64, version: u64, p: Value) -> WriteOp {
+        let Value::Object(patch) = p else {
+            panic!("patch must be an object")
+        };
+        WriteOp::PatchPayload {
+            id: PointId::Int(id),
+            version: v(version),
+            patch,
+        }
+    }
+
+    fn batch(ops: Vec<WriteOp>) -> WriteBatch {
+        WriteBatch { ops }
+    }
+
+    /// Loads `data` as ids 0..n with payload {"i": i, "even": i % 2 == 0, "bucket": i % 10}.
+    fn load(store: &ShardStore, data: &[f32]) {
+        let dim = store.config().dim;
+        let ops: Vec<WriteOp> = data
+            .chunks_exact(dim)
+            .enumerate()
+            .map(|(i, x)| {
+                up(
+                    i as u64,
+                    10,
+                    x.to_vec(),
+                    Some(json!({"i": i, "even": i % 2 == 0, "bucket": i % 10})),
+                )
+            })
+            .collect();
+        for c in ops.chunks(500) {
+            let out = store.apply(&batch(c.to_vec()));
+            assert_eq!(out.applied, c.len());
+        }
+    }
+
+    /// Exact answer: (distance, id) of the k nearest of `data` (ids = row numbers) accepted by `keep`.
+    fn brute(
+        metric: Metric,
+        data: &[f32],
+        dim: usize,
+        q: &[f32],
+        k: usize,
+        keep: &dyn Fn(usize) -> bool,
+    ) -> Vec<(f32, u64)> {
+        let mut qq = q.to_vec();
+        distance::prepare(metric, &mut qq);
+        let mut all: Vec<(f32, u64)> = data
+            .chunks_exact(dim)
+            .enumerate()
+            .filter(|(i, _)| keep(*i))
+            .map(|(i, x)| {
+                let mut xx = x.to_vec();
+                distance::prepare(metric, &mut xx);
+                (distance::distance(metric, &qq, &xx), i as u64)
+            })
+            .collect();
+        all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        all.truncate(k);
+        all
+    }
+
+    fn ids_of(hits: &[Hit]) -> Vec<u64> {
+        hits.iter()
+            .map(|h| match h.id {
+                PointId::Int(i) => i,
+                _ => panic!("int ids only"),
+            })
+            .collect()
+    }
+
+    fn recall(
+        store: &ShardStore,
+        data: &[f32],
+        queries: &[f32],
+        k: usize,
+        ef: Option<usize>,
+    ) -> f64 {
+        let dim = store.config().dim;
+        let nq = queries.len() / dim;
+        let res = store.search(queries, nq, k, None, ef, false);
+        let mut found = 0;
+        for (q, hits) in queries.chunks_exact(dim).zip(&res) {
+            assert_eq!(hits.len(), k);
+            let truth: HashSet<u64> = brute(store.config().metric, data, dim, q, k, &|_| true)
+                .into_iter()
+                .map(|x| x.1)
+                .collect();
+            found += ids_of(hits).iter().filter(|i| truth.contains(i)).count();
+        }
+        found as f64 / (nq * k) as f64
+    }
+
+    fn snapshot_bytes(store: &ShardStore) -> Vec<u8> {
+        let mut b = Vec::new();
+        store.write_snapshot(&mut b).unwrap();
+        b
+    }
+
+    #[test]
+    fn store_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<ShardStore>();
+    }
+
+    #[test]
+    fn lww_newer_wins_older_is_skipped() {
+        let s = ShardStore::new(cfg(2, Metric::L2, IndexConfig::Flat));
+        let out = s.apply(&batch(vec![up(
+            1,
+            10,
+            vec![1.0, 0.0],
+            Some(json!({"a": 1})),
+        )]));
+        assert_eq!((out.applied, out.skipped_stale), (1, 0));
+        let out = s.apply(&batch(vec![up(1, 5, vec![9.0, 9.0], None)]));
+        assert_eq!((out.applied, out.skipped_stale), (0, 1));
+        let out = s.apply(&batch(vec![up(1, 10, vec![9.0, 9.0], None)]));
+        assert_eq!(
+            (out.applied, out.skipped_stale),
+            (0, 1),
+            "an equal version is a retry"
+        );
+        let r = s.get(&[PointId::Int(1)], true).pop().unwrap().unwrap();
+        assert_eq!((r.vector, r.version), (vec![1.0, 0.0], v(10)));
+        s.apply(&batch(vec![up(1, 20, vec![2.0, 0.0], None)]));
+        let r = s.get(&[PointId::Int(1)], true).pop().unwrap().unwrap();
+        assert_eq!(
+            (r.vector, r.payload, r.version),
+            (vec![2.0, 0.0], None, v(20))
+        );
+        assert_eq!(s.count(), 1);
+        assert_eq!(s.max_version(), v(20));
+        // a higher node id breaks an hlc tie
+        let tie = WriteOp::Upsert {
+            id: PointId::Int(1),
+            version: Version::new(20, 2),
+            vector: vec![3.0, 0.0],
+            payload: None,
+        };
+        assert_eq!(s.apply(&batch(vec![tie])).applied, 1);
+        // a wrong-dim vector is skipped, not applied
+        assert_eq!(
+            s.apply(&batch(vec![up(2, 30, vec![1.0], None)]))
+                .skipped_invalid,
+            1
+        );
+        assert_eq!(s.count(), 1);
+    }
+
+    #[test]
+    fn deletes_leave_tombstones() {
+        let s = ShardStore::new(cfg(2, Metric::L2, IndexConfig::Flat));
+        s.apply(&batch(vec![
+            up(1, 10, vec![1.0, 0.0], None),
+            up(2, 10, vec![0.0, 1.0], None),
+        ]));
+        assert_eq!(
+            s.apply(&batch(vec![del(1, 5)])).skipped_stale,
+            1,
+            "older delete loses"
+        );
+        assert_eq!(s.count(), 2);
+        assert_eq!(s.apply(&batch(vec![del(1, 20)])).applied, 1);
+        assert_eq!(s.count(), 1);
+        assert!(s.get(&[PointId::Int(1)], false)[0].is_none());
+        // an older upsert arriving late stays deleted
+        assert_eq!(
+            s.apply(&batch(vec![up(1, 15, vec![5.0, 5.0], None)]))
+                .skipped_stale,
+            1
+        );
+        assert_eq!(s.count(), 1);
+        // a newer upsert revives
+        assert_eq!(
+            s.apply(&batch(vec![up(1, 25, vec![5.0, 5.0], None)]))
+                .applied,
+            1
+        );
+        assert_eq!(s.count(), 2);
+        assert_eq!(s.stats().tombstones, 0, "the revived id needs no tombstone");
+        // deleting an id never seen still blocks its older upsert
+        assert_eq!(s.apply(&batch(vec![del(7, 30)])).applied, 1);
+        assert_eq!(
+            s.apply(&batch(vec![up(7, 29, vec![5.0, 5.0], None)]))
+                .skipped_stale,
+            1
+        );
+        assert_eq!(s.apply(&batch(vec![del(7, 30)])).skipped_stale, 1);
+        // search never returns deleted points
+        let hits = s.search(&[1.0, 0.0], 1, 10, None, None, false);
+        assert_eq!(ids_of(&hits[0]), vec![2, 1]);
+        // gc drops old tombstones only
+        s.apply(&batch(vec![del(2, 40)]));
+        assert_eq!(s.stats().tombstones, 2);
+        assert_eq!(s.gc_tombstones(v(35)), 1);
+        assert_eq!(s.stats().tombstones, 1);
+        assert_eq!(
+            s.apply(&batch(vec![up(2, 39, vec![5.0, 5.0], None)]))
+                .skipped_stale,
+            1
+        );
+    }
+
+    #[test]
+    fn reordered_and_retried_writes_converge() {
+        // Applied first in every run: a patch of a point that does not exist yet is skipped by design.
+        let prefix = vec![up(1, 10, vec![1.0, 0.0], Some(json!({"a": 1, "b": 1})))];
+        let ops = vec![
+            up(1, 30, vec![2.0, 0.0], Some(json!({"a": 3}))),
+            patch(1, 40, json!({"b": 4})),
+            patch(1, 20, json!({"c": 2})),
+            patch(1, 35, json!({"a": 35, "d": 35})),
+            del(2, 25),
+            up(2, 15, vec![0.0, 1.0], None),
+            up(3, 5, vec![1.0, 1.0], None),
+            del(3, 6),
+            up(3, 7, vec![3.0, 3.0], Some(json!({"z": true}))),
+            patch(4, 50, json!({"x": 1})),
+        ];
+        let ids = [1, 2, 3, 4].map(PointId::Int);
+        let mut first: Option<(u64, Vec<Option<PointRecord>>)> = None;
+        let mut rng = Rng(7);
+        for round in 0..60 {
+            let mut order = ops.clone();
+            if round > 0 {
+                for i in (1..order.len()).rev() {
+                    let j = (rng.next() % (i as u64 + 1)) as usize;
+                    order.swap(i, j);
+                }
+            }
+            let s = ShardStore::new(cfg(2, Metric::L2, IndexConfig::Flat));
+            s.apply(&batch(prefix.clone()));
+            for op in &order {
+                s.apply(&batch(vec![op.clone()]));
+            }
+            // retrying everything changes nothing
+            let before = s.digest();
+            let out = s.apply(&batch(prefix.iter().chain(&order).cloned().collect()));
+            assert_eq!(out.applied, 0, "retries must be no-ops");
+            assert_eq!(s.digest(), before);
+            let state = (s.digest(), s.get(&ids, true));
+            match &first {
+                None => first = Some(state),
+                Some(f) => assert_eq!(&state, f, "order {order:?} diverged"),
+            }
+        }
+        let (_, got) = first.unwrap();
+        assert_eq!(
+            got[0].as_ref().unwrap().payload,
+            Some(
+                json!({"a": 35, "b": 4, "d": 35})
+                    .as_object()
+                    .unwrap()
+                    .clone()
+            )
+        );
+        assert_eq!(got[0].as_ref().unwrap().version, v(30));
+        assert!(got[1].is_none());
+        assert_eq!(got[2].as_ref().unwrap().version, v(7));
+        assert!(got[3].is_none());
+    }
+
+    #[test]
+    fn patch_payload_merges_per_key() {
+        let s = ShardStore::new(cfg(2, Metric::L2, IndexConfig::Flat));
+        s.apply(&batch(vec![
+            up(1, 10, vec![1.0, 0.0], Some(json!({"a": 1, "b": 1}))),
+            up(2, 10, vec![1.0, 0.0], None),
+        ]));
+        // two writers patch different keys: both win, in either order
+        let o = s.apply(&batch(vec![
+            patch(1, 30, json!({"b": 3})),
+            patch(1, 20, json!({"c": 2})),
+        ]));
+        assert_eq!(o.applied, 2);
+        // an older patch of an already newer key loses
+        let o = s.apply(&batch(vec![patch(1, 25, json!({"b": 25}))]));
+        assert_eq!((o.applied, o.skipped_stale), (0, 1));
+        // a patch older than the upsert loses
+        assert_eq!(
+            s.apply(&batch(vec![patch(1, 5, json!({"d": 1}))]))
+                .skipped_stale,
+            1
+        );
+        // a patch on a missing or deleted point is skipped
+        assert_eq!(
+            s.apply(&batch(vec![patch(9, 50, json!({"d": 1}))]))
+                .skipped_missing,
+            1
+        );
+        // a point without payload gets one
+        s.apply(&batch(vec![patch(2, 30, json!({"n": null}))]));
+        let got = s.get(&[PointId::Int(1), PointId::Int(2)], false);
+        assert_eq!(
+            got[0].as_ref().unwrap().payload.as_ref().unwrap(),
+            json!({"a": 1, "b": 3, "c": 2}).as_object().unwrap()
+        );
+        assert_eq!(
+            got[0].as_ref().unwrap().version,
+            v(10),
+            "patches do not change the point version"
+        );
+        assert_eq!(
+            got[1].as_ref().unwrap().payload.as_ref().unwrap(),
+            json!({"n": null}).as_object().unwrap()
+        );
+        // an upsert between the patches replaces the payload but keeps keys patched after it
+        s.apply(&batch(vec![up(
+            1,
+            22,
+            vec![0.0, 1.0],
+            Some(json!({"a": 9, "c": 9})),
+        )]));
+        let got = s.get(&[PointId::Int(1)], true);
+        let r = got[0].as_ref().unwrap();
+        assert_eq!(
+            r.payload.as_ref().unwrap(),
+            json!({"a": 9, "b": 3, "c": 9}).as_object().unwrap()
+        );
+        assert_eq!(r.vector, vec![0.0, 1.0]);
+        // a newer upsert replaces everything
+        s.apply(&batch(vec![up(1, 60, vec![0.0, 1.0], None)]));
+        assert_eq!(
+            s.get(&[PointId::Int(1)], false)[0]
+                .as_ref()
+                .unwrap()
+                .payload,
+            None
+        );
+        s.apply(&batch(vec![del(2, 70)]));
+        assert_eq!(
+            s.apply(&batch(vec![patch(2, 80, json!({"x": 1}))]))
+                .skipped_missing,
+            1
+        );
+    }
+
+    #[test]
+    fn get_count_scroll() {
+        let s = ShardStore::new(cfg(3, Metric::Cosine, IndexConfig::Flat));
+        s.apply(&batch(
+            (0..10)
+                .map(|i| up(i, 1, vec![3.0, 4.0, i as f32 * 0.0], Some(json!({"i": i}))))
+                .collect(),
+        ));
+        s.apply(&batch(vec![del(3, 2), del(4, 2)]));
+        assert_eq!(s.count(), 8);
+        let got = s.get(&[PointId::Int(0), PointId::Int(3), PointId::Int(42)], true);
+        let r = got[0].as_ref().unwrap();
+        assert_eq!(
+            r.vector,
+            vec![0.6, 0.8, 0.0],
+            "cosine vectors are stored normalised"
+        );
+        assert_eq!(r.payload.as_ref().unwrap()["i"], json!(0));
+        assert!(got[1].is_none() && got[2].is_none());
+        assert!(
+            s.get(&[PointId::Int(0)], false)[0]
+                .as_ref()
+                .unwrap()
+                .vector
+                .is_empty()
+        );
+        let f = Filter::parse(&json!({"i": {"$gte": 5}})).unwrap();
+        assert_eq!(s.count_matching(&f), 5);
+        // scroll in id order, pages of 3
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = s.scroll(after.as_ref(), 3, None, false);
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 3);
+            after = Some(page.last().unwrap().id.clone());
+            seen.extend(page.into_iter().map(|r| r.id));
+        }
+        assert_eq!(seen, [0, 1, 2, 5, 6, 7, 8, 9].map(PointId::Int).to_vec());
+        let page = s.scroll(None, 100, Some(&f), true);
+        assert_eq!(page.len(), 5);
+        assert_eq!(page[0].vector.len(), 3);
+        assert!(s.scroll(None, 0, None, false).is_empty());
+    }
+
+    #[test]
+    fn string_ids() {
+        let s = ShardStore::new(ShardConfig {
+            dim: 2,
+            metric: Metric::L2,
+            id_type: IdType::Str,
+            index: IndexConfig::Flat,
+        });
+        let id = |x: &str| PointId::Str(x.into());
+        s.apply(&batch(vec![
+            WriteOp::Upsert {
+                id: id("a"),
+                version: v(1),
+                vector: vec![0.0, 0.0],
+                payload: None,
+            },
+            WriteOp::Upsert {
+                id: id("b"),
+                version: v(1),
+                vector: vec![1.0, 0.0],
+                payload: None,
+            },
+        ]));
+        s.apply_owned(batch(vec![WriteOp::Upsert {
+            id: id("a"),
+            version: v(2),
+            vector: vec![5.0, 0.0],
+            payload: None,
+        }]));
+        let hits = s.search(&[0.9, 0.0], 1, 5, None, None, false);
+        assert_eq!(
+            hits[0].iter().map(|h| h.id.clone()).collect::<Vec<_>>(),
+            vec![id("b"), id("a")]
+        );
+        let snap = snapshot_bytes(&s);
+        let r = ShardStore::read_snapshot(s.config().clone(), &mut snap.as_slice()).unwrap();
+        assert_eq!(r.digest(), s.digest());
+        assert!(
+            ShardStore::read_snapshot(cfg(2, Metric::L2, IndexConfig::Flat), &mut snap.as_slice())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn flat_search_equals_brute_force() {
+        for metric in [Metric::L2, Metric::Cosine, Metric::Dot] {
+            let dim = 7;
+            let mut rng = Rng(metric as u64 + 1);
+            let data = clustered(&mut rng, 3000, dim, 5);
+            let s = ShardStore::new(cfg(dim, metric, IndexConfig::Flat));
+            load(&s, &data);
+            let queries = clustered(&mut rng, 20, dim, 3);
+            for k in [1, 10, 3500] {
+                let res = s.search(&queries, 20, k, None, None, true);
+                assert_eq!(res.len(), 20);
+                for (q, hits) in queries.chunks_exact(dim).zip(&res) {
+                    let truth = brute(metric, &data, dim, q, k, &|_| true);
+                    assert_eq!(hits.len(), truth.len().min(k));
+                    assert_eq!(
+                        ids_of(hits),
+                        truth.iter().map(|x| x.1).collect::<Vec<_>>(),
+                        "{metric} k={k}"
+                    );
+                    for (h, t) in hits.iter().zip(&truth) {
+                        assert!((h.distance - t.0).abs() <= 1e-4 * (1.0 + t.0.abs()));
+                    }
+                    assert_eq!(
+                        hits[0].payload.as_ref().unwrap()["i"],
+                        json!(ids_of(hits)[0])
+                    );
+                }
+            }
+            // a single query takes the chunk-parallel path
+            let res = s.search(&queries[..dim], 1, 5, None, None, false);
+            let truth = brute(metric, &data, dim, &queries[..dim], 5, &|_| true);
+            assert_eq!(
+                ids_of(&res[0]),
+                truth.iter().map(|x| x.1).collect::<Vec<_>>()
+            );
+            assert!(res[0][0].payload.is_none());
+        }
+    }
+
+    #[test]
+    fn search_edge_cases() {
+        let s = ShardStore::new(hnsw_cfg(2, Metric::L2));
+        assert_eq!(
+            s.search(&[0.0, 0.0], 1, 5, None, None, false),
+            vec![Vec::<Hit>::new()]
+        );
+        s.apply(&batch(vec![up(1, 1, vec![0.0, 0.0], None)]));
+        assert_eq!(
+            s.search(&[0.0, 0.0], 1, 0, None, None, false),
+            vec![Vec::<Hit>::new()]
+        );
+        // short query buffer: the incomplete query gets nothing
+        let r = s.search(&[0.0, 0.0, 1.0], 2, 3, None, None, false);
+        assert_eq!((r.len(), r[0].len(), r[1].len()), (2, 1, 0));
+        assert_eq!(s.search(&[], 0, 3, None, None, false).len(), 0);
+    }
+
+    #[test]
+    fn hnsw_recall_and_pending_scan() {
+        let dim = 16;
+        let mut rng = Rng(42);
+        let data = clustered(&mut rng, 6000, dim, 30);
+        let queries = clustered(&mut rng, 100, dim, 30);
+        let s = ShardStore::new(hnsw_cfg(dim, Metric::L2));
+        load(&s, &data);
+        assert_eq!(s.unindexed(), 6000);
+        // searchable before indexing: the pending scan is exact
+        assert_eq!(recall(&s, &data, &queries, 10, None), 1.0);
+        // half indexed: graph + pending scan, no duplicates
+        assert_eq!(s.index_step(3000), 3000);
+        assert_eq!(s.unindexed(), 3000);
+        let res = s.search(&queries, 100, 10, None, None, false);
+        for hits in &res {
+            let ids: HashSet<u64> = ids_of(hits).into_iter().collect();
+            assert_eq!(ids.len(), 10, "duplicate ids in {hits:?}");
+            assert!(hits.windows(2).all(|w| w[0].distance <= w[1].distance));
+        }
+        assert!(recall(&s, &data, &queries, 10, None) >= 0.95);
+        while s.index_step(1000) > 0 {}
+        assert_eq!(s.unindexed(), 0);
+        let r = recall(&s, &data, &queries, 10, None);
+        assert!(r >= 0.95, "recall {r}");
+        assert!(recall(&s, &data, &queries, 10, Some(200)) >= r - 0.01);
+        // updates move points to new slots; old slots are never returned
+        let check_current = |s: &ShardStore| {
+            for (q, hits) in queries
+                .chunks_exact(dim)
+                .zip(s.search(&queries, 100, 20, None, None, false))
+            {
+                for h in hits {
+                    let cur = s
+                        .get(std::slice::from_ref(&h.id), true)
+                        .pop()
+                        .unwrap()
+                        .unwrap()
+                        .vector;
+                    assert_eq!(
+                        h.distance,
+                        distance::distance(Metric::L2, q, &cur),
+                        "stale slot of {:?}",
+                        h.id
+                    );
+                }
+            }
+        };
+        let moved: Vec<WriteOp> = (0..3000)
+            .map(|i| {
+                let row = &data[(i as usize + 1) * dim..(i as usize + 2) * dim];
+                up(i, 20, row.iter().map(|x| x + 0.5).collect(), None)
+            })
+            .collect();
+        s.apply(&batch(moved));
+        assert_eq!(s.count(), 6000);
+        check_current(&s);
+        while s.index_step(1000) > 0 {}
+        check_current(&s);
+        // delete most points: k is still honoured exactly
+        s.apply(&batch((0..5990).map(|i| del(i, 30)).collect()));
+        let res = s.search(&queries, 100, 20, None, None, false);
+        assert!(res.iter().all(|h| h.len() == 10));
+    }
+
+    #[test]
+    fn filtered_search_both_paths() {
+        let dim = 12;
+        let mut rng = Rng(5);
+        let data = clustered(&mut rng, 8000, dim, 20);
+        let queries = clustered(&mut rng, 40, dim, 20);
+        for index in [
+            IndexConfig::Flat,
+            IndexConfig::Hnsw {
+                m: 12,
+                ef_construction: 100,
+            },
+        ] {
+            let s = ShardStore::new(cfg(dim, Metric::L2, index));
+            load(&s, &data);
+            while s.index_step(4000) > 0 {}
+            // selective: exact path, must equal brute force with the filter
+            let f = Filter::parse(&json!({"bucket": 3, "even": false})).unwrap();
+            let res = s.search(&queries, 40, 10, Some(&f), None, true);
+            for (q, hits) in queries.chunks_exact(dim).zip(&res) {
+                let truth = brute(Metric::L2, &data, dim, q, 10, &|i| i % 10 == 3);
+                assert_eq!(ids_of(hits), truth.iter().map(|x| x.1).collect::<Vec<_>>());
+            }
+            // broad (50%): graph path for HNSW; all hits match, k honoured, high recall
+            let f = Filter::parse(&json!({"even": true})).unwrap();
+            let res = s.search(&queries, 40, 10, Some(&f), None, true);
+            let mut found = 0;
+            for (q, hits) in queries.chunks_exact(dim).zip(&res) {
+                assert_eq!(hits.len(), 10);
+                assert!(
+                    hits.iter()
+                        .all(|h| h.payload.as_ref().unwrap()["even"] == json!(true))
+                );
+                let truth: HashSet<u64> = brute(Metric::L2, &data, dim, q, 10, &|i| i % 2 == 0)
+                    .into_iter()
+                    .map(|x| x.1)
+                    .collect();
+                found += ids_of(hits).iter().filter(|i| truth.contains(i)).count();
+            }
+            let r = found as f64 / 400.0;
+            assert!(r >= 0.95, "{index:?}: filtered recall {r}");
+            // fewer matches than k: exactly the matches
+            let f = Filter::parse(&json!({"i": {"$in": [5, 17, 4000]}})).unwrap();
+            let res = s.search(&queries, 40, 10, Some(&f), None, false);
+            assert!(res.iter().all(|h| h.len() == 3));
+            let none = Filter::parse(&json!({"i": -1})).unwrap();
+            assert!(
+                s.search(&queries, 40, 10, Some(&none), None, false)
+                    .iter()
+                    .all(|h| h.is_empty())
+            );
+            // one query at a time: the filter is evaluated lazily on visited nodes (HNSW)
+            let f = Filter::parse(&json!({"even": true})).unwrap();
+            let mut found = 0;
+            for q in queries.chunks_exact(dim) {
+                let hits = s.search(q, 1, 10, Some(&f), None, true).pop().unwrap();
+                assert_eq!(hits.len(), 10);
+                assert!(
+                    hits.iter()
+                        .all(|h| h.payload.as_ref().unwrap()["even"] == json!(true))
+                );
+                let truth: HashSet<u64> = brute(Metric::L2, &data, dim, q, 10, &|i| i % 2 == 0)
+                    .into_iter()
+                    .map(|x| x.1)
+                    .collect();
+                found += ids_of(&hits).iter().filter(|i| truth.contains(i)).count();
+            }
+            let r = found as f64 / 400.0;
+            assert!(r >= 0.95, "{index:?}: lazily filtered recall {r}");
+            // filter + pending points: newly written points match immediately
+            s.apply(&batch(vec![up(
+                9000,
+                20,
+                queries[..dim].to_vec(),
+                Some(json!({"even": true, "new": 1})),
+            )]));
+            let f = Filter::parse(&json!({"even": true})).unwrap();
+            let res = s.search(&queries[..dim], 1, 1, Some(&f), None, false);
+            assert_eq!(ids_of(&res[0]), vec![9000]);
+        }
+    }
+
+    #[test]
+    fn filter_estimate_off_still_honours_k() {
+        // The selectivity sample sees slots step/2, step/2 + step, ...: mark exactly those, so the estimate
+        // says "everything matches" while only 1/7 of the points do, and ask for more hits than match.
+        let dim = 6;
+        let mut rng = Rng(21);
+        let n = 8000;
+        let data = clustered(&mut rng, n, dim, 10);
+        let step = n / FILTER_SAMPLE;
+        let sampled = |i: usize| i >= step / 2 && (i - step / 2) % step == 0;
+        let s = ShardStore::new(hnsw_cfg(dim, Metric::L2));
+        let ops: Vec<WriteOp> = data
+            .chunks_exact(dim)
+            .enumerate()
+            .map(|(i, x)| {
+                up(
+                    i as u64,
+                    1,
+                    x.to_vec(),
+                    Some(json!({ "sampled": sampled(i) })),
+                )
+            })
+            .collect();
+        s.apply(&batch(ops));
+        while s.index_step(5000) > 0 {}
+        let f = Filter::parse(&json!({"sampled": true})).unwrap();
+        let q = &data[..dim];
+        let truth = brute(Metric::L2, &data, dim, q, 5000, &sampled);
+        assert!(truth.len() > EXACT_SCAN_MAX / 2 && truth.len() < 5000);
+        let hits = s.search(q, 1, 5000, Some(&f), None, false).pop().unwrap();
+        assert_eq!(ids_of(&hits), truth.iter().map(|x| x.1).collect::<Vec<_>>());
+        // small k: the lazy path; every hit matches and k is honoured
+        let hits = s.search(q, 1, 50, Some(&f), None, false).pop().unwrap();
+        assert_eq!(hits.len(), 50);
+        assert!(ids_of(&hits).into_iter().all(|i| sampled(i as usize)));
+    }
+
+    #[test]
+    fn snapshot_round_trip() {
+        let dim = 8;
+        let mut rng = Rng(9);
+        let data = clustered(&mut rng, 3000, dim, 10);
+        let queries = clustered(&mut rng, 20, dim, 10);
+        for config in [
+            cfg(dim, Metric::Cosine, IndexConfig::Flat),
+            hnsw_cfg(dim, Metric::Cosine),
+        ] {
+            let s = ShardStore::new(config.clone());
+            load(&s, &data);
+            s.index_step(2000); // partly indexed: the rest stays pending after restore
+            s.apply(&batch(vec![
+                del(5, 20),
+                del(77777, 20),
+                up(6, 20, vec![1.0; dim], None),
+                patch(7, 30, json!({"p": 1})),
+            ]));
+            let snap = snapshot_bytes(&s);
+            let r = ShardStore::read_snapshot(config.clone(), &mut snap.as_slice()).unwrap();
+            assert_eq!(r.digest(), s.digest());
+            assert_eq!(r.count(), s.count());
+            assert_eq!(r.stats(), s.stats());
+            assert_eq!(r.max_version(), s.max_version());
+            let again = snapshot_bytes(&r);
+            let diff = (0..snap.len().min(again.len())).find(|&i| snap[i] != again[i]);
+            assert!(
+                diff.is_none() && again.len() == snap.len(),
+                "re-snapshot differs at {diff:?}, lengths {} / {}",
+                snap.len(),
+                again.len()
+            );
+            let f = Filter::parse(&json!({"even": true})).unwrap();
+            assert_eq!(
+                r.search(&queries, 20, 10, None, None, true),
+                s.search(&queries, 20, 10, None, None, true)
+            );
+            assert_eq!(
+                r.search(&queries, 20, 10, Some(&f), None, true),
+                s.search(&queries, 20, 10, Some(&f), None, true)
+            );
+            let ids: Vec<PointId> = (0..3000).map(PointId::Int).collect();
+            assert_eq!(r.get(&ids, true), s.get(&ids, true));
+            // tombstones survive: an old upsert of a deleted id stays deleted
+            assert_eq!(
+                r.apply(&batch(vec![
+                    up(5, 15, vec![1.0; dim], None),
+                    up(77777, 15, vec![1.0; dim], None)
+                ]))
+                .skipped_stale,
+                2
+            );
+            // the restored store keeps working
+            while r.index_step(1000) > 0 {}
+            assert_eq!(r.unindexed(), 0);
+            assert!(recall(&r, &data, &queries, 5, Some(100)) > 0.0);
+        }
+        // an HNSW collection restoring a flat snapshot re-indexes
+        let flat = ShardStore::new(cfg(dim, Metric::L2, IndexConfig::Flat));
+        load(&flat, &data[..100 * dim]);
+        let snap = snapshot_bytes(&flat);
+        let r = ShardStore::read_snapshot(hnsw_cfg(dim, Metric::L2), &mut snap.as_slice()).unwrap();
+        assert_eq!(r.unindexed(), 100);
+        assert_eq!(r.index_step(1000), 100);
+        // the wrong collection is refused
+        let e = ShardStore::read_snapshot(
+            cfg(dim + 1, Metric::L2, IndexConfig::Flat),
+            &mut snap.as_slice(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::Corrupt(_)), "{e}");
+        assert!(
+            ShardStore::read_snapshot(
+                cfg(dim, Metric::Dot, IndexConfig::Flat),
+                &mut snap.as_slice()
+            )
+            .is_err()
+        );
+        // an empty store round-trips
+        let empty = ShardStore::new(hnsw_cfg(dim, Metric::L2));
+        let snap = snapshot_bytes(&empty);
+        let r = ShardStore::read_snapshot(hnsw_cfg(dim, Metric::L2), &mut snap.as_slice()).unwrap();
+        assert_eq!((r.count(), r.digest()), (0, empty.digest()));
+    }
+
+    #[test]
+    fn corrupted_snapshots_are_rejected() {
+        let dim = 3;
+        let mut rng = Rng(11);
+        let data = clustered(&mut rng, 40, dim, 3);
+        let config = hnsw_cfg(dim, Metric::L2);
+        let s = ShardStore::new(config.clone());
+        load(&s, &data);
+        s.index_step(30);
+        s.apply(&batch(vec![
+            del(3, 20),
+            del(99, 20),
+            patch(4, 30, json!({"p": [1, {"q": "x"}]})),
+        ]));
+        let snap = snapshot_bytes(&s);
+        assert!(ShardStore::read_snapshot(config.clone(), &mut snap.as_slice()).is_ok());
+        for i in 0..snap.len() {
+            for flip in [0x01u8, 0x80, 0xFF] {
+                let mut bad = snap.clone();
+                bad[i] ^= flip;
+                let r = ShardStore::read_snapshot(config.clone(), &mut bad.as_slice());
+                assert!(
+                    matches!(r, Err(Error::Corrupt(_))),
+                    "flip {flip:#x} at byte {i} accepted"
+                );
+            }
+        }
+        for len in 0..snap.len() {
+            let r = ShardStore::read_snapshot(config.clone(), &mut &snap[..len]);
+            assert!(
+                matches!(r, Err(Error::Corrupt(_))),
+                "truncation to {len} bytes accepted"
+            );
+        }
+        // garbage and a future format version
+        assert!(
+            ShardStore::read_snapshot(config.clone(), &mut &b"hello world, not a snapshot"[..])
+                .is_err()
+        );
+        let mut future = snap.clone();
+        future[8] = 9;
+        let e = ShardStore::read_snapshot(config, &mut future.as_slice()).unwrap_err();
+        assert!(e.to_string().contains("format version 9"), "{e}");
+    }
+
+    #[test]
+    fn concurrent_apply_index_search_snapshot() {
+        let dim = 8;
+        let mut rng = Rng(3);
+        let data = clustered(&mut rng, 4000, dim, 10);
+        let s = std::sync::Arc::new(ShardStore::new(hnsw_cfg(dim, Metric::Dot)));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let indexer = {
+            let (s, stop) = (s.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    if s.index_step(256) == 0 {
+                        std::thread::yield_now();
+                    }
+                }
+            })
+        };
+        let searcher = {
+            let (s, stop) = (s.clone(), stop.clone());
+            let q = data[..4 * dim].to_vec();
+            std::thread::spawn(move || {
+                let mut rounds = 0;
+                while !stop.load(Ordering::Acquire) || rounds < 5 {
+                    for hits in s.search(&q, 4, 10, None, None, false) {
+                        let ids: HashSet<_> = hits.iter().map(|h| h.id.clone()).collect();
+                        assert_eq!(ids.len(), hits.len());
+                    }
+                    let mut b = Vec::new();
+                    s.write_snapshot(&mut b).unwrap();
+                    let r =
+                        ShardStore::read_snapshot(s.config().clone(), &mut b.as_slice()).unwrap();
+                    assert!(r.count() <= 4000);
+                    rounds += 1;
+                }
+            })
+        };
+        for (c, chunk) in data.chunks(200 * dim).enumerate() {
+            let ops = chunk
+                .chunks_exact(dim)
+                .enumerate()
+                .map(|(i, x)| up((c * 200 + i) as u64, 1 + c as u64, x.to_vec(), None))
+                .collect();
+            s.apply(&batch(ops));
+        }
+        stop.store(true, Ordering::Release);
+        indexer.join().unwrap();
+        searcher.join().unwrap();
+        while s.index_step(1000) > 0 {}
+        assert_eq!((s.count(), s.unindexed()), (4000, 0));
+        let res = s.search(&data[..dim], 1, 4000, None, Some(4000), false);
+        assert_eq!(res[0].len(), 4000);
+    }
+}
