@@ -1,1 +1,35 @@
-//! (being written)
+//! Shoal's openraft adapter (DESIGN §2, §6): the Raft type config of both planes, an on-disk
+//! log store, a snapshotting state-machine adapter, and [`RaftGroup`], which a node opens per
+//! group (group 0 for metadata, one per shard replica).
+//!
+//! ```text
+//!   RaftGroup ──> openraft::Raft<TypeConfig, StateMachineStore>
+//!                   ├── LogStore            (log_store.rs: segments + CRC32C, group commit)
+//!                   ├── StateMachineStore   (state_machine.rs: snapshots) ──> StateMachineApp
+//!                   └── NoPeersNetwork      (network.rs: single-voter groups for now)
+//! ```
+
+mod codec;
+pub mod error;
+pub mod group;
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+pub mod types;
+
+pub use error::Error;
+pub use error::Result;
+pub use group::GroupOptions;
+pub use group::RaftGroup;
+pub use log_store::LogReader;
+pub use log_store::LogStore;
+pub use log_store::LogStoreOptions;
+pub use network::NoPeersNetwork;
+pub use state_machine::StateMachineApp;
+pub use state_machine::StateMachineStore;
+pub use types::Command;
+pub use types::Reply;
+pub use types::TypeConfig;
+
+/// Re-export of the pinned openraft, so users name the same version.
+pub use openraft;

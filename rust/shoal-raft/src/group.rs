@@ -1,0 +1,264 @@
+//! [`RaftGroup`]: one Raft group (group 0 or a shard) stored in one directory, as the node uses
+//! it: open/recover, write, linearizable read barrier, leadership, shutdown.
+//!
+//! ```text
+//! DIR/log/         the LogStore (segments, vote, committed, purged)
+//! DIR/snapshots/   the StateMachineStore's snapshot file
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use openraft::Config;
+use openraft::ReadPolicy;
+use openraft::ServerState;
+use openraft::SnapshotPolicy;
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::InitializeError;
+use openraft::errors::RaftError;
+
+use crate::error::Error;
+use crate::error::Result;
+use crate::log_store::LogReader;
+use crate::log_store::LogStore;
+use crate::log_store::LogStoreOptions;
+use crate::network::NoPeersNetwork;
+use crate::state_machine::StateMachineApp;
+use crate::state_machine::StateMachineStore;
+use crate::types::Command;
+use crate::types::Raft;
+
+/// Tuning of a [`RaftGroup`].
+#[derive(Debug, Clone)]
+pub struct GroupOptions {
+    /// Leader heartbeat interval in ms; > 0 and < `election_timeout_min_ms`.
+    pub heartbeat_ms: u64,
+    /// Minimum election timeout in ms; > `heartbeat_ms`.
+    pub election_timeout_min_ms: u64,
+    /// Maximum election timeout in ms; > `election_timeout_min_ms`.
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot once this many entries were applied since the last one (> 0); the log
+    /// it covers is then purged, keeping a tail of `min(snapshot_every / 2, 1000)` entries for
+    /// followers that lag a little.
+    pub snapshot_every: u64,
+    /// Whether [`RaftGroup::open`] initialises a new, empty directory as a single-voter group
+    /// `{node_id: addr}`. `false` leaves a new group uninitialised, waiting for a leader to add it.
+    pub bootstrap_single: bool,
+    /// Size in bytes at which a log segment file is sealed and a new one started (> 0).
+    pub log_segment_bytes: u64,
+}
+
+impl Default for GroupOptions {
+    fn default() -> Self {
+        GroupOptions {
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 150,
+            election_timeout_max_ms: 300,
+            snapshot_every: 1000,
+            bootstrap_single: true,
+            log_segment_bytes: crate::log_store::DEFAULT_SEGMENT_BYTES,
+        }
+    }
+}
+
+impl GroupOptions {
+    fn to_config(&self) -> Result<Config> {
+        if self.snapshot_every == 0 {
+            return Err(Error::InvalidArgument("snapshot_every must be > 0".into()));
+        }
+        let keep = (self.snapshot_every / 2).min(1000);
+        let config = Config {
+            cluster_name: "shoal".to_string(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: keep,
+            // Each purge persists the purge point (two fsyncs): purge in batches.
+            purge_batch_size: (self.snapshot_every / 4).clamp(1, 256),
+            // A restarted leader must win a new election (and commit a blank entry in its new
+            // term) before serving: our `committed` file may lag, so a restored leader could
+            // otherwise serve reads from a state machine behind acknowledged writes.
+            enable_leader_restore: Some(false),
+            ..Default::default()
+        };
+        config
+            .validate()
+            .map_err(|e| Error::InvalidArgument(format!("raft config: {e}")))
+    }
+}
+
+/// One Raft group of this node: its log, its state machine and the openraft instance.
+pub struct RaftGroup {
+    /// The openraft handle.
+    raft: Raft,
+    /// This node's id in the group.
+    node_id: u64,
+    /// The group's directory.
+    dir: PathBuf,
+    /// A reader of the group's log store, kept to close the store (join its I/O thread, release
+    /// its directory lock) at shutdown.
+    log: LogReader,
+}
+
+impl RaftGroup {
+    /// Opens (or creates) the group stored in `dir` (log in `dir/log`, snapshots in
+    /// `dir/snapshots`). When the group is new and `opts.bootstrap_single` is set, initialises a
+    /// single-voter membership `{node_id: addr}`. Recovers after a clean stop and after a crash
+    /// (kill -9: a torn log tail is truncated). When this node is the only voter it campaigns at
+    /// once instead of waiting for an election timeout.
+    pub async fn open(
+        dir: &Path,
+        node_id: u64,
+        addr: String,
+        app: Arc<dyn StateMachineApp>,
+        opts: GroupOptions,
+    ) -> Result<RaftGroup> {
+        let config = Arc::new(opts.to_config()?);
+        let log_dir = dir.join("log");
+        let snap_dir = dir.join("snapshots");
+        let log_opts = LogStoreOptions {
+            segment_bytes: opts.log_segment_bytes,
+        };
+        let (log, sm) =
+            tokio::task::spawn_blocking(move || -> Result<(LogStore, StateMachineStore)> {
+                let log = LogStore::open_with(&log_dir, log_opts)?;
+                let sm = StateMachineStore::open(&snap_dir, app)?;
+                Ok((log, sm))
+            })
+            .await
+            .map_err(|e| Error::Fatal(format!("opening the group failed: {e}")))??;
+        let reader = log.reader();
+
+        let raft = match Raft::new(node_id, config, NoPeersNetwork, log, sm).await {
+            Ok(r) => r,
+            Err(e) => {
+                reader.close();
+                return Err(e.into());
+            }
+        };
+        let group = RaftGroup {
+            raft,
+            node_id,
+            dir: dir.to_path_buf(),
+            log: reader,
+        };
+
+        if !group.raft.is_initialized().await? {
+            if opts.bootstrap_single {
+                let members = BTreeMap::from([(node_id, BasicNode::new(addr))]);
+                match group.raft.initialize(members).await {
+                    Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                    Err(RaftError::APIError(e)) => return Err(Error::Rejected(e.to_string())),
+                    Err(RaftError::Fatal(f)) => return Err(f.into()),
+                }
+            }
+        } else {
+            let voters = group
+                .raft
+                .with_raft_state(|st| {
+                    st.membership_state
+                        .effective()
+                        .voter_ids()
+                        .collect::<Vec<_>>()
+                })
+                .await?;
+            if voters == [node_id] {
+                group.raft.trigger().elect(false).await?;
+            }
+        }
+        Ok(group)
+    }
+
+    /// Proposes `command`; returns the app's reply once it is committed and applied on this
+    /// node (the leader). Errors: [`Error::NotLeader`] (with the leader when known),
+    /// [`Error::CommitUnknown`], [`Error::Shutdown`], [`Error::Storage`]/[`Error::Fatal`].
+    /// Timeouts are the caller's (`tokio::time::timeout`).
+    pub async fn write(&self, command: Vec<u8>) -> Result<Vec<u8>> {
+        let resp = self.raft.client_write(Command(command)).await?;
+        Ok(resp.data.0)
+    }
+
+    /// Linearizable read barrier: returns once this node is the leader (confirmed by a quorum)
+    /// and has applied everything committed before the call.
+    pub async fn ensure_linearizable(&self) -> Result<()> {
+        self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await?;
+        Ok(())
+    }
+
+    /// Index of the last entry applied to the state machine on this node (0 before any; index 0
+    /// is the group's initial membership entry).
+    pub fn applied_index(&self) -> u64 {
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .last_applied
+            .map_or(0, |l| l.index)
+    }
+
+    /// Whether this node currently is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.raft.is_leader()
+    }
+
+    /// The leader this node knows of.
+    pub fn leader_id(&self) -> Option<u64> {
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// The group's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The openraft handle (for membership changes and metrics).
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Waits until this node is the leader and its state machine has applied every entry
+    /// committed before (its new term's first entry included), e.g. after a restart.
+    pub async fn wait_leader(&self, timeout: Duration) -> Result<()> {
+        let id = self.node_id;
+        let waited = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(
+                move |m| m.state == ServerState::Leader && m.current_leader == Some(id),
+                "this node is leader",
+            )
+            .await;
+        if let Err(e) = waited {
+            return Err(match e {
+                openraft::metrics::WaitError::ShuttingDown => Error::Shutdown,
+                e => Error::Timeout(format!("waiting for leadership of node {id}: {e}")),
+            });
+        }
+        match tokio::time::timeout(timeout, self.ensure_linearizable()).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout(format!(
+                "waiting for node {id} to apply its log"
+            ))),
+        }
+    }
+
+    /// Stops the group: openraft shuts down, then the log store flushes and releases its
+    /// directory. The group can be reopened afterwards. Idempotent.
+    pub async fn shutdown(&self) -> Result<()> {
+        let res = self.raft.shutdown().await;
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || log.close())
+            .await
+            .map_err(|e| Error::Fatal(format!("closing the log store failed: {e}")))?;
+        res.map_err(|e| Error::Fatal(format!("raft task failed: {e}")))
+    }
+}
