@@ -403,22 +403,29 @@ impl Inner {
             return;
         }
         let base = s.version;
+        let newer = |k: &String| {
+            version
+                > s.key_versions
+                    .as_ref()
+                    .and_then(|kv| kv.get(k))
+                    .copied()
+                    .unwrap_or(base)
+        };
+        if !patch.keys().any(newer) {
+            // Nothing wins (an empty patch, or every key already set by a newer patch): no change at all,
+            // so replicas that see this op in any order stay identical.
+            out.skipped_stale += 1;
+            return;
+        }
         let kv = s.key_versions.get_or_insert_with(Default::default);
         let payload = s.payload.get_or_insert_with(Map::new);
-        let mut changed = false;
         for (k, v) in patch {
-            let cur = kv.get(k).copied().unwrap_or(base);
-            if version > cur {
+            if version > kv.get(k).copied().unwrap_or(base) {
                 kv.insert(k.clone(), version);
                 payload.insert(k.clone(), v.clone());
-                changed = true;
             }
         }
-        if changed {
-            out.applied += 1;
-        } else {
-            out.skipped_stale += 1;
-        }
+        out.applied += 1;
     }
 
     /// Applies one op given by reference (cloning what an upsert keeps).
@@ -1956,6 +1963,18 @@ mod tests {
                 .skipped_missing,
             1
         );
+        // an empty patch changes nothing (not even a missing payload)
+        assert_eq!(
+            s.apply(&batch(vec![patch(2, 30, json!({}))])).skipped_stale,
+            1
+        );
+        assert_eq!(
+            s.get(&[PointId::Int(2)], false)[0]
+                .as_ref()
+                .unwrap()
+                .payload,
+            None
+        );
         // a point without payload gets one
         s.apply(&batch(vec![patch(2, 30, json!({"n": null}))]));
         let got = s.get(&[PointId::Int(1), PointId::Int(2)], false);
@@ -2307,7 +2326,7 @@ mod tests {
         let n = 8000;
         let data = clustered(&mut rng, n, dim, 10);
         let step = n / FILTER_SAMPLE;
-        let sampled = |i: usize| i >= step / 2 && (i - step / 2) % step == 0;
+        let sampled = |i: usize| i >= step / 2 && (i - step / 2).is_multiple_of(step);
         let s = ShardStore::new(hnsw_cfg(dim, Metric::L2));
         let ops: Vec<WriteOp> = data
             .chunks_exact(dim)
