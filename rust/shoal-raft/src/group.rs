@@ -32,6 +32,9 @@ use crate::state_machine::StateMachineStore;
 use crate::types::Command;
 use crate::types::Raft;
 
+/// How long [`RaftGroup::open`] waits for a previous instance to release the directory.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
 /// Tuning of a [`RaftGroup`].
 #[derive(Debug, Clone)]
 pub struct GroupOptions {
@@ -126,7 +129,17 @@ impl RaftGroup {
         };
         let (log, sm) =
             tokio::task::spawn_blocking(move || -> Result<(LogStore, StateMachineStore)> {
-                let log = LogStore::open_with(&log_dir, log_opts)?;
+                // A group dropped without `shutdown` stops in the background and releases
+                // its directory lock shortly after: give it a moment before `Locked`.
+                let deadline = std::time::Instant::now() + LOCK_WAIT;
+                let log = loop {
+                    match LogStore::open_with(&log_dir, log_opts.clone()) {
+                        Err(Error::Locked(_)) if std::time::Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        r => break r?,
+                    }
+                };
                 let sm = StateMachineStore::open(&snap_dir, app)?;
                 Ok((log, sm))
             })

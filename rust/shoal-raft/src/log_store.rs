@@ -146,8 +146,8 @@ impl Default for LogStoreOptions {
 
 /// The on-disk Raft log of one group; implements openraft's [`RaftLogStorage`].
 ///
-/// Cheap to clone? No: there is one `LogStore` per directory (it holds the directory lock) and
-/// openraft owns it; readers are [`LogReader`]s sharing its state.
+/// There is one `LogStore` per directory (it holds the directory's lock) and openraft owns it;
+/// readers are [`LogReader`]s sharing its state.
 pub struct LogStore {
     /// State shared with the readers and the I/O thread.
     shared: Arc<Shared>,
@@ -203,7 +203,9 @@ impl Health {
 enum IoMsg {
     /// fsync `file` (holding the appended records), then report to `callback`.
     Flush {
+        /// The segment the append ended in (earlier segments were fsynced when sealed).
         file: Arc<File>,
+        /// Called once `file` is fsynced (or with the error).
         callback: IOFlushed<TypeConfig>,
     },
     /// Persist this committed log id (coalesced with later ones).
@@ -540,8 +542,11 @@ enum BadRecord {
 
 /// One valid record found by the recovery scan.
 struct Scanned {
+    /// Byte offset of the record frame in its segment.
     offset: u64,
+    /// Length of the record body (checksum verified).
     body_len: u32,
+    /// Log id stored in the body.
     log_id: LogId,
 }
 
@@ -716,15 +721,18 @@ impl Inner {
 
     /// Appends `entries` to the active segment (rolling as needed); returns the file to fsync.
     fn append(&mut self, entries: impl Iterator<Item = Entry>) -> io::Result<Arc<File>> {
-        let mut seq = self.active_seq();
-        let mut w = BatchWriter::new(&self.segments[&seq]);
-        for entry in entries {
+        // Check the whole batch before writing any of it: a rejected batch changes nothing.
+        let entries: Vec<Entry> = entries.collect();
+        let mut expect = self.last_index().map(|l| l + 1);
+        for entry in &entries {
             let idx = entry.log_id.index;
-            if let Some(last) = self.last_index() {
-                if idx != last + 1 {
+            if let Some(want) = expect {
+                if idx != want {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
-                        format!("append of index {idx} after last index {last} would leave a hole"),
+                        format!(
+                            "append of index {idx} where {want} is expected would leave a hole"
+                        ),
                     ));
                 }
             } else if let Some(p) = self.last_purged
@@ -738,7 +746,21 @@ impl Inner {
                     ),
                 ));
             }
+            if let EntryPayload::Normal(c) = &entry.payload
+                && c.0.len() > u32::MAX as usize - BODY_HEAD_LEN
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("log entry {idx} is larger than 4 GiB"),
+                ));
+            }
+            expect = Some(idx + 1);
+        }
 
+        let mut seq = self.active_seq();
+        let mut w = BatchWriter::new(&self.segments[&seq]);
+        for entry in entries {
+            let idx = entry.log_id.index;
             if w.pos >= self.segment_bytes && w.pos > SEGMENT_HEADER_LEN {
                 w.finish()?;
                 self.segments.get_mut(&seq).expect("active segment").len = w.pos;
@@ -757,9 +779,8 @@ impl Inner {
                     (KIND_MEMBERSHIP, &membership_buf)
                 }
             };
-            let body_len = u32::try_from(BODY_HEAD_LEN + payload.len()).map_err(|_| {
-                io::Error::new(io::ErrorKind::InvalidInput, "log entry larger than 4 GiB")
-            })?;
+            let body_len = u32::try_from(BODY_HEAD_LEN + payload.len())
+                .map_err(|_| io::Error::other("log record larger than 4 GiB"))?;
             let mut head = [0u8; FRAME_LEN + BODY_HEAD_LEN];
             head[0..4].copy_from_slice(&body_len.to_le_bytes());
             head[8] = kind;
@@ -882,7 +903,8 @@ impl Inner {
         for index in start..end {
             let loc = self.locs[(index - self.first_index) as usize];
             if !out.is_empty()
-                && (bytes + u64::from(loc.body_len) > max_bytes || out.len() >= max_entries)
+                && (bytes.saturating_add(u64::from(loc.body_len)) > max_bytes
+                    || out.len() >= max_entries)
             {
                 break;
             }

@@ -419,8 +419,11 @@ fn restore_app(app: &dyn StateMachineApp, path: &Path, meta: &SnapshotMeta) -> R
 
 /// Counts and checksums what the app writes.
 struct CrcWriter<'a, W: Write> {
+    /// Where the bytes go.
     inner: &'a mut W,
+    /// Bytes written so far.
     len: u64,
+    /// crc32c of the bytes written so far.
     crc: u32,
 }
 
@@ -438,8 +441,11 @@ impl<W: Write> Write for CrcWriter<'_, W> {
 
 /// Limits the app to its bytes and checksums what it reads.
 struct CrcReader<'a, R: Read> {
+    /// The snapshot file, positioned in the app bytes.
     inner: &'a mut R,
+    /// App bytes not yet read; reads stop there.
     remaining: u64,
+    /// crc32c of the app bytes read so far.
     crc: u32,
 }
 

@@ -42,6 +42,7 @@ use tempfile::TempDir;
 
 #[derive(Default)]
 struct KvApp {
+    /// The applied state: key -> value.
     map: Mutex<BTreeMap<String, Vec<u8>>>,
 }
 
@@ -383,6 +384,22 @@ async fn log_purge_and_truncate_survive_reopen() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_append_with_a_hole_is_rejected_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = LogStore::open(dir.path()).unwrap();
+    append_range(&mut log, 1, 0..5).await;
+    let bad = vec![normal(1, 5, vec![5]), normal(1, 7, vec![7])];
+    assert!(log.blocking_append(bad).await.is_err());
+    assert_eq!(
+        read_all(&mut log).await.len(),
+        5,
+        "a rejected batch changes nothing"
+    );
+    append_range(&mut log, 1, 5..8).await;
+    assert_eq!(read_all(&mut log).await.len(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_large_entry_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log");
@@ -592,6 +609,19 @@ fn group_crash_without_shutdown_then_torn_tail() {
         write_kv(&g, 300..310).await;
         g.shutdown().await.unwrap();
     });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_drop_without_shutdown_then_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = Arc::new(KvApp::default());
+    let g = open_group(dir.path(), app, fast_opts()).await;
+    write_kv(&g, 0..50).await;
+    drop(g); // stops in the background
+    let app2 = Arc::new(KvApp::default());
+    let g = open_group(dir.path(), app2.clone(), fast_opts()).await;
+    assert_eq!(app2.snapshot_map(), expected(0..50));
+    g.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
