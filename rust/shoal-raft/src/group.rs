@@ -129,19 +129,21 @@ impl RaftGroup {
         };
         let (log, sm) =
             tokio::task::spawn_blocking(move || -> Result<(LogStore, StateMachineStore)> {
-                // A group dropped without `shutdown` stops in the background and releases
-                // its directory lock shortly after: give it a moment before `Locked`.
+                // A group dropped without `shutdown` stops in the background and releases its
+                // directory locks shortly after: give it a moment before reporting `Locked`.
                 let deadline = std::time::Instant::now() + LOCK_WAIT;
-                let log = loop {
-                    match LogStore::open_with(&log_dir, log_opts.clone()) {
+                loop {
+                    let opened = LogStore::open_with(&log_dir, log_opts.clone()).and_then(|log| {
+                        let sm = StateMachineStore::open(&snap_dir, app.clone())?;
+                        Ok((log, sm))
+                    });
+                    match opened {
                         Err(Error::Locked(_)) if std::time::Instant::now() < deadline => {
                             std::thread::sleep(Duration::from_millis(10));
                         }
-                        r => break r?,
+                        r => return r,
                     }
-                };
-                let sm = StateMachineStore::open(&snap_dir, app)?;
-                Ok((log, sm))
+                }
             })
             .await
             .map_err(|e| Error::Fatal(format!("opening the group failed: {e}")))??;

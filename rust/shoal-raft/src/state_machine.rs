@@ -14,7 +14,8 @@
 //! +----------------------------------------------------------------------------------+
 //! ```
 //!
-//! `meta` is the snapshot's last log id and membership (see `crate::codec`). A snapshot is
+//! `meta` is the snapshot's last log id and membership (see `crate::codec`). `DIR/LOCK` is
+//! locked while a store is open on `DIR` (and while a snapshot build of it runs). A snapshot is
 //! written to a `*.tmp` file, fsynced, renamed into place and the directory fsynced; then older
 //! snapshots are deleted, so the directory holds one snapshot (plus, after a crash, leftovers that
 //! the next open removes). The whole file is the unit openraft hands around as
@@ -107,6 +108,9 @@ struct Shared {
     current: Mutex<Option<CurrentSnapshot>>,
     /// Source of unique temporary file names.
     tmp_seq: AtomicU64,
+    /// Held open (and locked) while this store or a snapshot build of it lives: one store per
+    /// directory.
+    _lock: File,
 }
 
 /// What the app's state reflects.
@@ -132,6 +136,17 @@ impl StateMachineStore {
     /// Blocking (reads the whole snapshot): call it from a blocking context.
     pub fn open(dir: &Path, app: Arc<dyn StateMachineApp>) -> Result<StateMachineStore> {
         std::fs::create_dir_all(dir)?;
+        let lock = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join("LOCK"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked(dir.to_path_buf())),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
         let mut found: Vec<(SnapshotMeta, PathBuf)> = Vec::new();
         for ent in std::fs::read_dir(dir)? {
             let path = ent?.path();
@@ -157,6 +172,7 @@ impl StateMachineStore {
             applied: Mutex::new(Applied::default()),
             current: Mutex::new(None),
             tmp_seq: AtomicU64::new(0),
+            _lock: lock,
         });
         if let Some((meta, path)) = latest {
             let mut applied = shared.applied.lock();

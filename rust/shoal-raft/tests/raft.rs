@@ -523,6 +523,8 @@ async fn group_snapshot_purge_reopen() {
     drop(g);
     let snaps: Vec<_> = std::fs::read_dir(dir.path().join("snapshots"))
         .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "snap"))
         .collect();
     assert_eq!(snaps.len(), 1, "only the latest snapshot is kept");
     assert!(
