@@ -237,6 +237,8 @@ impl Engine {
                     let group = RaftGroup::open(&dir, self.cfg.node_id, self.cfg.advertise.clone(), app.clone(), self.cfg.raft.clone())
                         .await?;
                     group.wait_leader(Duration::from_secs(30)).await?;
+                    // Never stamp a write older than what this shard already holds (e.g. after a clock step back).
+                    self.hlc.observe(app.store().max_version());
                     tracing::info!(collection = %key.0, shard = key.2, applied = app.applied_index(), "shard replica open");
                     self.replicas.write().insert(key, Arc::new(ShardReplica { group, app }));
                 }

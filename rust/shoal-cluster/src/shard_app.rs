@@ -53,7 +53,7 @@ impl shoal_raft::StateMachineApp for ShardApp {
     fn apply(&self, index: u64, command: &[u8]) -> Vec<u8> {
         let reply = match decode_write_batch(command, self.config.dim, self.config.id_type) {
             Ok(batch) => {
-                let out = self.store().apply(&batch);
+                let out = self.store().apply_owned(batch);
                 encode_write_reply(out.applied, out.skipped_stale)
             }
             Err(e) => {
