@@ -137,7 +137,7 @@ def test_batches_and_progress(coll: shoal.Collection, capsys: pytest.CaptureFixt
     v = clustered(2500, DIM, seed=6)
     assert coll.upsert(np.arange(2500), v, batch_size=1000, progress=True) == 2500
     err = capsys.readouterr().err
-    assert "upsert" in err and "2.5k" in err, err
+    assert "upsert" in err and "2.50k/2.50k" in err, err
     assert coll.count() == 2500
     assert coll.upsert(np.arange(2500, 2600), v[:100], batch_size=7, progress=False) == 100
     assert coll.count() == 2600

@@ -256,17 +256,23 @@ class Collection:
         timeout = cv.check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         interval = min(max(float(poll_interval), 0.001), 1.0)
+        status = "the index status was not known yet"
         while True:
-            rpc_timeout = None if deadline is None else max(0.001, min(10.0, deadline - time.monotonic()))
-            points, unindexed = self.index_status(timeout=rpc_timeout)
+            rpc_timeout = None if deadline is None else max(0.05, min(10.0, deadline - time.monotonic()))
+            try:
+                points, unindexed = self.index_status(timeout=rpc_timeout)
+            except Timeout as e:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise Timeout(
+                        f"collection {self.name!r}: not indexed after {timeout:g} s ({status})"
+                    ) from e
+                continue
             if unindexed == 0:
                 return points
+            status = f"{unindexed} of {points} points still not indexed"
             now = time.monotonic()
             if deadline is not None and now >= deadline:
-                raise Timeout(
-                    f"collection {self.name!r}: {unindexed} of {points} points still not indexed "
-                    f"after {timeout:g} s"
-                )
+                raise Timeout(f"collection {self.name!r}: {status} after {timeout:g} s")
             sleep = interval if deadline is None else min(interval, max(0.0, deadline - now))
             time.sleep(sleep)
             interval = min(interval * 1.5, 0.5)
