@@ -67,11 +67,10 @@ pub fn payloads_from_text(texts: &[String], what: &str) -> Result<Vec<Option<Map
             if t.is_empty() {
                 return Ok(None);
             }
-            let v: Value = serde_json::from_str(t)
-                .map_err(|e| Error::invalid(format!("{what}[{i}] is not valid JSON: {e}")))?;
-            shoal_core::validate::check_payload(i, &v).map_err(|e| {
-                Error::invalid(e.to_string().replacen("payloads", what, 1))
-            })?;
+            let v: Value =
+                serde_json::from_str(t).map_err(|e| Error::invalid(format!("{what}[{i}] is not valid JSON: {e}")))?;
+            shoal_core::validate::check_payload(i, &v)
+                .map_err(|e| Error::invalid(e.to_string().replacen("payloads", what, 1)))?;
             match v {
                 Value::Object(m) => Ok(Some(m)),
                 _ => Err(Error::invalid(format!("{what}[{i}] is not a JSON object"))),

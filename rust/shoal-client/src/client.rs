@@ -87,6 +87,15 @@ macro_rules! with_failover {
                     break;
                 }
                 Err(status) => {
+                    // tonic reports its own expired client deadline as CANCELLED "Timeout expired".
+                    let expired = tokio::time::Instant::now() + Duration::from_millis(1) >= deadline;
+                    if expired && matches!(status.code(), tonic::Code::Cancelled | tonic::Code::DeadlineExceeded) {
+                        out = Some(Err(Error::Timeout(format!(
+                            "no answer from {} within {:?}",
+                            $self.addresses[i], $timeout
+                        ))));
+                        break;
+                    }
                     let err = Error::from_status(&status);
                     if err.is_node_failure() && status.metadata().get("x-shoal-error").is_none() {
                         last = Some(Error::NodeUnavailable(format!(
@@ -139,7 +148,9 @@ impl Client {
     }
 
     fn points(ch: Channel) -> PointsClient<Channel> {
-        PointsClient::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES).max_encoding_message_size(MAX_RESPONSE_BYTES)
+        PointsClient::new(ch)
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES)
     }
 
     /// Cluster and node information.
@@ -150,7 +161,11 @@ impl Client {
     }
 
     /// Creates a collection.
-    pub async fn create_collection(&self, req: v1::CreateCollectionRequest, timeout: Duration) -> Result<v1::CollectionInfo> {
+    pub async fn create_collection(
+        &self,
+        req: v1::CreateCollectionRequest,
+        timeout: Duration,
+    ) -> Result<v1::CollectionInfo> {
         with_failover!(self, timeout, |ch| |t| {
             let req = req.clone();
             async move { CollectionsClient::new(ch).create(request(req, t)).await.map(|r| r.into_inner()) }
@@ -168,7 +183,10 @@ impl Client {
     /// Lists collections.
     pub async fn list_collections(&self, timeout: Duration) -> Result<Vec<v1::CollectionInfo>> {
         with_failover!(self, timeout, |ch| |t| async move {
-            CollectionsClient::new(ch).list(request(v1::ListCollectionsRequest {}, t)).await.map(|r| r.into_inner().collections)
+            CollectionsClient::new(ch)
+                .list(request(v1::ListCollectionsRequest {}, t))
+                .await
+                .map(|r| r.into_inner().collections)
         })
     }
 
@@ -198,7 +216,8 @@ impl Client {
             return Ok(0);
         }
         let payload_bytes: usize = payloads.iter().map(|p| p.len() + 4).sum();
-        let per_row = dim * 4 + 16 + payload_bytes / n.max(1) + ids.strs.iter().map(|s| s.len()).sum::<usize>() / n.max(1);
+        let per_row =
+            dim * 4 + 16 + payload_bytes / n.max(1) + ids.strs.iter().map(|s| s.len()).sum::<usize>() / n.max(1);
         let rows = (MAX_REQUEST_BYTES / per_row.max(1)).max(1);
         let deadline = tokio::time::Instant::now() + timeout;
         let mut written = 0;
@@ -227,7 +246,13 @@ impl Client {
     }
 
     /// Deletes points by id.
-    pub async fn delete(&self, collection: &str, ids: v1::PointIds, level: WriteLevel, timeout: Duration) -> Result<u64> {
+    pub async fn delete(
+        &self,
+        collection: &str,
+        ids: v1::PointIds,
+        level: WriteLevel,
+        timeout: Duration,
+    ) -> Result<u64> {
         let req = v1::DeleteRequest { collection: collection.to_string(), ids: Some(ids), consistency: level as i32 };
         with_failover!(self, timeout, |ch| |t| {
             let req = req.clone();
@@ -244,8 +269,12 @@ impl Client {
         level: WriteLevel,
         timeout: Duration,
     ) -> Result<u64> {
-        let req =
-            v1::UpdatePayloadRequest { collection: collection.to_string(), ids: Some(ids), patch, consistency: level as i32 };
+        let req = v1::UpdatePayloadRequest {
+            collection: collection.to_string(),
+            ids: Some(ids),
+            patch,
+            consistency: level as i32,
+        };
         with_failover!(self, timeout, |ch| |t| {
             let req = req.clone();
             async move { Self::points(ch).update_payload(request(req, t)).await.map(|r| r.into_inner().count) }
@@ -261,7 +290,12 @@ impl Client {
         level: ReadLevel,
         timeout: Duration,
     ) -> Result<v1::GetResponse> {
-        let req = v1::GetRequest { collection: collection.to_string(), ids: Some(ids), with_vectors, consistency: level as i32 };
+        let req = v1::GetRequest {
+            collection: collection.to_string(),
+            ids: Some(ids),
+            with_vectors,
+            consistency: level as i32,
+        };
         with_failover!(self, timeout, |ch| |t| {
             let req = req.clone();
             async move { Self::points(ch).get(request(req, t)).await.map(|r| r.into_inner()) }

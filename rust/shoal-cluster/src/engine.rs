@@ -219,10 +219,10 @@ impl Engine {
                 Action::Remove(key) => {
                     let replica = self.replicas.write().remove(&key);
                     self.rebuild_views(&entries);
-                    if let Some(r) = replica {
-                        if let Err(e) = r.group.shutdown().await {
-                            tracing::warn!(?key, error = %e, "shard group shutdown failed");
-                        }
+                    if let Some(r) = replica
+                        && let Err(e) = r.group.shutdown().await
+                    {
+                        tracing::warn!(?key, error = %e, "shard group shutdown failed");
                     }
                     let dir = shard_dir(&self.cfg.data_dir, &key);
                     if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -234,8 +234,14 @@ impl Engine {
                     let entry = &entries[&key.0];
                     let app = Arc::new(ShardApp::new(entry.spec.shard.clone(), Box::new(self.indexer.waker())));
                     let dir = shard_dir(&self.cfg.data_dir, &key);
-                    let group = RaftGroup::open(&dir, self.cfg.node_id, self.cfg.advertise.clone(), app.clone(), self.cfg.raft.clone())
-                        .await?;
+                    let group = RaftGroup::open(
+                        &dir,
+                        self.cfg.node_id,
+                        self.cfg.advertise.clone(),
+                        app.clone(),
+                        self.cfg.raft.clone(),
+                    )
+                    .await?;
                     group.wait_leader(Duration::from_secs(30)).await?;
                     // Never stamp a write older than what this shard already holds (e.g. after a clock step back).
                     self.hlc.observe(app.store().max_version());
@@ -265,8 +271,7 @@ impl Engine {
 
     /// Deletes shard directories that belong to no catalog entry (left by a crash during a drop).
     fn remove_orphan_dirs(&self) {
-        let keep: BTreeSet<String> =
-            self.replicas.read().keys().map(|(n, uid, _)| format!("{n}@{uid}")).collect();
+        let keep: BTreeSet<String> = self.replicas.read().keys().map(|(n, uid, _)| format!("{n}@{uid}")).collect();
         let Ok(dirs) = std::fs::read_dir(self.cfg.data_dir.join("shards")) else { return };
         for d in dirs.flatten() {
             let name = d.file_name().to_string_lossy().to_string();
@@ -296,7 +301,11 @@ impl Engine {
     }
 
     /// Creates a collection and returns once its shards are open locally.
-    pub async fn create_collection(&self, req: &shoal_api::v1::CreateCollectionRequest, timeout: Duration) -> Result<CollectionSpec> {
+    pub async fn create_collection(
+        &self,
+        req: &shoal_api::v1::CreateCollectionRequest,
+        timeout: Duration,
+    ) -> Result<CollectionSpec> {
         self.check_open()?;
         let spec = CollectionSpec::from_create(req, self.cfg.default_shards.max(1), 1)?;
         if spec.replication_factor > 1 {
@@ -308,11 +317,18 @@ impl Engine {
         let deadline = Instant::now() + timeout;
         let reply = self.meta_write(&MetaCommand::CreateCollection(spec.clone()), timeout).await?;
         if let Err(msg) = reply {
-            return Err(if msg.contains("already exists") { Error::CollectionExists(spec.name) } else { Error::Internal(msg) });
+            return Err(if msg.contains("already exists") {
+                Error::CollectionExists(spec.name)
+            } else {
+                Error::Internal(msg)
+            });
         }
         while !self.collections.read().contains_key(&spec.name) {
             if Instant::now() > deadline {
-                return Err(Error::Timeout(format!("collection {:?} created but its shards did not open in time", spec.name)));
+                return Err(Error::Timeout(format!(
+                    "collection {:?} created but its shards did not open in time",
+                    spec.name
+                )));
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -353,7 +369,13 @@ impl Engine {
 
     /// Stamps `ops` with one version, splits them by shard and proposes each part to its shard group;
     /// returns the number of ops applied once every part is committed at `level`.
-    async fn write(&self, col: &LocalCollection, ops: Vec<(PointId, OpBody)>, _level: WriteLevel, timeout: Duration) -> Result<u64> {
+    async fn write(
+        &self,
+        col: &LocalCollection,
+        ops: Vec<(PointId, OpBody)>,
+        _level: WriteLevel,
+        timeout: Duration,
+    ) -> Result<u64> {
         if ops.is_empty() {
             return Ok(0);
         }
@@ -378,9 +400,9 @@ impl Engine {
                 Ok::<u64, Error>(decode_write_reply(&reply)?.0)
             }
         });
-        let results = tokio::time::timeout(timeout, futures::future::join_all(futs))
-            .await
-            .map_err(|_| Error::Timeout(format!("write to collection {:?} not committed within {timeout:?}", col.entry.spec.name)))?;
+        let results = tokio::time::timeout(timeout, futures::future::join_all(futs)).await.map_err(|_| {
+            Error::Timeout(format!("write to collection {:?} not committed within {timeout:?}", col.entry.spec.name))
+        })?;
         let mut applied = 0;
         for r in results {
             applied += r?;
@@ -402,7 +424,7 @@ impl Engine {
         let dim = col.entry.spec.shard.dim;
         validate::check_ids(&ids, col.entry.spec.shard.id_type)?;
         if vectors.len() != ids.len() * dim {
-            return Err(Error::InvalidArgument(if vectors.len() % dim == 0 {
+            return Err(Error::InvalidArgument(if vectors.len().is_multiple_of(dim) {
                 format!("got {} ids but {} vectors", ids.len(), vectors.len() / dim)
             } else {
                 format!("vectors have {} values, not a multiple of dim {dim}", vectors.len())
@@ -442,7 +464,13 @@ impl Engine {
         self.write(&col, ids.into_iter().map(|id| (id, OpBody::Patch(patch.clone()))).collect(), level, timeout).await
     }
 
-    async fn read_barrier(&self, col: &LocalCollection, shards: &[usize], level: ReadLevel, timeout: Duration) -> Result<()> {
+    async fn read_barrier(
+        &self,
+        col: &LocalCollection,
+        shards: &[usize],
+        level: ReadLevel,
+        timeout: Duration,
+    ) -> Result<()> {
         if level != ReadLevel::Strong {
             return Ok(());
         }
@@ -519,14 +547,15 @@ impl Engine {
     ) -> Result<Vec<Vec<Hit>>> {
         let col = self.local(name)?;
         let dim = col.entry.spec.shard.dim;
-        if queries.is_empty() || queries.len() % dim != 0 {
+        if queries.is_empty() || !queries.len().is_multiple_of(dim) {
             return Err(Error::InvalidArgument(format!(
                 "queries have {} values: expected a non-empty multiple of dim {dim}",
                 queries.len()
             )));
         }
         let nq = queries.len() / dim;
-        validate::check_vectors(&queries, dim, nq).map_err(|e| Error::InvalidArgument(e.to_string().replacen("vectors", "queries", 1)))?;
+        validate::check_vectors(&queries, dim, nq)
+            .map_err(|e| Error::InvalidArgument(e.to_string().replacen("vectors", "queries", 1)))?;
         validate::check_k(k as i64)?;
         if let Some(ef) = ef {
             validate::check_ef(ef as i64)?;
@@ -535,10 +564,8 @@ impl Engine {
         self.read_barrier(&col, &all, level, timeout).await?;
         let stores: Vec<_> = col.shards.iter().map(|s| s.app.store()).collect();
         let work = tokio::task::spawn_blocking(move || {
-            let mut per_shard: Vec<Vec<Vec<Hit>>> = stores
-                .par_iter()
-                .map(|s| s.search(&queries, nq, k, filter.as_ref(), ef, with_payload))
-                .collect();
+            let mut per_shard: Vec<Vec<Vec<Hit>>> =
+                stores.par_iter().map(|s| s.search(&queries, nq, k, filter.as_ref(), ef, with_payload)).collect();
             if per_shard.len() == 1 {
                 return per_shard.pop().unwrap_or_default();
             }

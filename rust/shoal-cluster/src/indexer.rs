@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use crate::shard_app::ShardApp;
+use parking_lot::Mutex;
 
 /// Points indexed per step; small enough that a waiting writer is not held long.
 const STEP: usize = 2048;

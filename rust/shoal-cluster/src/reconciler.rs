@@ -17,10 +17,7 @@ pub enum Action {
 
 /// Desired replicas: every shard of every collection in the catalog (single node: all are local).
 pub fn desired(catalog: &BTreeMap<String, (u64, u32)>) -> BTreeSet<ReplicaKey> {
-    catalog
-        .iter()
-        .flat_map(|(name, &(uid, shards))| (0..shards).map(move |s| (name.clone(), uid, s)))
-        .collect()
+    catalog.iter().flat_map(|(name, &(uid, shards))| (0..shards).map(move |s| (name.clone(), uid, s))).collect()
 }
 
 /// The actions turning `local` into `desired`: removals first (frees a re-created name), then opens.

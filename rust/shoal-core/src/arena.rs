@@ -25,7 +25,7 @@ impl VectorArena {
     /// Number of slots.
     #[inline]
     pub fn len(&self) -> usize {
-        if self.dim == 0 { 0 } else { self.data.len() / self.dim }
+        self.data.len().checked_div(self.dim).unwrap_or(0)
     }
 
     /// True when no slot exists.
@@ -61,7 +61,7 @@ impl VectorArena {
 
     /// Rebuilds an arena from raw row-major data (for snapshots).
     pub fn from_vec(dim: usize, data: Vec<f32>) -> Self {
-        assert!(dim > 0 && data.len() % dim == 0, "arena data is not a whole number of vectors");
+        assert!(dim > 0 && data.len().is_multiple_of(dim), "arena data is not a whole number of vectors");
         VectorArena { dim, data }
     }
 }

@@ -39,10 +39,7 @@ impl Path {
             #[cfg(target_arch = "x86_64")]
             Path::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
             #[cfg(target_arch = "x86_64")]
-            Path::Avx2 => {
-                std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-            }
+            Path::Avx2 => std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
             #[cfg(not(target_arch = "x86_64"))]
             Path::Avx512 | Path::Avx2 => false,
         }
@@ -93,14 +90,11 @@ impl Kernels {
 
     /// The fastest table for this CPU.
     fn detect() -> Kernels {
-        Path::ALL
-            .into_iter()
-            .find_map(Kernels::for_path)
-            .unwrap_or(Kernels {
-                path: Path::Scalar,
-                dot: scalar::dot,
-                l2sq: scalar::l2sq,
-            })
+        Path::ALL.into_iter().find_map(Kernels::for_path).unwrap_or(Kernels {
+            path: Path::Scalar,
+            dot: scalar::dot,
+            l2sq: scalar::l2sq,
+        })
     }
 }
 
@@ -114,8 +108,7 @@ fn kernels() -> &'static Kernels {
 
 /// The kernel table for a forced path. Panics when the CPU does not support it.
 fn forced(path: Path) -> Kernels {
-    Kernels::for_path(path)
-        .unwrap_or_else(|| panic!("distance path {} is not supported by this CPU", path.name()))
+    Kernels::for_path(path).unwrap_or_else(|| panic!("distance path {} is not supported by this CPU", path.name()))
 }
 
 /// Name of the dispatched path: `"avx512"`, `"avx2"` or `"scalar"`.
@@ -279,37 +272,20 @@ mod x86 {
         // SAFETY (all loads below): every load reads 8 floats starting at an index `j` with `j + 8 <= n`.
         while i + 32 <= n {
             unsafe {
-                acc0 =
-                    _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
-                acc1 = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(pa.add(i + 8)),
-                    _mm256_loadu_ps(pb.add(i + 8)),
-                    acc1,
-                );
-                acc2 = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(pa.add(i + 16)),
-                    _mm256_loadu_ps(pb.add(i + 16)),
-                    acc2,
-                );
-                acc3 = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(pa.add(i + 24)),
-                    _mm256_loadu_ps(pb.add(i + 24)),
-                    acc3,
-                );
+                acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
+                acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 8)), _mm256_loadu_ps(pb.add(i + 8)), acc1);
+                acc2 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 16)), _mm256_loadu_ps(pb.add(i + 16)), acc2);
+                acc3 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 24)), _mm256_loadu_ps(pb.add(i + 24)), acc3);
             }
             i += 32;
         }
         while i + 8 <= n {
             unsafe {
-                acc0 =
-                    _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
+                acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
             }
             i += 8;
         }
-        let mut sum = hsum256(_mm256_add_ps(
-            _mm256_add_ps(acc0, acc1),
-            _mm256_add_ps(acc2, acc3),
-        ));
+        let mut sum = hsum256(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
         for j in i..n {
             sum += a[j] * b[j];
         }
@@ -333,18 +309,9 @@ mod x86 {
         while i + 32 <= n {
             unsafe {
                 let d0 = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)));
-                let d1 = _mm256_sub_ps(
-                    _mm256_loadu_ps(pa.add(i + 8)),
-                    _mm256_loadu_ps(pb.add(i + 8)),
-                );
-                let d2 = _mm256_sub_ps(
-                    _mm256_loadu_ps(pa.add(i + 16)),
-                    _mm256_loadu_ps(pb.add(i + 16)),
-                );
-                let d3 = _mm256_sub_ps(
-                    _mm256_loadu_ps(pa.add(i + 24)),
-                    _mm256_loadu_ps(pb.add(i + 24)),
-                );
+                let d1 = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i + 8)), _mm256_loadu_ps(pb.add(i + 8)));
+                let d2 = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i + 16)), _mm256_loadu_ps(pb.add(i + 16)));
+                let d3 = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i + 24)), _mm256_loadu_ps(pb.add(i + 24)));
                 acc0 = _mm256_fmadd_ps(d0, d0, acc0);
                 acc1 = _mm256_fmadd_ps(d1, d1, acc1);
                 acc2 = _mm256_fmadd_ps(d2, d2, acc2);
@@ -359,10 +326,7 @@ mod x86 {
             }
             i += 8;
         }
-        let mut sum = hsum256(_mm256_add_ps(
-            _mm256_add_ps(acc0, acc1),
-            _mm256_add_ps(acc2, acc3),
-        ));
+        let mut sum = hsum256(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
         for j in i..n {
             let d = a[j] - b[j];
             sum += d * d;
@@ -394,30 +358,16 @@ mod x86 {
         // only touches the `n - i` lanes inside the slices (masked-off lanes never fault).
         while i + 64 <= n {
             unsafe {
-                acc0 =
-                    _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc0);
-                acc1 = _mm512_fmadd_ps(
-                    _mm512_loadu_ps(pa.add(i + 16)),
-                    _mm512_loadu_ps(pb.add(i + 16)),
-                    acc1,
-                );
-                acc2 = _mm512_fmadd_ps(
-                    _mm512_loadu_ps(pa.add(i + 32)),
-                    _mm512_loadu_ps(pb.add(i + 32)),
-                    acc2,
-                );
-                acc3 = _mm512_fmadd_ps(
-                    _mm512_loadu_ps(pa.add(i + 48)),
-                    _mm512_loadu_ps(pb.add(i + 48)),
-                    acc3,
-                );
+                acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc0);
+                acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i + 16)), _mm512_loadu_ps(pb.add(i + 16)), acc1);
+                acc2 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i + 32)), _mm512_loadu_ps(pb.add(i + 32)), acc2);
+                acc3 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i + 48)), _mm512_loadu_ps(pb.add(i + 48)), acc3);
             }
             i += 64;
         }
         while i + 16 <= n {
             unsafe {
-                acc0 =
-                    _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc0);
+                acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc0);
             }
             i += 16;
         }
@@ -429,10 +379,7 @@ mod x86 {
                 acc1 = _mm512_fmadd_ps(x, y, acc1);
             }
         }
-        _mm512_reduce_add_ps(_mm512_add_ps(
-            _mm512_add_ps(acc0, acc1),
-            _mm512_add_ps(acc2, acc3),
-        ))
+        _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3)))
     }
 
     /// Squared euclidean distance, AVX-512F, 4 accumulators of 16 lanes, masked tail.
@@ -452,18 +399,9 @@ mod x86 {
         while i + 64 <= n {
             unsafe {
                 let d0 = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)));
-                let d1 = _mm512_sub_ps(
-                    _mm512_loadu_ps(pa.add(i + 16)),
-                    _mm512_loadu_ps(pb.add(i + 16)),
-                );
-                let d2 = _mm512_sub_ps(
-                    _mm512_loadu_ps(pa.add(i + 32)),
-                    _mm512_loadu_ps(pb.add(i + 32)),
-                );
-                let d3 = _mm512_sub_ps(
-                    _mm512_loadu_ps(pa.add(i + 48)),
-                    _mm512_loadu_ps(pb.add(i + 48)),
-                );
+                let d1 = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i + 16)), _mm512_loadu_ps(pb.add(i + 16)));
+                let d2 = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i + 32)), _mm512_loadu_ps(pb.add(i + 32)));
+                let d3 = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i + 48)), _mm512_loadu_ps(pb.add(i + 48)));
                 acc0 = _mm512_fmadd_ps(d0, d0, acc0);
                 acc1 = _mm512_fmadd_ps(d1, d1, acc1);
                 acc2 = _mm512_fmadd_ps(d2, d2, acc2);
@@ -481,17 +419,11 @@ mod x86 {
         if i < n {
             let m = tail_mask(n - i);
             unsafe {
-                let d = _mm512_sub_ps(
-                    _mm512_maskz_loadu_ps(m, pa.add(i)),
-                    _mm512_maskz_loadu_ps(m, pb.add(i)),
-                );
+                let d = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, pa.add(i)), _mm512_maskz_loadu_ps(m, pb.add(i)));
                 acc1 = _mm512_fmadd_ps(d, d, acc1);
             }
         }
-        _mm512_reduce_add_ps(_mm512_add_ps(
-            _mm512_add_ps(acc0, acc1),
-            _mm512_add_ps(acc2, acc3),
-        ))
+        _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3)))
     }
 }
 
@@ -532,17 +464,11 @@ mod tests {
     }
 
     fn exact_dot(a: &[f32], b: &[f32]) -> f64 {
-        a.iter()
-            .zip(b)
-            .map(|(&x, &y)| f64::from(x) * f64::from(y))
-            .sum()
+        a.iter().zip(b).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum()
     }
 
     fn exact_l2sq(a: &[f32], b: &[f32]) -> f64 {
-        a.iter()
-            .zip(b)
-            .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
-            .sum()
+        a.iter().zip(b).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum()
     }
 
     #[test]
@@ -551,14 +477,8 @@ mod tests {
         for len in 0..300 {
             let a = random_vec(&mut rng, len, 1.0);
             let b = random_vec(&mut rng, len, 1.0);
-            assert!(
-                close(scalar::dot(&a, &b), exact_dot(&a, &b) as f32),
-                "dot len {len}"
-            );
-            assert!(
-                close(scalar::l2sq(&a, &b), exact_l2sq(&a, &b) as f32),
-                "l2sq len {len}"
-            );
+            assert!(close(scalar::dot(&a, &b), exact_dot(&a, &b) as f32), "dot len {len}");
+            assert!(close(scalar::l2sq(&a, &b), exact_l2sq(&a, &b) as f32), "l2sq len {len}");
         }
     }
 
@@ -584,11 +504,7 @@ mod tests {
                     p.name()
                 );
                 let got = l2sq_with(p, &a, &b);
-                assert!(
-                    close(got, want_l2),
-                    "{} l2sq len {len} scale {scale}: {got} vs {want_l2}",
-                    p.name()
-                );
+                assert!(close(got, want_l2), "{} l2sq len {len} scale {scale}: {got} vs {want_l2}", p.name());
             }
         }
     }

@@ -103,13 +103,8 @@ impl Filter {
     /// Parses a filter. The top level must be a JSON object.
     pub fn parse(v: &Value) -> Result<Filter> {
         match v {
-            Value::Object(m) => Ok(Filter {
-                root: parse_object(m)?,
-            }),
-            other => Err(err(format!(
-                "expected a JSON object at the top level, got {}",
-                type_name(other)
-            ))),
+            Value::Object(m) => Ok(Filter { root: parse_object(m)? }),
+            other => Err(err(format!("expected a JSON object at the top level, got {}", type_name(other)))),
         }
     }
 
@@ -121,9 +116,7 @@ impl Filter {
 
     /// A filter matching every point.
     pub fn match_all() -> Filter {
-        Filter {
-            root: Node::And(Vec::new()),
-        }
+        Filter { root: Node::And(Vec::new()) }
     }
 
     /// True when this filter matches every payload (`{}`).
@@ -151,26 +144,16 @@ fn parse_object(m: &Map<String, Value>) -> Result<Node> {
                     match f {
                         Value::Object(o) => children.push(parse_object(o)?),
                         other => {
-                            return Err(err(format!(
-                                "{k}[{i}] must be a filter object, got {}",
-                                type_name(other)
-                            )));
+                            return Err(err(format!("{k}[{i}] must be a filter object, got {}", type_name(other))));
                         }
                     }
                 }
-                all.push(if k == "$and" {
-                    Node::And(children)
-                } else {
-                    Node::Or(children)
-                });
+                all.push(if k == "$and" { Node::And(children) } else { Node::Or(children) });
             }
             "$not" => match v {
                 Value::Object(o) => all.push(Node::Not(Box::new(parse_object(o)?))),
                 other => {
-                    return Err(err(format!(
-                        "$not expects a filter object, got {}",
-                        type_name(other)
-                    )));
+                    return Err(err(format!("$not expects a filter object, got {}", type_name(other))));
                 }
             },
             op if op.starts_with('$') => {
@@ -184,21 +167,14 @@ fn parse_object(m: &Map<String, Value>) -> Result<Node> {
             }
         }
     }
-    Ok(if all.len() == 1 {
-        all.pop().expect("one element")
-    } else {
-        Node::And(all)
-    })
+    Ok(if all.len() == 1 { all.pop().expect("one element") } else { Node::And(all) })
 }
 
 fn parse_path(field: &str) -> Result<Path> {
     if field.is_empty() || field.split('.').any(str::is_empty) {
         return Err(err(format!("invalid field path {field:?}")));
     }
-    Ok(Path {
-        text: field.to_owned(),
-        parts: field.split('.').map(str::to_owned).collect(),
-    })
+    Ok(Path { text: field.to_owned(), parts: field.split('.').map(str::to_owned).collect() })
 }
 
 /// Parses the value given for a field: an operator object, or a plain value meaning equality.
@@ -208,10 +184,7 @@ fn parse_condition(path: Path, v: &Value) -> Result<Node> {
         _ => return Ok(Node::Field(path, Pred::Eq(v.clone()))),
     };
     if let Some(k) = ops.keys().find(|k| !k.starts_with('$')) {
-        return Err(err(format!(
-            "at {:?}: cannot mix operators and the plain key {k:?} in one object",
-            path.text
-        )));
+        return Err(err(format!("at {:?}: cannot mix operators and the plain key {k:?} in one object", path.text)));
     }
     let mut preds = Vec::with_capacity(ops.len());
     for (op, arg) in ops {
@@ -221,10 +194,7 @@ fn parse_condition(path: Path, v: &Value) -> Result<Node> {
             "$ne" => Pred::Ne(arg.clone()),
             "$gt" | "$gte" | "$lt" | "$lte" => {
                 if !matches!(arg, Value::Number(_) | Value::String(_)) {
-                    return Err(err(format!(
-                        "{op} at {p:?} expects a number or a string, got {}",
-                        type_name(arg)
-                    )));
+                    return Err(err(format!("{op} at {p:?} expects a number or a string, got {}", type_name(arg))));
                 }
                 let c = match op.as_str() {
                     "$gt" => CmpOp::Gt,
@@ -238,32 +208,20 @@ fn parse_condition(path: Path, v: &Value) -> Result<Node> {
                 let list = match arg {
                     Value::Array(a) => a.clone(),
                     other => {
-                        return Err(err(format!(
-                            "{op} at {p:?} expects an array, got {}",
-                            type_name(other)
-                        )));
+                        return Err(err(format!("{op} at {p:?} expects an array, got {}", type_name(other))));
                     }
                 };
-                if op == "$in" {
-                    Pred::In(list)
-                } else {
-                    Pred::Nin(list)
-                }
+                if op == "$in" { Pred::In(list) } else { Pred::Nin(list) }
             }
             "$exists" => match arg {
                 Value::Bool(b) => Pred::Exists(*b),
                 other => {
-                    return Err(err(format!(
-                        "$exists at {p:?} expects true or false, got {}",
-                        type_name(other)
-                    )));
+                    return Err(err(format!("$exists at {p:?} expects true or false, got {}", type_name(other))));
                 }
             },
             "$not" => {
                 let inner = match arg {
-                    Value::Object(o) if !o.is_empty() && o.keys().all(|k| k.starts_with('$')) => {
-                        arg
-                    }
+                    Value::Object(o) if !o.is_empty() && o.keys().all(|k| k.starts_with('$')) => arg,
                     _ => return Err(err(format!("$not at {p:?} expects an object of operators"))),
                 };
                 preds.push(Node::Not(Box::new(parse_condition(path.clone(), inner)?)));
@@ -273,11 +231,7 @@ fn parse_condition(path: Path, v: &Value) -> Result<Node> {
         };
         preds.push(Node::Field(path.clone(), pred));
     }
-    Ok(if preds.len() == 1 {
-        preds.pop().expect("one element")
-    } else {
-        Node::And(preds)
-    })
+    Ok(if preds.len() == 1 { preds.pop().expect("one element") } else { Node::And(preds) })
 }
 
 fn eval(node: &Node, payload: &Map<String, Value>) -> bool {
@@ -344,9 +298,7 @@ fn cmp_match(op: CmpOp, v: &Value, x: &Value) -> bool {
 /// Numeric comparison across integer and float representations (integers compare exactly).
 fn num_cmp(a: &Number, b: &Number) -> Option<Ordering> {
     fn as_int(n: &Number) -> Option<i128> {
-        n.as_i64()
-            .map(i128::from)
-            .or_else(|| n.as_u64().map(i128::from))
+        n.as_i64().map(i128::from).or_else(|| n.as_u64().map(i128::from))
     }
     match (as_int(a), as_int(b)) {
         (Some(x), Some(y)) => Some(x.cmp(&y)),
@@ -358,13 +310,9 @@ fn num_cmp(a: &Number, b: &Number) -> Option<Ordering> {
 fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => num_cmp(x, y) == Some(Ordering::Equal),
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q))
-        }
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q)),
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, p)| y.get(k).is_some_and(|q| json_eq(p, q)))
+            x.len() == y.len() && x.iter().all(|(k, p)| y.get(k).is_some_and(|q| json_eq(p, q)))
         }
         _ => a == b,
     }
@@ -392,10 +340,7 @@ mod tests {
 
     #[test]
     fn equality_by_value() {
-        assert!(m(
-            json!({"lang": "en"}),
-            json!({"lang": "en", "year": 2021})
-        ));
+        assert!(m(json!({"lang": "en"}), json!({"lang": "en", "year": 2021})));
         assert!(!m(json!({"lang": "en"}), json!({"lang": "fr"})));
         assert!(!m(json!({"lang": "en"}), json!({"year": 2021})));
         assert!(m(json!({"year": 2021}), json!({"year": 2021.0})));
@@ -456,14 +401,8 @@ mod tests {
         assert!(!m(json!({"lang": {"$ne": "en"}}), json!({"lang": "en"})));
         assert!(m(json!({"lang": {"$ne": "en"}}), json!({})));
         assert!(m(json!({"lang": {"$nin": ["en", "de"]}}), json!({})));
-        assert!(m(
-            json!({"lang": {"$nin": ["en", "de"]}}),
-            json!({"lang": "fr"})
-        ));
-        assert!(!m(
-            json!({"lang": {"$nin": ["en", "de"]}}),
-            json!({"lang": "de"})
-        ));
+        assert!(m(json!({"lang": {"$nin": ["en", "de"]}}), json!({"lang": "fr"})));
+        assert!(!m(json!({"lang": {"$nin": ["en", "de"]}}), json!({"lang": "de"})));
         assert!(m(json!({"n": {"$ne": 1}}), json!({"n": "1"})));
     }
 
@@ -522,10 +461,7 @@ mod tests {
         assert!(!m(json!({"x": {"$exists": true}}), json!({"y": 1})));
         assert!(m(json!({"x": {"$exists": false}}), json!({"y": 1})));
         assert!(!m(json!({"x": {"$exists": false}}), json!({"x": 1})));
-        assert!(m(
-            json!({"a.b": {"$exists": true}}),
-            json!({"a": {"b": false}})
-        ));
+        assert!(m(json!({"a.b": {"$exists": true}}), json!({"a": {"b": false}})));
         assert!(!m(json!({"a.b": {"$exists": true}}), json!({"a": 5})));
     }
 
@@ -544,60 +480,37 @@ mod tests {
     #[test]
     fn logical_operators() {
         let p = json!({"lang": "en", "year": 2019});
-        assert!(m(
-            json!({"$or": [{"lang": "de"}, {"year": 2019}]}),
-            p.clone()
-        ));
-        assert!(!m(
-            json!({"$or": [{"lang": "de"}, {"year": 2020}]}),
-            p.clone()
-        ));
-        assert!(m(
-            json!({"$and": [{"lang": "en"}, {"year": {"$lt": 2020}}]}),
-            p.clone()
-        ));
-        assert!(!m(
-            json!({"$and": [{"lang": "en"}, {"year": {"$gt": 2020}}]}),
-            p.clone()
-        ));
+        assert!(m(json!({"$or": [{"lang": "de"}, {"year": 2019}]}), p.clone()));
+        assert!(!m(json!({"$or": [{"lang": "de"}, {"year": 2020}]}), p.clone()));
+        assert!(m(json!({"$and": [{"lang": "en"}, {"year": {"$lt": 2020}}]}), p.clone()));
+        assert!(!m(json!({"$and": [{"lang": "en"}, {"year": {"$gt": 2020}}]}), p.clone()));
         assert!(m(json!({"$not": {"lang": "de"}}), p.clone()));
         assert!(!m(json!({"$not": {"lang": "en"}}), p.clone()));
         assert!(m(json!({"year": {"$not": {"$gt": 2020}}}), p.clone()));
         assert!(!m(json!({"year": {"$not": {"$lt": 2020}}}), p.clone()));
         assert!(m(json!({"missing": {"$not": {"$gt": 1}}}), p.clone()));
         // nesting and mixing with fields at the same level
-        let f = json!({"lang": "en", "$or": [{"year": 2018}, {"$and": [{"year": {"$gte": 2019}}, {"$not": {"x": 1}}]}]});
+        let f =
+            json!({"lang": "en", "$or": [{"year": 2018}, {"$and": [{"year": {"$gte": 2019}}, {"$not": {"x": 1}}]}]});
         assert!(m(f.clone(), p.clone()));
         assert!(!m(f, json!({"lang": "en", "year": 2019, "x": 1})));
     }
 
     #[test]
     fn errors_name_the_offending_part() {
-        assert_eq!(
-            parse_err(json!({"year": {"$foo": 1}})),
-            r#"filter: unknown operator "$foo" at "year""#
-        );
+        assert_eq!(parse_err(json!({"year": {"$foo": 1}})), r#"filter: unknown operator "$foo" at "year""#);
         assert_eq!(
             parse_err(json!({"tags": {"$in": "ml"}})),
             r#"filter: $in at "tags" expects an array, got a string"#
         );
-        assert_eq!(
-            parse_err(json!({"$and": []})),
-            "filter: $and expects a non-empty array of filters"
-        );
-        assert_eq!(
-            parse_err(json!({"$or": {"a": 1}})),
-            "filter: $or expects a non-empty array of filters"
-        );
+        assert_eq!(parse_err(json!({"$and": []})), "filter: $and expects a non-empty array of filters");
+        assert_eq!(parse_err(json!({"$or": {"a": 1}})), "filter: $or expects a non-empty array of filters");
         assert!(parse_err(json!({"$and": [{"a": 1}, 3]})).contains("$and[1]"));
         assert!(parse_err(json!([1, 2])).contains("top level"));
         assert!(parse_err(json!("x")).contains("top level"));
         assert!(parse_err(json!({"$nor": []})).contains("\"$nor\""));
         assert!(parse_err(json!({"$not": [1]})).contains("$not"));
-        assert!(
-            parse_err(json!({"year": {"$gt": [1]}}))
-                .contains(r#"$gt at "year" expects a number or a string"#)
-        );
+        assert!(parse_err(json!({"year": {"$gt": [1]}})).contains(r#"$gt at "year" expects a number or a string"#));
         assert!(parse_err(json!({"year": {"$gte": null}})).contains("$gte"));
         assert!(parse_err(json!({"x": {"$exists": 1}})).contains(r#"$exists at "x""#));
         assert!(parse_err(json!({"x": {"$gt": 1, "y": 2}})).contains(r#"at "x""#));
@@ -605,25 +518,14 @@ mod tests {
         assert!(parse_err(json!({"": 1})).contains("invalid field path"));
         assert!(parse_err(json!({"x": {"$not": 3}})).contains(r#"$not at "x""#));
         assert!(parse_err(json!({"$or": [{"y": {"$bad": 1}}]})).contains(r#""$bad" at "y""#));
-        assert!(matches!(
-            Filter::parse(&json!(1)),
-            Err(Error::InvalidArgument(_))
-        ));
-        assert!(
-            Filter::parse_str("{")
-                .unwrap_err()
-                .to_string()
-                .contains("invalid JSON")
-        );
+        assert!(matches!(Filter::parse(&json!(1)), Err(Error::InvalidArgument(_))));
+        assert!(Filter::parse_str("{").unwrap_err().to_string().contains("invalid JSON"));
     }
 
     #[test]
     fn parse_str_round_trip() {
         let f = Filter::parse_str(r#"{"lang": "en", "year": {"$gte": 2020}}"#).unwrap();
         assert!(f.matches(&obj(json!({"lang": "en", "year": 2024}))));
-        assert_eq!(
-            f,
-            Filter::parse(&json!({"lang": "en", "year": {"$gte": 2020}})).unwrap()
-        );
+        assert_eq!(f, Filter::parse(&json!({"lang": "en", "year": {"$gte": 2020}})).unwrap());
     }
 }

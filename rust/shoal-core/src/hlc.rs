@@ -34,10 +34,7 @@ impl Version {
     /// The smallest version; older than every stamped write.
     pub const ZERO: Version = Version { hlc: 0, node: 0 };
     /// The largest version.
-    pub const MAX: Version = Version {
-        hlc: u64::MAX,
-        node: u32::MAX,
-    };
+    pub const MAX: Version = Version { hlc: u64::MAX, node: u32::MAX };
 
     /// A version from its parts.
     pub const fn new(hlc: u64, node: u32) -> Self {
@@ -46,10 +43,7 @@ impl Version {
 
     /// A version from a wall-clock millisecond value and a logical counter (`ms` is truncated to 48 bits).
     pub const fn from_parts(ms: u64, logical: u16, node: u32) -> Self {
-        Version {
-            hlc: ((ms & MAX_WALL_MS) << LOGICAL_BITS) | logical as u64,
-            node,
-        }
+        Version { hlc: ((ms & MAX_WALL_MS) << LOGICAL_BITS) | logical as u64, node }
     }
 
     /// Wall-clock milliseconds since the Unix epoch.
@@ -71,10 +65,7 @@ impl fmt::Display for Version {
 
 /// Milliseconds since the Unix epoch from the system clock (0 if the clock is before the epoch).
 pub fn system_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// A hybrid logical clock of one node. Thread-safe and lock-free.
@@ -91,10 +82,7 @@ impl fmt::Debug for Hlc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Hlc")
             .field("node", &self.node)
-            .field(
-                "last",
-                &Version::new(self.last.load(Ordering::Relaxed), self.node),
-            )
+            .field("last", &Version::new(self.last.load(Ordering::Relaxed), self.node))
             .finish()
     }
 }
@@ -107,11 +95,7 @@ impl Hlc {
 
     /// A clock for `node_id` driven by `clock` (milliseconds since the Unix epoch), e.g. a fake clock in tests.
     pub fn with_clock(node_id: u32, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
-        Hlc {
-            node: node_id,
-            last: AtomicU64::new(0),
-            clock: Box::new(clock),
-        }
+        Hlc { node: node_id, last: AtomicU64::new(0), clock: Box::new(clock) }
     }
 
     /// The node id stamped into versions.
@@ -127,15 +111,9 @@ impl Hlc {
         loop {
             // `last + 1` carries a logical overflow into the millisecond part.
             let next = wall.max(last.saturating_add(1));
-            match self
-                .last
-                .compare_exchange_weak(last, next, Ordering::AcqRel, Ordering::Relaxed)
-            {
+            match self.last.compare_exchange_weak(last, next, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => {
-                    return Version {
-                        hlc: next,
-                        node: self.node,
-                    };
+                    return Version { hlc: next, node: self.node };
                 }
                 Err(actual) => last = actual,
             }
@@ -149,10 +127,7 @@ impl Hlc {
 
     /// The last `hlc` value issued or observed, as a version of this node (no advance).
     pub fn last(&self) -> Version {
-        Version {
-            hlc: self.last.load(Ordering::Acquire),
-            node: self.node,
-        }
+        Version { hlc: self.last.load(Ordering::Acquire), node: self.node }
     }
 }
 
@@ -255,10 +230,7 @@ mod tests {
                 })
             })
             .collect();
-        let mut all: Vec<u64> = threads
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect();
+        let mut all: Vec<u64> = threads.into_iter().flat_map(|h| h.join().unwrap()).collect();
         let n = all.len();
         all.sort_unstable();
         all.dedup();

@@ -36,10 +36,7 @@ pub struct HnswParams {
 
 impl Default for HnswParams {
     fn default() -> Self {
-        HnswParams {
-            m: 16,
-            ef_construction: 200,
-        }
+        HnswParams { m: 16, ef_construction: 200 }
     }
 }
 
@@ -329,10 +326,7 @@ impl Hnsw {
     /// An empty graph. `m` is clamped to `2..=MAX_M`, `ef_construction` to at least 1.
     pub fn new(params: HnswParams, metric: Metric) -> Self {
         let m = params.m.clamp(2, MAX_M);
-        let params = HnswParams {
-            m,
-            ef_construction: params.ef_construction.max(1),
-        };
+        let params = HnswParams { m, ef_construction: params.ef_construction.max(1) };
         Hnsw {
             params,
             metric,
@@ -377,11 +371,7 @@ impl Hnsw {
         let h = splitmix64(u64::from(slot) ^ LEVEL_SEED);
         let u = ((h >> 11) as f64 + 1.0) * (1.0 / (1u64 << 53) as f64); // (0, 1]
         let l = (-u.ln() * self.level_mult).floor();
-        if l.is_finite() && l > 0.0 {
-            (l as usize).min(MAX_LEVEL)
-        } else {
-            0
-        }
+        if l.is_finite() && l > 0.0 { (l as usize).min(MAX_LEVEL) } else { 0 }
     }
 
     #[inline]
@@ -390,8 +380,7 @@ impl Hnsw {
     }
 
     fn segment_or_alloc(&self, seg: usize) -> &Segment {
-        self.segments[seg]
-            .get_or_init(|| Box::new(Segment::new(segment_capacity(seg), self.stride0)))
+        self.segments[seg].get_or_init(|| Box::new(Segment::new(segment_capacity(seg), self.stride0)))
     }
 
     /// Level of `slot` when present.
@@ -433,10 +422,7 @@ impl Hnsw {
     /// already present is a no-op. Panics when `slot` is not in `arena`. Every slot already in the graph must
     /// be in `arena` too (slots outside it are skipped).
     pub fn insert(&self, slot: u32, arena: &VectorArena) {
-        assert!(
-            (slot as usize) < arena.len(),
-            "hnsw insert: slot {slot} is not in the arena"
-        );
+        assert!((slot as usize) < arena.len(), "hnsw insert: slot {slot} is not in the arena");
         let level = self.random_level(slot);
         let (seg, off) = locate(slot);
         let segment = self.segment_or_alloc(seg);
@@ -444,10 +430,7 @@ impl Hnsw {
             let words = level * (self.params.m + 1);
             segment.upper[off].get_or_init(|| (0..words).map(|_| AtomicU32::new(0)).collect());
         }
-        if segment.levels[off]
-            .compare_exchange(0, level as u8 + 1, AtOrd::AcqRel, AtOrd::Acquire)
-            .is_err()
-        {
+        if segment.levels[off].compare_exchange(0, level as u8 + 1, AtOrd::AcqRel, AtOrd::Acquire).is_err() {
             return; // already inserted
         }
         self.len.fetch_add(1, AtOrd::AcqRel);
@@ -470,10 +453,7 @@ impl Hnsw {
             None
         };
 
-        let mut cur = Cand {
-            d: distance(self.metric, q, arena.get(ep)),
-            id: ep,
-        };
+        let mut cur = Cand { d: distance(self.metric, q, arena.get(ep)), id: ep };
         if level < max_level {
             cur = self.greedy(q, cur, max_level, level + 1, arena);
         }
@@ -482,15 +462,7 @@ impl Hnsw {
             for layer in (0..=level.min(max_level)).rev() {
                 s.begin(bound);
                 s.visit(slot); // never link to ourselves, even if a concurrent insert already linked to us
-                self.search_layer(
-                    s,
-                    q,
-                    cur,
-                    self.params.ef_construction,
-                    layer,
-                    arena,
-                    &|_| true,
-                );
+                self.search_layer(s, q, cur, self.params.ef_construction, layer, arena, &|_| true);
                 s.sorted.clear();
                 s.sorted.extend(s.top.drain());
                 s.sorted.sort_unstable();
@@ -507,13 +479,7 @@ impl Hnsw {
 
     /// Links the new node `slot` at `layer` to the heuristic selection from `s.sorted`, and back.
     fn connect(&self, s: &mut Scratch, slot: u32, q: &[f32], layer: usize, arena: &VectorArena) {
-        let Scratch {
-            sorted,
-            selected,
-            pool,
-            pruned,
-            ..
-        } = s;
+        let Scratch { sorted, selected, pool, pruned, .. } = s;
         let max_links = if layer == 0 { self.m0 } else { self.params.m };
         self.select_neighbors(sorted, self.params.m, arena, selected);
 
@@ -529,12 +495,8 @@ impl Hnsw {
                 pool.extend_from_slice(selected);
                 for i in 0..existing {
                     let id = list[1 + i].load(AtOrd::Relaxed);
-                    if (id as usize) < arena.len() && id != slot && !pool.iter().any(|c| c.id == id)
-                    {
-                        pool.push(Cand {
-                            d: distance(self.metric, q, arena.get(id)),
-                            id,
-                        });
+                    if (id as usize) < arena.len() && id != slot && !pool.iter().any(|c| c.id == id) {
+                        pool.push(Cand { d: distance(self.metric, q, arena.get(id)), id });
                     }
                 }
                 pool.sort_unstable();
@@ -564,10 +526,7 @@ impl Hnsw {
                 for i in 0..n {
                     let id = list[1 + i].load(AtOrd::Relaxed);
                     if (id as usize) < arena.len() {
-                        pool.push(Cand {
-                            d: distance(self.metric, v, arena.get(id)),
-                            id,
-                        });
+                        pool.push(Cand { d: distance(self.metric, v, arena.get(id)), id });
                     }
                 }
                 pool.sort_unstable();
@@ -590,24 +549,14 @@ impl Hnsw {
                 break;
             }
             let v = arena.get(c.id);
-            if out
-                .iter()
-                .all(|r| distance(self.metric, v, arena.get(r.id)) >= c.d)
-            {
+            if out.iter().all(|r| distance(self.metric, v, arena.get(r.id)) >= c.d) {
                 out.push(c);
             }
         }
     }
 
     /// Greedy descent (beam 1) from `cur` through layers `from..=to` (descending).
-    fn greedy(
-        &self,
-        q: &[f32],
-        mut cur: Cand,
-        from: usize,
-        to: usize,
-        arena: &VectorArena,
-    ) -> Cand {
+    fn greedy(&self, q: &[f32], mut cur: Cand, from: usize, to: usize, arena: &VectorArena) -> Cand {
         let arena_len = arena.len();
         for layer in (to..=from).rev() {
             loop {
@@ -714,15 +663,8 @@ impl Hnsw {
             return Vec::new();
         }
         let ef = ef.max(k);
-        let start = Cand {
-            d: distance(self.metric, query, arena.get(ep)),
-            id: ep,
-        };
-        let start = if max_level > 0 {
-            self.greedy(query, start, max_level, 1, arena)
-        } else {
-            start
-        };
+        let start = Cand { d: distance(self.metric, query, arena.get(ep)), id: ep };
+        let start = if max_level > 0 { self.greedy(query, start, max_level, 1, arena) } else { start };
         with_scratch(|s| {
             s.begin(self.slot_bound.load(AtOrd::Acquire).max(arena.len()));
             self.search_layer(s, query, start, ef, 0, arena, accept);
@@ -775,22 +717,16 @@ impl Hnsw {
         }
         let version = inp.u32()?;
         if version != FORMAT_VERSION {
-            return Err(corrupt(format!(
-                "unsupported hnsw format version {version}"
-            )));
+            return Err(corrupt(format!("unsupported hnsw format version {version}")));
         }
         let code = inp.array::<1>()?[0];
         if code != metric_code(metric) {
-            return Err(corrupt(format!(
-                "hnsw metric code {code} does not match {metric}"
-            )));
+            return Err(corrupt(format!("hnsw metric code {code} does not match {metric}")));
         }
         let m = inp.u32()? as usize;
         let ef_construction = inp.u32()? as usize;
         if !(2..=MAX_M).contains(&m) || ef_construction == 0 {
-            return Err(corrupt(format!(
-                "bad hnsw parameters m={m} ef_construction={ef_construction}"
-            )));
+            return Err(corrupt(format!("bad hnsw parameters m={m} ef_construction={ef_construction}")));
         }
         let entry = inp.u64()?;
         let count = inp.u64()?;
@@ -810,18 +746,14 @@ impl Hnsw {
             prev = Some(slot);
             let level = inp.array::<1>()?[0] as usize;
             if level > MAX_LEVEL {
-                return Err(corrupt(format!(
-                    "node {slot} has level {level} > {MAX_LEVEL}"
-                )));
+                return Err(corrupt(format!("node {slot} has level {level} > {MAX_LEVEL}")));
             }
             nodes.push((slot, level, lists.len()));
             for layer in 0..=level {
                 let n = inp.u32()? as usize;
                 let cap = if layer == 0 { 2 * m } else { m };
                 if n > cap {
-                    return Err(corrupt(format!(
-                        "node {slot} layer {layer} has {n} links > {cap}"
-                    )));
+                    return Err(corrupt(format!("node {slot} layer {layer} has {n} links > {cap}")));
                 }
                 let start = ids.len();
                 inp.u32s(n, &mut ids)?;
@@ -835,20 +767,13 @@ impl Hnsw {
         }
 
         // Consistency: links name present nodes living on that layer, never the node itself.
-        let level_of = |slot: u32| {
-            nodes
-                .binary_search_by_key(&slot, |n| n.0)
-                .ok()
-                .map(|i| nodes[i].1)
-        };
+        let level_of = |slot: u32| nodes.binary_search_by_key(&slot, |n| n.0).ok().map(|i| nodes[i].1);
         for &(slot, level, first) in &nodes {
             for layer in 0..=level {
                 let (start, n) = lists[first + layer];
                 for &id in &ids[start..start + n] {
                     if id == slot || level_of(id).is_none_or(|l| l < layer) {
-                        return Err(corrupt(format!(
-                            "node {slot} layer {layer} links to invalid node {id}"
-                        )));
+                        return Err(corrupt(format!("node {slot} layer {layer} links to invalid node {id}")));
                     }
                 }
             }
@@ -880,8 +805,7 @@ impl Hnsw {
             }
         }
         g.len.store(nodes.len(), AtOrd::Release);
-        g.slot_bound
-            .store(nodes.last().map_or(0, |n| n.0 as usize + 1), AtOrd::Release);
+        g.slot_bound.store(nodes.last().map_or(0, |n| n.0 as usize + 1), AtOrd::Release);
         g.entry.store(entry, AtOrd::Release);
         Ok(g)
     }
@@ -911,11 +835,7 @@ struct CrcWriter<'a> {
 
 impl<'a> CrcWriter<'a> {
     fn new(inner: &'a mut dyn Write) -> Self {
-        CrcWriter {
-            inner,
-            buf: Vec::with_capacity(1 << 16),
-            crc: 0,
-        }
+        CrcWriter { inner, buf: Vec::with_capacity(1 << 16), crc: 0 }
     }
 
     fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -965,10 +885,7 @@ impl CrcReader<'_> {
     fn u32s(&mut self, n: usize, out: &mut Vec<u32>) -> Result<()> {
         let mut b = vec![0u8; n * 4];
         self.fill(&mut b)?;
-        out.extend(
-            b.chunks_exact(4)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-        );
+        out.extend(b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
         Ok(())
     }
 
@@ -1026,16 +943,8 @@ mod tests {
     }
 
     /// Gaussian blobs around `clusters` random centres.
-    fn clustered_vectors(
-        rng: &mut Rng,
-        n: usize,
-        dim: usize,
-        clusters: usize,
-        metric: Metric,
-    ) -> Vec<Vec<f32>> {
-        let centres: Vec<Vec<f32>> = (0..clusters)
-            .map(|_| (0..dim).map(|_| rng.gauss()).collect())
-            .collect();
+    fn clustered_vectors(rng: &mut Rng, n: usize, dim: usize, clusters: usize, metric: Metric) -> Vec<Vec<f32>> {
+        let centres: Vec<Vec<f32>> = (0..clusters).map(|_| (0..dim).map(|_| rng.gauss()).collect()).collect();
         (0..n)
             .map(|_| {
                 let c = &centres[(rng.next_u64() % clusters as u64) as usize];
@@ -1054,19 +963,10 @@ mod tests {
         a
     }
 
-    fn brute_force(
-        metric: Metric,
-        arena: &VectorArena,
-        q: &[f32],
-        k: usize,
-        accept: &dyn Fn(u32) -> bool,
-    ) -> Vec<u32> {
+    fn brute_force(metric: Metric, arena: &VectorArena, q: &[f32], k: usize, accept: &dyn Fn(u32) -> bool) -> Vec<u32> {
         let mut all: Vec<Cand> = (0..arena.len() as u32)
             .filter(|&s| accept(s))
-            .map(|s| Cand {
-                d: distance(metric, q, arena.get(s)),
-                id: s,
-            })
+            .map(|s| Cand { d: distance(metric, q, arena.get(s)), id: s })
             .collect();
         all.sort_unstable();
         all.truncate(k);
@@ -1086,14 +986,8 @@ mod tests {
             .map(|q| {
                 let got = g.search(q, k, ef, arena, accept);
                 assert!(got.len() <= k);
-                assert!(
-                    got.windows(2).all(|w| w[0].0 <= w[1].0),
-                    "results not ascending"
-                );
-                assert!(
-                    got.iter().all(|&(_, s)| accept(s)),
-                    "non-accepted slot returned"
-                );
+                assert!(got.windows(2).all(|w| w[0].0 <= w[1].0), "results not ascending");
+                assert!(got.iter().all(|&(_, s)| accept(s)), "non-accepted slot returned");
                 let want = brute_force(g.metric(), arena, q, k, accept);
                 got.iter().filter(|(_, s)| want.contains(s)).count()
             })
@@ -1101,10 +995,7 @@ mod tests {
         hits as f64 / (queries.len() * k) as f64
     }
 
-    const TEST_PARAMS: HnswParams = HnswParams {
-        m: 16,
-        ef_construction: 100,
-    };
+    const TEST_PARAMS: HnswParams = HnswParams { m: 16, ef_construction: 100 };
     const ALL: &dyn Fn(u32) -> bool = &|_| true;
     fn all() -> &'static (dyn Fn(u32) -> bool + Sync) {
         &|_| true
@@ -1120,10 +1011,7 @@ mod tests {
 
     #[test]
     fn recall_per_metric_sequential() {
-        for (i, metric) in [Metric::Cosine, Metric::L2, Metric::Dot]
-            .into_iter()
-            .enumerate()
-        {
+        for (i, metric) in [Metric::Cosine, Metric::L2, Metric::Dot].into_iter().enumerate() {
             let mut rng = Rng(1000 + i as u64);
             let data = uniform_vectors(&mut rng, 5000, 32, metric);
             let queries = uniform_vectors(&mut rng, 200, 32, metric);
@@ -1154,14 +1042,10 @@ mod tests {
             scope.spawn(|| {
                 let (mut i, mut nonempty) = (0, 0);
                 while !done.load(AtOrd::Acquire) {
-                    let got =
-                        g.search(&queries[i % queries.len()], 10, 32, &arena, &|s| s % 3 != 0);
+                    let got = g.search(&queries[i % queries.len()], 10, 32, &arena, &|s| s % 3 != 0);
                     nonempty += usize::from(!got.is_empty());
                     assert!(got.windows(2).all(|w| w[0].0 <= w[1].0));
-                    assert!(
-                        got.iter()
-                            .all(|&(_, s)| s % 3 != 0 && (s as usize) < arena.len())
-                    );
+                    assert!(got.iter().all(|&(_, s)| s % 3 != 0 && (s as usize) < arena.len()));
                     i += 1;
                 }
                 searches.store(nonempty, AtOrd::Release);
@@ -1174,18 +1058,13 @@ mod tests {
             }
             order.par_iter().for_each(|&s| g.insert(s, &arena));
             // The same slot raced from many threads is inserted once.
-            (0..64)
-                .into_par_iter()
-                .for_each(|_| g.insert(order[0], &arena));
+            (0..64).into_par_iter().for_each(|_| g.insert(order[0], &arena));
             done.store(true, AtOrd::Release);
         });
         assert_eq!(g.len(), 5000);
         assert!((0..5000).all(|s| g.contains(s)));
         let r = recall(&g, &arena, &queries, 10, 64, all());
-        println!(
-            "concurrent build: recall@10 {r}, {} non-empty racing searches",
-            searches.load(AtOrd::Acquire)
-        );
+        println!("concurrent build: recall@10 {r}, {} non-empty racing searches", searches.load(AtOrd::Acquire));
         assert!(r >= 0.95, "concurrent build recall@10 {r}");
     }
 
@@ -1197,9 +1076,7 @@ mod tests {
         let queries = uniform_vectors(&mut rng, 200, 32, metric);
         let arena = arena_of(&data);
         let g = Hnsw::new(TEST_PARAMS, metric);
-        (0..5000u32)
-            .into_par_iter()
-            .for_each(|s| g.insert(s, &arena));
+        (0..5000u32).into_par_iter().for_each(|s| g.insert(s, &arena));
         let even: &(dyn Fn(u32) -> bool + Sync) = &|s| s % 2 == 0;
         let r = recall(&g, &arena, &queries, 10, 64, even);
         println!("filtered: recall@10 {r}");
@@ -1219,26 +1096,10 @@ mod tests {
         g.insert(0, &arena);
         assert_eq!(g.search(&[1.0, 0.0], 10, 10, &arena, all()), vec![(0.0, 0)]);
         assert!(g.search(&[1.0, 0.0], 0, 10, &arena, all()).is_empty());
-        assert!(
-            g.search(&[1.0], 1, 10, &arena, all()).is_empty(),
-            "wrong dimension"
-        );
+        assert!(g.search(&[1.0], 1, 10, &arena, all()).is_empty(), "wrong dimension");
         // Parameters are clamped.
-        let p = Hnsw::new(
-            HnswParams {
-                m: 0,
-                ef_construction: 0,
-            },
-            Metric::L2,
-        )
-        .params();
-        assert_eq!(
-            p,
-            HnswParams {
-                m: 2,
-                ef_construction: 1
-            }
-        );
+        let p = Hnsw::new(HnswParams { m: 0, ef_construction: 0 }, Metric::L2).params();
+        assert_eq!(p, HnswParams { m: 2, ef_construction: 1 });
     }
 
     #[test]
@@ -1293,15 +1154,9 @@ mod tests {
         // Levels are deterministic and geometric-ish.
         let g = Hnsw::new(HnswParams::default(), Metric::L2);
         let levels: Vec<usize> = (0..100_000).map(|s| g.random_level(s)).collect();
-        assert_eq!(
-            levels,
-            (0..100_000).map(|s| g.random_level(s)).collect::<Vec<_>>()
-        );
+        assert_eq!(levels, (0..100_000).map(|s| g.random_level(s)).collect::<Vec<_>>());
         let upper = levels.iter().filter(|&&l| l >= 1).count();
-        assert!(
-            (5000..7500).contains(&upper),
-            "{upper} nodes above layer 0 (expect ~1/16)"
-        );
+        assert!((5000..7500).contains(&upper), "{upper} nodes above layer 0 (expect ~1/16)");
     }
 
     fn serialize(g: &Hnsw) -> Vec<u8> {
@@ -1317,27 +1172,15 @@ mod tests {
         let data = uniform_vectors(&mut rng, 2000, 24, metric);
         let queries = uniform_vectors(&mut rng, 50, 24, metric);
         let arena = arena_of(&data);
-        let g = Hnsw::new(
-            HnswParams {
-                m: 8,
-                ef_construction: 64,
-            },
-            metric,
-        );
-        (0..2000u32)
-            .into_par_iter()
-            .filter(|s| s % 5 != 1)
-            .for_each(|s| g.insert(s, &arena));
+        let g = Hnsw::new(HnswParams { m: 8, ef_construction: 64 }, metric);
+        (0..2000u32).into_par_iter().filter(|s| s % 5 != 1).for_each(|s| g.insert(s, &arena));
         let bytes = serialize(&g);
         let h = Hnsw::read_from(&mut bytes.as_slice(), metric).unwrap();
         assert_eq!(h.len(), g.len());
         assert_eq!(h.params(), g.params());
         assert!(!h.contains(1) && h.contains(2));
         for q in &queries {
-            assert_eq!(
-                g.search(q, 10, 40, &arena, all()),
-                h.search(q, 10, 40, &arena, all())
-            );
+            assert_eq!(g.search(q, 10, 40, &arena, all()), h.search(q, 10, 40, &arena, all()));
         }
         assert_eq!(serialize(&h), bytes, "re-serialisation is byte-identical");
         // Reading consumes exactly the written bytes.
@@ -1362,31 +1205,19 @@ mod tests {
         let mut rng = Rng(9);
         let data = uniform_vectors(&mut rng, 300, 8, metric);
         let arena = arena_of(&data);
-        let g = Hnsw::new(
-            HnswParams {
-                m: 4,
-                ef_construction: 16,
-            },
-            metric,
-        );
+        let g = Hnsw::new(HnswParams { m: 4, ef_construction: 16 }, metric);
         for s in 0..300u32 {
             g.insert(s, &arena);
         }
         let bytes = serialize(&g);
         for len in 0..bytes.len() {
             let err = Hnsw::read_from(&mut &bytes[..len], metric).unwrap_err();
-            assert!(
-                matches!(err, Error::Corrupt(_)),
-                "truncated at {len}: {err}"
-            );
+            assert!(matches!(err, Error::Corrupt(_)), "truncated at {len}: {err}");
         }
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 1 << (i % 8);
-            assert!(
-                Hnsw::read_from(&mut b.as_slice(), metric).is_err(),
-                "bit flip at byte {i} accepted"
-            );
+            assert!(Hnsw::read_from(&mut b.as_slice(), metric).is_err(), "bit flip at byte {i} accepted");
         }
         for seed in 1..200u64 {
             let mut r = Rng(seed);
@@ -1398,10 +1229,7 @@ mod tests {
             }
             assert!(Hnsw::read_from(&mut junk.as_slice(), metric).is_err());
         }
-        assert!(matches!(
-            Hnsw::read_from(&mut bytes.as_slice(), Metric::Cosine),
-            Err(Error::Corrupt(_))
-        ));
+        assert!(matches!(Hnsw::read_from(&mut bytes.as_slice(), Metric::Cosine), Err(Error::Corrupt(_))));
         let mut wrong_version = bytes.clone();
         wrong_version[8] = 99;
         let err = Hnsw::read_from(&mut wrong_version.as_slice(), metric).unwrap_err();
@@ -1417,11 +1245,7 @@ mod tests {
             return f64::NAN;
         };
         let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| {
-            f.get(i)
-                .and_then(|s| s.parse::<f64>().ok())
-                .unwrap_or(f64::NAN)
-        };
+        let ticks = |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(f64::NAN);
         (ticks(11) + ticks(12)) / 100.0 // utime, stime (fields 14, 15) in USER_HZ = 100
     }
 
@@ -1432,19 +1256,11 @@ mod tests {
         if std::env::var("SHOAL_HNSW_BENCH").is_err() {
             return;
         }
-        let n: usize = std::env::var("SHOAL_HNSW_BENCH_N")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(100_000);
+        let n: usize = std::env::var("SHOAL_HNSW_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000);
         let dim = 128;
         let metric = Metric::Cosine;
-        println!(
-            "kernel={} threads={}",
-            crate::distance::kernel_name(),
-            rayon::current_num_threads()
-        );
-        let kinds =
-            std::env::var("SHOAL_HNSW_BENCH_KIND").unwrap_or_else(|_| "clustered,uniform".into());
+        println!("kernel={} threads={}", crate::distance::kernel_name(), rayon::current_num_threads());
+        let kinds = std::env::var("SHOAL_HNSW_BENCH_KIND").unwrap_or_else(|_| "clustered,uniform".into());
         for kind in kinds.split(',') {
             let mut rng = Rng(2024);
             let (data, queries) = if kind == "clustered" {
@@ -1452,46 +1268,28 @@ mod tests {
                 let (d, q) = all.split_at(n);
                 (d.to_vec(), q.to_vec())
             } else {
-                (
-                    uniform_vectors(&mut rng, n, dim, metric),
-                    uniform_vectors(&mut rng, 10_000, dim, metric),
-                )
+                (uniform_vectors(&mut rng, n, dim, metric), uniform_vectors(&mut rng, 10_000, dim, metric))
             };
             let arena = arena_of(&data);
-            let g = Hnsw::new(
-                HnswParams {
-                    m: 16,
-                    ef_construction: 200,
-                },
-                metric,
-            );
+            let g = Hnsw::new(HnswParams { m: 16, ef_construction: 200 }, metric);
             let (t, c) = (Instant::now(), cpu_seconds());
-            (0..n as u32)
-                .into_par_iter()
-                .for_each(|s| g.insert(s, &arena));
+            (0..n as u32).into_par_iter().for_each(|s| g.insert(s, &arena));
             let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu_seconds() - c);
             println!(
                 "[{kind}] build {n} x {dim}: {secs:.2}s wall = {:.0} vectors/s; {cpu:.2} cpu-s = {:.0} vectors/cpu-s",
                 n as f64 / secs,
                 n as f64 / cpu
             );
-            let truth: Vec<Vec<u32>> = queries[..500]
-                .par_iter()
-                .map(|q| brute_force(metric, &arena, q, 10, ALL))
-                .collect();
+            let truth: Vec<Vec<u32>> =
+                queries[..500].par_iter().map(|q| brute_force(metric, &arena, q, 10, ALL)).collect();
             for ef in [10, 16, 32, 48, 64, 100, 128, 200] {
                 let (t, c) = (Instant::now(), cpu_seconds());
-                let res: Vec<Vec<(f32, u32)>> = queries
-                    .par_iter()
-                    .map(|q| g.search(q, 10, ef, &arena, all()))
-                    .collect();
+                let res: Vec<Vec<(f32, u32)>> =
+                    queries.par_iter().map(|q| g.search(q, 10, ef, &arena, all())).collect();
                 let qps = queries.len() as f64 / t.elapsed().as_secs_f64();
                 let per_cpu = queries.len() as f64 / (cpu_seconds() - c);
-                let hits: usize = res[..500]
-                    .iter()
-                    .zip(&truth)
-                    .map(|(r, t)| r.iter().filter(|(_, s)| t.contains(s)).count())
-                    .sum();
+                let hits: usize =
+                    res[..500].iter().zip(&truth).map(|(r, t)| r.iter().filter(|(_, s)| t.contains(s)).count()).sum();
                 println!(
                     "[{kind}] ef={ef:4} recall@10={:.4} qps={qps:.0} (wall) {per_cpu:.0} (per cpu-s)",
                     hits as f64 / 5000.0

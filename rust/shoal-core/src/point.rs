@@ -61,9 +61,7 @@ impl IdType {
         match s {
             "int" => Ok(IdType::Int),
             "str" => Ok(IdType::Str),
-            other => Err(crate::Error::invalid(format!(
-                "unknown id_type {other:?}: expected \"int\" or \"str\""
-            ))),
+            other => Err(crate::Error::invalid(format!("unknown id_type {other:?}: expected \"int\" or \"str\""))),
         }
     }
 

@@ -211,10 +211,7 @@ pub struct ShardStore {
 
 impl fmt::Debug for ShardStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ShardStore")
-            .field("config", &self.config)
-            .field("stats", &self.stats())
-            .finish()
+        f.debug_struct("ShardStore").field("config", &self.config).field("stats", &self.stats()).finish()
     }
 }
 
@@ -254,10 +251,7 @@ struct TopK {
 
 impl TopK {
     fn new(k: usize) -> Self {
-        TopK {
-            k,
-            heap: BinaryHeap::with_capacity(k.min(1024) + 1),
-        }
+        TopK { k, heap: BinaryHeap::with_capacity(k.min(1024) + 1) }
     }
 
     #[inline]
@@ -337,8 +331,7 @@ impl Inner {
             let prev = self.kill(old);
             // LWW-map: keys patched at versions newer than this upsert survive it.
             if let Some(kv) = prev.key_versions {
-                let newer: HashMap<String, Version> =
-                    kv.into_iter().filter(|(_, v)| *v > version).collect();
+                let newer: HashMap<String, Version> = kv.into_iter().filter(|(_, v)| *v > version).collect();
                 if !newer.is_empty() {
                     let old_payload = prev.payload.unwrap_or_default();
                     let p = payload.get_or_insert_with(Map::new);
@@ -368,12 +361,7 @@ impl Inner {
                 self.ids.insert(id.clone(), slot);
             }
         }
-        self.slots.push(Slot {
-            id,
-            version,
-            payload,
-            key_versions,
-        });
+        self.slots.push(Slot { id, version, payload, key_versions });
         self.alive.push(true);
     }
 
@@ -403,14 +391,7 @@ impl Inner {
             return;
         }
         let base = s.version;
-        let newer = |k: &String| {
-            version
-                > s.key_versions
-                    .as_ref()
-                    .and_then(|kv| kv.get(k))
-                    .copied()
-                    .unwrap_or(base)
-        };
+        let newer = |k: &String| version > s.key_versions.as_ref().and_then(|kv| kv.get(k)).copied().unwrap_or(base);
         if !patch.keys().any(newer) {
             // Nothing wins (an empty patch, or every key already set by a newer patch): no change at all,
             // so replicas that see this op in any order stay identical.
@@ -429,33 +410,17 @@ impl Inner {
     }
 
     /// Applies one op given by reference (cloning what an upsert keeps).
-    fn apply_ref(
-        &mut self,
-        metric: Metric,
-        dim: usize,
-        op: &WriteOp,
-        scratch: &mut Vec<f32>,
-        out: &mut ApplyOutcome,
-    ) {
+    fn apply_ref(&mut self, metric: Metric, dim: usize, op: &WriteOp, scratch: &mut Vec<f32>, out: &mut ApplyOutcome) {
         let (id, version) = op_key(op);
         self.max_version = self.max_version.max(version);
         match op {
-            WriteOp::Upsert {
-                vector, payload, ..
-            } => {
+            WriteOp::Upsert { vector, payload, .. } => {
                 if vector.len() != dim {
                     out.skipped_invalid += 1;
                 } else if self.is_stale(id, version) {
                     out.skipped_stale += 1;
                 } else {
-                    self.upsert(
-                        metric,
-                        id.clone(),
-                        version,
-                        vector,
-                        payload.clone(),
-                        scratch,
-                    );
+                    self.upsert(metric, id.clone(), version, vector, payload.clone(), scratch);
                     out.applied += 1;
                 }
             }
@@ -476,21 +441,14 @@ impl Inner {
 
     /// The payload of `slot`, or an empty object (what filters see for a point without payload).
     fn payload_or_empty(&self, slot: u32) -> &Payload {
-        self.slots[slot as usize]
-            .payload
-            .as_ref()
-            .unwrap_or(&EMPTY_PAYLOAD)
+        self.slots[slot as usize].payload.as_ref().unwrap_or(&EMPTY_PAYLOAD)
     }
 
     fn record(&self, slot: u32, with_vector: bool) -> PointRecord {
         let s = &self.slots[slot as usize];
         PointRecord {
             id: s.id.clone(),
-            vector: if with_vector {
-                self.arena.get(slot).to_vec()
-            } else {
-                Vec::new()
-            },
+            vector: if with_vector { self.arena.get(slot).to_vec() } else { Vec::new() },
             payload: s.payload.clone(),
             version: s.version,
         }
@@ -500,9 +458,7 @@ impl Inner {
 fn new_graph(config: &ShardConfig) -> Option<Hnsw> {
     match config.index {
         IndexConfig::Flat => None,
-        IndexConfig::Hnsw { m, ef_construction } => {
-            Some(Hnsw::new(HnswParams { m, ef_construction }, config.metric))
-        }
+        IndexConfig::Hnsw { m, ef_construction } => Some(Hnsw::new(HnswParams { m, ef_construction }, config.metric)),
     }
 }
 
@@ -516,12 +472,7 @@ impl ShardStore {
     /// An empty store.
     pub fn new(config: ShardConfig) -> Self {
         let inner = Inner::new(&config);
-        ShardStore {
-            config,
-            inner: RwLock::new(inner),
-            index_lock: Mutex::new(()),
-            indexed: AtomicUsize::new(0),
-        }
+        ShardStore { config, inner: RwLock::new(inner), index_lock: Mutex::new(()), indexed: AtomicUsize::new(0) }
     }
 
     /// The shard configuration.
@@ -545,11 +496,7 @@ impl ShardStore {
         self.apply_counted(ops, count_upserts(all))
     }
 
-    fn apply_counted<'a>(
-        &self,
-        ops: impl Iterator<Item = OpSrc<'a>>,
-        upserts: usize,
-    ) -> ApplyOutcome {
+    fn apply_counted<'a>(&self, ops: impl Iterator<Item = OpSrc<'a>>, upserts: usize) -> ApplyOutcome {
         let metric = self.config.metric;
         let dim = self.config.dim;
         let mut out = ApplyOutcome::default();
@@ -560,12 +507,7 @@ impl ShardStore {
         g.alive.reserve(upserts);
         for op in ops {
             match op {
-                OpSrc::Owned(WriteOp::Upsert {
-                    id,
-                    version,
-                    vector,
-                    payload,
-                }) => {
+                OpSrc::Owned(WriteOp::Upsert { id, version, vector, payload }) => {
                     g.max_version = g.max_version.max(version);
                     if vector.len() != dim {
                         out.skipped_invalid += 1;
@@ -607,10 +549,7 @@ impl ShardStore {
     /// Number of live points that matches `filter`.
     pub fn count_matching(&self, filter: &Filter) -> usize {
         let g = self.inner.read();
-        g.ids
-            .par_iter()
-            .filter(|&(_, &s)| filter.matches(g.payload_or_empty(s)))
-            .count()
+        g.ids.par_iter().filter(|&(_, &s)| filter.matches(g.payload_or_empty(s))).count()
     }
 
     /// Live points not yet in the graph (0 for a flat index).
@@ -678,9 +617,7 @@ impl ShardStore {
     /// Fetches points by id (`None` for missing or deleted ones), in the order of `ids`.
     pub fn get(&self, ids: &[PointId], with_vectors: bool) -> Vec<Option<PointRecord>> {
         let g = self.inner.read();
-        ids.iter()
-            .map(|id| g.ids.get(id).map(|&s| g.record(s, with_vectors)))
-            .collect()
+        ids.iter().map(|id| g.ids.get(id).map(|&s| g.record(s, with_vectors))).collect()
     }
 
     /// Up to `limit` live points with id greater than `after` (all when `None`) matching `filter`, in id
@@ -696,10 +633,7 @@ impl ShardStore {
         let mut sel: Vec<(&PointId, u32)> = g
             .ids
             .par_iter()
-            .filter(|&(id, &s)| {
-                after.is_none_or(|a| id > a)
-                    && filter.is_none_or(|f| f.matches(g.payload_or_empty(s)))
-            })
+            .filter(|&(id, &s)| after.is_none_or(|a| id > a) && filter.is_none_or(|f| f.matches(g.payload_or_empty(s))))
             .map(|(id, &s)| (id, s))
             .collect();
         if sel.len() > limit {
@@ -710,9 +644,7 @@ impl ShardStore {
             sel.truncate(limit);
         }
         sel.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        sel.into_iter()
-            .map(|(_, s)| g.record(s, with_vectors))
-            .collect()
+        sel.into_iter().map(|(_, s)| g.record(s, with_vectors)).collect()
     }
 
     /// Content digest of the live points: xxh3 over (id, version, patched key versions) in id order.
@@ -768,9 +700,7 @@ impl ShardStore {
         }
         let mut prepared = queries[..usable * dim].to_vec();
         if metric == Metric::Cosine {
-            prepared
-                .par_chunks_mut(dim)
-                .for_each(|q| distance::prepare(metric, q));
+            prepared.par_chunks_mut(dim).for_each(|q| distance::prepare(metric, q));
         }
         let g = self.inner.read();
         let w = self.indexed.load(Ordering::Acquire).min(g.slots.len());
@@ -786,11 +716,7 @@ impl ShardStore {
                     Hit {
                         id: s.id.clone(),
                         distance: c.d,
-                        payload: if with_payload {
-                            s.payload.clone()
-                        } else {
-                            None
-                        },
+                        payload: if with_payload { s.payload.clone() } else { None },
                     }
                 })
                 .collect()
@@ -805,42 +731,17 @@ impl ShardStore {
     }
 
     /// Search without a filter: exact over live slots for small or flat shards, else graph + pending scan.
-    fn search_all(
-        &self,
-        g: &Inner,
-        queries: &[f32],
-        k: usize,
-        ef: Option<usize>,
-        w: usize,
-    ) -> Vec<Vec<Cand>> {
+    fn search_all(&self, g: &Inner, queries: &[f32], k: usize, ef: Option<usize>, w: usize) -> Vec<Vec<Cand>> {
         let live = g.live();
-        let all_live = || -> Vec<u32> {
-            (0..g.alive.len())
-                .filter(|&s| g.alive[s])
-                .map(|s| s as u32)
-                .collect()
-        };
+        let all_live = || -> Vec<u32> { (0..g.alive.len()).filter(|&s| g.alive[s]).map(|s| s as u32).collect() };
         let hnsw = match &g.hnsw {
             Some(h) if live > EXACT_SCAN_MAX && w > 0 => h,
             _ => return self.exact_batch(g, queries, k, &all_live()),
         };
-        let pending: Vec<u32> = (w..g.alive.len())
-            .filter(|&s| g.alive[s])
-            .map(|s| s as u32)
-            .collect();
+        let pending: Vec<u32> = (w..g.alive.len()).filter(|&s| g.alive[s]).map(|s| s as u32).collect();
         let alive = &g.alive;
         let accept = move |s: u32| (s as usize) < w && alive[s as usize];
-        self.graph_search(
-            g,
-            hnsw,
-            queries,
-            k,
-            Self::graph_ef(k, ef),
-            &accept,
-            &pending,
-            live,
-            &all_live,
-        )
+        self.graph_search(g, hnsw, queries, k, Self::graph_ef(k, ef), &accept, &pending, live, &all_live)
     }
 
     /// Search with a filter. The number of matches is estimated from a sample of live slots; few matches
@@ -863,16 +764,9 @@ impl ShardStore {
         let ef = Self::graph_ef(k, ef);
         let matches = |s: usize| alive[s] && f.matches(g.payload_or_empty(s as u32));
         let all_matches = || -> Vec<u32> {
-            (0..alive.len())
-                .into_par_iter()
-                .with_min_len(1024)
-                .filter(|&s| matches(s))
-                .map(|s| s as u32)
-                .collect()
+            (0..alive.len()).into_par_iter().with_min_len(1024).filter(|&s| matches(s)).map(|s| s as u32).collect()
         };
-        let few = |m: usize| {
-            m <= EXACT_SCAN_MAX || m.saturating_mul(m) <= FILTER_EXACT_COST.saturating_mul(live)
-        };
+        let few = |m: usize| m <= EXACT_SCAN_MAX || m.saturating_mul(m) <= FILTER_EXACT_COST.saturating_mul(live);
         let hnsw = match &g.hnsw {
             Some(h) if w > 0 && !few(self.estimate_matches(g, f)) => h,
             _ => {
@@ -885,29 +779,12 @@ impl ShardStore {
                 }
             }
         };
-        if nq
-            .saturating_mul(ef)
-            .saturating_mul(LAZY_FILTER_VISITS_PER_EF)
-            >= live
-        {
+        if nq.saturating_mul(ef).saturating_mul(LAZY_FILTER_VISITS_PER_EF) >= live {
             return self.filtered_graph_bitset(g, hnsw, queries, k, ef, w, all_matches());
         }
-        let pending: Vec<u32> = (w..alive.len())
-            .filter(|&s| matches(s))
-            .map(|s| s as u32)
-            .collect();
+        let pending: Vec<u32> = (w..alive.len()).filter(|&s| matches(s)).map(|s| s as u32).collect();
         let accept = move |s: u32| (s as usize) < w && matches(s as usize);
-        self.graph_search(
-            g,
-            hnsw,
-            queries,
-            k,
-            ef,
-            &accept,
-            &pending,
-            usize::MAX,
-            &all_matches,
-        )
+        self.graph_search(g, hnsw, queries, k, ef, &accept, &pending, usize::MAX, &all_matches)
     }
 
     /// Graph search accepting the precomputed matching slots `matched` (ascending).
@@ -930,9 +807,7 @@ impl ShardStore {
         let bits = &bits;
         let accept = move |s: u32| (s as usize) < w && bits[s as usize / 64] & (1 << (s % 64)) != 0;
         let total = matched.len();
-        self.graph_search(g, hnsw, queries, k, ef, &accept, pending, total, &|| {
-            matched.clone()
-        })
+        self.graph_search(g, hnsw, queries, k, ef, &accept, pending, total, &|| matched.clone())
     }
 
     /// Estimated number of live points matching `f`, from a deterministic sample of about
@@ -947,11 +822,7 @@ impl ShardStore {
                 hit += usize::from(f.matches(g.payload_or_empty(s as u32)));
             }
         }
-        if seen == 0 {
-            0
-        } else {
-            (hit as f64 / seen as f64 * g.live() as f64).round() as usize
-        }
+        if seen == 0 { 0 } else { (hit as f64 / seen as f64 * g.live() as f64).round() as usize }
     }
 
     /// Graph search of every query merged with an exact scan of `pending`; a query that ends with fewer
@@ -971,27 +842,16 @@ impl ShardStore {
     ) -> Vec<Vec<Cand>> {
         let dim = self.config.dim;
         let nq = queries.len() / dim;
-        let pend = if pending.is_empty() {
-            vec![Vec::new(); nq]
-        } else {
-            self.exact_batch(g, queries, k, pending)
-        };
+        let pend = if pending.is_empty() { vec![Vec::new(); nq] } else { self.exact_batch(g, queries, k, pending) };
         let want = k.min(total);
         let all_cands: OnceLock<Vec<u32>> = OnceLock::new();
         queries
             .par_chunks(dim)
             .zip(pend.into_par_iter())
             .map(|(q, p)| {
-                let found: Vec<Cand> = hnsw
-                    .search(q, k, ef, &g.arena, accept)
-                    .into_iter()
-                    .map(|(d, s)| Cand { d, s })
-                    .collect();
-                let merged = if p.is_empty() {
-                    merge_sorted(vec![found], k)
-                } else {
-                    merge_sorted(vec![found, p], k)
-                };
+                let found: Vec<Cand> =
+                    hnsw.search(q, k, ef, &g.arena, accept).into_iter().map(|(d, s)| Cand { d, s }).collect();
+                let merged = if p.is_empty() { merge_sorted(vec![found], k) } else { merge_sorted(vec![found, p], k) };
                 if merged.len() >= want {
                     merged
                 } else {
@@ -1018,10 +878,7 @@ impl ShardStore {
         let n_chunks = if groups >= threads {
             1
         } else {
-            (2 * threads)
-                .div_ceil(groups)
-                .min(cands.len().div_ceil(MIN_SCAN_CHUNK))
-                .max(1)
+            (2 * threads).div_ceil(groups).min(cands.len().div_ceil(MIN_SCAN_CHUNK)).max(1)
         };
         let chunk_len = cands.len().div_ceil(n_chunks);
         let len = cands.len();
@@ -1043,13 +900,7 @@ impl ShardStore {
             let mut group: Vec<Vec<Vec<Cand>>> = (&mut parts).take(n_chunks).collect();
             let gsize = ((gi + 1) * QUERY_GROUP).min(nq) - gi * QUERY_GROUP;
             for qi in 0..gsize {
-                out.push(merge_sorted(
-                    group
-                        .iter_mut()
-                        .map(|p| std::mem::take(&mut p[qi]))
-                        .collect(),
-                    k,
-                ));
+                out.push(merge_sorted(group.iter_mut().map(|p| std::mem::take(&mut p[qi])).collect(), k));
             }
         }
         out
@@ -1064,10 +915,7 @@ impl ShardStore {
         for b in cands.chunks(block) {
             for (q, t) in qs.iter().zip(tops.iter_mut()) {
                 for &s in b {
-                    t.push(Cand {
-                        d: distance::distance(metric, q, g.arena.get(s)),
-                        s,
-                    });
+                    t.push(Cand { d: distance::distance(metric, q, g.arena.get(s)), s });
                 }
             }
         }
@@ -1076,9 +924,7 @@ impl ShardStore {
 }
 
 fn count_upserts(ops: &[WriteOp]) -> usize {
-    ops.iter()
-        .filter(|o| matches!(o, WriteOp::Upsert { .. }))
-        .count()
+    ops.iter().filter(|o| matches!(o, WriteOp::Upsert { .. })).count()
 }
 
 fn op_key(op: &WriteOp) -> (&PointId, Version) {
@@ -1173,24 +1019,17 @@ impl<'a> Dec<'a> {
         Ok(self.take(1)?[0])
     }
     fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
     }
     fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
     fn bytes(&mut self) -> Result<&'a [u8]> {
         let n = self.u32()? as usize;
         self.take(n)
     }
     fn version(&mut self) -> Result<Version> {
-        Ok(Version {
-            hlc: self.u64()?,
-            node: self.u32()?,
-        })
+        Ok(Version { hlc: self.u64()?, node: self.u32()? })
     }
     fn string(&mut self) -> Result<String> {
         String::from_utf8(self.bytes()?.to_vec()).map_err(|_| corrupt("string is not UTF-8"))
@@ -1202,10 +1041,7 @@ impl<'a> Dec<'a> {
             t => return Err(corrupt(format!("unknown id tag {t}"))),
         };
         if id.id_type() != id_type {
-            return Err(corrupt(format!(
-                "id {id} does not match the collection's id_type {}",
-                id_type.as_str()
-            )));
+            return Err(corrupt(format!("id {id} does not match the collection's id_type {}", id_type.as_str())));
         }
         Ok(id)
     }
@@ -1236,11 +1072,7 @@ struct CrcReader<'a> {
 }
 
 fn read_err(e: std::io::Error, what: &str) -> Error {
-    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        corrupt(format!("truncated in {what}"))
-    } else {
-        Error::Io(e)
-    }
+    if e.kind() == std::io::ErrorKind::UnexpectedEof { corrupt(format!("truncated in {what}")) } else { Error::Io(e) }
 }
 
 impl CrcReader<'_> {
@@ -1303,8 +1135,7 @@ impl ShardStore {
                     }
                     None => put_u8(&mut m, 0),
                 }
-                let mut kv: Vec<(&String, &Version)> =
-                    slot.key_versions.iter().flat_map(|k| k.iter()).collect();
+                let mut kv: Vec<(&String, &Version)> = slot.key_versions.iter().flat_map(|k| k.iter()).collect();
                 kv.sort_unstable();
                 put_u32(&mut m, kv.len() as u32);
                 for (k, v) in kv {
@@ -1380,18 +1211,14 @@ impl ShardStore {
         }
         let format = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
         if format != SNAPSHOT_FORMAT {
-            return Err(corrupt(format!(
-                "unsupported format version {format} (this build reads {SNAPSHOT_FORMAT})"
-            )));
+            return Err(corrupt(format!("unsupported format version {format} (this build reads {SNAPSHOT_FORMAT})")));
         }
         let mut cr = CrcReader { r, crc: 0 };
         let meta_len = cr.u64("META length")?;
         let meta = cr.section(meta_len, "META")?;
         let vec_len = cr.u64("VECTORS length")?;
         if vec_len % 4 != 0 {
-            return Err(corrupt(format!(
-                "VECTORS length {vec_len} is not a multiple of 4"
-            )));
+            return Err(corrupt(format!("VECTORS length {vec_len} is not a multiple of 4")));
         }
         let mut data: Vec<f32> = Vec::new();
         {
@@ -1400,11 +1227,7 @@ impl ShardStore {
             while left > 0 {
                 let n = left.min(buf.len() as u64) as usize;
                 cr.exact(&mut buf[..n], "VECTORS")?;
-                data.extend(
-                    buf[..n]
-                        .chunks_exact(4)
-                        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))),
-                );
+                data.extend(buf[..n].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))));
                 left -= n as u64;
             }
         }
@@ -1420,8 +1243,7 @@ impl ShardStore {
         };
         let computed = cr.crc;
         let mut trailer = [0u8; 4];
-        r.read_exact(&mut trailer)
-            .map_err(|e| read_err(e, "trailer"))?;
+        r.read_exact(&mut trailer).map_err(|e| read_err(e, "trailer"))?;
         if u32::from_le_bytes(trailer) != computed {
             return Err(corrupt("CRC32C mismatch"));
         }
@@ -1429,12 +1251,7 @@ impl ShardStore {
     }
 
     /// Builds a store from CRC-checked snapshot sections, validating their consistency.
-    fn decode(
-        config: ShardConfig,
-        meta: &[u8],
-        data: Vec<f32>,
-        graph: Option<&[u8]>,
-    ) -> Result<ShardStore> {
+    fn decode(config: ShardConfig, meta: &[u8], data: Vec<f32>, graph: Option<&[u8]>) -> Result<ShardStore> {
         let dim = config.dim;
         if dim == 0 {
             return Err(corrupt("config has dim 0"));
@@ -1443,10 +1260,7 @@ impl ShardStore {
         let s_dim = d.u32()? as usize;
         let s_metric = d.u8()?;
         let s_id_type = d.u8()?;
-        if s_dim != dim
-            || s_metric != metric_code(config.metric)
-            || s_id_type != id_type_code(config.id_type)
-        {
+        if s_dim != dim || s_metric != metric_code(config.metric) || s_id_type != id_type_code(config.id_type) {
             return Err(corrupt(format!(
                 "snapshot is for dim {s_dim}, metric code {s_metric}, id_type code {s_id_type}, but the collection \
                  has dim {dim}, metric {}, id_type {}",
@@ -1460,16 +1274,11 @@ impl ShardStore {
         let max_version = d.version()?;
         // Every slot record takes at least one byte, so `n` is bounded by the section's size.
         if n > (meta.len() - d.p) as u64 || mark > n || live > n {
-            return Err(corrupt(format!(
-                "inconsistent counts: {n} slots, {live} live, watermark {mark}"
-            )));
+            return Err(corrupt(format!("inconsistent counts: {n} slots, {live} live, watermark {mark}")));
         }
         let n = n as usize;
         if data.len() as u64 != n as u64 * dim as u64 {
-            return Err(corrupt(format!(
-                "VECTORS holds {} values, expected {n} x {dim}",
-                data.len()
-            )));
+            return Err(corrupt(format!("VECTORS holds {} values, expected {n} x {dim}", data.len())));
         }
         let mut inner = Inner::new(&config);
         inner.slots.reserve(n);
@@ -1512,22 +1321,14 @@ impl ShardStore {
                     if inner.ids.insert(id.clone(), slot as u32).is_some() {
                         return Err(corrupt(format!("id {id} is live in two slots")));
                     }
-                    inner.slots.push(Slot {
-                        id,
-                        version,
-                        payload,
-                        key_versions,
-                    });
+                    inner.slots.push(Slot { id, version, payload, key_versions });
                     inner.alive.push(true);
                 }
                 f => return Err(corrupt(format!("bad slot flag {f} in slot {slot}"))),
             }
         }
         if inner.ids.len() as u64 != live {
-            return Err(corrupt(format!(
-                "{} live slots but the header says {live}",
-                inner.ids.len()
-            )));
+            return Err(corrupt(format!("{} live slots but the header says {live}", inner.ids.len())));
         }
         let nt = d.u64()?;
         if nt > (meta.len() - d.p) as u64 {
@@ -1537,16 +1338,11 @@ impl ShardStore {
             let id = d.id(config.id_type)?;
             let v = d.version()?;
             if inner.ids.contains_key(&id) || inner.tombstones.insert(id.clone(), v).is_some() {
-                return Err(corrupt(format!(
-                    "tombstone for {id} duplicates a live point or another tombstone"
-                )));
+                return Err(corrupt(format!("tombstone for {id} duplicates a live point or another tombstone")));
             }
         }
         if d.p != meta.len() {
-            return Err(corrupt(format!(
-                "{} unexpected bytes after META",
-                meta.len() - d.p
-            )));
+            return Err(corrupt(format!("{} unexpected bytes after META", meta.len() - d.p)));
         }
         inner.arena = VectorArena::from_vec(dim, data);
 
@@ -1557,27 +1353,18 @@ impl ShardStore {
                 None => indexed = 0, // written by a flat store: index everything again
                 Some(bytes) => {
                     let mut rd: &[u8] = bytes;
-                    let h = Hnsw::read_from(&mut rd, config.metric)
-                        .map_err(|e| corrupt(format!("graph: {e}")))?;
+                    let h = Hnsw::read_from(&mut rd, config.metric).map_err(|e| corrupt(format!("graph: {e}")))?;
                     if !rd.is_empty() {
-                        return Err(corrupt(format!(
-                            "{} unexpected bytes after the graph",
-                            rd.len()
-                        )));
+                        return Err(corrupt(format!("{} unexpected bytes after the graph", rd.len())));
                     }
                     let mark = mark as usize;
                     if h.len() > mark {
-                        return Err(corrupt(format!(
-                            "graph holds {} nodes, above the watermark {mark}",
-                            h.len()
-                        )));
+                        return Err(corrupt(format!("graph holds {} nodes, above the watermark {mark}", h.len())));
                     }
                     for s in 0..n {
                         let inside = h.contains(s as u32);
                         if (s < mark && inner.alive[s] && !inside) || (s >= mark && inside) {
-                            return Err(corrupt(format!(
-                                "graph membership of slot {s} disagrees with the watermark"
-                            )));
+                            return Err(corrupt(format!("graph membership of slot {s} disagrees with the watermark")));
                         }
                     }
                     inner.hnsw = Some(h);
@@ -1630,23 +1417,11 @@ mod tests {
     }
 
     fn cfg(dim: usize, metric: Metric, index: IndexConfig) -> ShardConfig {
-        ShardConfig {
-            dim,
-            metric,
-            id_type: IdType::Int,
-            index,
-        }
+        ShardConfig { dim, metric, id_type: IdType::Int, index }
     }
 
     fn hnsw_cfg(dim: usize, metric: Metric) -> ShardConfig {
-        cfg(
-            dim,
-            metric,
-            IndexConfig::Hnsw {
-                m: 12,
-                ef_construction: 100,
-            },
-        )
+        cfg(dim, metric, IndexConfig::Hnsw { m: 12, ef_construction: 100 })
     }
 
     fn v(hlc: u64) -> Version {
@@ -1666,21 +1441,12 @@ mod tests {
     }
 
     fn del(id: u64, version: u64) -> WriteOp {
-        WriteOp::Delete {
-            id: PointId::Int(id),
-            version: v(version),
-        }
+        WriteOp::Delete { id: PointId::Int(id), version: v(version) }
     }
 
     fn patch(id: u64, version: u64, p: Value) -> WriteOp {
-        let Value::Object(patch) = p else {
-            panic!("patch must be an object")
-        };
-        WriteOp::PatchPayload {
-            id: PointId::Int(id),
-            version: v(version),
-            patch,
-        }
+        let Value::Object(patch) = p else { panic!("patch must be an object") };
+        WriteOp::PatchPayload { id: PointId::Int(id), version: v(version), patch }
     }
 
     fn batch(ops: Vec<WriteOp>) -> WriteBatch {
@@ -1693,14 +1459,7 @@ mod tests {
         let ops: Vec<WriteOp> = data
             .chunks_exact(dim)
             .enumerate()
-            .map(|(i, x)| {
-                up(
-                    i as u64,
-                    10,
-                    x.to_vec(),
-                    Some(json!({"i": i, "even": i % 2 == 0, "bucket": i % 10})),
-                )
-            })
+            .map(|(i, x)| up(i as u64, 10, x.to_vec(), Some(json!({"i": i, "even": i % 2 == 0, "bucket": i % 10}))))
             .collect();
         for c in ops.chunks(500) {
             let out = store.apply(&batch(c.to_vec()));
@@ -1743,23 +1502,15 @@ mod tests {
             .collect()
     }
 
-    fn recall(
-        store: &ShardStore,
-        data: &[f32],
-        queries: &[f32],
-        k: usize,
-        ef: Option<usize>,
-    ) -> f64 {
+    fn recall(store: &ShardStore, data: &[f32], queries: &[f32], k: usize, ef: Option<usize>) -> f64 {
         let dim = store.config().dim;
         let nq = queries.len() / dim;
         let res = store.search(queries, nq, k, None, ef, false);
         let mut found = 0;
         for (q, hits) in queries.chunks_exact(dim).zip(&res) {
             assert_eq!(hits.len(), k);
-            let truth: HashSet<u64> = brute(store.config().metric, data, dim, q, k, &|_| true)
-                .into_iter()
-                .map(|x| x.1)
-                .collect();
+            let truth: HashSet<u64> =
+                brute(store.config().metric, data, dim, q, k, &|_| true).into_iter().map(|x| x.1).collect();
             found += ids_of(hits).iter().filter(|i| truth.contains(i)).count();
         }
         found as f64 / (nq * k) as f64
@@ -1780,29 +1531,17 @@ mod tests {
     #[test]
     fn lww_newer_wins_older_is_skipped() {
         let s = ShardStore::new(cfg(2, Metric::L2, IndexConfig::Flat));
-        let out = s.apply(&batch(vec![up(
-            1,
-            10,
-            vec![1.0, 0.0],
-            Some(json!({"a": 1})),
-        )]));
+        let out = s.apply(&batch(vec![up(1, 10, vec![1.0, 0.0], Some(json!({"a": 1})))]));
         assert_eq!((out.applied, out.skipped_stale), (1, 0));
         let out = s.apply(&batch(vec![up(1, 5, vec![9.0, 9.0], None)]));
         assert_eq!((out.applied, out.skipped_stale), (0, 1));
         let out = s.apply(&batch(vec![up(1, 10, vec![9.0, 9.0], None)]));
-        assert_eq!(
-            (out.applied, out.skipped_stale),
-            (0, 1),
-            "an equal version is a retry"
-        );
+        assert_eq!((out.applied, out.skipped_stale), (0, 1), "an equal version is a retry");
         let r = s.get(&[PointId::Int(1)], true).pop().unwrap().unwrap();
         assert_eq!((r.vector, r.version), (vec![1.0, 0.0], v(10)));
         s.apply(&batch(vec![up(1, 20, vec![2.0, 0.0], None)]));
         let r = s.get(&[PointId::Int(1)], true).pop().unwrap().unwrap();
-        assert_eq!(
-            (r.vector, r.payload, r.version),
-            (vec![2.0, 0.0], None, v(20))
-        );
+        assert_eq!((r.vector, r.payload, r.version), (vec![2.0, 0.0], None, v(20)));
         assert_eq!(s.count(), 1);
         assert_eq!(s.max_version(), v(20));
         // a higher node id breaks an hlc tie
@@ -1814,52 +1553,29 @@ mod tests {
         };
         assert_eq!(s.apply(&batch(vec![tie])).applied, 1);
         // a wrong-dim vector is skipped, not applied
-        assert_eq!(
-            s.apply(&batch(vec![up(2, 30, vec![1.0], None)]))
-                .skipped_invalid,
-            1
-        );
+        assert_eq!(s.apply(&batch(vec![up(2, 30, vec![1.0], None)])).skipped_invalid, 1);
         assert_eq!(s.count(), 1);
     }
 
     #[test]
     fn deletes_leave_tombstones() {
         let s = ShardStore::new(cfg(2, Metric::L2, IndexConfig::Flat));
-        s.apply(&batch(vec![
-            up(1, 10, vec![1.0, 0.0], None),
-            up(2, 10, vec![0.0, 1.0], None),
-        ]));
-        assert_eq!(
-            s.apply(&batch(vec![del(1, 5)])).skipped_stale,
-            1,
-            "older delete loses"
-        );
+        s.apply(&batch(vec![up(1, 10, vec![1.0, 0.0], None), up(2, 10, vec![0.0, 1.0], None)]));
+        assert_eq!(s.apply(&batch(vec![del(1, 5)])).skipped_stale, 1, "older delete loses");
         assert_eq!(s.count(), 2);
         assert_eq!(s.apply(&batch(vec![del(1, 20)])).applied, 1);
         assert_eq!(s.count(), 1);
         assert!(s.get(&[PointId::Int(1)], false)[0].is_none());
         // an older upsert arriving late stays deleted
-        assert_eq!(
-            s.apply(&batch(vec![up(1, 15, vec![5.0, 5.0], None)]))
-                .skipped_stale,
-            1
-        );
+        assert_eq!(s.apply(&batch(vec![up(1, 15, vec![5.0, 5.0], None)])).skipped_stale, 1);
         assert_eq!(s.count(), 1);
         // a newer upsert revives
-        assert_eq!(
-            s.apply(&batch(vec![up(1, 25, vec![5.0, 5.0], None)]))
-                .applied,
-            1
-        );
+        assert_eq!(s.apply(&batch(vec![up(1, 25, vec![5.0, 5.0], None)])).applied, 1);
         assert_eq!(s.count(), 2);
         assert_eq!(s.stats().tombstones, 0, "the revived id needs no tombstone");
         // deleting an id never seen still blocks its older upsert
         assert_eq!(s.apply(&batch(vec![del(7, 30)])).applied, 1);
-        assert_eq!(
-            s.apply(&batch(vec![up(7, 29, vec![5.0, 5.0], None)]))
-                .skipped_stale,
-            1
-        );
+        assert_eq!(s.apply(&batch(vec![up(7, 29, vec![5.0, 5.0], None)])).skipped_stale, 1);
         assert_eq!(s.apply(&batch(vec![del(7, 30)])).skipped_stale, 1);
         // search never returns deleted points
         let hits = s.search(&[1.0, 0.0], 1, 10, None, None, false);
@@ -1869,11 +1585,7 @@ mod tests {
         assert_eq!(s.stats().tombstones, 2);
         assert_eq!(s.gc_tombstones(v(35)), 1);
         assert_eq!(s.stats().tombstones, 1);
-        assert_eq!(
-            s.apply(&batch(vec![up(2, 39, vec![5.0, 5.0], None)]))
-                .skipped_stale,
-            1
-        );
+        assert_eq!(s.apply(&batch(vec![up(2, 39, vec![5.0, 5.0], None)])).skipped_stale, 1);
     }
 
     #[test]
@@ -1922,12 +1634,7 @@ mod tests {
         let (_, got) = first.unwrap();
         assert_eq!(
             got[0].as_ref().unwrap().payload,
-            Some(
-                json!({"a": 35, "b": 4, "d": 35})
-                    .as_object()
-                    .unwrap()
-                    .clone()
-            )
+            Some(json!({"a": 35, "b": 4, "d": 35}).as_object().unwrap().clone())
         );
         assert_eq!(got[0].as_ref().unwrap().version, v(30));
         assert!(got[1].is_none());
@@ -1943,38 +1650,18 @@ mod tests {
             up(2, 10, vec![1.0, 0.0], None),
         ]));
         // two writers patch different keys: both win, in either order
-        let o = s.apply(&batch(vec![
-            patch(1, 30, json!({"b": 3})),
-            patch(1, 20, json!({"c": 2})),
-        ]));
+        let o = s.apply(&batch(vec![patch(1, 30, json!({"b": 3})), patch(1, 20, json!({"c": 2}))]));
         assert_eq!(o.applied, 2);
         // an older patch of an already newer key loses
         let o = s.apply(&batch(vec![patch(1, 25, json!({"b": 25}))]));
         assert_eq!((o.applied, o.skipped_stale), (0, 1));
         // a patch older than the upsert loses
-        assert_eq!(
-            s.apply(&batch(vec![patch(1, 5, json!({"d": 1}))]))
-                .skipped_stale,
-            1
-        );
+        assert_eq!(s.apply(&batch(vec![patch(1, 5, json!({"d": 1}))])).skipped_stale, 1);
         // a patch on a missing or deleted point is skipped
-        assert_eq!(
-            s.apply(&batch(vec![patch(9, 50, json!({"d": 1}))]))
-                .skipped_missing,
-            1
-        );
+        assert_eq!(s.apply(&batch(vec![patch(9, 50, json!({"d": 1}))])).skipped_missing, 1);
         // an empty patch changes nothing (not even a missing payload)
-        assert_eq!(
-            s.apply(&batch(vec![patch(2, 30, json!({}))])).skipped_stale,
-            1
-        );
-        assert_eq!(
-            s.get(&[PointId::Int(2)], false)[0]
-                .as_ref()
-                .unwrap()
-                .payload,
-            None
-        );
+        assert_eq!(s.apply(&batch(vec![patch(2, 30, json!({}))])).skipped_stale, 1);
+        assert_eq!(s.get(&[PointId::Int(2)], false)[0].as_ref().unwrap().payload, None);
         // a point without payload gets one
         s.apply(&batch(vec![patch(2, 30, json!({"n": null}))]));
         let got = s.get(&[PointId::Int(1), PointId::Int(2)], false);
@@ -1982,72 +1669,33 @@ mod tests {
             got[0].as_ref().unwrap().payload.as_ref().unwrap(),
             json!({"a": 1, "b": 3, "c": 2}).as_object().unwrap()
         );
-        assert_eq!(
-            got[0].as_ref().unwrap().version,
-            v(10),
-            "patches do not change the point version"
-        );
-        assert_eq!(
-            got[1].as_ref().unwrap().payload.as_ref().unwrap(),
-            json!({"n": null}).as_object().unwrap()
-        );
+        assert_eq!(got[0].as_ref().unwrap().version, v(10), "patches do not change the point version");
+        assert_eq!(got[1].as_ref().unwrap().payload.as_ref().unwrap(), json!({"n": null}).as_object().unwrap());
         // an upsert between the patches replaces the payload but keeps keys patched after it
-        s.apply(&batch(vec![up(
-            1,
-            22,
-            vec![0.0, 1.0],
-            Some(json!({"a": 9, "c": 9})),
-        )]));
+        s.apply(&batch(vec![up(1, 22, vec![0.0, 1.0], Some(json!({"a": 9, "c": 9})))]));
         let got = s.get(&[PointId::Int(1)], true);
         let r = got[0].as_ref().unwrap();
-        assert_eq!(
-            r.payload.as_ref().unwrap(),
-            json!({"a": 9, "b": 3, "c": 9}).as_object().unwrap()
-        );
+        assert_eq!(r.payload.as_ref().unwrap(), json!({"a": 9, "b": 3, "c": 9}).as_object().unwrap());
         assert_eq!(r.vector, vec![0.0, 1.0]);
         // a newer upsert replaces everything
         s.apply(&batch(vec![up(1, 60, vec![0.0, 1.0], None)]));
-        assert_eq!(
-            s.get(&[PointId::Int(1)], false)[0]
-                .as_ref()
-                .unwrap()
-                .payload,
-            None
-        );
+        assert_eq!(s.get(&[PointId::Int(1)], false)[0].as_ref().unwrap().payload, None);
         s.apply(&batch(vec![del(2, 70)]));
-        assert_eq!(
-            s.apply(&batch(vec![patch(2, 80, json!({"x": 1}))]))
-                .skipped_missing,
-            1
-        );
+        assert_eq!(s.apply(&batch(vec![patch(2, 80, json!({"x": 1}))])).skipped_missing, 1);
     }
 
     #[test]
     fn get_count_scroll() {
         let s = ShardStore::new(cfg(3, Metric::Cosine, IndexConfig::Flat));
-        s.apply(&batch(
-            (0..10)
-                .map(|i| up(i, 1, vec![3.0, 4.0, i as f32 * 0.0], Some(json!({"i": i}))))
-                .collect(),
-        ));
+        s.apply(&batch((0..10).map(|i| up(i, 1, vec![3.0, 4.0, i as f32 * 0.0], Some(json!({"i": i})))).collect()));
         s.apply(&batch(vec![del(3, 2), del(4, 2)]));
         assert_eq!(s.count(), 8);
         let got = s.get(&[PointId::Int(0), PointId::Int(3), PointId::Int(42)], true);
         let r = got[0].as_ref().unwrap();
-        assert_eq!(
-            r.vector,
-            vec![0.6, 0.8, 0.0],
-            "cosine vectors are stored normalised"
-        );
+        assert_eq!(r.vector, vec![0.6, 0.8, 0.0], "cosine vectors are stored normalised");
         assert_eq!(r.payload.as_ref().unwrap()["i"], json!(0));
         assert!(got[1].is_none() && got[2].is_none());
-        assert!(
-            s.get(&[PointId::Int(0)], false)[0]
-                .as_ref()
-                .unwrap()
-                .vector
-                .is_empty()
-        );
+        assert!(s.get(&[PointId::Int(0)], false)[0].as_ref().unwrap().vector.is_empty());
         let f = Filter::parse(&json!({"i": {"$gte": 5}})).unwrap();
         assert_eq!(s.count_matching(&f), 5);
         // scroll in id order, pages of 3
@@ -2071,26 +1719,12 @@ mod tests {
 
     #[test]
     fn string_ids() {
-        let s = ShardStore::new(ShardConfig {
-            dim: 2,
-            metric: Metric::L2,
-            id_type: IdType::Str,
-            index: IndexConfig::Flat,
-        });
+        let s =
+            ShardStore::new(ShardConfig { dim: 2, metric: Metric::L2, id_type: IdType::Str, index: IndexConfig::Flat });
         let id = |x: &str| PointId::Str(x.into());
         s.apply(&batch(vec![
-            WriteOp::Upsert {
-                id: id("a"),
-                version: v(1),
-                vector: vec![0.0, 0.0],
-                payload: None,
-            },
-            WriteOp::Upsert {
-                id: id("b"),
-                version: v(1),
-                vector: vec![1.0, 0.0],
-                payload: None,
-            },
+            WriteOp::Upsert { id: id("a"), version: v(1), vector: vec![0.0, 0.0], payload: None },
+            WriteOp::Upsert { id: id("b"), version: v(1), vector: vec![1.0, 0.0], payload: None },
         ]));
         s.apply_owned(batch(vec![WriteOp::Upsert {
             id: id("a"),
@@ -2099,17 +1733,11 @@ mod tests {
             payload: None,
         }]));
         let hits = s.search(&[0.9, 0.0], 1, 5, None, None, false);
-        assert_eq!(
-            hits[0].iter().map(|h| h.id.clone()).collect::<Vec<_>>(),
-            vec![id("b"), id("a")]
-        );
+        assert_eq!(hits[0].iter().map(|h| h.id.clone()).collect::<Vec<_>>(), vec![id("b"), id("a")]);
         let snap = snapshot_bytes(&s);
         let r = ShardStore::read_snapshot(s.config().clone(), &mut snap.as_slice()).unwrap();
         assert_eq!(r.digest(), s.digest());
-        assert!(
-            ShardStore::read_snapshot(cfg(2, Metric::L2, IndexConfig::Flat), &mut snap.as_slice())
-                .is_err()
-        );
+        assert!(ShardStore::read_snapshot(cfg(2, Metric::L2, IndexConfig::Flat), &mut snap.as_slice()).is_err());
     }
 
     #[test]
@@ -2127,27 +1755,17 @@ mod tests {
                 for (q, hits) in queries.chunks_exact(dim).zip(&res) {
                     let truth = brute(metric, &data, dim, q, k, &|_| true);
                     assert_eq!(hits.len(), truth.len().min(k));
-                    assert_eq!(
-                        ids_of(hits),
-                        truth.iter().map(|x| x.1).collect::<Vec<_>>(),
-                        "{metric} k={k}"
-                    );
+                    assert_eq!(ids_of(hits), truth.iter().map(|x| x.1).collect::<Vec<_>>(), "{metric} k={k}");
                     for (h, t) in hits.iter().zip(&truth) {
                         assert!((h.distance - t.0).abs() <= 1e-4 * (1.0 + t.0.abs()));
                     }
-                    assert_eq!(
-                        hits[0].payload.as_ref().unwrap()["i"],
-                        json!(ids_of(hits)[0])
-                    );
+                    assert_eq!(hits[0].payload.as_ref().unwrap()["i"], json!(ids_of(hits)[0]));
                 }
             }
             // a single query takes the chunk-parallel path
             let res = s.search(&queries[..dim], 1, 5, None, None, false);
             let truth = brute(metric, &data, dim, &queries[..dim], 5, &|_| true);
-            assert_eq!(
-                ids_of(&res[0]),
-                truth.iter().map(|x| x.1).collect::<Vec<_>>()
-            );
+            assert_eq!(ids_of(&res[0]), truth.iter().map(|x| x.1).collect::<Vec<_>>());
             assert!(res[0][0].payload.is_none());
         }
     }
@@ -2155,15 +1773,9 @@ mod tests {
     #[test]
     fn search_edge_cases() {
         let s = ShardStore::new(hnsw_cfg(2, Metric::L2));
-        assert_eq!(
-            s.search(&[0.0, 0.0], 1, 5, None, None, false),
-            vec![Vec::<Hit>::new()]
-        );
+        assert_eq!(s.search(&[0.0, 0.0], 1, 5, None, None, false), vec![Vec::<Hit>::new()]);
         s.apply(&batch(vec![up(1, 1, vec![0.0, 0.0], None)]));
-        assert_eq!(
-            s.search(&[0.0, 0.0], 1, 0, None, None, false),
-            vec![Vec::<Hit>::new()]
-        );
+        assert_eq!(s.search(&[0.0, 0.0], 1, 0, None, None, false), vec![Vec::<Hit>::new()]);
         // short query buffer: the incomplete query gets nothing
         let r = s.search(&[0.0, 0.0, 1.0], 2, 3, None, None, false);
         assert_eq!((r.len(), r[0].len(), r[1].len()), (2, 1, 0));
@@ -2198,23 +1810,10 @@ mod tests {
         assert!(recall(&s, &data, &queries, 10, Some(200)) >= r - 0.01);
         // updates move points to new slots; old slots are never returned
         let check_current = |s: &ShardStore| {
-            for (q, hits) in queries
-                .chunks_exact(dim)
-                .zip(s.search(&queries, 100, 20, None, None, false))
-            {
+            for (q, hits) in queries.chunks_exact(dim).zip(s.search(&queries, 100, 20, None, None, false)) {
                 for h in hits {
-                    let cur = s
-                        .get(std::slice::from_ref(&h.id), true)
-                        .pop()
-                        .unwrap()
-                        .unwrap()
-                        .vector;
-                    assert_eq!(
-                        h.distance,
-                        distance::distance(Metric::L2, q, &cur),
-                        "stale slot of {:?}",
-                        h.id
-                    );
+                    let cur = s.get(std::slice::from_ref(&h.id), true).pop().unwrap().unwrap().vector;
+                    assert_eq!(h.distance, distance::distance(Metric::L2, q, &cur), "stale slot of {:?}", h.id);
                 }
             }
         };
@@ -2241,13 +1840,7 @@ mod tests {
         let mut rng = Rng(5);
         let data = clustered(&mut rng, 8000, dim, 20);
         let queries = clustered(&mut rng, 40, dim, 20);
-        for index in [
-            IndexConfig::Flat,
-            IndexConfig::Hnsw {
-                m: 12,
-                ef_construction: 100,
-            },
-        ] {
+        for index in [IndexConfig::Flat, IndexConfig::Hnsw { m: 12, ef_construction: 100 }] {
             let s = ShardStore::new(cfg(dim, Metric::L2, index));
             load(&s, &data);
             while s.index_step(4000) > 0 {}
@@ -2264,14 +1857,9 @@ mod tests {
             let mut found = 0;
             for (q, hits) in queries.chunks_exact(dim).zip(&res) {
                 assert_eq!(hits.len(), 10);
-                assert!(
-                    hits.iter()
-                        .all(|h| h.payload.as_ref().unwrap()["even"] == json!(true))
-                );
-                let truth: HashSet<u64> = brute(Metric::L2, &data, dim, q, 10, &|i| i % 2 == 0)
-                    .into_iter()
-                    .map(|x| x.1)
-                    .collect();
+                assert!(hits.iter().all(|h| h.payload.as_ref().unwrap()["even"] == json!(true)));
+                let truth: HashSet<u64> =
+                    brute(Metric::L2, &data, dim, q, 10, &|i| i % 2 == 0).into_iter().map(|x| x.1).collect();
                 found += ids_of(hits).iter().filter(|i| truth.contains(i)).count();
             }
             let r = found as f64 / 400.0;
@@ -2281,36 +1869,22 @@ mod tests {
             let res = s.search(&queries, 40, 10, Some(&f), None, false);
             assert!(res.iter().all(|h| h.len() == 3));
             let none = Filter::parse(&json!({"i": -1})).unwrap();
-            assert!(
-                s.search(&queries, 40, 10, Some(&none), None, false)
-                    .iter()
-                    .all(|h| h.is_empty())
-            );
+            assert!(s.search(&queries, 40, 10, Some(&none), None, false).iter().all(|h| h.is_empty()));
             // one query at a time: the filter is evaluated lazily on visited nodes (HNSW)
             let f = Filter::parse(&json!({"even": true})).unwrap();
             let mut found = 0;
             for q in queries.chunks_exact(dim) {
                 let hits = s.search(q, 1, 10, Some(&f), None, true).pop().unwrap();
                 assert_eq!(hits.len(), 10);
-                assert!(
-                    hits.iter()
-                        .all(|h| h.payload.as_ref().unwrap()["even"] == json!(true))
-                );
-                let truth: HashSet<u64> = brute(Metric::L2, &data, dim, q, 10, &|i| i % 2 == 0)
-                    .into_iter()
-                    .map(|x| x.1)
-                    .collect();
+                assert!(hits.iter().all(|h| h.payload.as_ref().unwrap()["even"] == json!(true)));
+                let truth: HashSet<u64> =
+                    brute(Metric::L2, &data, dim, q, 10, &|i| i % 2 == 0).into_iter().map(|x| x.1).collect();
                 found += ids_of(&hits).iter().filter(|i| truth.contains(i)).count();
             }
             let r = found as f64 / 400.0;
             assert!(r >= 0.95, "{index:?}: lazily filtered recall {r}");
             // filter + pending points: newly written points match immediately
-            s.apply(&batch(vec![up(
-                9000,
-                20,
-                queries[..dim].to_vec(),
-                Some(json!({"even": true, "new": 1})),
-            )]));
+            s.apply(&batch(vec![up(9000, 20, queries[..dim].to_vec(), Some(json!({"even": true, "new": 1})))]));
             let f = Filter::parse(&json!({"even": true})).unwrap();
             let res = s.search(&queries[..dim], 1, 1, Some(&f), None, false);
             assert_eq!(ids_of(&res[0]), vec![9000]);
@@ -2331,14 +1905,7 @@ mod tests {
         let ops: Vec<WriteOp> = data
             .chunks_exact(dim)
             .enumerate()
-            .map(|(i, x)| {
-                up(
-                    i as u64,
-                    1,
-                    x.to_vec(),
-                    Some(json!({ "sampled": sampled(i) })),
-                )
-            })
+            .map(|(i, x)| up(i as u64, 1, x.to_vec(), Some(json!({ "sampled": sampled(i) }))))
             .collect();
         s.apply(&batch(ops));
         while s.index_step(5000) > 0 {}
@@ -2360,10 +1927,7 @@ mod tests {
         let mut rng = Rng(9);
         let data = clustered(&mut rng, 3000, dim, 10);
         let queries = clustered(&mut rng, 20, dim, 10);
-        for config in [
-            cfg(dim, Metric::Cosine, IndexConfig::Flat),
-            hnsw_cfg(dim, Metric::Cosine),
-        ] {
+        for config in [cfg(dim, Metric::Cosine, IndexConfig::Flat), hnsw_cfg(dim, Metric::Cosine)] {
             let s = ShardStore::new(config.clone());
             load(&s, &data);
             s.index_step(2000); // partly indexed: the rest stays pending after restore
@@ -2388,10 +1952,7 @@ mod tests {
                 again.len()
             );
             let f = Filter::parse(&json!({"even": true})).unwrap();
-            assert_eq!(
-                r.search(&queries, 20, 10, None, None, true),
-                s.search(&queries, 20, 10, None, None, true)
-            );
+            assert_eq!(r.search(&queries, 20, 10, None, None, true), s.search(&queries, 20, 10, None, None, true));
             assert_eq!(
                 r.search(&queries, 20, 10, Some(&f), None, true),
                 s.search(&queries, 20, 10, Some(&f), None, true)
@@ -2400,11 +1961,8 @@ mod tests {
             assert_eq!(r.get(&ids, true), s.get(&ids, true));
             // tombstones survive: an old upsert of a deleted id stays deleted
             assert_eq!(
-                r.apply(&batch(vec![
-                    up(5, 15, vec![1.0; dim], None),
-                    up(77777, 15, vec![1.0; dim], None)
-                ]))
-                .skipped_stale,
+                r.apply(&batch(vec![up(5, 15, vec![1.0; dim], None), up(77777, 15, vec![1.0; dim], None)]))
+                    .skipped_stale,
                 2
             );
             // the restored store keeps working
@@ -2420,19 +1978,10 @@ mod tests {
         assert_eq!(r.unindexed(), 100);
         assert_eq!(r.index_step(1000), 100);
         // the wrong collection is refused
-        let e = ShardStore::read_snapshot(
-            cfg(dim + 1, Metric::L2, IndexConfig::Flat),
-            &mut snap.as_slice(),
-        )
-        .unwrap_err();
+        let e =
+            ShardStore::read_snapshot(cfg(dim + 1, Metric::L2, IndexConfig::Flat), &mut snap.as_slice()).unwrap_err();
         assert!(matches!(e, Error::Corrupt(_)), "{e}");
-        assert!(
-            ShardStore::read_snapshot(
-                cfg(dim, Metric::Dot, IndexConfig::Flat),
-                &mut snap.as_slice()
-            )
-            .is_err()
-        );
+        assert!(ShardStore::read_snapshot(cfg(dim, Metric::Dot, IndexConfig::Flat), &mut snap.as_slice()).is_err());
         // an empty store round-trips
         let empty = ShardStore::new(hnsw_cfg(dim, Metric::L2));
         let snap = snapshot_bytes(&empty);
@@ -2449,11 +1998,7 @@ mod tests {
         let s = ShardStore::new(config.clone());
         load(&s, &data);
         s.index_step(30);
-        s.apply(&batch(vec![
-            del(3, 20),
-            del(99, 20),
-            patch(4, 30, json!({"p": [1, {"q": "x"}]})),
-        ]));
+        s.apply(&batch(vec![del(3, 20), del(99, 20), patch(4, 30, json!({"p": [1, {"q": "x"}]}))]));
         let snap = snapshot_bytes(&s);
         assert!(ShardStore::read_snapshot(config.clone(), &mut snap.as_slice()).is_ok());
         for i in 0..snap.len() {
@@ -2461,24 +2006,15 @@ mod tests {
                 let mut bad = snap.clone();
                 bad[i] ^= flip;
                 let r = ShardStore::read_snapshot(config.clone(), &mut bad.as_slice());
-                assert!(
-                    matches!(r, Err(Error::Corrupt(_))),
-                    "flip {flip:#x} at byte {i} accepted"
-                );
+                assert!(matches!(r, Err(Error::Corrupt(_))), "flip {flip:#x} at byte {i} accepted");
             }
         }
         for len in 0..snap.len() {
             let r = ShardStore::read_snapshot(config.clone(), &mut &snap[..len]);
-            assert!(
-                matches!(r, Err(Error::Corrupt(_))),
-                "truncation to {len} bytes accepted"
-            );
+            assert!(matches!(r, Err(Error::Corrupt(_))), "truncation to {len} bytes accepted");
         }
         // garbage and a future format version
-        assert!(
-            ShardStore::read_snapshot(config.clone(), &mut &b"hello world, not a snapshot"[..])
-                .is_err()
-        );
+        assert!(ShardStore::read_snapshot(config.clone(), &mut &b"hello world, not a snapshot"[..]).is_err());
         let mut future = snap.clone();
         future[8] = 9;
         let e = ShardStore::read_snapshot(config, &mut future.as_slice()).unwrap_err();
@@ -2514,8 +2050,7 @@ mod tests {
                     }
                     let mut b = Vec::new();
                     s.write_snapshot(&mut b).unwrap();
-                    let r =
-                        ShardStore::read_snapshot(s.config().clone(), &mut b.as_slice()).unwrap();
+                    let r = ShardStore::read_snapshot(s.config().clone(), &mut b.as_slice()).unwrap();
                     assert!(r.count() <= 4000);
                     rounds += 1;
                 }

@@ -20,9 +20,7 @@ pub fn check_dim(dim: usize) -> Result<()> {
     if (1..=MAX_DIM).contains(&dim) {
         Ok(())
     } else {
-        Err(Error::invalid(format!(
-            "dim must be between 1 and {MAX_DIM}, got {dim}"
-        )))
+        Err(Error::invalid(format!("dim must be between 1 and {MAX_DIM}, got {dim}")))
     }
 }
 
@@ -43,19 +41,14 @@ pub fn check_vectors(data: &[f32], dim: usize, n: usize) -> Result<()> {
         } else {
             "-inf"
         };
-        return Err(Error::invalid(format!(
-            "vectors[{}] contains {what}",
-            j / dim.max(1)
-        )));
+        return Err(Error::invalid(format!("vectors[{}] contains {what}", j / dim.max(1))));
     }
     Ok(())
 }
 
 /// Converts the `i`-th integer id of a request, rejecting negative values.
 pub fn int_id(i: usize, v: i64) -> Result<PointId> {
-    u64::try_from(v)
-        .map(PointId::Int)
-        .map_err(|_| Error::invalid(format!("ids[{i}] is negative ({v})")))
+    u64::try_from(v).map(PointId::Int).map_err(|_| Error::invalid(format!("ids[{i}] is negative ({v})")))
 }
 
 /// Checks ids: each of the collection's `id_type`, no empty string, no duplicates within the batch.
@@ -77,10 +70,7 @@ pub fn check_ids(ids: &[PointId], id_type: IdType) -> Result<()> {
     for (i, id) in ids.iter().enumerate() {
         match seen.entry(id) {
             Entry::Occupied(e) => {
-                return Err(Error::invalid(format!(
-                    "ids[{i}] duplicates ids[{}] ({id})",
-                    e.get()
-                )));
+                return Err(Error::invalid(format!("ids[{i}] duplicates ids[{}] ({id})", e.get())));
             }
             Entry::Vacant(e) => {
                 e.insert(i);
@@ -93,14 +83,10 @@ pub fn check_ids(ids: &[PointId], id_type: IdType) -> Result<()> {
 /// Checks the `i`-th payload: a JSON object nesting at most [`MAX_PAYLOAD_DEPTH`] levels.
 pub fn check_payload(i: usize, v: &Value) -> Result<()> {
     if !v.is_object() {
-        return Err(Error::invalid(format!(
-            "payloads[{i}] is not a JSON object"
-        )));
+        return Err(Error::invalid(format!("payloads[{i}] is not a JSON object")));
     }
     if too_deep(v, 1) {
-        return Err(Error::invalid(format!(
-            "payloads[{i}] nests deeper than {MAX_PAYLOAD_DEPTH} levels"
-        )));
+        return Err(Error::invalid(format!("payloads[{i}] nests deeper than {MAX_PAYLOAD_DEPTH} levels")));
     }
     Ok(())
 }
@@ -120,19 +106,13 @@ pub fn check_k(k: i64) -> Result<()> {
     if (1..=MAX_K).contains(&k) {
         Ok(())
     } else {
-        Err(Error::invalid(format!(
-            "k must be between 1 and {MAX_K}, got {k}"
-        )))
+        Err(Error::invalid(format!("k must be between 1 and {MAX_K}, got {k}")))
     }
 }
 
 /// Checks a search `ef`: positive.
 pub fn check_ef(ef: i64) -> Result<()> {
-    if ef > 0 {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!("ef must be positive, got {ef}")))
-    }
+    if ef > 0 { Ok(()) } else { Err(Error::invalid(format!("ef must be positive, got {ef}"))) }
 }
 
 /// Checks a timeout in seconds: positive and finite.
@@ -140,9 +120,7 @@ pub fn check_timeout(secs: f64) -> Result<()> {
     if secs > 0.0 && secs.is_finite() {
         Ok(())
     } else {
-        Err(Error::invalid(format!(
-            "timeout must be a positive finite number of seconds, got {secs}"
-        )))
+        Err(Error::invalid(format!("timeout must be a positive finite number of seconds, got {secs}")))
     }
 }
 
@@ -158,19 +136,12 @@ pub fn check_batch(
 ) -> Result<()> {
     check_dim(dim)?;
     if ids.len() != n {
-        return Err(Error::invalid(format!(
-            "got {} ids but {n} vectors",
-            ids.len()
-        )));
+        return Err(Error::invalid(format!("got {} ids but {n} vectors", ids.len())));
     }
     if let Some(p) = payloads
         && p.len() != ids.len()
     {
-        return Err(Error::invalid(format!(
-            "got {} ids but {} payloads",
-            ids.len(),
-            p.len()
-        )));
+        return Err(Error::invalid(format!("got {} ids but {} payloads", ids.len(), p.len())));
     }
     check_vectors(vectors, dim, n)?;
     check_ids(ids, id_type)?;
@@ -198,10 +169,7 @@ mod tests {
     fn dims() {
         assert!(check_dim(1).is_ok());
         assert!(check_dim(MAX_DIM).is_ok());
-        assert_eq!(
-            msg(check_dim(0)),
-            format!("dim must be between 1 and {MAX_DIM}, got 0")
-        );
+        assert_eq!(msg(check_dim(0)), format!("dim must be between 1 and {MAX_DIM}, got 0"));
         assert!(msg(check_dim(MAX_DIM + 1)).contains("65537"));
     }
 
@@ -223,50 +191,20 @@ mod tests {
 
     #[test]
     fn ids() {
-        let ints: Vec<PointId> = [1u64, 2, 3, 42, 5, 42]
-            .into_iter()
-            .map(PointId::Int)
-            .collect();
-        assert_eq!(
-            msg(check_ids(&ints, IdType::Int)),
-            "ids[5] duplicates ids[3] (42)"
-        );
+        let ints: Vec<PointId> = [1u64, 2, 3, 42, 5, 42].into_iter().map(PointId::Int).collect();
+        assert_eq!(msg(check_ids(&ints, IdType::Int)), "ids[5] duplicates ids[3] (42)");
         assert!(check_ids(&ints[..5], IdType::Int).is_ok());
+        assert_eq!(msg(check_ids(&ints, IdType::Str)), r#"ids[0] is an int but the collection has id_type "str""#);
+        let strs = vec![PointId::Str("a".into()), PointId::Str("b".into()), PointId::Int(3), PointId::Str("a".into())];
+        assert_eq!(msg(check_ids(&strs, IdType::Str)), r#"ids[2] is an int but the collection has id_type "str""#);
         assert_eq!(
-            msg(check_ids(&ints, IdType::Str)),
-            r#"ids[0] is an int but the collection has id_type "str""#
-        );
-        let strs = vec![
-            PointId::Str("a".into()),
-            PointId::Str("b".into()),
-            PointId::Int(3),
-            PointId::Str("a".into()),
-        ];
-        assert_eq!(
-            msg(check_ids(&strs, IdType::Str)),
-            r#"ids[2] is an int but the collection has id_type "str""#
-        );
-        assert_eq!(
-            msg(check_ids(
-                &strs[..1]
-                    .iter()
-                    .chain(&strs[3..])
-                    .cloned()
-                    .collect::<Vec<_>>(),
-                IdType::Int
-            )),
+            msg(check_ids(&strs[..1].iter().chain(&strs[3..]).cloned().collect::<Vec<_>>(), IdType::Int)),
             r#"ids[0] is a str but the collection has id_type "int""#
         );
         let dup = vec![PointId::Str("a".into()), PointId::Str("a".into())];
-        assert_eq!(
-            msg(check_ids(&dup, IdType::Str)),
-            r#"ids[1] duplicates ids[0] ("a")"#
-        );
+        assert_eq!(msg(check_ids(&dup, IdType::Str)), r#"ids[1] duplicates ids[0] ("a")"#);
         let empty = vec![PointId::Str("a".into()), PointId::Str(String::new())];
-        assert_eq!(
-            msg(check_ids(&empty, IdType::Str)),
-            "ids[1] is an empty string"
-        );
+        assert_eq!(msg(check_ids(&empty, IdType::Str)), "ids[1] is an empty string");
         assert_eq!(int_id(0, 7).unwrap(), PointId::Int(7));
         assert_eq!(msg(int_id(3, -3)), "ids[3] is negative (-3)");
     }
@@ -274,24 +212,15 @@ mod tests {
     #[test]
     fn payloads() {
         assert!(check_payload(0, &json!({"a": [1, {"b": null}]})).is_ok());
-        assert_eq!(
-            msg(check_payload(4, &json!([1]))),
-            "payloads[4] is not a JSON object"
-        );
-        assert_eq!(
-            msg(check_payload(4, &json!(null))),
-            "payloads[4] is not a JSON object"
-        );
+        assert_eq!(msg(check_payload(4, &json!([1]))), "payloads[4] is not a JSON object");
+        assert_eq!(msg(check_payload(4, &json!(null))), "payloads[4] is not a JSON object");
         let mut deep = json!(1);
         for _ in 0..MAX_PAYLOAD_DEPTH {
             deep = json!({ "x": deep });
         }
         assert!(check_payload(0, &deep).is_ok(), "exactly the limit is fine");
         let deeper = json!({ "x": deep });
-        assert_eq!(
-            msg(check_payload(4, &deeper)),
-            "payloads[4] nests deeper than 32 levels"
-        );
+        assert_eq!(msg(check_payload(4, &deeper)), "payloads[4] nests deeper than 32 levels");
         let mut arr = json!([]);
         for _ in 0..MAX_PAYLOAD_DEPTH {
             arr = json!([arr]);
@@ -320,29 +249,15 @@ mod tests {
         let p: Vec<Value> = (0..10).map(|i| json!({ "i": i })).collect();
         assert!(check_batch(&ids, &v, 3, 10, Some(&p), IdType::Int).is_ok());
         assert!(check_batch(&ids, &v, 3, 10, None, IdType::Int).is_ok());
-        assert_eq!(
-            msg(check_batch(&ids, &v[..27], 3, 9, None, IdType::Int)),
-            "got 10 ids but 9 vectors"
-        );
-        assert_eq!(
-            msg(check_batch(&ids, &v, 3, 10, Some(&p[..3]), IdType::Int)),
-            "got 10 ids but 3 payloads"
-        );
+        assert_eq!(msg(check_batch(&ids, &v[..27], 3, 9, None, IdType::Int)), "got 10 ids but 9 vectors");
+        assert_eq!(msg(check_batch(&ids, &v, 3, 10, Some(&p[..3]), IdType::Int)), "got 10 ids but 3 payloads");
         assert!(msg(check_batch(&ids, &v, 0, 10, None, IdType::Int)).starts_with("dim"));
         let mut bad = v.clone();
         bad[29] = f32::NAN;
-        assert_eq!(
-            msg(check_batch(&ids, &bad, 3, 10, Some(&p), IdType::Int)),
-            "vectors[9] contains NaN"
-        );
+        assert_eq!(msg(check_batch(&ids, &bad, 3, 10, Some(&p), IdType::Int)), "vectors[9] contains NaN");
         let mut badp = p.clone();
         badp[7] = json!("x");
-        assert_eq!(
-            msg(check_batch(&ids, &v, 3, 10, Some(&badp), IdType::Int)),
-            "payloads[7] is not a JSON object"
-        );
-        assert!(
-            msg(check_batch(&ids, &v, 3, 10, None, IdType::Str)).starts_with("ids[0] is an int")
-        );
+        assert_eq!(msg(check_batch(&ids, &v, 3, 10, Some(&badp), IdType::Int)), "payloads[7] is not a JSON object");
+        assert!(msg(check_batch(&ids, &v, 3, 10, None, IdType::Str)).starts_with("ids[0] is an int"));
     }
 }

@@ -49,7 +49,7 @@ impl Default for NodeConfig {
             node_id: 1,
             zone: String::new(),
             shards_default: 1,
-            log_level: "info".into(),
+            log_level: "info,openraft=warn".into(),
             help: false,
         }
     }
@@ -118,17 +118,26 @@ impl NodeConfig {
         match key {
             "data_dir" => self.data_dir = PathBuf::from(value),
             "listen" => {
-                value.parse::<std::net::SocketAddr>().map_err(|_| format!("{value:?} is not HOST:PORT (an IP address)"))?;
+                value
+                    .parse::<std::net::SocketAddr>()
+                    .map_err(|_| format!("{value:?} is not HOST:PORT (an IP address)"))?;
                 self.listen = value.to_string();
             }
             "advertise" => self.advertise = Some(value.to_string()),
             "node_id" => {
-                self.node_id = value.parse().ok().filter(|&n: &u64| n >= 1).ok_or_else(|| format!("{value:?} is not a node id >= 1"))?
+                self.node_id = value
+                    .parse()
+                    .ok()
+                    .filter(|&n: &u64| n >= 1)
+                    .ok_or_else(|| format!("{value:?} is not a node id >= 1"))?
             }
             "zone" => self.zone = value.to_string(),
             "shards_default" => {
-                self.shards_default =
-                    value.parse().ok().filter(|&n: &u32| (1..=1024).contains(&n)).ok_or_else(|| format!("{value:?} is not in 1..=1024"))?
+                self.shards_default = value
+                    .parse()
+                    .ok()
+                    .filter(|&n: &u32| (1..=1024).contains(&n))
+                    .ok_or_else(|| format!("{value:?} is not in 1..=1024"))?
             }
             "log_level" => self.log_level = value.to_string(),
             other => return Err(format!("unknown setting {other:?}")),

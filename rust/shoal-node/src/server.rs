@@ -86,12 +86,15 @@ pub async fn run(cfg: NodeConfig) -> Result<(), ServeError> {
     let dir_err = |source| ServeError::DataDir { path: dir.display().to_string(), source };
     std::fs::create_dir_all(&dir).map_err(dir_err)?;
     let _ = std::fs::remove_file(dir.join("node.json"));
-    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("LOCK")).map_err(dir_err)?;
+    let lock =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("LOCK")).map_err(dir_err)?;
     if lock.try_lock().is_err() {
         return Err(ServeError::Locked(dir.display().to_string()));
     }
-    let listener = TcpListener::bind(&cfg.listen).await.map_err(|source| ServeError::Bind { addr: cfg.listen.clone(), source })?;
-    let bound: SocketAddr = listener.local_addr().map_err(|source| ServeError::Bind { addr: cfg.listen.clone(), source })?;
+    let listener =
+        TcpListener::bind(&cfg.listen).await.map_err(|source| ServeError::Bind { addr: cfg.listen.clone(), source })?;
+    let bound: SocketAddr =
+        listener.local_addr().map_err(|source| ServeError::Bind { addr: cfg.listen.clone(), source })?;
     let advertise = cfg.advertise.clone().unwrap_or_else(|| bound.to_string());
     tracing::info!(node_id = cfg.node_id, %advertise, data_dir = %dir.display(), "starting");
 

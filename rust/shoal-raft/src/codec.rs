@@ -101,10 +101,7 @@ impl<'a> Dec<'a> {
     }
     pub(crate) fn take(&mut self, n: usize, what: &str) -> std::result::Result<&'a [u8], String> {
         if self.remaining() < n {
-            return Err(format!(
-                "truncated while reading {what} at byte {}",
-                self.pos
-            ));
+            return Err(format!("truncated while reading {what} at byte {}", self.pos));
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -131,13 +128,7 @@ impl<'a> Dec<'a> {
         let term = self.u64("log id term")?;
         let node = self.u64("log id node")?;
         let index = self.u64("log id index")?;
-        Ok(LogId::new(
-            LeaderId {
-                term,
-                node_id: node,
-            },
-            index,
-        ))
+        Ok(LogId::new(LeaderId { term, node_id: node }, index))
     }
     pub(crate) fn opt_log_id(&mut self) -> std::result::Result<Option<LogId>, String> {
         match self.u8("log id tag")? {
@@ -154,13 +145,7 @@ impl<'a> Dec<'a> {
             1 => true,
             t => return Err(format!("bad vote committed flag {t}")),
         };
-        Ok(Vote {
-            leader_id: LeaderId {
-                term,
-                node_id: node,
-            },
-            committed,
-        })
+        Ok(Vote { leader_id: LeaderId { term, node_id: node }, committed })
     }
     pub(crate) fn membership(&mut self) -> std::result::Result<Membership, String> {
         let n_configs = self.u32("membership config count")?;
@@ -178,8 +163,8 @@ impl<'a> Dec<'a> {
         for _ in 0..n_nodes {
             let id = self.u64("membership node id")?;
             let addr = self.bytes("membership node address")?;
-            let addr = String::from_utf8(addr.to_vec())
-                .map_err(|_| "membership node address is not UTF-8".to_string())?;
+            let addr =
+                String::from_utf8(addr.to_vec()).map_err(|_| "membership node address is not UTF-8".to_string())?;
             nodes.insert(id, Node { addr });
         }
         Membership::new(configs, nodes).map_err(|e| format!("invalid membership: {e}"))
@@ -192,10 +177,7 @@ impl<'a> Dec<'a> {
     pub(crate) fn snapshot_meta(&mut self) -> std::result::Result<SnapshotMeta, String> {
         let last_log_id = self.opt_log_id()?;
         let last_membership = self.stored_membership()?;
-        Ok(SnapshotMeta {
-            last_log_id,
-            last_membership,
-        })
+        Ok(SnapshotMeta { last_log_id, last_membership })
     }
 }
 
@@ -248,12 +230,7 @@ pub(crate) fn read_state_file(path: &Path, kind: u8) -> Result<Option<Vec<u8>>> 
 }
 
 /// Replaces `dir/name` atomically and durably: write `name.tmp`, fsync, rename, fsync `dir`.
-pub(crate) fn write_state_file(
-    dir: &Path,
-    name: &str,
-    kind: u8,
-    body: &[u8],
-) -> std::io::Result<()> {
+pub(crate) fn write_state_file(dir: &Path, name: &str, kind: u8, body: &[u8]) -> std::io::Result<()> {
     let data = frame_state(kind, body);
     let tmp = dir.join(format!("{name}.tmp"));
     {
@@ -282,26 +259,9 @@ mod tests {
         nodes.insert(3u64, Node { addr: "c:3".into() });
         let configs = vec![BTreeSet::from([1u64, 2]), BTreeSet::from([2u64])];
         let m = Membership::new(configs, nodes).unwrap();
-        let sm = StoredMembership::new(
-            Some(LogId::new(
-                LeaderId {
-                    term: 3,
-                    node_id: 1,
-                },
-                9,
-            )),
-            m,
-        );
-        let meta = SnapshotMeta {
-            last_log_id: Some(LogId::new(
-                LeaderId {
-                    term: 4,
-                    node_id: 2,
-                },
-                11,
-            )),
-            last_membership: sm,
-        };
+        let sm = StoredMembership::new(Some(LogId::new(LeaderId { term: 3, node_id: 1 }, 9)), m);
+        let meta =
+            SnapshotMeta { last_log_id: Some(LogId::new(LeaderId { term: 4, node_id: 2 }, 11)), last_membership: sm };
         let mut buf = Vec::new();
         Enc(&mut buf).snapshot_meta(&meta);
         let mut d = Dec::new(&buf);
@@ -318,21 +278,9 @@ mod tests {
     fn state_file_round_trip_and_corruption() {
         let dir = tempfile::tempdir().unwrap();
         write_state_file(dir.path(), "vote", 1, b"hello").unwrap();
-        assert_eq!(
-            read_state_file(&dir.path().join("vote"), 1)
-                .unwrap()
-                .unwrap(),
-            b"hello"
-        );
-        assert!(
-            read_state_file(&dir.path().join("missing"), 1)
-                .unwrap()
-                .is_none()
-        );
-        assert!(matches!(
-            read_state_file(&dir.path().join("vote"), 2),
-            Err(Error::Corrupt { .. })
-        ));
+        assert_eq!(read_state_file(&dir.path().join("vote"), 1).unwrap().unwrap(), b"hello");
+        assert!(read_state_file(&dir.path().join("missing"), 1).unwrap().is_none());
+        assert!(matches!(read_state_file(&dir.path().join("vote"), 2), Err(Error::Corrupt { .. })));
         let p = dir.path().join("vote");
         let mut data = std::fs::read(&p).unwrap();
         data[14] ^= 0xff;

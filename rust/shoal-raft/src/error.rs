@@ -78,19 +78,14 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn corrupt(path: impl Into<PathBuf>, reason: impl Into<String>) -> Error {
-        Error::Corrupt {
-            path: path.into(),
-            reason: reason.into(),
-        }
+        Error::Corrupt { path: path.into(), reason: reason.into() }
     }
 
     /// Converts into an `io::Error` for the openraft storage traits, keeping the message.
     pub(crate) fn into_io(self) -> std::io::Error {
         match self {
             Error::Io(e) => e,
-            e @ Error::Corrupt { .. } => {
-                std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
-            }
+            e @ Error::Corrupt { .. } => std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
             e => std::io::Error::other(e.to_string()),
         }
     }
@@ -109,55 +104,33 @@ impl From<openraft::errors::Fatal<TypeConfig>> for Error {
 
 impl From<openraft::errors::ForwardToLeader<TypeConfig>> for Error {
     fn from(f: openraft::errors::ForwardToLeader<TypeConfig>) -> Self {
-        Error::NotLeader {
-            leader: f.leader_id,
-            leader_addr: f.leader_node.map(|n| n.addr),
-        }
+        Error::NotLeader { leader: f.leader_id, leader_addr: f.leader_node.map(|n| n.addr) }
     }
 }
 
-impl From<openraft::errors::RaftError<TypeConfig, openraft::errors::ClientWriteError<TypeConfig>>>
-    for Error
-{
-    fn from(
-        e: openraft::errors::RaftError<TypeConfig, openraft::errors::ClientWriteError<TypeConfig>>,
-    ) -> Self {
+impl From<openraft::errors::RaftError<TypeConfig, openraft::errors::ClientWriteError<TypeConfig>>> for Error {
+    fn from(e: openraft::errors::RaftError<TypeConfig, openraft::errors::ClientWriteError<TypeConfig>>) -> Self {
         use openraft::errors::ClientWriteError;
         use openraft::errors::RaftError;
         match e {
             RaftError::Fatal(f) => f.into(),
             RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => f.into(),
-            RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => Error::CommitUnknown {
-                leader: f.leader_id,
-                leader_addr: f.leader_node.map(|n| n.addr),
-            },
+            RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => {
+                Error::CommitUnknown { leader: f.leader_id, leader_addr: f.leader_node.map(|n| n.addr) }
+            }
             RaftError::APIError(other) => Error::Rejected(other.to_string()),
         }
     }
 }
 
-impl
-    From<
-        openraft::errors::RaftError<
-            TypeConfig,
-            openraft::errors::LinearizableReadError<TypeConfig>,
-        >,
-    > for Error
-{
-    fn from(
-        e: openraft::errors::RaftError<
-            TypeConfig,
-            openraft::errors::LinearizableReadError<TypeConfig>,
-        >,
-    ) -> Self {
+impl From<openraft::errors::RaftError<TypeConfig, openraft::errors::LinearizableReadError<TypeConfig>>> for Error {
+    fn from(e: openraft::errors::RaftError<TypeConfig, openraft::errors::LinearizableReadError<TypeConfig>>) -> Self {
         use openraft::errors::LinearizableReadError;
         use openraft::errors::RaftError;
         match e {
             RaftError::Fatal(f) => f.into(),
             RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) => f.into(),
-            RaftError::APIError(LinearizableReadError::QuorumNotEnough(q)) => {
-                Error::NoQuorum(q.to_string())
-            }
+            RaftError::APIError(LinearizableReadError::QuorumNotEnough(q)) => Error::NoQuorum(q.to_string()),
         }
     }
 }

@@ -89,9 +89,7 @@ impl GroupOptions {
             enable_leader_restore: Some(false),
             ..Default::default()
         };
-        config
-            .validate()
-            .map_err(|e| Error::InvalidArgument(format!("raft config: {e}")))
+        config.validate().map_err(|e| Error::InvalidArgument(format!("raft config: {e}")))
     }
 }
 
@@ -124,29 +122,26 @@ impl RaftGroup {
         let config = Arc::new(opts.to_config()?);
         let log_dir = dir.join("log");
         let snap_dir = dir.join("snapshots");
-        let log_opts = LogStoreOptions {
-            segment_bytes: opts.log_segment_bytes,
-        };
-        let (log, sm) =
-            tokio::task::spawn_blocking(move || -> Result<(LogStore, StateMachineStore)> {
-                // A group dropped without `shutdown` stops in the background and releases its
-                // directory locks shortly after: give it a moment before reporting `Locked`.
-                let deadline = std::time::Instant::now() + LOCK_WAIT;
-                loop {
-                    let opened = LogStore::open_with(&log_dir, log_opts.clone()).and_then(|log| {
-                        let sm = StateMachineStore::open(&snap_dir, app.clone())?;
-                        Ok((log, sm))
-                    });
-                    match opened {
-                        Err(Error::Locked(_)) if std::time::Instant::now() < deadline => {
-                            std::thread::sleep(Duration::from_millis(10));
-                        }
-                        r => return r,
+        let log_opts = LogStoreOptions { segment_bytes: opts.log_segment_bytes };
+        let (log, sm) = tokio::task::spawn_blocking(move || -> Result<(LogStore, StateMachineStore)> {
+            // A group dropped without `shutdown` stops in the background and releases its
+            // directory locks shortly after: give it a moment before reporting `Locked`.
+            let deadline = std::time::Instant::now() + LOCK_WAIT;
+            loop {
+                let opened = LogStore::open_with(&log_dir, log_opts.clone()).and_then(|log| {
+                    let sm = StateMachineStore::open(&snap_dir, app.clone())?;
+                    Ok((log, sm))
+                });
+                match opened {
+                    Err(Error::Locked(_)) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(10));
                     }
+                    r => return r,
                 }
-            })
-            .await
-            .map_err(|e| Error::Fatal(format!("opening the group failed: {e}")))??;
+            }
+        })
+        .await
+        .map_err(|e| Error::Fatal(format!("opening the group failed: {e}")))??;
         let reader = log.reader();
 
         let raft = match Raft::new(node_id, config, NoPeersNetwork, log, sm).await {
@@ -156,12 +151,7 @@ impl RaftGroup {
                 return Err(e.into());
             }
         };
-        let group = RaftGroup {
-            raft,
-            node_id,
-            dir: dir.to_path_buf(),
-            log: reader,
-        };
+        let group = RaftGroup { raft, node_id, dir: dir.to_path_buf(), log: reader };
 
         if !group.raft.is_initialized().await? {
             if opts.bootstrap_single {
@@ -175,12 +165,7 @@ impl RaftGroup {
         } else {
             let voters = group
                 .raft
-                .with_raft_state(|st| {
-                    st.membership_state
-                        .effective()
-                        .voter_ids()
-                        .collect::<Vec<_>>()
-                })
+                .with_raft_state(|st| st.membership_state.effective().voter_ids().collect::<Vec<_>>())
                 .await?;
             if voters == [node_id] {
                 group.raft.trigger().elect(false).await?;
@@ -208,11 +193,7 @@ impl RaftGroup {
     /// Index of the last entry applied to the state machine on this node (0 before any; index 0
     /// is the group's initial membership entry).
     pub fn applied_index(&self) -> u64 {
-        self.raft
-            .metrics()
-            .borrow_watched()
-            .last_applied
-            .map_or(0, |l| l.index)
+        self.raft.metrics().borrow_watched().last_applied.map_or(0, |l| l.index)
     }
 
     /// Whether this node currently is the leader.
@@ -247,10 +228,7 @@ impl RaftGroup {
         let waited = self
             .raft
             .wait(Some(timeout))
-            .metrics(
-                move |m| m.state == ServerState::Leader && m.current_leader == Some(id),
-                "this node is leader",
-            )
+            .metrics(move |m| m.state == ServerState::Leader && m.current_leader == Some(id), "this node is leader")
             .await;
         if let Err(e) = waited {
             return Err(match e {
@@ -260,9 +238,7 @@ impl RaftGroup {
         }
         match tokio::time::timeout(timeout, self.ensure_linearizable()).await {
             Ok(r) => r,
-            Err(_) => Err(Error::Timeout(format!(
-                "waiting for node {id} to apply its log"
-            ))),
+            Err(_) => Err(Error::Timeout(format!("waiting for node {id} to apply its log"))),
         }
     }
 

@@ -138,9 +138,7 @@ pub struct LogStoreOptions {
 
 impl Default for LogStoreOptions {
     fn default() -> Self {
-        LogStoreOptions {
-            segment_bytes: DEFAULT_SEGMENT_BYTES,
-        }
+        LogStoreOptions { segment_bytes: DEFAULT_SEGMENT_BYTES }
     }
 }
 
@@ -260,13 +258,7 @@ struct Loc {
 
 impl Loc {
     fn log_id(&self, index: u64) -> LogId {
-        LogId::new(
-            LeaderId {
-                term: self.term,
-                node_id: self.node,
-            },
-            index,
-        )
+        LogId::new(LeaderId { term: self.term, node_id: self.node }, index)
     }
 }
 
@@ -283,12 +275,7 @@ impl LogStore {
             return Err(Error::InvalidArgument("segment_bytes must be > 0".into()));
         }
         std::fs::create_dir_all(dir)?;
-        let lock = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.join("LOCK"))?;
+        let lock = File::options().read(true).write(true).create(true).truncate(false).open(dir.join("LOCK"))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked(dir.to_path_buf())),
@@ -297,17 +284,11 @@ impl LogStore {
 
         let vote = match read_state_file(&dir.join("vote"), STATE_VOTE)? {
             None => None,
-            Some(b) => Some(
-                Dec::new(&b)
-                    .vote()
-                    .map_err(|r| Error::corrupt(dir.join("vote"), r))?,
-            ),
+            Some(b) => Some(Dec::new(&b).vote().map_err(|r| Error::corrupt(dir.join("vote"), r))?),
         };
         let last_purged = match read_state_file(&dir.join("purged"), STATE_PURGED)? {
             None => None,
-            Some(b) => Dec::new(&b)
-                .opt_log_id()
-                .map_err(|r| Error::corrupt(dir.join("purged"), r))?,
+            Some(b) => Dec::new(&b).opt_log_id().map_err(|r| Error::corrupt(dir.join("purged"), r))?,
         };
         // `committed` is a recovery hint: a damaged file is reported and ignored.
         let committed = match read_state_file(&dir.join("committed"), STATE_COMMITTED) {
@@ -320,10 +301,7 @@ impl LogStore {
                 }
             },
             Err(e) => {
-                tracing::warn!(
-                    "ignoring unreadable committed file in {}: {e}",
-                    dir.display()
-                );
+                tracing::warn!("ignoring unreadable committed file in {}: {e}", dir.display());
                 None
             }
         };
@@ -345,9 +323,7 @@ impl LogStore {
         let thread = {
             let dir = dir.to_path_buf();
             let health = health.clone();
-            std::thread::Builder::new()
-                .name("shoal-log-io".into())
-                .spawn(move || io_loop(rx, dir, health))?
+            std::thread::Builder::new().name("shoal-log-io".into()).spawn(move || io_loop(rx, dir, health))?
         };
         Ok(LogStore {
             shared: Arc::new(Shared {
@@ -368,9 +344,7 @@ impl LogStore {
 
     /// A reader sharing this store's state.
     pub fn reader(&self) -> LogReader {
-        LogReader {
-            shared: self.shared.clone(),
-        }
+        LogReader { shared: self.shared.clone() }
     }
 
     /// Waits for pending fsyncs and the `committed` file, then stops the I/O thread. Later
@@ -389,9 +363,7 @@ impl Shared {
     fn send(&self, msg: IoMsg) -> io::Result<()> {
         let tx = self.io_tx.lock();
         match &*tx {
-            Some(tx) => tx
-                .send(msg)
-                .map_err(|_| io::Error::other("log store I/O thread is gone")),
+            Some(tx) => tx.send(msg).map_err(|_| io::Error::other("log store I/O thread is gone")),
             None => Err(io::Error::other("log store is closed")),
         }
     }
@@ -431,9 +403,7 @@ fn io_loop(rx: mpsc::Receiver<IoMsg>, dir: PathBuf, health: Arc<Health>) {
     let mut stop = false;
     while !stop {
         let first = if pending_committed.is_some() {
-            let wait = last_committed_write
-                .map(|t| COMMITTED_INTERVAL.saturating_sub(t.elapsed()))
-                .unwrap_or_default();
+            let wait = last_committed_write.map(|t| COMMITTED_INTERVAL.saturating_sub(t.elapsed())).unwrap_or_default();
             match rx.recv_timeout(wait) {
                 Ok(m) => Some(m),
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
@@ -469,9 +439,7 @@ fn io_loop(rx: mpsc::Receiver<IoMsg>, dir: PathBuf, health: Arc<Health>) {
             }
         }
         if !callbacks.is_empty() {
-            let res = health
-                .check()
-                .and_then(|()| files.iter().try_for_each(|f| f.sync_data()));
+            let res = health.check().and_then(|()| files.iter().try_for_each(|f| f.sync_data()));
             if let Err(e) = &res {
                 health.fail(format!("fsync of {}: {e}", dir.display()));
             }
@@ -489,10 +457,7 @@ fn io_loop(rx: mpsc::Receiver<IoMsg>, dir: PathBuf, health: Arc<Health>) {
             Enc(&mut body).opt_log_id(c.as_ref());
             if let Err(e) = write_state_file(&dir, "committed", STATE_COMMITTED, &body) {
                 // Not fatal: `committed` only speeds up recovery; the log and the vote are intact.
-                tracing::warn!(
-                    "failed to persist committed log id in {}: {e}",
-                    dir.display()
-                );
+                tracing::warn!("failed to persist committed log id in {}: {e}", dir.display());
             }
             last_committed_write = Some(Instant::now());
         }
@@ -516,19 +481,11 @@ impl Segment {
     /// Creates segment `seq` with its header, durably (file and directory entry).
     fn create(dir: &Path, seq: u64) -> io::Result<Segment> {
         let path = segment_path(dir, seq);
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let file = File::options().read(true).write(true).create_new(true).open(&path)?;
         file.write_all_at(&segment_header(), 0)?;
         file.sync_all()?;
         sync_dir(dir)?;
-        Ok(Segment {
-            path,
-            file: Arc::new(file),
-            len: SEGMENT_HEADER_LEN,
-        })
+        Ok(Segment { path, file: Arc::new(file), len: SEGMENT_HEADER_LEN })
     }
 }
 
@@ -552,19 +509,11 @@ struct Scanned {
 
 impl Inner {
     fn active_seq(&self) -> u64 {
-        *self
-            .segments
-            .keys()
-            .next_back()
-            .expect("a log store always has an active segment")
+        *self.segments.keys().next_back().expect("a log store always has an active segment")
     }
 
     fn last_index(&self) -> Option<u64> {
-        if self.locs.is_empty() {
-            None
-        } else {
-            Some(self.first_index + self.locs.len() as u64 - 1)
-        }
+        if self.locs.is_empty() { None } else { Some(self.first_index + self.locs.len() as u64 - 1) }
     }
 
     fn last_log_id(&self) -> Option<LogId> {
@@ -575,9 +524,7 @@ impl Inner {
     }
 
     fn loc(&self, index: u64) -> Option<&Loc> {
-        index
-            .checked_sub(self.first_index)
-            .and_then(|i| self.locs.get(i as usize))
+        index.checked_sub(self.first_index).and_then(|i| self.locs.get(i as usize))
     }
 
     /// Scans all segments and rebuilds the index (see the module docs for the rules).
@@ -615,10 +562,7 @@ impl Inner {
             if !header_ok {
                 if is_last && file_len <= SEGMENT_HEADER_LEN {
                     // A crash while the segment was being created: it holds no record.
-                    tracing::warn!(
-                        "removing torn new log segment {} ({file_len} bytes)",
-                        path.display()
-                    );
+                    tracing::warn!("removing torn new log segment {} ({file_len} bytes)", path.display());
                     drop(file);
                     std::fs::remove_file(&path)?;
                     sync_dir(&dir)?;
@@ -628,10 +572,7 @@ impl Inner {
             }
             let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
             if version != LOG_FORMAT_VERSION {
-                return Err(Error::corrupt(
-                    &path,
-                    format!("unsupported log format version {version}"),
-                ));
+                return Err(Error::corrupt(&path, format!("unsupported log format version {version}")));
             }
 
             let (records, valid_len) = scan_segment(&file, &path, file_len, is_last)?;
@@ -649,10 +590,7 @@ impl Inner {
                 {
                     return Err(Error::corrupt(
                         &path,
-                        format!(
-                            "log index {idx} at offset {} does not follow index {last}",
-                            r.offset
-                        ),
+                        format!("log index {idx} at offset {} does not follow index {last}", r.offset),
                     ));
                 }
                 if self.locs.is_empty() {
@@ -666,14 +604,7 @@ impl Inner {
                     node: r.log_id.leader_id.node_id,
                 });
             }
-            self.segments.insert(
-                seq,
-                Segment {
-                    path,
-                    file: Arc::new(file),
-                    len: valid_len,
-                },
-            );
+            self.segments.insert(seq, Segment { path, file: Arc::new(file), len: valid_len });
         }
         if self.segments.is_empty() {
             let seg = Segment::create(&dir, 1)?;
@@ -681,16 +612,8 @@ impl Inner {
         }
 
         // Segments holding only purged entries may survive a crash during purge: drop them now.
-        let first_needed = self
-            .locs
-            .front()
-            .map(|l| l.seg)
-            .unwrap_or_else(|| self.active_seq());
-        let stale: Vec<u64> = self
-            .segments
-            .range(..first_needed)
-            .map(|(s, _)| *s)
-            .collect();
+        let first_needed = self.locs.front().map(|l| l.seg).unwrap_or_else(|| self.active_seq());
+        let stale: Vec<u64> = self.segments.range(..first_needed).map(|(s, _)| *s).collect();
         for s in stale {
             if let Some(seg) = self.segments.remove(&s) {
                 std::fs::remove_file(&seg.path)?;
@@ -701,18 +624,12 @@ impl Inner {
         if let Some(c) = self.committed {
             let last = self.last_log_id();
             if last.is_none_or(|l| c.index > l.index) {
-                tracing::warn!(
-                    "saved committed {c} is past the last log id {last:?} in {}; clamping",
-                    dir.display()
-                );
+                tracing::warn!("saved committed {c} is past the last log id {last:?} in {}; clamping", dir.display());
                 self.committed = last;
             } else if let Some(loc) = self.loc(c.index)
                 && loc.log_id(c.index) != c
             {
-                tracing::warn!(
-                    "saved committed {c} does not match the log in {}; ignoring it",
-                    dir.display()
-                );
+                tracing::warn!("saved committed {c} does not match the log in {}; ignoring it", dir.display());
                 self.committed = None;
             }
         }
@@ -730,9 +647,7 @@ impl Inner {
                 if idx != want {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
-                        format!(
-                            "append of index {idx} where {want} is expected would leave a hole"
-                        ),
+                        format!("append of index {idx} where {want} is expected would leave a hole"),
                     ));
                 }
             } else if let Some(p) = self.last_purged
@@ -740,10 +655,7 @@ impl Inner {
             {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    format!(
-                        "append of index {idx} at or below the purged index {}",
-                        p.index
-                    ),
+                    format!("append of index {idx} at or below the purged index {}", p.index),
                 ));
             }
             if let EntryPayload::Normal(c) = &entry.payload
@@ -832,20 +744,12 @@ impl Inner {
             return Ok(());
         }
         let cut = self.locs[keep];
-        let later: Vec<u64> = self
-            .segments
-            .range(cut.seg + 1..)
-            .map(|(s, _)| *s)
-            .rev()
-            .collect();
+        let later: Vec<u64> = self.segments.range(cut.seg + 1..).map(|(s, _)| *s).rev().collect();
         for s in &later {
             let seg = self.segments.remove(s).expect("segment listed above");
             std::fs::remove_file(&seg.path)?;
         }
-        let seg = self
-            .segments
-            .get_mut(&cut.seg)
-            .expect("segment of an indexed entry");
+        let seg = self.segments.get_mut(&cut.seg).expect("segment of an indexed entry");
         seg.file.set_len(cut.offset)?;
         seg.file.sync_all()?;
         seg.len = cut.offset;
@@ -864,16 +768,8 @@ impl Inner {
             self.locs.pop_front();
             self.first_index += 1;
         }
-        let first_needed = self
-            .locs
-            .front()
-            .map(|l| l.seg)
-            .unwrap_or_else(|| self.active_seq());
-        let stale: Vec<u64> = self
-            .segments
-            .range(..first_needed)
-            .map(|(s, _)| *s)
-            .collect();
+        let first_needed = self.locs.front().map(|l| l.seg).unwrap_or_else(|| self.active_seq());
+        let stale: Vec<u64> = self.segments.range(..first_needed).map(|(s, _)| *s).collect();
         for s in &stale {
             let seg = self.segments.remove(s).expect("segment listed above");
             std::fs::remove_file(&seg.path)?;
@@ -886,13 +782,7 @@ impl Inner {
 
     /// Plans a read of `[start, end)`: the present entries of that range, at most `max_bytes`
     /// of bodies (but at least one entry).
-    fn plan(
-        &self,
-        start: u64,
-        end: u64,
-        max_bytes: u64,
-        max_entries: usize,
-    ) -> Vec<(Arc<File>, Loc, u64)> {
+    fn plan(&self, start: u64, end: u64, max_bytes: u64, max_entries: usize) -> Vec<(Arc<File>, Loc, u64)> {
         let mut out = Vec::new();
         if self.locs.is_empty() {
             return out;
@@ -903,8 +793,7 @@ impl Inner {
         for index in start..end {
             let loc = self.locs[(index - self.first_index) as usize];
             if !out.is_empty()
-                && (bytes.saturating_add(u64::from(loc.body_len)) > max_bytes
-                    || out.len() >= max_entries)
+                && (bytes.saturating_add(u64::from(loc.body_len)) > max_bytes || out.len() >= max_entries)
             {
                 break;
             }
@@ -916,12 +805,7 @@ impl Inner {
 }
 
 /// Scans the records of one segment; returns them and the length of the valid prefix.
-fn scan_segment(
-    file: &File,
-    path: &Path,
-    file_len: u64,
-    is_last: bool,
-) -> Result<(Vec<Scanned>, u64)> {
+fn scan_segment(file: &File, path: &Path, file_len: u64, is_last: bool) -> Result<(Vec<Scanned>, u64)> {
     let mut rd = BufReader::with_capacity(1 << 20, file);
     // Skip the header (already checked).
     let mut skip = [0u8; SEGMENT_HEADER_LEN as usize];
@@ -933,11 +817,7 @@ fn scan_segment(
         match read_record(&mut rd, pos, file_len, &mut body) {
             Ok(log_id) => {
                 let body_len = body.len() as u32;
-                out.push(Scanned {
-                    offset: pos,
-                    body_len,
-                    log_id,
-                });
+                out.push(Scanned { offset: pos, body_len, log_id });
                 pos += (FRAME_LEN + body.len()) as u64;
             }
             Err(bad) => {
@@ -946,10 +826,7 @@ fn scan_segment(
                     BadRecord::Damaged(w) => (w.clone(), Some(body.len() as u64)),
                 };
                 if !is_last {
-                    return Err(Error::corrupt(
-                        path,
-                        format!("{what} at offset {pos} of a sealed segment"),
-                    ));
+                    return Err(Error::corrupt(path, format!("{what} at offset {pos} of a sealed segment")));
                 }
                 // A damaged record followed by a valid one is not a torn write but corruption
                 // in the middle of the log: refuse to drop acknowledged entries after it.
@@ -958,9 +835,7 @@ fn scan_segment(
                     if next < file_len && valid_record_at(file, next, file_len) {
                         return Err(Error::corrupt(
                             path,
-                            format!(
-                                "{what} at offset {pos}, followed by a valid record at offset {next}"
-                            ),
+                            format!("{what} at offset {pos}, followed by a valid record at offset {next}"),
                         ));
                     }
                 }
@@ -977,32 +852,20 @@ fn scan_segment(
 }
 
 /// Reads the record at `pos` into `body`; returns its log id.
-fn read_record(
-    rd: &mut impl Read,
-    pos: u64,
-    file_len: u64,
-    body: &mut Vec<u8>,
-) -> Result<LogId, BadRecord> {
+fn read_record(rd: &mut impl Read, pos: u64, file_len: u64, body: &mut Vec<u8>) -> Result<LogId, BadRecord> {
     body.clear();
     if file_len - pos < FRAME_LEN as u64 {
-        return Err(BadRecord::Short(format!(
-            "short record frame ({} bytes)",
-            file_len - pos
-        )));
+        return Err(BadRecord::Short(format!("short record frame ({} bytes)", file_len - pos)));
     }
     let mut frame = [0u8; FRAME_LEN];
-    rd.read_exact(&mut frame)
-        .map_err(|e| BadRecord::Short(format!("read error {e}")))?;
+    rd.read_exact(&mut frame).map_err(|e| BadRecord::Short(format!("read error {e}")))?;
     let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as u64;
     let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
     if len > file_len - pos - FRAME_LEN as u64 {
-        return Err(BadRecord::Short(format!(
-            "record length {len} past the end of the file"
-        )));
+        return Err(BadRecord::Short(format!("record length {len} past the end of the file")));
     }
     body.resize(len as usize, 0);
-    rd.read_exact(body)
-        .map_err(|e| BadRecord::Short(format!("read error {e}")))?;
+    rd.read_exact(body).map_err(|e| BadRecord::Short(format!("read error {e}")))?;
     if crc32c::crc32c(body) != crc {
         return Err(BadRecord::Damaged("record checksum mismatch".into()));
     }
@@ -1022,8 +885,7 @@ fn valid_record_at(file: &File, pos: u64, file_len: u64) -> bool {
         return false;
     }
     let mut body = vec![0u8; len as usize];
-    file.read_exact_at(&mut body, pos + FRAME_LEN as u64)
-        .is_ok()
+    file.read_exact_at(&mut body, pos + FRAME_LEN as u64).is_ok()
         && crc32c::crc32c(&body) == crc
         && decode_head(&body).is_ok()
 }
@@ -1061,12 +923,7 @@ fn read_entry(file: &File, loc: &Loc, index: u64, dir: &Path) -> io::Result<Entr
     let bad = |what: String| {
         io::Error::new(
             io::ErrorKind::InvalidData,
-            format!(
-                "log {}: segment {} offset {}: {what}",
-                dir.display(),
-                loc.seg,
-                loc.offset
-            ),
+            format!("log {}: segment {} offset {}: {what}", dir.display(), loc.seg, loc.offset),
         )
     };
     let body_len = loc.body_len as usize;
@@ -1079,19 +936,13 @@ fn read_entry(file: &File, loc: &Loc, index: u64, dir: &Path) -> io::Result<Entr
     } else {
         file.read_exact_at(&mut head, loc.offset)?;
         let mut payload = vec![0u8; body_len - BODY_HEAD_LEN];
-        file.read_exact_at(
-            &mut payload,
-            loc.offset + (FRAME_LEN + BODY_HEAD_LEN) as u64,
-        )?;
+        file.read_exact_at(&mut payload, loc.offset + (FRAME_LEN + BODY_HEAD_LEN) as u64)?;
         payload
     };
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
     let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
     if len != loc.body_len {
-        return Err(bad(format!(
-            "record length {len}, index says {}",
-            loc.body_len
-        )));
+        return Err(bad(format!("record length {len}, index says {}", loc.body_len)));
     }
     if crc32c::crc32c_append(crc32c::crc32c(&head[FRAME_LEN..]), &payload) != crc {
         return Err(bad("record checksum mismatch".into()));
@@ -1121,12 +972,7 @@ struct BatchWriter {
 
 impl BatchWriter {
     fn new(seg: &Segment) -> BatchWriter {
-        BatchWriter {
-            file: seg.file.clone(),
-            pos: seg.len,
-            buf_start: seg.len,
-            buf: Vec::new(),
-        }
+        BatchWriter { file: seg.file.clone(), pos: seg.len, buf_start: seg.len, buf: Vec::new() }
     }
 
     fn put(&mut self, data: &[u8]) -> io::Result<()> {
@@ -1175,18 +1021,10 @@ fn range_to_half_open(range: &impl RangeBounds<u64>) -> (u64, u64) {
 
 impl Shared {
     /// Reads the present entries of `[start, end)`, bounded by the given limits.
-    fn read(
-        &self,
-        start: u64,
-        end: u64,
-        max_bytes: u64,
-        max_entries: usize,
-    ) -> io::Result<Vec<Entry>> {
+    fn read(&self, start: u64, end: u64, max_bytes: u64, max_entries: usize) -> io::Result<Vec<Entry>> {
         self.check()?;
         let plan = self.inner.read().plan(start, end, max_bytes, max_entries);
-        plan.iter()
-            .map(|(file, loc, index)| read_entry(file, loc, *index, &self.dir))
-            .collect()
+        plan.iter().map(|(file, loc, index)| read_entry(file, loc, *index, &self.dir)).collect()
     }
 
     /// Reads all present entries of `[start, end)`.
@@ -1244,10 +1082,7 @@ fn chunked_stream(
                 Ok(entries) if entries.is_empty() => None,
                 Ok(entries) => {
                     let after = entries.last().map(|e| e.index() + 1);
-                    Some((
-                        entries.into_iter().map(|e| Ok(Ok(e))).collect::<Vec<_>>(),
-                        after,
-                    ))
+                    Some((entries.into_iter().map(|e| Ok(Ok(e))).collect::<Vec<_>>(), after))
                 }
                 Err(e) => Some((vec![Err(e)], None)),
             }
@@ -1281,10 +1116,7 @@ impl RaftLogReader<TypeConfig> for LogReader {
         self.shared.read(start, end, READ_CHUNK_BYTES, usize::MAX)
     }
 
-    async fn entries_stream<RB>(
-        &mut self,
-        range: RB,
-    ) -> impl Stream<Item = io::Result<Entry>> + OptionalSend
+    async fn entries_stream<RB>(&mut self, range: RB) -> impl Stream<Item = io::Result<Entry>> + OptionalSend
     where
         RB: RangeBounds<u64> + Clone + Debug + OptionalSend,
     {
@@ -1320,10 +1152,7 @@ impl RaftLogReader<TypeConfig> for LogReader {
         let mut prev: Option<LogId> = None;
         for index in first..=last {
             let Some(loc) = g.loc(index) else {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("log index {index} is not in the log"),
-                ));
+                return Err(io::Error::new(io::ErrorKind::NotFound, format!("log index {index} is not in the log")));
             };
             let id = loc.log_id(index);
             if let Some(p) = prev
@@ -1344,10 +1173,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
         self.shared.check()?;
         let g = self.shared.inner.read();
-        Ok(LogState {
-            last_purged_log_id: g.last_purged,
-            last_log_id: g.last_log_id(),
-        })
+        Ok(LogState { last_purged_log_id: g.last_purged, last_log_id: g.last_log_id() })
     }
 
     async fn get_log_reader(&mut self) -> LogReader {
@@ -1413,13 +1239,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
         self.shared.check()?;
-        if self
-            .shared
-            .inner
-            .read()
-            .last_purged
-            .is_some_and(|p| p >= log_id)
-        {
+        if self.shared.inner.read().last_purged.is_some_and(|p| p >= log_id) {
             return Ok(());
         }
         let mut body = Vec::new();

@@ -39,10 +39,7 @@ pub struct NoPeerClient {
 
 impl NoPeerClient {
     fn unreachable(&self) -> Unreachable<TypeConfig> {
-        Unreachable::from_string(format!(
-            "no network: peer {} is unreachable (single-node group)",
-            self.target
-        ))
+        Unreachable::from_string(format!("no network: peer {} is unreachable (single-node group)", self.target))
     }
 }
 

@@ -136,12 +136,7 @@ impl StateMachineStore {
     /// Blocking (reads the whole snapshot): call it from a blocking context.
     pub fn open(dir: &Path, app: Arc<dyn StateMachineApp>) -> Result<StateMachineStore> {
         std::fs::create_dir_all(dir)?;
-        let lock = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.join("LOCK"))?;
+        let lock = File::options().read(true).write(true).create(true).truncate(false).open(dir.join("LOCK"))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked(dir.to_path_buf())),
@@ -179,11 +174,7 @@ impl StateMachineStore {
             restore_app(&*shared.app, &path, &meta)?;
             applied.last_applied = meta.last_log_id;
             applied.membership = meta.last_membership.clone();
-            tracing::info!(
-                "restored snapshot {} (last log id {:?})",
-                path.display(),
-                meta.last_log_id
-            );
+            tracing::info!("restored snapshot {} (last log id {:?})", path.display(), meta.last_log_id);
             *shared.current.lock() = Some(CurrentSnapshot { meta, path });
         }
         Ok(StateMachineStore { shared })
@@ -203,8 +194,7 @@ impl StateMachineStore {
 impl Shared {
     fn tmp_path(&self, what: &str) -> PathBuf {
         let n = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        self.dir
-            .join(format!("{what}-{}-{n}.tmp", std::process::id()))
+        self.dir.join(format!("{what}-{}-{n}.tmp", std::process::id()))
     }
 
     /// Makes the fsynced `tmp` (holding `meta`) the current snapshot, unless a snapshot at
@@ -215,16 +205,10 @@ impl Shared {
             && c.meta.last_log_id >= meta.last_log_id
         {
             std::fs::remove_file(tmp)?;
-            return Ok(Snapshot {
-                meta: c.meta.clone(),
-                snapshot: File::open(&c.path)?,
-            });
+            return Ok(Snapshot { meta: c.meta.clone(), snapshot: File::open(&c.path)? });
         }
         let name = match &meta.last_log_id {
-            Some(l) => format!(
-                "snapshot-{:020}-{}-{}.snap",
-                l.index, l.leader_id.term, l.leader_id.node_id
-            ),
+            Some(l) => format!("snapshot-{:020}-{}-{}.snap", l.index, l.leader_id.term, l.leader_id.node_id),
             None => "snapshot-empty.snap".to_string(),
         };
         let path = self.dir.join(name);
@@ -235,14 +219,8 @@ impl Shared {
         {
             std::fs::remove_file(&old.path)?;
         }
-        *cur = Some(CurrentSnapshot {
-            meta: meta.clone(),
-            path: path.clone(),
-        });
-        Ok(Snapshot {
-            meta: meta.clone(),
-            snapshot: File::open(&path)?,
-        })
+        *cur = Some(CurrentSnapshot { meta: meta.clone(), path: path.clone() });
+        Ok(Snapshot { meta: meta.clone(), snapshot: File::open(&path)? })
     }
 
     /// Writes a snapshot of the app to a new file and publishes it.
@@ -253,16 +231,10 @@ impl Shared {
             let mut w = BufWriter::with_capacity(IO_BUF, file);
             let (meta, head, app_len, app_crc) = {
                 let applied = self.applied.lock();
-                let meta = SnapshotMeta {
-                    last_log_id: applied.last_applied,
-                    last_membership: applied.membership.clone(),
-                };
+                let meta =
+                    SnapshotMeta { last_log_id: applied.last_applied, last_membership: applied.membership.clone() };
                 let head = write_header_start(&mut w, &meta)?;
-                let mut cw = CrcWriter {
-                    inner: &mut w,
-                    len: 0,
-                    crc: 0,
-                };
+                let mut cw = CrcWriter { inner: &mut w, len: 0, crc: 0 };
                 self.app.snapshot(&mut cw)?;
                 (meta, head, cw.len, cw.crc)
             };
@@ -289,9 +261,7 @@ impl Shared {
     fn install(&self, meta: &SnapshotMeta, mut data: SnapshotData) -> io::Result<()> {
         let same_as_current = {
             let cur = self.current.lock();
-            cur.as_ref()
-                .filter(|c| c.meta == *meta)
-                .map(|c| c.path.clone())
+            cur.as_ref().filter(|c| c.meta == *meta).map(|c| c.path.clone())
         };
         if let Some(path) = same_as_current {
             let mut applied = self.applied.lock();
@@ -357,40 +327,29 @@ fn finish_header(file: &mut File, head: &[u8], app_len: u64) -> io::Result<()> {
 fn read_header(r: &mut impl Read, path: &Path) -> Result<(SnapshotMeta, u64)> {
     let bad = |reason: String| Error::corrupt(path, reason);
     let mut fixed = [0u8; 16];
-    r.read_exact(&mut fixed)
-        .map_err(|e| bad(format!("short header: {e}")))?;
+    r.read_exact(&mut fixed).map_err(|e| bad(format!("short header: {e}")))?;
     if fixed[..8] != *SNAPSHOT_MAGIC {
         return Err(bad("not a snapshot file (bad magic)".into()));
     }
     let version = u32::from_le_bytes([fixed[8], fixed[9], fixed[10], fixed[11]]);
     if version != SNAPSHOT_FORMAT_VERSION {
-        return Err(bad(format!(
-            "unsupported snapshot format version {version}"
-        )));
+        return Err(bad(format!("unsupported snapshot format version {version}")));
     }
     let meta_len = u32::from_le_bytes([fixed[12], fixed[13], fixed[14], fixed[15]]) as usize;
     if meta_len > 64 << 20 {
         return Err(bad(format!("implausible meta length {meta_len}")));
     }
     let mut rest = vec![0u8; meta_len + 12];
-    r.read_exact(&mut rest)
-        .map_err(|e| bad(format!("short header: {e}")))?;
+    r.read_exact(&mut rest).map_err(|e| bad(format!("short header: {e}")))?;
     let mut head = fixed.to_vec();
     head.extend_from_slice(&rest[..meta_len + 8]);
-    let want = u32::from_le_bytes([
-        rest[meta_len + 8],
-        rest[meta_len + 9],
-        rest[meta_len + 10],
-        rest[meta_len + 11],
-    ]);
+    let want = u32::from_le_bytes([rest[meta_len + 8], rest[meta_len + 9], rest[meta_len + 10], rest[meta_len + 11]]);
     if crc32c::crc32c(&head) != want {
         return Err(bad("header checksum mismatch".into()));
     }
     let mut d = Dec::new(&rest[..meta_len]);
     let meta = d.snapshot_meta().map_err(bad)?;
-    let app_len = Dec::new(&rest[meta_len..meta_len + 8])
-        .u64("app length")
-        .map_err(bad)?;
+    let app_len = Dec::new(&rest[meta_len..meta_len + 8]).u64("app length").map_err(bad)?;
     Ok((meta, app_len))
 }
 
@@ -402,26 +361,16 @@ fn restore_app(app: &dyn StateMachineApp, path: &Path, meta: &SnapshotMeta) -> R
     let mut r = BufReader::with_capacity(IO_BUF, file);
     let (file_meta, app_len) = read_header(&mut r, path)?;
     if file_meta != *meta {
-        return Err(Error::corrupt(
-            path,
-            format!("snapshot holds meta {file_meta}, expected {meta}"),
-        ));
+        return Err(Error::corrupt(path, format!("snapshot holds meta {file_meta}, expected {meta}")));
     }
     let header_len = r.stream_position()?;
     if header_len + app_len + 4 != file_len {
         return Err(Error::corrupt(
             path,
-            format!(
-                "file is {file_len} bytes, header says {}",
-                header_len + app_len + 4
-            ),
+            format!("file is {file_len} bytes, header says {}", header_len + app_len + 4),
         ));
     }
-    let mut cr = CrcReader {
-        inner: &mut r,
-        remaining: app_len,
-        crc: 0,
-    };
+    let mut cr = CrcReader { inner: &mut r, remaining: app_len, crc: 0 };
     app.restore(&mut cr)?;
     io::copy(&mut cr, &mut io::sink())?;
     let crc = cr.crc;
@@ -467,18 +416,13 @@ struct CrcReader<'a, R: Read> {
 
 impl<R: Read> Read for CrcReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let max = buf
-            .len()
-            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let max = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         if max == 0 {
             return Ok(0);
         }
         let n = self.inner.read(&mut buf[..max])?;
         if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "snapshot app data is truncated",
-            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "snapshot app data is truncated"));
         }
         self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
         self.remaining -= n as u64;
@@ -487,9 +431,7 @@ impl<R: Read> Read for CrcReader<'_, R> {
 }
 
 /// Runs blocking work on tokio's blocking pool.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
         Err(e) => Err(io::Error::other(format!("state machine task failed: {e}"))),
@@ -555,16 +497,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        SnapshotBuilder {
-            shared: self.shared.clone(),
-        }
+        SnapshotBuilder { shared: self.shared.clone() }
     }
 
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta,
-        snapshot: SnapshotData,
-    ) -> io::Result<()> {
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> io::Result<()> {
         let shared = self.shared.clone();
         let meta = meta.clone();
         blocking(move || shared.install(&meta, snapshot)).await
@@ -574,10 +510,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let cur = self.shared.current.lock();
         match cur.as_ref() {
             None => Ok(None),
-            Some(c) => Ok(Some(Snapshot {
-                meta: c.meta.clone(),
-                snapshot: File::open(&c.path)?,
-            })),
+            Some(c) => Ok(Some(Snapshot { meta: c.meta.clone(), snapshot: File::open(&c.path)? })),
         }
     }
 }

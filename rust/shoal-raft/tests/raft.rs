@@ -55,10 +55,7 @@ fn kv_command(key: &str, value: &[u8]) -> Vec<u8> {
 
 impl StateMachineApp for KvApp {
     fn apply(&self, index: u64, command: &[u8]) -> Vec<u8> {
-        let split = command
-            .iter()
-            .position(|b| *b == 0)
-            .expect("kv command has a separator");
+        let split = command.iter().position(|b| *b == 0).expect("kv command has a separator");
         let key = String::from_utf8(command[..split].to_vec()).expect("utf-8 key");
         self.map.lock().insert(key, command[split + 1..].to_vec());
         index.to_le_bytes().to_vec()
@@ -115,9 +112,7 @@ fn value(i: u64) -> Vec<u8> {
 struct Builder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder {
-    async fn build(
-        &self,
-    ) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("tempdir");
         let to_sto = |e: Error| StorageError::read(TypeConfig::err_from_string(e.to_string()));
         let log = LogStore::open_with(
@@ -126,17 +121,14 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder 
             LogStoreOptions { segment_bytes: 200 },
         )
         .map_err(to_sto)?;
-        let sm = StateMachineStore::open(&dir.path().join("snapshots"), Arc::new(KvApp::default()))
-            .map_err(to_sto)?;
+        let sm = StateMachineStore::open(&dir.path().join("snapshots"), Arc::new(KvApp::default())).map_err(to_sto)?;
         Ok((dir, log, sm))
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openraft_storage_suite() {
-    Suite::test_all(Builder)
-        .await
-        .expect("openraft storage Suite");
+    Suite::test_all(Builder).await.expect("openraft storage Suite");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -160,11 +152,7 @@ async fn append_range(log: &mut LogStore, term: u64, range: std::ops::Range<u64>
 }
 
 async fn read_all(log: &mut LogStore) -> Vec<Entry> {
-    log.get_log_reader()
-        .await
-        .try_get_log_entries(..)
-        .await
-        .expect("read")
+    log.get_log_reader().await.try_get_log_entries(..).await.expect("read")
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
@@ -178,9 +166,7 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn small_segments() -> LogStoreOptions {
-    LogStoreOptions {
-        segment_bytes: 4096,
-    }
+    LogStoreOptions { segment_bytes: 4096 }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,13 +175,9 @@ async fn log_reopen_sees_everything() {
     let path = dir.path().join("log");
     {
         let mut log = LogStore::open_with(&path, small_segments()).unwrap();
-        log.blocking_append([Entry::new_blank(lid(1, 0))])
-            .await
-            .unwrap();
+        log.blocking_append([Entry::new_blank(lid(1, 0))]).await.unwrap();
         let membership = Membership::new_with_defaults(vec![[1u64, 2, 3].into()], [4u64]);
-        log.blocking_append([Entry::new_membership(lid(1, 1), membership)])
-            .await
-            .unwrap();
+        log.blocking_append([Entry::new_membership(lid(1, 1), membership)]).await.unwrap();
         append_range(&mut log, 2, 2..300).await;
         assert!(log.segment_count() > 3, "small segments roll");
         log.close();
@@ -213,10 +195,7 @@ async fn log_reopen_sees_everything() {
     }
     for (i, e) in entries.iter().enumerate().skip(2) {
         assert_eq!(e.log_id, lid(2, i as u64));
-        assert_eq!(
-            e.payload,
-            EntryPayload::Normal(Command(payload_of(i as u64)))
-        );
+        assert_eq!(e.payload, EntryPayload::Normal(Command(payload_of(i as u64))));
     }
     let st = log.get_log_state().await.unwrap();
     assert_eq!(st.last_log_id, Some(lid(2, 299)));
@@ -237,10 +216,7 @@ async fn log_vote_and_committed_round_trip() {
         log.close();
     }
     let mut log = LogStore::open(&path).unwrap();
-    assert_eq!(
-        log.get_log_reader().await.read_vote().await.unwrap(),
-        Some(vote)
-    );
+    assert_eq!(log.get_log_reader().await.read_vote().await.unwrap(), Some(vote));
     assert_eq!(log.read_committed().await.unwrap(), Some(lid(7, 8)));
 }
 
@@ -265,12 +241,7 @@ async fn log_torn_tail_is_truncated() {
     // A record cut short: the last entry is gone, everything before it survives.
     let seg = segments(&path).pop().unwrap();
     let len = std::fs::metadata(&seg).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&seg)
-        .unwrap()
-        .set_len(len - 3)
-        .unwrap();
+    std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 3).unwrap();
     {
         let mut log = LogStore::open(&path).unwrap();
         let entries = read_all(&mut log).await;
@@ -290,10 +261,7 @@ async fn log_torn_tail_is_truncated() {
     assert_eq!(entries.len(), 60);
     assert_eq!(entries.last().unwrap().log_id, lid(2, 59));
     for (i, e) in entries.iter().enumerate() {
-        assert_eq!(
-            e.payload,
-            EntryPayload::Normal(Command(payload_of(i as u64)))
-        );
+        assert_eq!(e.payload, EntryPayload::Normal(Command(payload_of(i as u64))));
     }
 }
 
@@ -328,12 +296,7 @@ async fn log_corruption_in_the_middle_is_an_error() {
     // A sealed (older) segment cut short.
     let first = &segs[0];
     let len = std::fs::metadata(first).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(first)
-        .unwrap()
-        .set_len(len - 10)
-        .unwrap();
+    std::fs::OpenOptions::new().write(true).open(first).unwrap().set_len(len - 10).unwrap();
     match LogStore::open_with(&path, small_segments()) {
         Err(Error::Corrupt { reason, .. }) => {
             assert!(reason.contains("sealed segment"), "{reason}")
@@ -353,10 +316,7 @@ async fn log_purge_and_truncate_survive_reopen() {
         let before = segments(&path).len();
         log.purge(lid(1, 150)).await.unwrap();
         let after = segments(&path).len();
-        assert!(
-            after < before,
-            "purge deletes whole segments ({before} -> {after})"
-        );
+        assert!(after < before, "purge deletes whole segments ({before} -> {after})");
         log.truncate_after(Some(lid(1, 180))).await.unwrap();
         append_range(&mut log, 2, 181..190).await;
         log.close();
@@ -390,11 +350,7 @@ async fn log_append_with_a_hole_is_rejected_whole() {
     append_range(&mut log, 1, 0..5).await;
     let bad = vec![normal(1, 5, vec![5]), normal(1, 7, vec![7])];
     assert!(log.blocking_append(bad).await.is_err());
-    assert_eq!(
-        read_all(&mut log).await.len(),
-        5,
-        "a rejected batch changes nothing"
-    );
+    assert_eq!(read_all(&mut log).await.len(), 5, "a rejected batch changes nothing");
     append_range(&mut log, 1, 5..8).await;
     assert_eq!(read_all(&mut log).await.len(), 8);
 }
@@ -406,25 +362,14 @@ async fn log_large_entry_round_trip() {
     let big: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
     {
         let mut log = LogStore::open(&path).unwrap();
-        log.blocking_append([
-            normal(1, 0, vec![1]),
-            normal(1, 1, big.clone()),
-            normal(1, 2, vec![2]),
-        ])
-        .await
-        .unwrap();
+        log.blocking_append([normal(1, 0, vec![1]), normal(1, 1, big.clone()), normal(1, 2, vec![2])]).await.unwrap();
         log.close();
     }
     let mut log = LogStore::open(&path).unwrap();
     let entries = read_all(&mut log).await;
     assert_eq!(entries.len(), 3);
     assert_eq!(entries[1].payload, EntryPayload::Normal(Command(big)));
-    let limited = log
-        .get_log_reader()
-        .await
-        .limited_get_log_entries(0, 3)
-        .await
-        .unwrap();
+    let limited = log.get_log_reader().await.limited_get_log_entries(0, 3).await.unwrap();
     assert!(!limited.is_empty());
 }
 
@@ -445,12 +390,7 @@ async fn snapshot_restored_at_open_and_damage_detected() {
     entries.extend((1..=20).map(|i| normal(1, i, kv_command(&key(i), &value(i)))));
     let items = entries.into_iter().map(|e| Ok((e, None)));
     sm.apply(futures::stream::iter(items)).await.unwrap();
-    let snap = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
     assert_eq!(snap.meta.last_log_id, Some(lid(1, 20)));
     assert_eq!(snap.meta.last_membership.log_id(), &Some(lid(1, 0)));
     drop(sm);
@@ -484,18 +424,13 @@ async fn snapshot_restored_at_open_and_damage_detected() {
 // RaftGroup.
 
 fn fast_opts() -> GroupOptions {
-    GroupOptions {
-        snapshot_every: 1_000_000,
-        ..GroupOptions::default()
-    }
+    GroupOptions { snapshot_every: 1_000_000, ..GroupOptions::default() }
 }
 
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn open_group(dir: &Path, app: Arc<KvApp>, opts: GroupOptions) -> RaftGroup {
-    let g = RaftGroup::open(dir, 1, "127.0.0.1:7301".into(), app, opts)
-        .await
-        .expect("open group");
+    let g = RaftGroup::open(dir, 1, "127.0.0.1:7301".into(), app, opts).await.expect("open group");
     g.wait_leader(WAIT).await.expect("leader");
     g
 }
@@ -503,10 +438,7 @@ async fn open_group(dir: &Path, app: Arc<KvApp>, opts: GroupOptions) -> RaftGrou
 async fn write_kv(g: &RaftGroup, range: std::ops::Range<u64>) {
     let mut last = 0u64;
     for i in range {
-        let reply = g
-            .write(kv_command(&key(i), &value(i)))
-            .await
-            .expect("write");
+        let reply = g.write(kv_command(&key(i), &value(i))).await.expect("write");
         let index = u64::from_le_bytes(reply.try_into().expect("8-byte reply"));
         assert!(index > last, "reply is the command's log index");
         last = index;
@@ -530,19 +462,13 @@ async fn group_write_shutdown_reopen() {
     let applied = g.applied_index();
     assert!(applied >= 1000, "applied index {applied}");
     g.shutdown().await.unwrap();
-    assert!(matches!(
-        g.write(kv_command("x", b"y")).await,
-        Err(Error::Shutdown)
-    ));
+    assert!(matches!(g.write(kv_command("x", b"y")).await, Err(Error::Shutdown)));
     drop(g);
 
     let app2 = Arc::new(KvApp::default());
     let g = open_group(dir.path(), app2.clone(), fast_opts()).await;
     assert_eq!(app2.snapshot_map(), expected(0..1000));
-    assert!(
-        g.applied_index() > applied,
-        "new term's blank entry applied"
-    );
+    assert!(g.applied_index() > applied, "new term's blank entry applied");
     write_kv(&g, 1000..1010).await;
     assert_eq!(app2.snapshot_map(), expected(0..1010));
     g.shutdown().await.unwrap();
@@ -551,21 +477,14 @@ async fn group_write_shutdown_reopen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_snapshot_purge_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = GroupOptions {
-        snapshot_every: 100,
-        log_segment_bytes: 8 << 10,
-        ..GroupOptions::default()
-    };
+    let opts = GroupOptions { snapshot_every: 100, log_segment_bytes: 8 << 10, ..GroupOptions::default() };
     let app = Arc::new(KvApp::default());
     let g = open_group(dir.path(), app.clone(), opts.clone()).await;
     write_kv(&g, 0..1000).await;
     g.raft()
         .wait(Some(WAIT))
         .metrics(
-            |m| {
-                m.snapshot.is_some_and(|s| s.index >= 900)
-                    && m.purged.is_some_and(|p| p.index >= 800)
-            },
+            |m| m.snapshot.is_some_and(|s| s.index >= 900) && m.purged.is_some_and(|p| p.index >= 800),
             "snapshot built and log purged",
         )
         .await
@@ -579,26 +498,12 @@ async fn group_snapshot_purge_reopen() {
         .filter(|p| p.extension().is_some_and(|e| e == "snap"))
         .collect();
     assert_eq!(snaps.len(), 1, "only the latest snapshot is kept");
-    assert!(
-        seg_count < 10,
-        "purged segments are deleted ({seg_count} left)"
-    );
+    assert!(seg_count < 10, "purged segments are deleted ({seg_count} left)");
 
     // Reopen with an empty app: the snapshot is restored at open, the log after it re-applied.
     let app2 = Arc::new(KvApp::default());
-    let g = RaftGroup::open(
-        dir.path(),
-        1,
-        "127.0.0.1:7301".into(),
-        app2.clone(),
-        opts.clone(),
-    )
-    .await
-    .unwrap();
-    assert!(
-        app2.snapshot_map().len() >= 800,
-        "restored from the snapshot at open"
-    );
+    let g = RaftGroup::open(dir.path(), 1, "127.0.0.1:7301".into(), app2.clone(), opts.clone()).await.unwrap();
+    assert!(app2.snapshot_map().len() >= 800, "restored from the snapshot at open");
     g.wait_leader(WAIT).await.unwrap();
     assert_eq!(app2.snapshot_map(), expected(0..1000));
     write_kv(&g, 1000..1100).await;
@@ -611,11 +516,7 @@ fn group_crash_without_shutdown_then_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     // "Crash": the runtime running the group is torn down without RaftGroup::shutdown.
     {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async {
             let app = Arc::new(KvApp::default());
             let g = open_group(dir.path(), app, fast_opts()).await;
@@ -624,41 +525,24 @@ fn group_crash_without_shutdown_then_torn_tail() {
         });
         rt.shutdown_timeout(Duration::from_secs(5));
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let app = Arc::new(KvApp::default());
         let g = open_group(dir.path(), app.clone(), fast_opts()).await;
-        assert_eq!(
-            app.snapshot_map(),
-            expected(0..300),
-            "every acknowledged write survives"
-        );
+        assert_eq!(app.snapshot_map(), expected(0..300), "every acknowledged write survives");
         g.shutdown().await.unwrap();
     });
 
     // Damage: the last segment loses its last bytes (a torn last write).
     let seg = segments(&dir.path().join("log")).pop().unwrap();
     let len = std::fs::metadata(&seg).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&seg)
-        .unwrap()
-        .set_len(len - 5)
-        .unwrap();
+    std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 5).unwrap();
     rt.block_on(async {
         let app = Arc::new(KvApp::default());
         let g = open_group(dir.path(), app.clone(), fast_opts()).await;
         let map = app.snapshot_map();
         for i in 0..299 {
-            assert_eq!(
-                map.get(&key(i)),
-                Some(&value(i)),
-                "entry {i} survives the torn tail"
-            );
+            assert_eq!(map.get(&key(i)), Some(&value(i)), "entry {i} survives the torn tail");
         }
         write_kv(&g, 300..310).await;
         g.shutdown().await.unwrap();
@@ -714,32 +598,15 @@ async fn group_large_command() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_not_bootstrapped_is_not_leader() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = GroupOptions {
-        bootstrap_single: false,
-        ..fast_opts()
-    };
-    let g = RaftGroup::open(
-        dir.path(),
-        1,
-        "127.0.0.1:7301".into(),
-        Arc::new(KvApp::default()),
-        opts,
-    )
-    .await
-    .unwrap();
+    let opts = GroupOptions { bootstrap_single: false, ..fast_opts() };
+    let g = RaftGroup::open(dir.path(), 1, "127.0.0.1:7301".into(), Arc::new(KvApp::default()), opts).await.unwrap();
     assert!(!g.is_leader());
     match g.write(kv_command("a", b"b")).await {
         Err(Error::NotLeader { leader: None, .. }) => {}
         other => panic!("expected NotLeader, got {other:?}"),
     }
-    assert!(matches!(
-        g.ensure_linearizable().await,
-        Err(Error::NotLeader { .. })
-    ));
-    assert!(matches!(
-        g.wait_leader(Duration::from_millis(300)).await,
-        Err(Error::Timeout(_))
-    ));
+    assert!(matches!(g.ensure_linearizable().await, Err(Error::NotLeader { .. })));
+    assert!(matches!(g.wait_leader(Duration::from_millis(300)).await, Err(Error::Timeout(_))));
     g.shutdown().await.unwrap();
 }
 
@@ -754,18 +621,10 @@ fn kill9_child() {
     let Ok(dir) = std::env::var(CHILD_DIR_ENV) else {
         return; // only runs as the child of `group_survives_kill_9`
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let app = Arc::new(KvApp::default());
-        let opts = GroupOptions {
-            snapshot_every: 200,
-            log_segment_bytes: 256 << 10,
-            ..GroupOptions::default()
-        };
+        let opts = GroupOptions { snapshot_every: 200, log_segment_bytes: 256 << 10, ..GroupOptions::default() };
         let g = open_group(Path::new(&dir), app, opts).await;
         let mut out = std::io::stdout();
         for i in 0..1_000_000u64 {
@@ -804,24 +663,14 @@ fn group_survives_kill_9() {
     child.wait().unwrap();
     let acked = acked.expect("the child acknowledged writes");
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let app = Arc::new(KvApp::default());
-        let opts = GroupOptions {
-            snapshot_every: 200,
-            log_segment_bytes: 256 << 10,
-            ..GroupOptions::default()
-        };
+        let opts = GroupOptions { snapshot_every: 200, log_segment_bytes: 256 << 10, ..GroupOptions::default() };
         let g = open_group(dir.path(), app.clone(), opts).await;
         let map = app.snapshot_map();
         for i in 0..=acked {
-            let v = map
-                .get(&key(i))
-                .unwrap_or_else(|| panic!("acknowledged write {i} lost"));
+            let v = map.get(&key(i)).unwrap_or_else(|| panic!("acknowledged write {i} lost"));
             assert_eq!(v.len(), (i as usize * 7919) % (64 << 10) + 1);
         }
         g.shutdown().await.unwrap();

@@ -29,12 +29,18 @@ impl Collections for CollectionsService {
         Ok(Response::new(spec.to_info()))
     }
 
-    async fn list(&self, _req: Request<v1::ListCollectionsRequest>) -> Result<Response<v1::ListCollectionsResponse>, Status> {
+    async fn list(
+        &self,
+        _req: Request<v1::ListCollectionsRequest>,
+    ) -> Result<Response<v1::ListCollectionsResponse>, Status> {
         let collections = self.engine.list_collections().iter().map(|s| s.to_info()).collect();
         Ok(Response::new(v1::ListCollectionsResponse { collections }))
     }
 
-    async fn drop(&self, req: Request<v1::DropCollectionRequest>) -> Result<Response<v1::DropCollectionResponse>, Status> {
+    async fn drop(
+        &self,
+        req: Request<v1::DropCollectionRequest>,
+    ) -> Result<Response<v1::DropCollectionResponse>, Status> {
         let t = deadline(&req);
         let dropped = self.engine.drop_collection(&req.get_ref().name, t).await.map_err(status)?;
         Ok(Response::new(v1::DropCollectionResponse { dropped }))

@@ -65,7 +65,10 @@ impl Points for PointsService {
         Ok(Response::new(v1::WriteResponse { count }))
     }
 
-    async fn update_payload(&self, req: Request<v1::UpdatePayloadRequest>) -> Result<Response<v1::WriteResponse>, Status> {
+    async fn update_payload(
+        &self,
+        req: Request<v1::UpdatePayloadRequest>,
+    ) -> Result<Response<v1::WriteResponse>, Status> {
         let t = deadline(&req);
         let r = req.into_inner();
         let ids = self.ids(&r.collection, r.ids.as_ref())?;
@@ -74,8 +77,11 @@ impl Points for PointsService {
             .pop()
             .flatten()
             .ok_or_else(|| status(Error::InvalidArgument("patch must be a non-empty JSON object".into())))?;
-        let count =
-            self.engine.update_payload(&r.collection, ids, patch, write_level(r.consistency), t).await.map_err(status)?;
+        let count = self
+            .engine
+            .update_payload(&r.collection, ids, patch, write_level(r.consistency), t)
+            .await
+            .map_err(status)?;
         Ok(Response::new(v1::WriteResponse { count }))
     }
 
@@ -135,9 +141,11 @@ impl Points for PointsService {
         Ok(Response::new(out))
     }
 
-    async fn index_status(&self, req: Request<v1::IndexStatusRequest>) -> Result<Response<v1::IndexStatusResponse>, Status> {
+    async fn index_status(
+        &self,
+        req: Request<v1::IndexStatusRequest>,
+    ) -> Result<Response<v1::IndexStatusResponse>, Status> {
         let (points, unindexed) = self.engine.index_status(&req.get_ref().collection).map_err(status)?;
         Ok(Response::new(v1::IndexStatusResponse { points, unindexed }))
     }
 }
-
