@@ -563,18 +563,20 @@ impl Engine {
         let all: Vec<usize> = (0..col.shards.len()).collect();
         self.read_barrier(&col, &all, level, timeout).await?;
         let stores: Vec<_> = col.shards.iter().map(|s| s.app.store()).collect();
-        let work = tokio::task::spawn_blocking(move || {
+        // Run on a rayon worker, not a blocking thread: the store's parallel loops then run inline for
+        // small batches instead of paying a thread hand-off per loop (most of a single query's latency).
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        rayon::spawn(move || {
             let mut per_shard: Vec<Vec<Vec<Hit>>> =
                 stores.par_iter().map(|s| s.search(&queries, nq, k, filter.as_ref(), ef, with_payload)).collect();
-            if per_shard.len() == 1 {
-                return per_shard.pop().unwrap_or_default();
-            }
-            merge_top_k(per_shard, nq, k)
+            let merged =
+                if per_shard.len() == 1 { per_shard.pop().unwrap_or_default() } else { merge_top_k(per_shard, nq, k) };
+            let _ = tx.send(merged);
         });
-        tokio::time::timeout(timeout, work)
+        tokio::time::timeout(timeout, rx)
             .await
             .map_err(|_| Error::Timeout(format!("search not finished within {timeout:?}")))?
-            .map_err(|e| Error::Internal(format!("search task failed: {e}")))
+            .map_err(|_| Error::Internal("search task panicked".into()))
     }
 
     /// Stops accepting requests, shuts every group down (flushing logs) and stops the indexer.
