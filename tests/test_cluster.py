@@ -131,3 +131,11 @@ def test_a_node_that_cannot_start_reports_its_log(tmp_path: Path) -> None:
 def test_unknown_node_id(shoal_cluster: shoal.Cluster) -> None:
     with pytest.raises(shoal.InvalidArgument, match="7"):
         shoal_cluster.node(7)
+
+
+def test_zone_and_log_level_reach_the_node(tmp_path: Path) -> None:
+    with shoal.Cluster.local(nodes=1, data_dir=tmp_path, zones=["zone-a"], log_level="debug") as cluster:
+        assert cluster.nodes()[0].zone == "zone-a"
+        assert cluster.node(1).log_tail(1000), "the node logs to node.log"
+    with pytest.raises(shoal.InvalidArgument, match="zones"):
+        shoal.Cluster.local(nodes=1, zones=["a", "b"])

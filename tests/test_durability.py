@@ -74,7 +74,9 @@ def test_kill_9_keeps_every_acknowledged_write(shoal_cluster: shoal.Cluster) -> 
     assert not node.running
     with pytest.raises(shoal.NodeUnavailable):
         coll.count(timeout=3)  # a down node fails fast and clearly, it does not hang
+    assert shoal_cluster.health(timeout=3).status == "red"
     node.start()
+    assert shoal_cluster.health().status == "green"
 
     ids = np.arange(100, 2000)
     assert coll.count() == len(ids)
