@@ -13,6 +13,7 @@ def test_create_list_get_drop_recreate(shoal_cluster: shoal.Cluster) -> None:
     a = c.create_collection("alpha", dim=4)
     b = c.create_collection("beta", dim=8, metric="l2", id_type="str", index="flat")
     assert (a.name, a.dim, a.metric, a.id_type, a.index) == ("alpha", 4, "cosine", "int", shoal.HNSW())
+    assert (b.dim, b.id_type, b.index) == (8, "str", shoal.Flat())
     assert c.list_collections() == ["alpha", "beta"]
 
     got = c.collection("beta")

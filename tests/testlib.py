@@ -53,7 +53,7 @@ def random_payloads(n: int, seed: int = 0) -> list[dict]:
     langs = ["en", "de", "fr", "es"]
     tags = ["ml", "db", "rust", "py", "ops"]
     out = []
-    for i in range(n):
+    for _ in range(n):
         p: dict[str, Any] = {
             "lang": langs[int(rng.integers(0, 4))],
             "year": int(rng.integers(2010, 2025)),

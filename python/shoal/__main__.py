@@ -1,7 +1,6 @@
-"""``python -m shoal``: version and entry points.
-
-    python -m shoal                 version, where the extension is, usage
-    python -m shoal node ARGS...    run a node (same as python -m shoal.node)
+"""usage:
+    python -m shoal                 version, where the extension is, this help
+    python -m shoal node ARGS...    run a node (same as python -m shoal.node; --help lists the flags)
     python -m shoal demo [--n N]    the demo (same as python -m shoal.demo)
 """
 
@@ -29,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"native extension: {native().__file__}")
     except ImportError as e:
         print(f"native extension: not available ({e})")
-    print(__doc__)
+    print(__doc__.rstrip())
     return 0 if not args or args[0] in ("-h", "--help", "--version", "version") else 2
 
 

@@ -622,7 +622,7 @@ class Cluster:
             raise InvalidArgument(f"collection name must be a str, got {name!r}")
         dropped = self._c.drop_collection(name, cv.check_timeout(timeout))
         if dropped is False:
-            raise CollectionNotFound(f"collection {name!r} not found")
+            raise CollectionNotFound(f'collection "{name}" not found')
 
     # display
 
