@@ -7,7 +7,8 @@
 //! ```
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_api::v1::{
@@ -80,8 +81,59 @@ async fn shutdown_signal() {
     }
 }
 
-/// Runs the node until a shutdown signal.
-pub async fn run(cfg: NodeConfig) -> Result<(), ServeError> {
+/// A node that is serving: returned by [`start`], stopped by [`RunningNode::shutdown`].
+pub struct RunningNode {
+    /// The advertised address (the bound one unless `--advertise` was given).
+    address: String,
+    /// The engine behind the services.
+    engine: Arc<Engine>,
+    /// Health state, flipped to NOT_SERVING while draining.
+    health: tonic_health::server::HealthReporter,
+    /// Tells the gRPC server to stop accepting and drain.
+    stop: tokio::sync::oneshot::Sender<()>,
+    /// The gRPC server task.
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    /// The data directory.
+    dir: PathBuf,
+    /// Exclusive lock on the data directory, released on drop.
+    _lock: std::fs::File,
+}
+
+impl std::fmt::Debug for RunningNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningNode").field("address", &self.address).finish_non_exhaustive()
+    }
+}
+
+impl RunningNode {
+    /// The address clients use.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The engine (for in-process tests and tools).
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Graceful stop: NOT_SERVING, stop accepting, let in-flight requests finish (10 s at most), then shut
+    /// every Raft group down (flushing logs) and release the data directory.
+    pub async fn shutdown(self) {
+        self.health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        let _ = std::fs::remove_file(self.dir.join("node.json"));
+        let _ = self.stop.send(());
+        match tokio::time::timeout(Duration::from_secs(10), self.server).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server stopped with an error"),
+            Err(_) => tracing::warn!("in-flight requests did not finish within 10 s"),
+            _ => {}
+        }
+        self.engine.shutdown().await;
+        tracing::info!("stopped");
+    }
+}
+
+/// Starts a node: locks the data dir, binds, recovers the engine, serves, writes `node.json`.
+pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
     let dir = cfg.data_dir.clone();
     let dir_err = |source| ServeError::DataDir { path: dir.display().to_string(), source };
     std::fs::create_dir_all(&dir).map_err(dir_err)?;
@@ -98,8 +150,8 @@ pub async fn run(cfg: NodeConfig) -> Result<(), ServeError> {
     let advertise = cfg.advertise.clone().unwrap_or_else(|| bound.to_string());
     tracing::info!(node_id = cfg.node_id, %advertise, data_dir = %dir.display(), "starting");
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
 
     let engine = Engine::start(EngineConfig {
         node_id: cfg.node_id,
@@ -116,35 +168,30 @@ pub async fn run(cfg: NodeConfig) -> Result<(), ServeError> {
     let collections = CollectionsServer::new(CollectionsService { engine: engine.clone() });
     let cluster = ClusterServer::new(ClusterService { engine: engine.clone(), zone: cfg.zone.clone() });
 
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(health_service)
-        .add_service(points)
-        .add_service(collections)
-        .add_service(cluster)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-            let _ = stop_rx.await;
-        });
-    let server = tokio::spawn(server);
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(health_service)
+            .add_service(points)
+            .add_service(collections)
+            .add_service(cluster)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stop_rx.await;
+            }),
+    );
 
-    health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
     write_ready_file(&dir, &advertise, cfg.node_id).map_err(dir_err)?;
     tracing::info!("shoal-node ready on {advertise}");
-    eprintln!("shoal-node ready on {advertise}");
+    Ok(RunningNode { address: advertise, engine, health, stop, server, dir, _lock: lock })
+}
 
+/// Runs the node until SIGTERM/SIGINT, then stops it gracefully.
+pub async fn run(cfg: NodeConfig) -> Result<(), ServeError> {
+    let node = start(cfg).await?;
+    eprintln!("shoal-node ready on {}", node.address());
     shutdown_signal().await;
-    health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-    let _ = std::fs::remove_file(dir.join("node.json"));
-    let _ = stop_tx.send(());
-    // In-flight requests finish; a stuck client cannot hold the node forever.
-    match tokio::time::timeout(Duration::from_secs(10), server).await {
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server stopped with an error"),
-        Err(_) => tracing::warn!("in-flight requests did not finish within 10 s"),
-        _ => {}
-    }
-    engine.shutdown().await;
-    tracing::info!("stopped");
-    drop(lock);
+    node.shutdown().await;
     Ok(())
 }
