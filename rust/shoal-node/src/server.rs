@@ -17,7 +17,6 @@ use shoal_api::v1::{
 use shoal_cluster::{Engine, EngineConfig};
 use shoal_raft::GroupOptions;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::NodeConfig;
 use crate::service::cluster::ClusterService;
@@ -176,9 +175,14 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
             .add_service(points)
             .add_service(collections)
             .add_service(cluster)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                let _ = stop_rx.await;
-            }),
+            .serve_with_incoming_shutdown(
+                // Builder::tcp_nodelay only applies to listeners tonic binds itself; without NODELAY on
+                // accepted sockets, Nagle + delayed ACK add ~40 ms to every multi-frame response.
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async {
+                    let _ = stop_rx.await;
+                },
+            ),
     );
 
     health.set_service_status("", tonic_health::ServingStatus::Serving).await;
