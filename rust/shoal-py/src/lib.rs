@@ -292,10 +292,8 @@ impl Client {
         let level = read_level(consistency).map_err(to_py)?;
         let ids = extract_ids(ids, id_type_of(id_type)?)?;
         let c = self.inner.clone();
-        let (resp, dim) = block_on(py, async move {
-            let dim = c.get_collection(&collection, t).await?.dim as usize;
-            Ok((c.get(&collection, ids, with_vectors, level, t).await?, dim))
-        })?;
+        let resp = block_on(py, async move { c.get(&collection, ids, with_vectors, level, t).await })?;
+        let dim = resp.dim as usize;
         let found_n = resp.found.iter().filter(|f| **f).count();
         let vectors = if with_vectors {
             let arr = Array2::from_shape_vec((found_n, dim), resp.vectors)

@@ -91,7 +91,8 @@ impl Points for PointsService {
         let ids = self.ids(&r.collection, r.ids.as_ref())?;
         let records =
             self.engine.get(&r.collection, ids, r.with_vectors, read_level(r.consistency), t).await.map_err(status)?;
-        let mut out = v1::GetResponse::default();
+        let dim = self.engine.get_collection(&r.collection).map_err(status)?.shard.dim as u32;
+        let mut out = v1::GetResponse { dim, ..Default::default() };
         for rec in records {
             out.found.push(rec.is_some());
             if let Some(rec) = rec {
