@@ -129,7 +129,8 @@ impl Client {
                 .map_err(|e| Error::InvalidArgument(format!("address {a:?} is not HOST:PORT: {e}")))?
                 .connect_timeout(connect_timeout)
                 .tcp_nodelay(true)
-                .http2_adaptive_window(true);
+                .initial_stream_window_size(8 * 1024 * 1024)
+                .initial_connection_window_size(32 * 1024 * 1024);
             channels.push(ep.connect_lazy());
         }
         let client = Client { addresses, channels, current: AtomicUsize::new(0) };
