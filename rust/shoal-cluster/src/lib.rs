@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod engine;
 pub mod error;
 pub mod indexer;
+pub mod placement;
 pub mod reconciler;
 pub mod shard_app;
 
