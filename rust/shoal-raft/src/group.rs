@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::BTreeSet;
+
 use openraft::BasicNode;
 use openraft::Config;
 use openraft::ReadPolicy;
@@ -20,6 +22,8 @@ use openraft::SnapshotPolicy;
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::InitializeError;
 use openraft::errors::RaftError;
+use openraft::network::NetSnapshot;
+use openraft::network::RaftNetworkFactory;
 
 use crate::error::Error;
 use crate::error::Result;
@@ -31,6 +35,8 @@ use crate::state_machine::StateMachineApp;
 use crate::state_machine::StateMachineStore;
 use crate::types::Command;
 use crate::types::Raft;
+use crate::types::SnapshotData;
+use crate::types::TypeConfig;
 
 /// How long [`RaftGroup::open`] waits for a previous instance to release the directory.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
@@ -53,6 +59,9 @@ pub struct GroupOptions {
     pub bootstrap_single: bool,
     /// Size in bytes at which a log segment file is sealed and a new one started (> 0).
     pub log_segment_bytes: u64,
+    /// Deadline in ms of sending one whole snapshot to a follower and its install there (a
+    /// snapshot can be tens of MB, and installing it rebuilds the follower's state).
+    pub snapshot_timeout_ms: u64,
 }
 
 impl Default for GroupOptions {
@@ -64,6 +73,7 @@ impl Default for GroupOptions {
             snapshot_every: 1000,
             bootstrap_single: true,
             log_segment_bytes: crate::log_store::DEFAULT_SEGMENT_BYTES,
+            snapshot_timeout_ms: 60_000,
         }
     }
 }
@@ -79,6 +89,7 @@ impl GroupOptions {
             heartbeat_interval: self.heartbeat_ms,
             election_timeout_min: self.election_timeout_min_ms,
             election_timeout_max: self.election_timeout_max_ms,
+            install_snapshot_timeout: self.snapshot_timeout_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: keep,
             // Each purge persists the purge point (two fsyncs): purge in batches.
@@ -111,7 +122,8 @@ impl RaftGroup {
     /// `dir/snapshots`). When the group is new and `opts.bootstrap_single` is set, initialises a
     /// single-voter membership `{node_id: addr}`. Recovers after a clean stop and after a crash
     /// (kill -9: a torn log tail is truncated). When this node is the only voter it campaigns at
-    /// once instead of waiting for an election timeout.
+    /// once instead of waiting for an election timeout. Has no network: for single-voter groups
+    /// (see [`RaftGroup::open_with_network`]).
     pub async fn open(
         dir: &Path,
         node_id: u64,
@@ -119,6 +131,24 @@ impl RaftGroup {
         app: Arc<dyn StateMachineApp>,
         opts: GroupOptions,
     ) -> Result<RaftGroup> {
+        Self::open_with_network(dir, node_id, addr, app, opts, NoPeersNetwork).await
+    }
+
+    /// [`RaftGroup::open`] with the network `network` to reach the group's peers (e.g. a
+    /// [`crate::GrpcNetworkFactory`]). With `opts.bootstrap_single = false` a new group waits
+    /// uninitialised until [`RaftGroup::initialize`] or a leader adds this node.
+    pub async fn open_with_network<N>(
+        dir: &Path,
+        node_id: u64,
+        addr: String,
+        app: Arc<dyn StateMachineApp>,
+        opts: GroupOptions,
+        network: N,
+    ) -> Result<RaftGroup>
+    where
+        N: RaftNetworkFactory<TypeConfig>,
+        N::Network: NetSnapshot<TypeConfig, SnapshotData = SnapshotData>,
+    {
         let config = Arc::new(opts.to_config()?);
         let log_dir = dir.join("log");
         let snap_dir = dir.join("snapshots");
@@ -144,7 +174,7 @@ impl RaftGroup {
         .map_err(|e| Error::Fatal(format!("opening the group failed: {e}")))??;
         let reader = log.reader();
 
-        let raft = match Raft::new(node_id, config, NoPeersNetwork, log, sm).await {
+        let raft = match Raft::new(node_id, config, network, log, sm).await {
             Ok(r) => r,
             Err(e) => {
                 reader.close();
@@ -172,6 +202,51 @@ impl RaftGroup {
             }
         }
         Ok(group)
+    }
+
+    /// Whether the group has a membership (was initialised here or joined through a leader).
+    pub async fn is_initialized(&self) -> Result<bool> {
+        Ok(self.raft.is_initialized().await?)
+    }
+
+    /// Initialises a new group with the voters `members` (node id -> address); call it on one
+    /// node only (the others start uninitialised and learn the membership from the leader).
+    /// [`Error::Rejected`] when this node's group is already initialised.
+    pub async fn initialize(&self, members: BTreeMap<u64, String>) -> Result<()> {
+        let members: BTreeMap<u64, BasicNode> = members.into_iter().map(|(id, a)| (id, BasicNode::new(a))).collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(e)) => Err(Error::Rejected(e.to_string())),
+            Err(RaftError::Fatal(f)) => Err(f.into()),
+        }
+    }
+
+    /// Adds node `node_id` at `addr` as a learner (on the leader) and returns once it has caught
+    /// up with the log (by log or snapshot). Adding an existing member updates nothing harmful.
+    pub async fn add_learner(&self, node_id: u64, addr: String) -> Result<()> {
+        self.raft.add_learner(node_id, BasicNode::new(addr), true).await?;
+        Ok(())
+    }
+
+    /// Makes `voters` the group's voters (on the leader), through a joint consensus; members
+    /// that are not voters any more are removed. Every voter must already be a member
+    /// (see [`RaftGroup::add_learner`]).
+    pub async fn change_membership(&self, voters: BTreeSet<u64>) -> Result<()> {
+        self.raft.change_membership(voters, false).await?;
+        Ok(())
+    }
+
+    /// Asks the group (on the leader) to hand leadership to voter `to`: the leader stops
+    /// extending its lease and `to` campaigns once its log is up to date. Returns at once; watch
+    /// [`RaftGroup::leader_id`] for the outcome. Used before a graceful stop (DESIGN §5).
+    pub async fn transfer_leader(&self, to: u64) -> Result<()> {
+        self.raft.trigger().transfer_leader(to).await?;
+        Ok(())
+    }
+
+    /// The current voter ids of the group (as this node knows them).
+    pub fn voter_ids(&self) -> Vec<u64> {
+        self.raft.voter_ids().collect()
     }
 
     /// Proposes `command`; returns the app's reply once it is committed and applied on this

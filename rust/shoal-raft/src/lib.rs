@@ -6,27 +6,37 @@
 //!   RaftGroup ──> openraft::Raft<TypeConfig, StateMachineStore>
 //!                   ├── LogStore            (log_store.rs: segments + CRC32C, group commit)
 //!                   ├── StateMachineStore   (state_machine.rs: snapshots) ──> StateMachineApp
-//!                   └── NoPeersNetwork      (network.rs: single-voter groups for now)
+//!                   └── network             NoPeersNetwork (network.rs: single-voter groups) or
+//!                                           GrpcNetworkFactory (grpc.rs) ──gRPC──> RaftTransportService
+//!                                           (transport.rs, one per node, routes by group id)
 //! ```
 
 mod codec;
 pub mod error;
 pub mod group;
+pub mod grpc;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
+pub mod transport;
 pub mod types;
+mod wire;
 
 pub use error::Error;
 pub use error::Result;
 pub use group::GroupOptions;
 pub use group::RaftGroup;
+pub use grpc::Blocklist;
+pub use grpc::GrpcNetwork;
+pub use grpc::GrpcNetworkFactory;
+pub use grpc::GrpcNetworkOptions;
 pub use log_store::LogReader;
 pub use log_store::LogStore;
 pub use log_store::LogStoreOptions;
 pub use network::NoPeersNetwork;
 pub use state_machine::StateMachineApp;
 pub use state_machine::StateMachineStore;
+pub use transport::RaftTransportService;
 pub use types::Command;
 pub use types::Reply;
 pub use types::TypeConfig;

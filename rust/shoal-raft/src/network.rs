@@ -1,5 +1,5 @@
-//! Raft networking. For now only [`NoPeersNetwork`]: single-voter groups need no peers; the
-//! gRPC network for both planes comes with replication.
+//! Raft networking without peers: [`NoPeersNetwork`], for single-voter groups. The gRPC network
+//! of both planes is in `crate::grpc` (client) and `crate::transport` (server).
 
 use std::future::Future;
 

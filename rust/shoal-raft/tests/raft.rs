@@ -1,6 +1,10 @@
 //! Integration tests of shoal-raft: openraft's storage conformance Suite on our log store and
 //! state machine, log store recovery (reopen, torn tail, corruption, purge), and RaftGroup
-//! durability across clean stops, snapshots and crashes (including a real `kill -9`).
+//! durability across clean stops, snapshots and crashes (including a real `kill -9`), and
+//! (in `raft/multi_node.rs`) three-node groups over the gRPC transport.
+
+#[path = "raft/multi_node.rs"]
+mod multi_node;
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
