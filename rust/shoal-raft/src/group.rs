@@ -221,8 +221,9 @@ impl RaftGroup {
         }
     }
 
-    /// Adds node `node_id` at `addr` as a learner (on the leader) and returns once it has caught
-    /// up with the log (by log or snapshot). Adding an existing member updates nothing harmful.
+    /// Adds node `node_id` at `addr` as a learner (on the leader) and returns once the leader
+    /// believes its log is up to date (within openraft's replication lag threshold), i.e. ready to
+    /// be promoted by [`RaftGroup::change_membership`]. It catches up by log or by snapshot.
     pub async fn add_learner(&self, node_id: u64, addr: String) -> Result<()> {
         self.raft.add_learner(node_id, BasicNode::new(addr), true).await?;
         Ok(())

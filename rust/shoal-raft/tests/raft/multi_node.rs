@@ -371,3 +371,45 @@ async fn transport_errors_are_clear() {
     err_of(gone.vote(rpc, opt()).await);
     a.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn learners_join_are_promoted_and_the_first_voter_leaves() {
+    let root = tempfile::tempdir().unwrap();
+    let opts = cluster_opts(1_000_000);
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        let mut n = Node::start(id, &root, GrpcNetworkOptions::default()).await;
+        n.open(opts.clone()).await;
+        nodes.push(n);
+    }
+    // A single-voter group on node 1, as the first node of a cluster starts.
+    nodes[0].group().initialize(BTreeMap::from([(1, nodes[0].addr.clone())])).await.expect("initialize");
+    nodes[0].group().wait_leader(WAIT).await.expect("node 1 leads");
+    for i in 0..100 {
+        nodes[0].group().write(kv_command(&key(i), &value(i))).await.expect("write");
+    }
+
+    // Moving a replica (DESIGN §5): learners catch up, get promoted, then the source leaves.
+    for n in &nodes[1..] {
+        nodes[0].group().add_learner(n.id, n.addr.clone()).await.expect("add learner");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while n.map() != expected(0..100) {
+            assert!(tokio::time::Instant::now() < deadline, "learner {} did not catch up", n.id);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    nodes[0].group().change_membership([1, 2, 3].into()).await.expect("promote");
+    assert_eq!(nodes[0].group().voter_ids(), vec![1, 2, 3]);
+    write_range(&nodes, 100..200).await;
+    wait_converged(&nodes, &expected(0..200)).await;
+
+    let leader = wait_leader(&nodes).await;
+    nodes[leader].group().change_membership([2, 3].into()).await.expect("remove node 1");
+    nodes[0].close().await;
+    let leader = wait_leader(&nodes).await;
+    assert_ne!(nodes[leader].id, 1);
+    assert_eq!(nodes[leader].group().voter_ids(), vec![2, 3]);
+    write_range(&nodes, 200..250).await;
+    wait_converged(&nodes, &expected(0..250)).await;
+    stop_cluster(&mut nodes).await;
+}
