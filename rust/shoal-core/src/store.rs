@@ -702,7 +702,9 @@ impl ShardStore {
         if metric == Metric::Cosine {
             prepared.par_chunks_mut(dim).for_each(|q| distance::prepare(metric, q));
         }
-        let g = self.inner.read();
+        // Recursive: this runs on rayon workers that may be helping a parallel loop whose owner holds the read
+        // lock (index_step, another search); a plain read() would queue behind a waiting writer and deadlock.
+        let g = self.inner.read_recursive();
         let w = self.indexed.load(Ordering::Acquire).min(g.slots.len());
         let filter = filter.filter(|f| !f.is_match_all());
         let cands = match filter {

@@ -140,12 +140,12 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
     let dir = cfg.data_dir.clone();
     let dir_err = |source| ServeError::DataDir { path: dir.display().to_string(), source };
     std::fs::create_dir_all(&dir).map_err(dir_err)?;
-    let _ = std::fs::remove_file(dir.join("node.json"));
     let lock =
         std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("LOCK")).map_err(dir_err)?;
     if lock.try_lock().is_err() {
         return Err(ServeError::Locked(dir.display().to_string()));
     }
+    let _ = std::fs::remove_file(dir.join("node.json"));
     let listener =
         TcpListener::bind(&cfg.listen).await.map_err(|source| ServeError::Bind { addr: cfg.listen.clone(), source })?;
     let bound: SocketAddr =

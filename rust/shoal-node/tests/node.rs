@@ -6,8 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -27,9 +27,28 @@ const EPS: f32 = 1e-4;
 // Helpers
 // ---------------------------------------------------------------------------------------------------------
 
+/// Tests in progress, by test name (libtest names each test's thread after the test).
+static RUNNING: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+/// Starts the process-wide watchdog once.
+static WATCHDOG: Once = Once::new();
+/// Whole-binary limit: a node that deadlocks can keep a test's runtime from ever dropping (tokio waits for
+/// its blocking tasks), which no per-test timeout can end; the watchdog turns that hang into a failure.
+const PROCESS_LIMIT: Duration = Duration::from_secs(600);
+
 /// Runs a test body with an upper bound on its duration.
 async fn bounded<F: std::future::Future<Output = ()>>(body: F) {
+    WATCHDOG.call_once(|| {
+        std::thread::spawn(|| {
+            std::thread::sleep(PROCESS_LIMIT);
+            let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            eprintln!("node tests still running after {PROCESS_LIMIT:?} (a deadlock?): {running:?}");
+            std::process::exit(101);
+        });
+    });
+    let name = std::thread::current().name().unwrap_or("?").to_string();
+    RUNNING.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone());
     tokio::time::timeout(TEST_LIMIT, body).await.expect("test exceeded its time bound");
+    RUNNING.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
 }
 
 /// Deterministic pseudo-random numbers (SplitMix64): no dependency, reproducible failures.
@@ -242,7 +261,7 @@ async fn wait_indexed(c: &Client, name: &str) -> u64 {
 }
 
 fn payload(i: u64) -> Value {
-    json!({"i": i, "group": i % 5, "tag": if i % 2 == 0 { "even" } else { "odd" }, "meta": {"x": i % 3}})
+    json!({"i": i, "group": i % 5, "tag": if i.is_multiple_of(2) { "even" } else { "odd" }, "meta": {"x": i % 3}})
 }
 
 fn field(p: &Value, path: &str) -> Value {
@@ -433,7 +452,13 @@ async fn str_ids_and_cosine() {
             assert!(truth.is_some_and(|t| (t - d).abs() <= EPS), "hit {i}: {id} at {d}");
         }
         let r = c
-            .get("named", v1::PointIds { ints: vec![], strs: vec!["doc-3".into(), "nope".into()] }, true, ReadLevel::Strong, T)
+            .get(
+                "named",
+                v1::PointIds { ints: vec![], strs: vec!["doc-3".into(), "nope".into()] },
+                true,
+                ReadLevel::Strong,
+                T,
+            )
             .await
             .unwrap();
         assert_eq!(r.found, vec![true, false]);
@@ -495,6 +520,7 @@ async fn hnsw_recall_and_immediate_visibility() {
             total += t;
         }
         let r = hit as f64 / total as f64;
+        eprintln!("recall@10 {r:.3}");
         assert!(r >= 0.95, "recall@10 {r:.3} < 0.95");
 
         // Filtered HNSW search: only matching points, recall vs brute force over the matches.
@@ -510,6 +536,7 @@ async fn hnsw_recall_and_immediate_visibility() {
             total += t;
         }
         let r = hit as f64 / total as f64;
+        eprintln!("filtered recall@10 {r:.3}");
         assert!(r >= 0.95, "filtered recall@10 {r:.3} < 0.95");
 
         // Delete after indexing: deleted points never come back from the graph.
@@ -550,13 +577,18 @@ async fn snapshot(c: &Client, name: &str, ids: &[u64], queries: &[f32]) -> Snaps
     }
 }
 
+/// Number of shard directories of `collection` (any incarnation) under `DATA_DIR/shards` that still hold a
+/// file; an empty directory holds no data.
 fn shard_dirs(data_dir: &Path, collection: &str) -> usize {
+    fn has_file(p: &Path) -> bool {
+        std::fs::read_dir(p).map(|d| d.flatten().any(|e| e.path().is_file() || has_file(&e.path()))).unwrap_or(false)
+    }
     std::fs::read_dir(data_dir.join("shards"))
         .map(|d| {
             d.flatten()
                 .filter(|e| {
                     let n = e.file_name().to_string_lossy().to_string();
-                    n == collection || n.starts_with(&format!("{collection}@"))
+                    (n == collection || n.starts_with(&format!("{collection}@"))) && has_file(&e.path())
                 })
                 .count()
         })
@@ -584,9 +616,15 @@ async fn restart_keeps_everything() {
         upsert(&c, "keep", &mut keep, &ids, &vecs, &payloads).await;
         upsert(&c, "hn", &mut hn, &ids, &rng.vectors(ids.len(), dim), &payloads).await;
         c.delete("keep", ints((0..600).step_by(7)), WriteLevel::Quorum, T).await.unwrap();
-        c.update_payload("keep", ints((1..600).step_by(13)), json!({"tag": "odd", "p": 1}).to_string(), WriteLevel::Quorum, T)
-            .await
-            .unwrap();
+        c.update_payload(
+            "keep",
+            ints((1..600).step_by(13)),
+            json!({"tag": "odd", "p": 1}).to_string(),
+            WriteLevel::Quorum,
+            T,
+        )
+        .await
+        .unwrap();
         let probe: Vec<u64> = (0..700).collect();
         let before = snapshot(&c, "keep", &probe, &queries).await;
         assert_eq!(before.count, 600 - 86);
@@ -624,11 +662,14 @@ async fn restart_keeps_everything() {
         assert!(get(&c, "tmp", &ids[..50], true).await.iter().all(|g| g.is_none()));
         assert!(search(&c, "tmp", &[1.0, 0.0, 0.0, 0.0], 5, None, 0).await.unwrap()[0].is_empty());
         let mut tmp = Model::new();
-        upsert(&c, "tmp", &mut tmp, &[1, 2, 3], &[1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.5, 0.5, 0.0, 0.0], &[
-            json!({}),
-            json!({"a": 1}),
-            json!({"b": [1, 2]}),
-        ])
+        upsert(
+            &c,
+            "tmp",
+            &mut tmp,
+            &[1, 2, 3],
+            &[1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.5, 0.5, 0.0, 0.0],
+            &[json!({}), json!({"a": 1}), json!({"b": [1, 2]})],
+        )
         .await;
         assert_eq!(shard_dirs(dir.path(), "tmp"), 1, "the dropped collection's data is removed");
         let before = snapshot(&c, "keep", &probe, &queries).await;
@@ -670,6 +711,9 @@ async fn data_dir_is_locked_while_a_node_runs() {
             Err(shoal_node::server::ServeError::Locked(_)) => {}
             other => panic!("a second node on the same data dir must fail with Locked, got {other:?}"),
         }
+        assert!(dir.path().join("node.json").exists(), "a refused second start leaves the running node's node.json");
+        let c = connect(node.address()).await;
+        assert_eq!(c.list_collections(T).await.unwrap(), vec![], "the first node still serves");
         node.shutdown().await;
         assert!(!dir.path().join("node.json").exists(), "node.json removed on graceful stop");
         start(cfg).await.expect("the lock is released by shutdown").shutdown().await;
@@ -914,8 +958,15 @@ async fn errors_map_to_their_kinds_and_change_nothing() {
         let mut rng = Rng(7);
         let mut model = Model::new();
         let base: Vec<u64> = (0..100).collect();
-        upsert(&c, name, &mut model, &base, &rng.vectors(100, dim), &base.iter().map(|&i| payload(i)).collect::<Vec<_>>())
-            .await;
+        upsert(
+            &c,
+            name,
+            &mut model,
+            &base,
+            &rng.vectors(100, dim),
+            &base.iter().map(|&i| payload(i)).collect::<Vec<_>>(),
+        )
+        .await;
         let fresh: Vec<u64> = (500..508).collect();
         // The batch overwrites existing ids too, so a partial write would show.
         let mixed: Vec<u64> = fresh.iter().copied().chain([1, 2, 3]).collect();
@@ -1001,7 +1052,13 @@ async fn errors_map_to_their_kinds_and_change_nothing() {
         ] {
             assert_invalid(search(&c, name, &q, 5, Some(&filter), 0).await, &[needle]);
         }
-        let req = v1::SearchRequest { collection: name.into(), queries: q.clone(), k: 5, filter: "{".into(), ..Default::default() };
+        let req = v1::SearchRequest {
+            collection: name.into(),
+            queries: q.clone(),
+            k: 5,
+            filter: "{".into(),
+            ..Default::default()
+        };
         assert_invalid(c.search(req, T).await, &["filter"]);
 
         // After all of that the collection still answers normally.
