@@ -213,6 +213,15 @@ impl Client {
         timeout: Duration,
     ) -> Result<u64> {
         let n = ids.ints.len() + ids.strs.len();
+        if vectors.len() != n * dim || (dim == 0 && n > 0) {
+            return Err(Error::InvalidArgument(format!(
+                "got {n} ids but {} values of vectors (expected {n} x dim {dim})",
+                vectors.len()
+            )));
+        }
+        if !payloads.is_empty() && payloads.len() != n {
+            return Err(Error::InvalidArgument(format!("got {n} ids but {} payloads", payloads.len())));
+        }
         if n == 0 {
             return Ok(0);
         }

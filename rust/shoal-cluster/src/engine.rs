@@ -228,6 +228,10 @@ impl Engine {
                     if let Err(e) = std::fs::remove_dir_all(&dir) {
                         tracing::warn!(dir = %dir.display(), error = %e, "could not remove shard data");
                     }
+                    // The collection's directory goes with its last shard (fails harmlessly while not empty).
+                    if let Some(parent) = dir.parent() {
+                        let _ = std::fs::remove_dir(parent);
+                    }
                     tracing::info!(collection = %key.0, shard = key.2, "shard replica removed");
                 }
                 Action::Open(key) => {
