@@ -232,8 +232,17 @@ async fn three_nodes_replicate_and_fail_over() {
 
     write_range(&nodes, 0..500).await;
     wait_converged(&nodes, &expected(0..500)).await;
-    let applied: Vec<u64> = nodes.iter().map(|n| n.group().applied_index()).collect();
-    assert!(applied.iter().all(|a| *a == applied[0] && *a >= 500), "applied indexes {applied:?}");
+    // Content converged; the applied index may still trail by a non-data entry (blank/membership) for a
+    // moment, so wait for it rather than sampling once.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let applied: Vec<u64> = nodes.iter().map(|n| n.group().applied_index()).collect();
+        if applied.iter().all(|a| *a == applied[0] && *a >= 500) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "applied indexes {applied:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Hand leadership to a chosen follower (the graceful-stop path), then write through it.
     let target = (leader + 1) % 3;
