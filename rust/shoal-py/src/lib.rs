@@ -162,7 +162,7 @@ impl Client {
                 shoal_core::point::MAX_DIM
             ))));
         }
-        Metric_check(&metric)?;
+        check_metric(&metric)?;
         id_type_of(&id_type)?;
         let kind = match index {
             "flat" => v1::index_params::Kind::Flat(true),
@@ -355,42 +355,39 @@ impl Client {
         let mut dist = vec![f32::INFINITY; nq * k];
         let ids = resp.ids.unwrap_or_default();
         let mut payloads: Option<Vec<Vec<String>>> = with_payload.then(|| Vec::with_capacity(nq));
+        // One pass over the per-query hit counts: `src[cell]` is the hit index that fills padded cell
+        // (q, j), or None for padding. Ids are then built from it for either id type.
+        let mut src: Vec<Option<usize>> = vec![None; nq * k];
         let mut pos = 0usize;
+        for (q, &cnt) in resp.counts.iter().enumerate().take(nq) {
+            let cnt = (cnt as usize).min(k);
+            for j in 0..cnt {
+                src[q * k + j] = Some(pos + j);
+                dist[q * k + j] = resp.distances.get(pos + j).copied().unwrap_or(f32::INFINITY);
+            }
+            if let Some(p) = payloads.as_mut() {
+                p.push(resp.payloads.get(pos..pos + cnt).unwrap_or_default().to_vec());
+            }
+            pos += cnt;
+        }
         let ids_obj = match id_type {
             IdType::Int => {
-                let mut out = vec![-1i64; nq * k];
-                for (q, &cnt) in resp.counts.iter().enumerate().take(nq) {
-                    for j in 0..cnt as usize {
-                        out[q * k + j] = ids.ints.get(pos + j).map_or(-1, |&v| v as i64);
-                        dist[q * k + j] = resp.distances.get(pos + j).copied().unwrap_or(f32::INFINITY);
-                    }
-                    if let Some(p) = payloads.as_mut() {
-                        p.push(resp.payloads.get(pos..pos + cnt as usize).unwrap_or_default().to_vec());
-                    }
-                    pos += cnt as usize;
-                }
+                let out: Vec<i64> =
+                    src.iter().map(|i| i.and_then(|i| ids.ints.get(i)).map_or(-1, |&v| v as i64)).collect();
                 Array2::from_shape_vec((nq, k), out)
                     .map_err(|e| to_py(shoal_client::Error::Internal(e.to_string())))?
                     .into_pyarray(py)
                     .into_any()
             }
             IdType::Str => {
-                let none = py.None();
-                let mut objs: Vec<Py<PyAny>> = (0..nq * k).map(|_| none.clone_ref(py)).collect();
-                for (q, &cnt) in resp.counts.iter().enumerate().take(nq) {
-                    for j in 0..cnt as usize {
-                        if let Some(s) = ids.strs.get(pos + j) {
-                            objs[q * k + j] = s.into_pyobject(py)?.into_any().unbind();
-                        }
-                        dist[q * k + j] = resp.distances.get(pos + j).copied().unwrap_or(f32::INFINITY);
-                    }
-                    if let Some(p) = payloads.as_mut() {
-                        p.push(resp.payloads.get(pos..pos + cnt as usize).unwrap_or_default().to_vec());
-                    }
-                    pos += cnt as usize;
-                }
-                let flat = PyArray1::from_vec(py, objs);
-                flat.reshape([nq, k])?.into_any()
+                let objs = src
+                    .iter()
+                    .map(|i| match i.and_then(|i| ids.strs.get(i)) {
+                        Some(s) => Ok(s.into_pyobject(py)?.into_any().unbind()),
+                        None => Ok(py.None()),
+                    })
+                    .collect::<PyResult<Vec<Py<PyAny>>>>()?;
+                PyArray1::from_vec(py, objs).reshape([nq, k])?.into_any()
             }
         };
         let dist = Array2::from_shape_vec((nq, k), dist)
@@ -412,8 +409,7 @@ impl Client {
     }
 }
 
-#[allow(non_snake_case)]
-fn Metric_check(metric: &str) -> PyResult<()> {
+fn check_metric(metric: &str) -> PyResult<()> {
     shoal_core::Metric::parse(metric).map(|_| ()).map_err(|e| to_py(e.into()))
 }
 
