@@ -213,6 +213,28 @@ class _NodeProc:
             except ProcessLookupError:  # pragma: no cover - raced with exit
                 pass
 
+    def wait_stopped_state(self, stopped: bool, timeout: float = 2.0) -> None:
+        """Waits until every thread of the process is (``stopped=True``) or is no longer (``False``) in the
+        job-control stop state: SIGSTOP/SIGCONT are delivered asynchronously, so a request sent right after
+        ``kill()`` returns could still be answered. Linux only; elsewhere this returns at once."""
+        if self.proc is None:
+            return
+        task_dir = Path(f"/proc/{self.proc.pid}/task")
+        if not task_dir.is_dir():
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = []
+            for t in task_dir.iterdir():
+                try:
+                    stat = (t / "stat").read_text()
+                except OSError:
+                    continue
+                states.append(stat[stat.rindex(")") + 2])
+            if states and all((st == "T") == stopped for st in states):
+                return
+            time.sleep(0.002)
+
     def stop(self, timeout: float = STOP_TIMEOUT) -> Optional[int]:
         """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL. Returns the exit code."""
         with self._lock:
@@ -405,11 +427,13 @@ class NodeHandle:
         if self._proc.running:
             self._proc.signal(signal.SIGSTOP)
             self._proc.paused = True
+            self._proc.wait_stopped_state(True)
 
     def resume(self) -> None:
         """SIGCONT after ``pause()``."""
         if self._proc.running:
             self._proc.signal(signal.SIGCONT)
+            self._proc.wait_stopped_state(False)
         self._proc.paused = False
 
     def __repr__(self) -> str:

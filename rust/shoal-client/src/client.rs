@@ -96,8 +96,13 @@ macro_rules! with_failover {
                         ))));
                         break;
                     }
+                    // Without the node's `x-shoal-error` mark, UNAVAILABLE and CANCELLED come from the transport
+                    // itself: no connection, or the connection dropped under the request (a killed node shows up
+                    // as hyper's "operation was canceled").
+                    let from_transport = status.metadata().get("x-shoal-error").is_none()
+                        && matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Cancelled);
                     let err = Error::from_status(&status);
-                    if err.is_node_failure() && status.metadata().get("x-shoal-error").is_none() {
+                    if from_transport {
                         last = Some(Error::NodeUnavailable(format!(
                             "node {} unreachable: {}",
                             $self.addresses[i],

@@ -63,9 +63,4 @@ impl Error {
             _ => Error::Internal(format!("{:?}: {msg}", s.code())),
         }
     }
-
-    /// Whether another node may succeed where this attempt failed (the request was not processed).
-    pub fn is_node_failure(&self) -> bool {
-        matches!(self, Error::NodeUnavailable(_))
-    }
 }
