@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "shoal/v1/points.proto",
         "shoal/v1/cluster.proto",
         "shoal/internal/raft.proto",
+        "shoal/internal/shard.proto",
     ];
     let paths: Vec<_> = files.iter().map(|f| root.join(f)).collect();
     for p in &paths {

@@ -96,6 +96,8 @@ pub enum MetaCommand {
     CreateCollection(CollectionSpec),
     /// Drop a collection by name (a no-op when absent).
     DropCollection(String),
+    /// Add or update a node of the registry.
+    UpsertNode(internal::NodeRecord),
 }
 
 /// Encodes a metadata command.
@@ -103,6 +105,7 @@ pub fn encode_meta(cmd: &MetaCommand) -> Vec<u8> {
     let op = match cmd {
         MetaCommand::CreateCollection(spec) => Op::CreateCollection(spec.to_info()),
         MetaCommand::DropCollection(name) => Op::DropCollection(name.clone()),
+        MetaCommand::UpsertNode(n) => Op::UpsertNode(n.clone()),
     };
     internal::MetaCommand { format: COMMAND_FORMAT, op: Some(op) }.encode_to_vec()
 }
@@ -114,6 +117,8 @@ pub fn decode_meta(bytes: &[u8]) -> Result<MetaCommand> {
     match msg.op {
         Some(Op::CreateCollection(info)) => Ok(MetaCommand::CreateCollection(CollectionSpec::from_info(&info)?)),
         Some(Op::DropCollection(name)) => Ok(MetaCommand::DropCollection(name)),
+        Some(Op::UpsertNode(n)) if n.id == 0 => Err(Error::invalid("UpsertNode with node id 0")),
+        Some(Op::UpsertNode(n)) => Ok(MetaCommand::UpsertNode(n)),
         None => Err(Error::invalid("MetaCommand without op")),
     }
 }

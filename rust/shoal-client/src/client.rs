@@ -310,6 +310,7 @@ impl Client {
             ids: Some(ids),
             with_vectors,
             consistency: level as i32,
+            session: Vec::new(),
         };
         with_failover!(self, timeout, |ch| |t| {
             let req = req.clone();
@@ -319,7 +320,8 @@ impl Client {
 
     /// Counts live points.
     pub async fn count(&self, collection: &str, level: ReadLevel, timeout: Duration) -> Result<u64> {
-        let req = v1::CountRequest { collection: collection.to_string(), consistency: level as i32 };
+        let req =
+            v1::CountRequest { collection: collection.to_string(), consistency: level as i32, session: Vec::new() };
         with_failover!(self, timeout, |ch| |t| {
             let req = req.clone();
             async move { Self::points(ch).count(request(req, t)).await.map(|r| r.into_inner().count) }

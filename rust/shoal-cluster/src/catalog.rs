@@ -1,4 +1,4 @@
-//! The group-0 state machine: the catalog of collections (name -> spec + uid).
+//! The group-0 state machine: the catalog of collections (name -> spec, uid, placement) and the node registry.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -7,7 +7,10 @@ use parking_lot::RwLock;
 use prost::Message;
 use shoal_api::collections::CollectionSpec;
 use shoal_api::commands::{MetaCommand, decode_meta, encode_meta_reply};
+use shoal_api::internal::{CatalogCollection, CatalogSnapshot, NodeRecord, ShardReplicas};
 use tokio::sync::watch;
+
+use crate::placement::{self, ClusterView, NodeInfo, NodeState, Placement, ShardPlacement};
 
 /// One catalog entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,24 +19,50 @@ pub struct CollectionEntry {
     pub spec: CollectionSpec,
     /// The group-0 log index that created it; distinguishes a re-created collection from a dropped one.
     pub uid: u64,
+    /// The desired replicas of each shard, `len() == spec.shards`; the first replica is the preferred leader.
+    pub placement: Placement,
 }
 
-/// Snapshot format of the catalog.
+impl CollectionEntry {
+    /// The nodes holding replicas of `shard`.
+    pub fn replicas(&self, shard: u32) -> &[u64] {
+        self.placement.get(shard as usize).map_or(&[], |p| p.replicas.as_slice())
+    }
+}
+
+/// Snapshot format of the catalog: 1 = collections only (single node), 2 = `CatalogSnapshot` protobuf.
 const CATALOG_MAGIC: &[u8; 8] = b"SHOALCT1";
-const CATALOG_FORMAT: u32 = 1;
+const CATALOG_FORMAT: u32 = 2;
+
+/// What the catalog holds; replaced whole on restore.
+#[derive(Debug, Default)]
+struct CatalogState {
+    /// Collections by name.
+    collections: BTreeMap<String, CollectionEntry>,
+    /// Registered nodes by id.
+    nodes: BTreeMap<u64, NodeRecord>,
+}
 
 /// The catalog, applied from group 0's log. Every change bumps `changes` so the reconciler wakes.
 #[derive(Debug)]
 pub struct Catalog {
-    /// Collections by name; only changed by `apply`/`restore`.
-    entries: RwLock<BTreeMap<String, CollectionEntry>>,
+    /// Collections and nodes; only changed by `apply`/`restore`.
+    state: RwLock<CatalogState>,
     /// Incremented on every change.
     changes: watch::Sender<u64>,
 }
 
 impl Default for Catalog {
     fn default() -> Self {
-        Catalog { entries: RwLock::new(BTreeMap::new()), changes: watch::channel(0).0 }
+        Catalog { state: RwLock::new(CatalogState::default()), changes: watch::channel(0).0 }
+    }
+}
+
+fn node_state(s: &str) -> NodeState {
+    match s {
+        "joining" => NodeState::Joining,
+        "leaving" => NodeState::Leaving,
+        _ => NodeState::Up,
     }
 }
 
@@ -45,16 +74,50 @@ impl Catalog {
 
     /// The entry of `name`, if any.
     pub fn get(&self, name: &str) -> Option<CollectionEntry> {
-        self.entries.read().get(name).cloned()
+        self.state.read().collections.get(name).cloned()
     }
 
     /// All entries in name order.
     pub fn list(&self) -> Vec<CollectionEntry> {
-        self.entries.read().values().cloned().collect()
+        self.state.read().collections.values().cloned().collect()
+    }
+
+    /// Every registered node, by id.
+    pub fn nodes(&self) -> Vec<NodeRecord> {
+        self.state.read().nodes.values().cloned().collect()
+    }
+
+    /// The registered node `id`.
+    pub fn node(&self, id: u64) -> Option<NodeRecord> {
+        self.state.read().nodes.get(&id).cloned()
+    }
+
+    /// The placement view of the registry and the existing collections.
+    pub fn view(&self) -> ClusterView {
+        view_of(&self.state.read())
     }
 
     fn bump(&self) {
         self.changes.send_modify(|v| *v += 1);
+    }
+}
+
+fn view_of(st: &CatalogState) -> ClusterView {
+    ClusterView {
+        nodes: st
+            .nodes
+            .values()
+            .map(|n| NodeInfo {
+                id: n.id,
+                zone: (!n.zone.is_empty()).then(|| n.zone.clone()),
+                state: node_state(&n.state),
+            })
+            .collect(),
+        collections: st
+            .collections
+            .iter()
+            .map(|(name, e)| (name.clone(), (e.spec.replication_factor, e.placement.clone())))
+            .collect(),
     }
 }
 
@@ -63,15 +126,27 @@ impl shoal_raft::StateMachineApp for Catalog {
         let reply = match decode_meta(command) {
             Err(e) => Err(format!("undecodable metadata command: {e}")),
             Ok(MetaCommand::CreateCollection(spec)) => {
-                let mut entries = self.entries.write();
-                if entries.contains_key(&spec.name) {
+                let mut st = self.state.write();
+                if st.collections.contains_key(&spec.name) {
                     Err(format!("collection {:?} already exists", spec.name))
                 } else {
-                    entries.insert(spec.name.clone(), CollectionEntry { spec, uid: index });
-                    Ok(true)
+                    // Deterministic on every replica: the same registry and collections give the same placement.
+                    match placement::place_collection(&view_of(&st), spec.shards, spec.replication_factor) {
+                        Ok(placement) => {
+                            st.collections.insert(spec.name.clone(), CollectionEntry { spec, uid: index, placement });
+                            Ok(true)
+                        }
+                        Err(e) => Err(format!("cannot place collection {:?}: {e}", spec.name)),
+                    }
                 }
             }
-            Ok(MetaCommand::DropCollection(name)) => Ok(self.entries.write().remove(&name).is_some()),
+            Ok(MetaCommand::DropCollection(name)) => Ok(self.state.write().collections.remove(&name).is_some()),
+            Ok(MetaCommand::UpsertNode(n)) => {
+                let mut st = self.state.write();
+                let changed = st.nodes.get(&n.id) != Some(&n);
+                st.nodes.insert(n.id, n);
+                Ok(changed)
+            }
         };
         if reply == Ok(true) {
             self.bump();
@@ -80,17 +155,24 @@ impl shoal_raft::StateMachineApp for Catalog {
     }
 
     fn snapshot(&self, w: &mut dyn Write) -> std::io::Result<()> {
-        let entries = self.entries.read();
+        let st = self.state.read();
+        let snap = CatalogSnapshot {
+            collections: st
+                .collections
+                .values()
+                .map(|e| CatalogCollection {
+                    info: Some(e.spec.to_info()),
+                    uid: e.uid,
+                    placement: e.placement.iter().map(|p| ShardReplicas { nodes: p.replicas.clone() }).collect(),
+                })
+                .collect(),
+            nodes: st.nodes.values().cloned().collect(),
+        };
         w.write_all(CATALOG_MAGIC)?;
         w.write_all(&CATALOG_FORMAT.to_le_bytes())?;
-        w.write_all(&(entries.len() as u64).to_le_bytes())?;
-        for e in entries.values() {
-            let bytes = e.spec.to_info().encode_to_vec();
-            w.write_all(&e.uid.to_le_bytes())?;
-            w.write_all(&(bytes.len() as u32).to_le_bytes())?;
-            w.write_all(&bytes)?;
-        }
-        Ok(())
+        let bytes = snap.encode_to_vec();
+        w.write_all(&(bytes.len() as u64).to_le_bytes())?;
+        w.write_all(&bytes)
     }
 
     fn restore(&self, r: &mut dyn Read) -> std::io::Result<()> {
@@ -103,27 +185,54 @@ impl shoal_raft::StateMachineApp for Catalog {
         let mut b4 = [0u8; 4];
         let mut b8 = [0u8; 8];
         r.read_exact(&mut b4)?;
-        if u32::from_le_bytes(b4) > CATALOG_FORMAT {
+        let format = u32::from_le_bytes(b4);
+        if format > CATALOG_FORMAT {
             return Err(bad("format version newer than this build"));
         }
+        let mut st = CatalogState::default();
         r.read_exact(&mut b8)?;
         let n = u64::from_le_bytes(b8);
-        let mut map = BTreeMap::new();
-        for _ in 0..n {
-            r.read_exact(&mut b8)?;
-            let uid = u64::from_le_bytes(b8);
-            r.read_exact(&mut b4)?;
-            let len = u32::from_le_bytes(b4) as usize;
-            if len > 1 << 20 {
-                return Err(bad("entry too large"));
+        if format == 1 {
+            // Single-node catalogs: every shard on node 1, no registry (the node registers itself again).
+            for _ in 0..n {
+                r.read_exact(&mut b8)?;
+                let uid = u64::from_le_bytes(b8);
+                r.read_exact(&mut b4)?;
+                let len = u32::from_le_bytes(b4) as usize;
+                if len > 1 << 20 {
+                    return Err(bad("entry too large"));
+                }
+                let mut buf = vec![0u8; len];
+                r.read_exact(&mut buf)?;
+                let info = shoal_api::v1::CollectionInfo::decode(buf.as_slice()).map_err(|e| bad(&e.to_string()))?;
+                let spec = CollectionSpec::from_info(&info).map_err(|e| bad(&e.to_string()))?;
+                let placement = (0..spec.shards).map(|shard| ShardPlacement { shard, replicas: vec![1] }).collect();
+                st.collections.insert(spec.name.clone(), CollectionEntry { spec, uid, placement });
             }
-            let mut buf = vec![0u8; len];
+        } else {
+            if n > 1 << 30 {
+                return Err(bad("snapshot too large"));
+            }
+            let mut buf = vec![0u8; n as usize];
             r.read_exact(&mut buf)?;
-            let info = shoal_api::v1::CollectionInfo::decode(buf.as_slice()).map_err(|e| bad(&e.to_string()))?;
-            let spec = CollectionSpec::from_info(&info).map_err(|e| bad(&e.to_string()))?;
-            map.insert(spec.name.clone(), CollectionEntry { spec, uid });
+            let snap = CatalogSnapshot::decode(buf.as_slice()).map_err(|e| bad(&e.to_string()))?;
+            for c in snap.collections {
+                let info = c.info.ok_or_else(|| bad("collection without info"))?;
+                let spec = CollectionSpec::from_info(&info).map_err(|e| bad(&e.to_string()))?;
+                if c.placement.len() != spec.shards as usize {
+                    return Err(bad(&format!("collection {:?}: placement does not match its shards", spec.name)));
+                }
+                let placement = c
+                    .placement
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, p)| ShardPlacement { shard: i as u32, replicas: p.nodes })
+                    .collect();
+                st.collections.insert(spec.name.clone(), CollectionEntry { spec, uid: c.uid, placement });
+            }
+            st.nodes = snap.nodes.into_iter().map(|n| (n.id, n)).collect();
         }
-        *self.entries.write() = map;
+        *self.state.write() = st;
         self.bump();
         Ok(())
     }
@@ -146,8 +255,43 @@ mod tests {
     }
 
     #[test]
+    fn placement_spreads_replicas_over_registered_nodes() {
+        let c = Catalog::default();
+        for id in 1..=3 {
+            c.apply(id, &encode_meta(&node(id)));
+        }
+        let mut s = spec("r");
+        s.shards = 6;
+        s.replication_factor = 3;
+        let r = c.apply(9, &encode_meta(&MetaCommand::CreateCollection(s)));
+        assert_eq!(decode_meta_reply(&r).unwrap(), Ok(true));
+        let e = c.get("r").unwrap();
+        let mut leaders = BTreeMap::new();
+        for shard in 0..6 {
+            let mut r = e.replicas(shard).to_vec();
+            *leaders.entry(r[0]).or_insert(0) += 1;
+            r.sort();
+            assert_eq!(r, vec![1, 2, 3]);
+        }
+        assert_eq!(leaders.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+    }
+
+    fn node(id: u64) -> MetaCommand {
+        MetaCommand::UpsertNode(NodeRecord {
+            id,
+            address: format!("127.0.0.1:{id}"),
+            zone: String::new(),
+            state: "up".into(),
+            version: "t".into(),
+        })
+    }
+
+    #[test]
     fn create_drop_and_snapshot() {
         let c = Catalog::default();
+        let r = c.apply(1, &encode_meta(&MetaCommand::CreateCollection(spec("a"))));
+        assert!(decode_meta_reply(&r).unwrap().unwrap_err().contains("needs 1 distinct Up nodes"), "no nodes yet");
+        c.apply(2, &encode_meta(&node(1)));
         let r = c.apply(3, &encode_meta(&MetaCommand::CreateCollection(spec("a"))));
         assert_eq!(decode_meta_reply(&r).unwrap(), Ok(true));
         let r = c.apply(4, &encode_meta(&MetaCommand::CreateCollection(spec("a"))));
@@ -160,6 +304,8 @@ mod tests {
         let d = Catalog::default();
         d.restore(&mut buf.as_slice()).unwrap();
         assert_eq!(d.list(), c.list());
+        assert_eq!(d.nodes(), c.nodes());
+        assert_eq!(c.get("a").unwrap().replicas(0), &[1]);
         assert!(d.restore(&mut &buf[..10]).is_err());
     }
 }

@@ -97,6 +97,8 @@ pub struct EngineConfig {
     pub raft: GroupOptions,
     /// Shards per collection when the request says 0.
     pub default_shards: u32,
+    /// This node's failure zone ("" = none).
+    pub zone: String,
 }
 
 /// One local shard replica: its Raft group and its state machine.
@@ -174,6 +176,7 @@ impl Engine {
             indexer: Indexer::start(),
             closing: AtomicBool::new(false),
         });
+        engine.register_self(Duration::from_secs(30)).await?;
         engine.reconcile().await?;
         engine.remove_orphan_dirs();
         let weak = Arc::downgrade(&engine);
@@ -190,6 +193,27 @@ impl Engine {
             }
         });
         Ok(engine)
+    }
+
+    /// Adds this node to the registry in group 0, or updates its address and version there.
+    async fn register_self(&self, timeout: Duration) -> Result<()> {
+        let me = self.node_record();
+        if self.catalog.node(me.id).as_ref() == Some(&me) {
+            return Ok(());
+        }
+        self.meta_write(&MetaCommand::UpsertNode(me), timeout).await?.map_err(Error::Internal)?;
+        Ok(())
+    }
+
+    /// This node's registry record.
+    fn node_record(&self) -> shoal_api::internal::NodeRecord {
+        shoal_api::internal::NodeRecord {
+            id: self.cfg.node_id,
+            address: self.cfg.advertise.clone(),
+            zone: self.cfg.zone.clone(),
+            state: "up".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
     }
 
     /// This node's id.

@@ -162,6 +162,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
         advertise: advertise.clone(),
         raft: GroupOptions::default(),
         default_shards: cfg.shards_default,
+        zone: cfg.zone.clone(),
     })
     .await?;
 

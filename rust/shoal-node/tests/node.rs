@@ -158,6 +158,7 @@ async fn search(
         ef,
         with_payload: false,
         consistency: ReadLevel::Unspecified as i32,
+        session: Vec::new(),
     };
     let resp = c.search(req, T).await?;
     let ids = resp.ids.unwrap_or_default().ints;

@@ -348,6 +348,7 @@ impl Client {
             ef: ef.unwrap_or(0) as u32,
             with_payload,
             consistency: level as i32,
+            session: Vec::new(),
         };
         let c = self.inner.clone();
         let resp = block_on(py, async move { c.search(req, t).await })?;

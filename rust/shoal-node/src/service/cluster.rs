@@ -27,6 +27,14 @@ impl Cluster for ClusterService {
             zone: self.zone.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
         };
-        Ok(Response::new(v1::ClusterInfo { node_id: e.node_id(), nodes: vec![me] }))
+        Ok(Response::new(v1::ClusterInfo { node_id: e.node_id(), nodes: vec![me], meta_leader: e.node_id() }))
+    }
+
+    async fn shards(&self, _req: Request<v1::ShardsRequest>) -> Result<Response<v1::ShardsResponse>, Status> {
+        Err(Status::unimplemented("shards: not yet"))
+    }
+
+    async fn set_faults(&self, _req: Request<v1::SetFaultsRequest>) -> Result<Response<v1::SetFaultsResponse>, Status> {
+        Err(Status::unimplemented("set_faults: not yet"))
     }
 }

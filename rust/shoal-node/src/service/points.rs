@@ -54,7 +54,7 @@ impl Points for PointsService {
             .upsert(&r.collection, ids, r.vectors, payloads, write_level(r.consistency), t)
             .await
             .map_err(status)?;
-        Ok(Response::new(v1::WriteResponse { count }))
+        Ok(Response::new(v1::WriteResponse { count, tokens: Vec::new() }))
     }
 
     async fn delete(&self, req: Request<v1::DeleteRequest>) -> Result<Response<v1::WriteResponse>, Status> {
@@ -62,7 +62,7 @@ impl Points for PointsService {
         let r = req.into_inner();
         let ids = self.ids(&r.collection, r.ids.as_ref())?;
         let count = self.engine.delete(&r.collection, ids, write_level(r.consistency), t).await.map_err(status)?;
-        Ok(Response::new(v1::WriteResponse { count }))
+        Ok(Response::new(v1::WriteResponse { count, tokens: Vec::new() }))
     }
 
     async fn update_payload(
@@ -82,7 +82,7 @@ impl Points for PointsService {
             .update_payload(&r.collection, ids, patch, write_level(r.consistency), t)
             .await
             .map_err(status)?;
-        Ok(Response::new(v1::WriteResponse { count }))
+        Ok(Response::new(v1::WriteResponse { count, tokens: Vec::new() }))
     }
 
     async fn get(&self, req: Request<v1::GetRequest>) -> Result<Response<v1::GetResponse>, Status> {
