@@ -83,3 +83,97 @@ pub fn payloads_from_text(texts: &[String], what: &str) -> Result<Vec<Option<Map
 pub fn payload_to_text(p: Option<&Map<String, Value>>) -> String {
     p.map_or_else(String::new, |m| serde_json::to_string(m).unwrap_or_default())
 }
+
+/// Encodes per-query hit lists as a `SearchResponse` (payloads only when `with_payload`).
+pub fn search_response(hits: Vec<Vec<shoal_core::store::Hit>>, with_payload: bool) -> crate::v1::SearchResponse {
+    let mut out = crate::v1::SearchResponse::default();
+    let mut ids = Vec::with_capacity(hits.iter().map(Vec::len).sum());
+    for row in hits {
+        out.counts.push(row.len() as u32);
+        for h in row {
+            out.distances.push(h.distance);
+            if with_payload {
+                out.payloads.push(payload_to_text(h.payload.as_ref()));
+            }
+            ids.push(h.id);
+        }
+    }
+    out.ids = Some(ids_to_proto(&ids));
+    out
+}
+
+/// Decodes a `SearchResponse` back into per-query hit lists.
+pub fn hits_from_response(
+    resp: &crate::v1::SearchResponse,
+    id_type: IdType,
+) -> Result<Vec<Vec<shoal_core::store::Hit>>> {
+    let ids = ids_from_proto(resp.ids.as_ref(), id_type)?;
+    let payloads = payloads_from_text(&resp.payloads, "payloads")?;
+    let with_payload = !payloads.is_empty();
+    let total: usize = resp.counts.iter().map(|&c| c as usize).sum();
+    if ids.len() != total || resp.distances.len() != total || (with_payload && payloads.len() != total) {
+        return Err(Error::invalid("SearchResponse: counts, ids, distances and payloads differ in length"));
+    }
+    let mut ids = ids.into_iter();
+    let mut dists = resp.distances.iter();
+    let mut payloads = payloads.into_iter();
+    Ok(resp
+        .counts
+        .iter()
+        .map(|&c| {
+            (0..c)
+                .filter_map(|_| {
+                    Some(shoal_core::store::Hit {
+                        id: ids.next()?,
+                        distance: *dists.next()?,
+                        payload: if with_payload { payloads.next().flatten() } else { None },
+                    })
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// Encodes fetched points (in request order, `None` = not found) as a `GetResponse`.
+pub fn get_response(records: Vec<Option<shoal_core::store::PointRecord>>, dim: u32) -> crate::v1::GetResponse {
+    let mut out = crate::v1::GetResponse { dim, ..Default::default() };
+    for rec in records {
+        out.found.push(rec.is_some());
+        if let Some(rec) = rec {
+            out.vectors.extend_from_slice(&rec.vector);
+            out.payloads.push(payload_to_text(rec.payload.as_ref()));
+        }
+    }
+    out
+}
+
+/// Decodes a `GetResponse` for the requested `ids` (versions are not carried and come back as zero).
+pub fn records_from_get(
+    resp: crate::v1::GetResponse,
+    ids: &[PointId],
+) -> Result<Vec<Option<shoal_core::store::PointRecord>>> {
+    if resp.found.len() != ids.len() {
+        return Err(Error::invalid("GetResponse: one found flag per requested id expected"));
+    }
+    let found = resp.found.iter().filter(|&&f| f).count();
+    let dim = resp.dim as usize;
+    let with_vectors = !resp.vectors.is_empty();
+    if (with_vectors && resp.vectors.len() != found * dim) || resp.payloads.len() != found {
+        return Err(Error::invalid("GetResponse: vectors or payloads do not match the found ids"));
+    }
+    let payloads = payloads_from_text(&resp.payloads, "payloads")?;
+    let mut payloads = payloads.into_iter();
+    let mut vectors = resp.vectors.chunks_exact(dim.max(1));
+    Ok(ids
+        .iter()
+        .zip(&resp.found)
+        .map(|(id, &f)| {
+            f.then(|| shoal_core::store::PointRecord {
+                id: id.clone(),
+                vector: if with_vectors { vectors.next().map(<[f32]>::to_vec).unwrap_or_default() } else { Vec::new() },
+                payload: payloads.next().flatten(),
+                version: shoal_core::hlc::Version::default(),
+            })
+        })
+        .collect())
+}

@@ -1,33 +1,39 @@
-//! The engine of one node: owns group 0 (the catalog), the local shard groups, the HLC and the indexer,
-//! and coordinates every read and write across the shards of a collection.
+//! The engine of one node: owns group 0 (catalog + node registry), the local shard replicas, the HLC and
+//! the indexer; joins the cluster; and coordinates every read and write across the shards of a collection
+//! (writes in `write_path.rs`, reads in `read_path.rs`).
 //!
 //! ```text
-//!   gRPC handler ──> Engine ──┬─> group 0 (RaftGroup + Catalog)      create / drop collection
-//!                             ├─> shard groups (RaftGroup + ShardApp) write batches, one per shard
-//!                             └─> ShardStore (read side)              get / count / search, merged here
-//!   catalog change ──> reconcile task ──> reconciler::plan ──> open / remove shard groups
+//!   gRPC handler ──> Engine ──┬─> group 0 (RaftGroup + Catalog)  create / drop / join  (forwarded to its leader)
+//!                             ├─> shard leaders                  write batches, one per shard (local or forwarded)
+//!                             └─> shard replicas                 get / count / search by read level, merged here
+//!   catalog change ──> reconcile task ──> reconciler::plan ──> open / initialise / remove local shard groups
+//! ```
+//!
+//! Node life cycle:
+//!
+//! ```text
+//!   open ──(gRPC serving)──> start: join (new node with --join) | register (first node, restart) ──> ready
+//!   ready ──shutdown──> closing (requests refused, groups flushed)
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
-use rayon::prelude::*;
-use serde_json::{Map, Value};
 use shoal_api::collections::CollectionSpec;
-use shoal_api::commands::{MetaCommand, decode_meta_reply, decode_write_reply, encode_meta, encode_write_batch};
-use shoal_core::filter::Filter;
+use shoal_api::commands::{MetaCommand, decode_meta_reply, encode_meta};
+use shoal_api::internal::{JoinRequest, NodeRecord, NodeStateReply, ReplicaState};
 use shoal_core::hlc::Hlc;
-use shoal_core::store::{Hit, PointRecord, WriteBatch, WriteOp};
-use shoal_core::{PointId, validate};
-use shoal_raft::{GroupOptions, RaftGroup};
+use shoal_raft::{GroupOptions, GrpcNetwork, RaftGroup, RaftTransportService};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::catalog::{Catalog, CollectionEntry};
 use crate::indexer::Indexer;
+use crate::peer::Peers;
+use crate::placement;
 use crate::reconciler::{self, Action, ReplicaKey};
 use crate::shard_app::ShardApp;
 use crate::{Error, Result};
@@ -54,6 +60,15 @@ impl WriteLevel {
             o => Err(Error::InvalidArgument(format!(
                 "unknown write consistency {o:?}: expected \"eventual\", \"quorum\" or \"strong\""
             ))),
+        }
+    }
+
+    /// The level's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteLevel::Eventual => "eventual",
+            WriteLevel::Quorum => "quorum",
+            WriteLevel::Strong => "strong",
         }
     }
 }
@@ -95,46 +110,63 @@ pub struct EngineConfig {
     pub advertise: String,
     /// Raft timing for every group.
     pub raft: GroupOptions,
-    /// Shards per collection when the request says 0.
+    /// Shards per collection when the request says 0 (at least one per node is used when larger).
     pub default_shards: u32,
     /// This node's failure zone ("" = none).
     pub zone: String,
+    /// Address of a cluster member to join through when this node's group 0 is new; `None` = bootstrap
+    /// a new cluster (or restart: an existing group 0 ignores it).
+    pub join: Option<String>,
 }
 
 /// One local shard replica: its Raft group and its state machine.
-struct ShardReplica {
-    /// The shard's Raft group (single voter for now).
-    group: RaftGroup,
+pub(crate) struct ShardReplica {
+    /// The group id on the transport: `<collection>@<uid>/<shard>`.
+    pub(crate) gid: String,
+    /// The shard's Raft group.
+    pub(crate) group: RaftGroup,
     /// The shard's state machine; holds the store.
-    app: Arc<ShardApp>,
+    pub(crate) app: Arc<ShardApp>,
 }
 
-/// A collection whose every shard is open locally.
-struct LocalCollection {
-    /// Catalog entry it was opened from.
-    entry: CollectionEntry,
-    /// Shard replicas, indexed by shard number; `len() == entry.spec.shards`.
-    shards: Vec<Arc<ShardReplica>>,
+/// A collection as a request sees it: its catalog entry and the replicas open on this node.
+pub(crate) struct CollectionView {
+    /// The catalog entry (spec, uid, placement).
+    pub(crate) entry: CollectionEntry,
+    /// Local replicas by shard number; `len() == entry.spec.shards`, `None` where this node holds none.
+    pub(crate) local: Vec<Option<Arc<ShardReplica>>>,
 }
 
 /// The node's engine. Cheap to share behind `Arc`.
 pub struct Engine {
     /// Static configuration.
-    cfg: EngineConfig,
+    pub(crate) cfg: EngineConfig,
     /// Group 0.
-    meta: RaftGroup,
+    pub(crate) meta: RaftGroup,
     /// Group 0's state machine.
-    catalog: Arc<Catalog>,
+    pub(crate) catalog: Arc<Catalog>,
+    /// The Raft network of both planes (its blocklist is the node's fault switch).
+    net: GrpcNetwork,
+    /// The Raft transport's registry of local groups.
+    transport: RaftTransportService,
+    /// Clients of the other nodes.
+    pub(crate) peers: Peers,
     /// Open replicas by key; changed only by `reconcile` (under `reconcile_lock`).
-    replicas: RwLock<BTreeMap<ReplicaKey, Arc<ShardReplica>>>,
-    /// Collections fully open locally, by name; rebuilt after each reconcile.
-    collections: RwLock<BTreeMap<String, Arc<LocalCollection>>>,
+    pub(crate) replicas: RwLock<BTreeMap<ReplicaKey, Arc<ShardReplica>>>,
+    /// Leader hints of shard groups this node learnt from other nodes, by group id.
+    pub(crate) leader_hints: RwLock<HashMap<String, u64>>,
     /// Serialises reconcile passes.
     reconcile_lock: AsyncMutex<()>,
+    /// Serialises membership changes of group 0 (joins) on its leader.
+    join_lock: AsyncMutex<()>,
     /// Version clock for writes.
-    hlc: Hlc,
+    pub(crate) hlc: Hlc,
     /// Background index builder.
     indexer: Indexer,
+    /// Spreads `eventual` reads over replicas.
+    pub(crate) round_robin: AtomicUsize,
+    /// Set once the node joined (or recovered) and reconciled: requests are served.
+    ready: AtomicBool,
     /// Set once shutdown began; new requests are refused.
     closing: AtomicBool,
 }
@@ -149,38 +181,91 @@ fn shard_dir(root: &Path, key: &ReplicaKey) -> PathBuf {
     root.join("shards").join(format!("{}@{}", key.0, key.1)).join(key.2.to_string())
 }
 
+/// The transport id of a shard group.
+pub(crate) fn group_id(key: &ReplicaKey) -> String {
+    format!("{}@{}/{}", key.0, key.1, key.2)
+}
+
+/// How long a request waits between two attempts at first; doubled up to [`MAX_BACKOFF`].
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(5);
+/// Longest wait between two attempts.
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_millis(200);
+
 impl Engine {
-    /// Opens (or creates) the node's state under `cfg.data_dir`, recovers group 0 and every local shard
-    /// group, and starts the reconciler and the indexer.
-    pub async fn start(cfg: EngineConfig) -> Result<Arc<Engine>> {
+    /// Opens (or creates) the node's state under `cfg.data_dir`: group 0 on the gRPC network `net`,
+    /// registered with `transport`. The node serves nothing until [`Engine::start`] (call it once the
+    /// gRPC server runs, so that peers can reach this node while it joins).
+    pub async fn open(cfg: EngineConfig, net: GrpcNetwork, transport: RaftTransportService) -> Result<Arc<Engine>> {
         std::fs::create_dir_all(cfg.data_dir.join("shards")).map_err(|e| Error::Internal(e.to_string()))?;
         let catalog = Arc::new(Catalog::default());
-        let meta = RaftGroup::open(
+        let mut opts = cfg.raft.clone();
+        opts.bootstrap_single = cfg.join.is_none();
+        let meta = RaftGroup::open_with_network(
             &cfg.data_dir.join("meta"),
             cfg.node_id,
             cfg.advertise.clone(),
             catalog.clone(),
-            cfg.raft.clone(),
+            opts,
+            net.factory("meta"),
         )
         .await?;
-        meta.wait_leader(Duration::from_secs(30)).await?;
-        meta.ensure_linearizable().await?;
-        let engine = Arc::new(Engine {
+        transport.register("meta", &meta);
+        Ok(Arc::new(Engine {
             hlc: Hlc::new(cfg.node_id as u32),
+            peers: Peers::new(cfg.node_id, net.blocklist().clone()),
             cfg,
             meta,
             catalog,
+            net,
+            transport,
             replicas: RwLock::default(),
-            collections: RwLock::default(),
+            leader_hints: RwLock::default(),
             reconcile_lock: AsyncMutex::new(()),
+            join_lock: AsyncMutex::new(()),
             indexer: Indexer::start(),
+            round_robin: AtomicUsize::new(0),
+            ready: AtomicBool::new(false),
             closing: AtomicBool::new(false),
-        });
-        engine.register_self(Duration::from_secs(30)).await?;
-        engine.reconcile().await?;
-        engine.remove_orphan_dirs();
-        let weak = Arc::downgrade(&engine);
-        let mut changes = engine.catalog.subscribe();
+        }))
+    }
+
+    /// Brings the node into service: joins the cluster through `cfg.join` when group 0 is new, otherwise
+    /// makes sure this node is in the registry; opens the local shard replicas the catalog assigns to it
+    /// and keeps them in line with it from then on. Returns once requests can be served.
+    pub async fn start(self: &Arc<Engine>, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        if !self.meta.is_initialized().await? {
+            let Some(seed) = self.cfg.join.clone() else {
+                return Err(Error::Internal("group 0 is not initialised and no --join address was given".into()));
+            };
+            self.join_through(&seed, deadline).await?;
+        } else if self.meta.effective_voters().await? == [self.cfg.node_id] {
+            // Alone in group 0 (first node, or a single-node cluster restarting): lead it, then register.
+            self.meta.wait_leader(timeout).await?;
+            self.register_self(deadline).await?;
+        } else {
+            // A member of a multi-node cluster restarting: the others may still be down, so register in the
+            // background (address or version may have changed) and serve from the recovered catalog.
+            let weak = Arc::downgrade(self);
+            tokio::spawn(async move {
+                loop {
+                    let Some(engine) = weak.upgrade() else { return };
+                    if engine.closing.load(Ordering::Acquire) {
+                        return;
+                    }
+                    match engine.register_self(Instant::now() + Duration::from_secs(5)).await {
+                        Ok(()) => return,
+                        Err(e) => tracing::debug!(error = %e, "registering in group 0 (will retry)"),
+                    }
+                    drop(engine);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            });
+        }
+        self.reconcile().await?;
+        self.remove_orphan_dirs();
+        let weak = Arc::downgrade(self);
+        let mut changes = self.catalog.subscribe();
         tokio::spawn(async move {
             while changes.changed().await.is_ok() {
                 let Some(engine) = weak.upgrade() else { break };
@@ -192,28 +277,203 @@ impl Engine {
                 }
             }
         });
-        Ok(engine)
+        self.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Asks the cluster reachable at `seed` to add this node, then waits until this node's copy of
+    /// group 0 holds its own registry entry (it has caught up).
+    async fn join_through(&self, seed: &str, deadline: Instant) -> Result<()> {
+        let me = self.node_record();
+        let req =
+            JoinRequest { node_id: me.id, address: me.address.clone(), zone: me.zone.clone(), version: me.version };
+        let mut backoff = Duration::from_millis(50);
+        let mut target: (u64, String) = (0, seed.to_string());
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Timeout(format!("joining the cluster through {seed} did not finish in time")));
+            }
+            match self.peers.join(target.0, &target.1, req.clone(), left).await {
+                Ok(()) => break,
+                Err(Error::NotLeader { leader: Some(l) }) => {
+                    // The seed forwards to the leader itself; a hint only helps while it cannot.
+                    if let Some(n) = self.catalog.node(l) {
+                        target = (l, n.address);
+                    }
+                }
+                Err(e) if e.is_retryable() || matches!(e, Error::Timeout(_)) => {
+                    tracing::info!(error = %e, "join through {seed}: retrying");
+                    target = (0, seed.to_string());
+                }
+                Err(e) => return Err(e.context(&format!("joining the cluster through {seed}"))),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+        while self.catalog.node(self.cfg.node_id).is_none() {
+            if Instant::now() > deadline {
+                return Err(Error::Timeout("joined, but group 0 did not catch up in time".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tracing::info!(seed, "joined the cluster");
+        Ok(())
+    }
+
+    /// On the group-0 leader: registers node `req.node_id`, adds it to group 0 as a learner (it catches
+    /// up), and promotes it to voter while group 0 has fewer than 5 voters.
+    pub async fn handle_join(&self, req: JoinRequest, timeout: Duration) -> Result<()> {
+        self.check_running()?;
+        if req.node_id == 0 || req.address.is_empty() {
+            return Err(Error::InvalidArgument("join needs a node id >= 1 and an address".into()));
+        }
+        if !self.meta.is_leader() {
+            return self.forward_join(req, timeout).await;
+        }
+        let deadline = Instant::now() + timeout;
+        let _guard = tokio::time::timeout(timeout, self.join_lock.lock())
+            .await
+            .map_err(|_| Error::Timeout("another join is in progress".into()))?;
+        if let Some(existing) = self.catalog.node(req.node_id)
+            && existing.address != req.address
+            && self.meta.voter_ids().contains(&req.node_id)
+        {
+            tracing::warn!(node = req.node_id, old = %existing.address, new = %req.address, "node re-joins at a new address");
+        }
+        let record = NodeRecord {
+            id: req.node_id,
+            address: req.address.clone(),
+            zone: req.zone,
+            state: "up".into(),
+            version: req.version,
+        };
+        self.meta_propose(&MetaCommand::UpsertNode(record), deadline).await?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        tokio::time::timeout(left, self.meta.add_learner(req.node_id, req.address))
+            .await
+            .map_err(|_| Error::Timeout(format!("node {} did not catch up with group 0 in time", req.node_id)))??;
+        let mut voters: BTreeSet<u64> = self.meta.voter_ids().into_iter().collect();
+        if !voters.contains(&req.node_id) && voters.len() < 5 {
+            voters.insert(req.node_id);
+            let left = deadline.saturating_duration_since(Instant::now());
+            tokio::time::timeout(left, self.meta.change_membership(voters))
+                .await
+                .map_err(|_| Error::Timeout(format!("promoting node {} to voter timed out", req.node_id)))??;
+        }
+        tracing::info!(node = req.node_id, "node joined");
+        Ok(())
+    }
+
+    async fn forward_join(&self, req: JoinRequest, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let res = match self.meta_leader_addr() {
+                Some((id, _)) if id == self.cfg.node_id => return Box::pin(self.handle_join(req, left)).await,
+                Some((id, addr)) => self.peers.join(id, &addr, req.clone(), left).await,
+                None => Err(Error::NodeUnavailable("no group-0 leader known".into())),
+            };
+            match res {
+                Err(e) if e.is_retryable() && Instant::now() + backoff < deadline => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// The group-0 leader and its address, when known.
+    fn meta_leader_addr(&self) -> Option<(u64, String)> {
+        let id = self.meta.leader_id()?;
+        self.node_addr(id).map(|a| (id, a))
+    }
+
+    /// The address of node `id` from the registry.
+    pub(crate) fn node_addr(&self, id: u64) -> Option<String> {
+        if id == self.cfg.node_id {
+            return Some(self.cfg.advertise.clone());
+        }
+        self.catalog.node(id).map(|n| n.address)
     }
 
     /// Adds this node to the registry in group 0, or updates its address and version there.
-    async fn register_self(&self, timeout: Duration) -> Result<()> {
+    async fn register_self(&self, deadline: Instant) -> Result<()> {
         let me = self.node_record();
         if self.catalog.node(me.id).as_ref() == Some(&me) {
             return Ok(());
         }
-        self.meta_write(&MetaCommand::UpsertNode(me), timeout).await?.map_err(Error::Internal)?;
+        self.meta_propose(&MetaCommand::UpsertNode(me), deadline).await?;
         Ok(())
     }
 
     /// This node's registry record.
-    fn node_record(&self) -> shoal_api::internal::NodeRecord {
-        shoal_api::internal::NodeRecord {
+    fn node_record(&self) -> NodeRecord {
+        NodeRecord {
             id: self.cfg.node_id,
             address: self.cfg.advertise.clone(),
             zone: self.cfg.zone.clone(),
             state: "up".into(),
             version: env!("CARGO_PKG_VERSION").into(),
         }
+    }
+
+    /// Proposes a metadata command on group 0 (here when this node leads it, else on its leader),
+    /// retrying through leader changes until `deadline`. Returns the command's outcome.
+    pub(crate) async fn meta_propose(&self, cmd: &MetaCommand, deadline: Instant) -> Result<bool> {
+        let bytes = encode_meta(cmd);
+        let mut backoff = FIRST_BACKOFF;
+        let mut last: Option<Error> = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let why = last.map_or_else(String::new, |e| format!(": {e}"));
+                return Err(Error::Consistency(format!("no group-0 leader committed the change in time{why}")));
+            }
+            let res = if self.meta.is_leader() {
+                match tokio::time::timeout(left, self.meta.write(bytes.clone())).await {
+                    Ok(r) => r.map_err(Error::from),
+                    Err(_) => Err(Error::Timeout("group-0 write not committed in time".into())),
+                }
+            } else {
+                match self.meta_leader_addr() {
+                    Some((id, addr)) => self.peers.meta_propose(id, &addr, bytes.clone(), left).await,
+                    None => Err(Error::NodeUnavailable("no group-0 leader known".into())),
+                }
+            };
+            match res {
+                Ok(reply) => {
+                    let outcome = decode_meta_reply(&reply)?;
+                    return outcome.map_err(|msg| {
+                        if msg.contains("already exists") {
+                            Error::CollectionExists(msg)
+                        } else if msg.contains("cannot place") {
+                            Error::InvalidArgument(msg)
+                        } else {
+                            Error::Internal(msg)
+                        }
+                    });
+                }
+                Err(e) if e.is_retryable() || matches!(e, Error::Timeout(_)) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+            tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now()))).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Serves a metadata proposal forwarded by another node (this node must lead group 0).
+    pub async fn handle_meta_propose(&self, command: Vec<u8>, timeout: Duration) -> Result<Vec<u8>> {
+        self.check_open()?;
+        if !self.meta.is_leader() {
+            return Err(Error::NotLeader { leader: self.meta.leader_id() });
+        }
+        tokio::time::timeout(timeout, self.meta.write(command))
+            .await
+            .map_err(|_| Error::Timeout("group-0 write not committed in time".into()))?
+            .map_err(Error::from)
     }
 
     /// This node's id.
@@ -226,9 +486,34 @@ impl Engine {
         &self.cfg.advertise
     }
 
-    /// Whether this node leads group 0.
+    /// Whether this node currently leads group 0.
     pub fn is_meta_leader(&self) -> bool {
         self.meta.is_leader()
+    }
+
+    /// The node's fault switch (node ids it refuses to talk to).
+    pub fn set_blocked(&self, blocked: &[u64]) -> Vec<u64> {
+        let bl = self.net.blocklist();
+        bl.clear();
+        for &b in blocked {
+            if b != self.cfg.node_id {
+                bl.block(b);
+            }
+        }
+        if !blocked.is_empty() {
+            tracing::warn!(?blocked, "fault injection: traffic with these nodes is blocked");
+        } else {
+            tracing::info!("fault injection: every link restored");
+        }
+        let mut out: Vec<u64> = blocked.iter().copied().filter(|&b| b != self.cfg.node_id).collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Whether requests from node `from` are refused (fault injection).
+    pub fn is_blocked(&self, from: u64) -> bool {
+        self.net.blocklist().is_blocked(from)
     }
 
     /// Makes local replicas match the catalog (see `reconciler::plan`).
@@ -236,17 +521,18 @@ impl Engine {
         let _guard = self.reconcile_lock.lock().await;
         let entries: BTreeMap<String, CollectionEntry> =
             self.catalog.list().into_iter().map(|e| (e.spec.name.clone(), e)).collect();
-        let want = reconciler::desired(&entries.iter().map(|(n, e)| (n.clone(), (e.uid, e.spec.shards))).collect());
+        let want = reconciler::desired(&entries, self.cfg.node_id);
         let have: BTreeSet<ReplicaKey> = self.replicas.read().keys().cloned().collect();
         for action in reconciler::plan(&want, &have) {
             match action {
                 Action::Remove(key) => {
                     let replica = self.replicas.write().remove(&key);
-                    self.rebuild_views(&entries);
-                    if let Some(r) = replica
-                        && let Err(e) = r.group.shutdown().await
-                    {
-                        tracing::warn!(?key, error = %e, "shard group shutdown failed");
+                    self.refresh_indexer();
+                    if let Some(r) = replica {
+                        self.transport.deregister(&r.gid);
+                        if let Err(e) = r.group.shutdown().await {
+                            tracing::warn!(?key, error = %e, "shard group shutdown failed");
+                        }
                     }
                     let dir = shard_dir(&self.cfg.data_dir, &key);
                     if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -260,46 +546,63 @@ impl Engine {
                 }
                 Action::Open(key) => {
                     let entry = &entries[&key.0];
-                    let app = Arc::new(ShardApp::new(entry.spec.shard.clone(), Box::new(self.indexer.waker())));
-                    let dir = shard_dir(&self.cfg.data_dir, &key);
-                    let group = RaftGroup::open(
-                        &dir,
-                        self.cfg.node_id,
-                        self.cfg.advertise.clone(),
-                        app.clone(),
-                        self.cfg.raft.clone(),
-                    )
-                    .await?;
-                    group.wait_leader(Duration::from_secs(30)).await?;
-                    // Never stamp a write older than what this shard already holds (e.g. after a clock step back).
-                    self.hlc.observe(app.store().max_version());
-                    tracing::info!(collection = %key.0, shard = key.2, applied = app.applied_index(), "shard replica open");
-                    self.replicas.write().insert(key, Arc::new(ShardReplica { group, app }));
+                    if let Err(e) = self.open_replica(entry, &key).await {
+                        // Leave it for the next pass (e.g. a peer's address not yet known).
+                        tracing::warn!(collection = %key.0, shard = key.2, error = %e, "could not open shard replica");
+                    }
                 }
             }
         }
-        self.rebuild_views(&entries);
+        self.refresh_indexer();
         Ok(())
     }
 
-    /// Rebuilds `collections` and the indexer's shard list from `replicas`.
-    fn rebuild_views(&self, entries: &BTreeMap<String, CollectionEntry>) {
-        let replicas = self.replicas.read();
-        let mut views = BTreeMap::new();
-        for (name, entry) in entries {
-            let shards: Option<Vec<_>> =
-                (0..entry.spec.shards).map(|s| replicas.get(&(name.clone(), entry.uid, s)).cloned()).collect();
-            if let Some(shards) = shards {
-                views.insert(name.clone(), Arc::new(LocalCollection { entry: entry.clone(), shards }));
+    async fn open_replica(&self, entry: &CollectionEntry, key: &ReplicaKey) -> Result<()> {
+        let app = Arc::new(ShardApp::new(entry.spec.shard.clone(), Box::new(self.indexer.waker())));
+        let dir = shard_dir(&self.cfg.data_dir, key);
+        let gid = group_id(key);
+        let mut opts = self.cfg.raft.clone();
+        opts.bootstrap_single = false;
+        let group = RaftGroup::open_with_network(
+            &dir,
+            self.cfg.node_id,
+            self.cfg.advertise.clone(),
+            app.clone(),
+            opts,
+            self.net.factory(gid.clone()),
+        )
+        .await?;
+        self.transport.register(gid.clone(), &group);
+        let replicas = entry.replicas(key.2);
+        if !group.is_initialized().await? && replicas.first() == Some(&self.cfg.node_id) {
+            // The preferred leader creates the group with every replica as a voter; the others wait to
+            // be contacted (their groups answer once open).
+            let mut members = BTreeMap::new();
+            for &n in replicas {
+                let addr = self.node_addr(n).ok_or_else(|| Error::Internal(format!("node {n} is not registered")))?;
+                members.insert(n, addr);
+            }
+            if let Err(e) = group.initialize(members).await {
+                tracing::warn!(%gid, error = %e, "initialising shard group");
+            }
+            if replicas.len() == 1 {
+                let _ = group.raft().trigger().elect(false).await;
             }
         }
-        self.indexer.set_shards(replicas.values().map(|r| r.app.clone()).collect());
-        *self.collections.write() = views;
+        // Never stamp a write older than what this shard already holds (e.g. after a clock step back).
+        self.hlc.observe(app.store().max_version());
+        tracing::info!(collection = %key.0, shard = key.2, applied = app.applied_index(), "shard replica open");
+        self.replicas.write().insert(key.clone(), Arc::new(ShardReplica { gid, group, app }));
+        Ok(())
+    }
+
+    fn refresh_indexer(&self) {
+        self.indexer.set_shards(self.replicas.read().values().map(|r| r.app.clone()).collect());
     }
 
     /// Deletes shard directories that belong to no catalog entry (left by a crash during a drop).
     fn remove_orphan_dirs(&self) {
-        let keep: BTreeSet<String> = self.replicas.read().keys().map(|(n, uid, _)| format!("{n}@{uid}")).collect();
+        let keep: BTreeSet<String> = self.catalog.list().iter().map(|e| format!("{}@{}", e.spec.name, e.uid)).collect();
         let Ok(dirs) = std::fs::read_dir(self.cfg.data_dir.join("shards")) else { return };
         for d in dirs.flatten() {
             let name = d.file_name().to_string_lossy().to_string();
@@ -310,48 +613,82 @@ impl Engine {
         }
     }
 
-    fn check_open(&self) -> Result<()> {
+    /// Refuses requests while shutting down.
+    fn check_running(&self) -> Result<()> {
         if self.closing.load(Ordering::Acquire) {
             return Err(Error::NodeUnavailable(format!("node {} is shutting down", self.cfg.node_id)));
         }
         Ok(())
     }
 
-    fn local(&self, name: &str) -> Result<Arc<LocalCollection>> {
-        self.check_open()?;
-        if let Some(c) = self.collections.read().get(name) {
-            return Ok(c.clone());
+    /// Refuses requests while starting or shutting down.
+    pub(crate) fn check_open(&self) -> Result<()> {
+        self.check_running()?;
+        if !self.ready.load(Ordering::Acquire) {
+            return Err(Error::NodeUnavailable(format!("node {} is starting", self.cfg.node_id)));
         }
-        if self.catalog.get(name).is_some() {
-            return Err(Error::ShardUnavailable(format!("collection {name:?} is still opening on this node")));
-        }
-        Err(Error::CollectionNotFound(name.to_string()))
+        Ok(())
     }
 
-    /// Creates a collection and returns once its shards are open locally.
+    /// Whether the node serves requests.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.closing.load(Ordering::Acquire)
+    }
+
+    /// The collection `name` with this node's replicas of it.
+    pub(crate) fn view(&self, name: &str) -> Result<CollectionView> {
+        self.check_open()?;
+        let entry = self.catalog.get(name).ok_or_else(|| Error::CollectionNotFound(name.to_string()))?;
+        let replicas = self.replicas.read();
+        let local =
+            (0..entry.spec.shards).map(|s| replicas.get(&(entry.spec.name.clone(), entry.uid, s)).cloned()).collect();
+        Ok(CollectionView { entry, local })
+    }
+
+    /// The local replica of group `gid`, if open here.
+    pub(crate) fn replica_by_gid(&self, collection: &str, uid: u64, shard: u32) -> Option<Arc<ShardReplica>> {
+        self.replicas.read().get(&(collection.to_string(), uid, shard)).cloned()
+    }
+
+    /// Number of registered nodes (at least 1).
+    fn node_count(&self) -> usize {
+        self.catalog.nodes().len().max(1)
+    }
+
+    /// Creates a collection; returns once group 0 committed it and this node opened its replicas of it.
     pub async fn create_collection(
         &self,
         req: &shoal_api::v1::CreateCollectionRequest,
         timeout: Duration,
     ) -> Result<CollectionSpec> {
         self.check_open()?;
-        let spec = CollectionSpec::from_create(req, self.cfg.default_shards.max(1), 1)?;
-        if spec.replication_factor > 1 {
+        let n = self.node_count();
+        let shards = placement::default_shards(n).max(self.cfg.default_shards.max(1));
+        let spec = CollectionSpec::from_create(req, shards, placement::default_rf(n))?;
+        let up = self.catalog.nodes().iter().filter(|r| r.state == "up").count();
+        if spec.replication_factor as usize > up {
             return Err(Error::InvalidArgument(format!(
-                "replication_factor {} needs at least that many nodes; this cluster has 1",
+                "replication_factor {} needs at least that many nodes; this cluster has {up}",
                 spec.replication_factor
             )));
         }
         let deadline = Instant::now() + timeout;
-        let reply = self.meta_write(&MetaCommand::CreateCollection(spec.clone()), timeout).await?;
-        if let Err(msg) = reply {
-            return Err(if msg.contains("already exists") {
-                Error::CollectionExists(spec.name)
-            } else {
-                Error::Internal(msg)
-            });
-        }
-        while !self.collections.read().contains_key(&spec.name) {
+        self.meta_propose(&MetaCommand::CreateCollection(spec.clone()), deadline).await.map_err(|e| match e {
+            Error::CollectionExists(_) => Error::CollectionExists(spec.name.clone()),
+            e => e,
+        })?;
+        // Wait until this node's catalog has it and its local replicas are open.
+        loop {
+            if let Some(entry) = self.catalog.get(&spec.name) {
+                let replicas = self.replicas.read();
+                let open = (0..entry.spec.shards).all(|s| {
+                    !entry.replicas(s).contains(&self.cfg.node_id)
+                        || replicas.contains_key(&(entry.spec.name.clone(), entry.uid, s))
+                });
+                if open {
+                    return Ok(entry.spec);
+                }
+            }
             if Instant::now() > deadline {
                 return Err(Error::Timeout(format!(
                     "collection {:?} created but its shards did not open in time",
@@ -360,14 +697,6 @@ impl Engine {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        Ok(spec)
-    }
-
-    async fn meta_write(&self, cmd: &MetaCommand, timeout: Duration) -> Result<std::result::Result<bool, String>> {
-        let bytes = tokio::time::timeout(timeout, self.meta.write(encode_meta(cmd)))
-            .await
-            .map_err(|_| Error::Timeout("metadata write".into()))??;
-        Ok(decode_meta_reply(&bytes)?)
     }
 
     /// The spec of a collection.
@@ -381,230 +710,79 @@ impl Engine {
         self.catalog.list().into_iter().map(|e| e.spec).collect()
     }
 
-    /// Drops a collection and returns whether it existed; returns once its local shards are gone.
+    /// Drops a collection and returns whether it existed; returns once this node's replicas are gone.
     pub async fn drop_collection(&self, name: &str, timeout: Duration) -> Result<bool> {
         self.check_open()?;
-        let existed = self.meta_write(&MetaCommand::DropCollection(name.to_string()), timeout).await?;
         let deadline = Instant::now() + timeout;
-        while self.collections.read().contains_key(name) {
+        let existed = self.meta_propose(&MetaCommand::DropCollection(name.to_string()), deadline).await?;
+        while self.replicas.read().keys().any(|k| k.0 == name) && self.catalog.get(name).is_none() {
             if Instant::now() > deadline {
                 return Err(Error::Timeout(format!("collection {name:?} dropped but its shards are still closing")));
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        Ok(existed.unwrap_or(false))
+        Ok(existed)
     }
 
-    /// Stamps `ops` with one version, splits them by shard and proposes each part to its shard group;
-    /// returns the number of ops applied once every part is committed at `level`.
-    async fn write(
-        &self,
-        col: &LocalCollection,
-        ops: Vec<(PointId, OpBody)>,
-        _level: WriteLevel,
-        timeout: Duration,
-    ) -> Result<u64> {
-        if ops.is_empty() {
-            return Ok(0);
-        }
-        let version = self.hlc.now();
-        let n_shards = col.entry.spec.shards;
-        let mut parts: Vec<Vec<WriteOp>> = (0..n_shards).map(|_| Vec::new()).collect();
-        for (id, body) in ops {
-            let s = id.shard(n_shards) as usize;
-            parts[s].push(match body {
-                OpBody::Upsert(vector, payload) => WriteOp::Upsert { id, version, vector, payload },
-                OpBody::Delete => WriteOp::Delete { id, version },
-                OpBody::Patch(patch) => WriteOp::PatchPayload { id, version, patch },
-            });
-        }
-        // With one voter per shard every level means "committed and applied on this node"; the levels
-        // differ once shards have followers (replication issue).
-        let futs = parts.into_iter().enumerate().filter(|(_, p)| !p.is_empty()).map(|(s, ops)| {
-            let replica = col.shards[s].clone();
-            async move {
-                let bytes = encode_write_batch(&WriteBatch { ops });
-                let reply = replica.group.write(bytes).await?;
-                Ok::<u64, Error>(decode_write_reply(&reply)?.0)
-            }
-        });
-        let results = tokio::time::timeout(timeout, futures::future::join_all(futs)).await.map_err(|_| {
-            Error::Timeout(format!("write to collection {:?} not committed within {timeout:?}", col.entry.spec.name))
-        })?;
-        let mut applied = 0;
-        for r in results {
-            applied += r?;
-        }
-        Ok(applied)
-    }
-
-    /// Upserts points. The whole batch is validated before anything is written.
-    pub async fn upsert(
-        &self,
-        name: &str,
-        ids: Vec<PointId>,
-        vectors: Vec<f32>,
-        payloads: Vec<Option<Map<String, Value>>>,
-        level: WriteLevel,
-        timeout: Duration,
-    ) -> Result<u64> {
-        let col = self.local(name)?;
-        let dim = col.entry.spec.shard.dim;
-        validate::check_ids(&ids, col.entry.spec.shard.id_type)?;
-        if vectors.len() != ids.len() * dim {
-            return Err(Error::InvalidArgument(if vectors.len().is_multiple_of(dim) {
-                format!("got {} ids but {} vectors", ids.len(), vectors.len() / dim)
-            } else {
-                format!("vectors have {} values, not a multiple of dim {dim}", vectors.len())
-            }));
-        }
-        validate::check_vectors(&vectors, dim, ids.len())?;
-        if !payloads.is_empty() && payloads.len() != ids.len() {
-            return Err(Error::InvalidArgument(format!("got {} ids but {} payloads", ids.len(), payloads.len())));
-        }
-        let mut payloads = payloads.into_iter();
-        let ops = ids
-            .into_iter()
-            .zip(vectors.chunks_exact(dim))
-            .map(|(id, v)| (id, OpBody::Upsert(v.to_vec(), payloads.next().flatten())))
+    /// This node's state for the cluster views: its group-0 role and every local replica.
+    pub fn node_state(&self) -> NodeStateReply {
+        let (meta_role, _) = self.meta.role_and_last_index();
+        let replicas = self
+            .replicas
+            .read()
+            .iter()
+            .map(|((name, uid, shard), r)| {
+                let (role, last) = r.group.role_and_last_index();
+                let store = r.app.store();
+                ReplicaState {
+                    collection: name.clone(),
+                    uid: *uid,
+                    shard: *shard,
+                    role: role.into(),
+                    leader: r.group.leader_id().unwrap_or(0),
+                    applied_index: r.group.applied_index(),
+                    last_log_index: last,
+                    count: store.count() as u64,
+                    unindexed: store.unindexed() as u64,
+                    digest: store.digest(),
+                }
+            })
             .collect();
-        self.write(&col, ops, level, timeout).await
-    }
-
-    /// Deletes points by id (absent ids are no-ops that still leave a tombstone).
-    pub async fn delete(&self, name: &str, ids: Vec<PointId>, level: WriteLevel, timeout: Duration) -> Result<u64> {
-        let col = self.local(name)?;
-        validate::check_ids(&ids, col.entry.spec.shard.id_type)?;
-        self.write(&col, ids.into_iter().map(|id| (id, OpBody::Delete)).collect(), level, timeout).await
-    }
-
-    /// Merges `patch` into the payload of each point, key by key (LWW per key).
-    pub async fn update_payload(
-        &self,
-        name: &str,
-        ids: Vec<PointId>,
-        patch: Map<String, Value>,
-        level: WriteLevel,
-        timeout: Duration,
-    ) -> Result<u64> {
-        let col = self.local(name)?;
-        validate::check_ids(&ids, col.entry.spec.shard.id_type)?;
-        self.write(&col, ids.into_iter().map(|id| (id, OpBody::Patch(patch.clone()))).collect(), level, timeout).await
-    }
-
-    async fn read_barrier(
-        &self,
-        col: &LocalCollection,
-        shards: &[usize],
-        level: ReadLevel,
-        timeout: Duration,
-    ) -> Result<()> {
-        if level != ReadLevel::Strong {
-            return Ok(());
+        NodeStateReply {
+            node_id: self.cfg.node_id,
+            address: self.cfg.advertise.clone(),
+            meta_role: meta_role.into(),
+            zone: self.cfg.zone.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            replicas,
+            meta_leader: self.meta.leader_id().unwrap_or(0),
         }
-        let futs = shards.iter().map(|&s| {
-            let r = col.shards[s].clone();
-            async move { r.group.ensure_linearizable().await.map_err(|e| Error::Consistency(e.to_string())) }
+    }
+
+    /// Every registered node's state, probed in parallel (`Err` for a node that did not answer).
+    pub async fn probe_nodes(&self, timeout: Duration) -> Vec<(NodeRecord, Result<NodeStateReply>)> {
+        let nodes = self.catalog.nodes();
+        let nodes = if nodes.is_empty() { vec![self.node_record()] } else { nodes };
+        let futs = nodes.into_iter().map(|n| async move {
+            let st = if n.id == self.cfg.node_id {
+                Ok(self.node_state())
+            } else {
+                self.peers.node_state(n.id, &n.address, timeout).await
+            };
+            (n, st)
         });
-        let results = tokio::time::timeout(timeout, futures::future::join_all(futs))
-            .await
-            .map_err(|_| Error::Consistency("strong read: leadership not confirmed in time".into()))?;
-        results.into_iter().collect()
+        futures::future::join_all(futs).await
     }
 
-    /// Fetches points by id, in request order.
-    pub async fn get(
-        &self,
-        name: &str,
-        ids: Vec<PointId>,
-        with_vectors: bool,
-        level: ReadLevel,
-        timeout: Duration,
-    ) -> Result<Vec<Option<PointRecord>>> {
-        let col = self.local(name)?;
-        let id_type = col.entry.spec.shard.id_type;
-        for (i, id) in ids.iter().enumerate() {
-            if id.id_type() != id_type {
-                return Err(Error::InvalidArgument(format!(
-                    "ids[{i}] is a {} but the collection has id_type \"{}\"",
-                    id.id_type().as_str(),
-                    id_type.as_str()
-                )));
-            }
-        }
-        let n = col.entry.spec.shards;
-        let all: Vec<usize> = (0..n as usize).collect();
-        self.read_barrier(&col, &all, level, timeout).await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in &ids {
-            let store = col.shards[id.shard(n) as usize].app.store();
-            out.push(store.get(std::slice::from_ref(id), with_vectors).pop().flatten());
-        }
-        Ok(out)
+    /// The group-0 leader this node knows of.
+    pub fn meta_leader(&self) -> Option<u64> {
+        self.meta.leader_id()
     }
 
-    /// Number of live points.
-    pub async fn count(&self, name: &str, level: ReadLevel, timeout: Duration) -> Result<u64> {
-        let col = self.local(name)?;
-        let all: Vec<usize> = (0..col.shards.len()).collect();
-        self.read_barrier(&col, &all, level, timeout).await?;
-        Ok(col.shards.iter().map(|s| s.app.store().count() as u64).sum())
-    }
-
-    /// (live points, live points not yet indexed), summed over shards.
-    pub fn index_status(&self, name: &str) -> Result<(u64, u64)> {
-        let col = self.local(name)?;
-        Ok(col.shards.iter().fold((0, 0), |(p, u), s| {
-            let st = s.app.store();
-            (p + st.count() as u64, u + st.unindexed() as u64)
-        }))
-    }
-
-    /// k-nearest-neighbour search of `nq` queries (row-major `queries`), merged over every shard.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn search(
-        &self,
-        name: &str,
-        queries: Vec<f32>,
-        k: usize,
-        filter: Option<Filter>,
-        ef: Option<usize>,
-        with_payload: bool,
-        level: ReadLevel,
-        timeout: Duration,
-    ) -> Result<Vec<Vec<Hit>>> {
-        let col = self.local(name)?;
-        let dim = col.entry.spec.shard.dim;
-        if queries.is_empty() || !queries.len().is_multiple_of(dim) {
-            return Err(Error::InvalidArgument(format!(
-                "queries have {} values: expected a non-empty multiple of dim {dim}",
-                queries.len()
-            )));
-        }
-        let nq = queries.len() / dim;
-        validate::check_vectors(&queries, dim, nq)
-            .map_err(|e| Error::InvalidArgument(e.to_string().replacen("vectors", "queries", 1)))?;
-        validate::check_k(k as i64)?;
-        if let Some(ef) = ef {
-            validate::check_ef(ef as i64)?;
-        }
-        let all: Vec<usize> = (0..col.shards.len()).collect();
-        self.read_barrier(&col, &all, level, timeout).await?;
-        let stores: Vec<_> = col.shards.iter().map(|s| s.app.store()).collect();
-        // Run on a rayon worker, not a blocking thread: the store's parallel loops then run inline for
-        // small batches instead of paying a thread hand-off per loop (most of a single query's latency).
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        rayon::spawn(move || {
-            let mut per_shard: Vec<Vec<Vec<Hit>>> =
-                stores.par_iter().map(|s| s.search(&queries, nq, k, filter.as_ref(), ef, with_payload)).collect();
-            let merged =
-                if per_shard.len() == 1 { per_shard.pop().unwrap_or_default() } else { merge_top_k(per_shard, nq, k) };
-            let _ = tx.send(merged);
-        });
-        tokio::time::timeout(timeout, rx)
-            .await
-            .map_err(|_| Error::Timeout(format!("search not finished within {timeout:?}")))?
-            .map_err(|_| Error::Internal("search task panicked".into()))
+    /// The catalog entry of `name` (spec, uid, placement).
+    pub fn collection_entry(&self, name: &str) -> Result<CollectionEntry> {
+        self.check_open()?;
+        self.catalog.get(name).ok_or_else(|| Error::CollectionNotFound(name.to_string()))
     }
 
     /// Stops accepting requests, shuts every group down (flushing logs) and stops the indexer.
@@ -614,67 +792,16 @@ impl Engine {
         }
         let _guard = self.reconcile_lock.lock().await;
         let replicas: Vec<_> = std::mem::take(&mut *self.replicas.write()).into_values().collect();
-        self.collections.write().clear();
         for r in replicas {
+            self.transport.deregister(&r.gid);
             if let Err(e) = r.group.shutdown().await {
                 tracing::warn!(error = %e, "shard group shutdown failed");
             }
         }
+        self.transport.deregister("meta");
         if let Err(e) = self.meta.shutdown().await {
             tracing::warn!(error = %e, "group 0 shutdown failed");
         }
         self.indexer.stop();
-    }
-}
-
-/// The body of one write operation before it is stamped and routed.
-enum OpBody {
-    Upsert(Vec<f32>, Option<Map<String, Value>>),
-    Delete,
-    Patch(Map<String, Value>),
-}
-
-/// Merges per-shard top-k lists (each ascending) into one top-k per query, de-duplicated by id.
-pub fn merge_top_k(per_shard: Vec<Vec<Vec<Hit>>>, nq: usize, k: usize) -> Vec<Vec<Hit>> {
-    let mut out: Vec<Vec<Hit>> = (0..nq).map(|_| Vec::with_capacity(k)).collect();
-    let mut columns: Vec<std::vec::IntoIter<Vec<Hit>>> = per_shard.into_iter().map(|v| v.into_iter()).collect();
-    for row in out.iter_mut() {
-        let mut all: Vec<Hit> = columns.iter_mut().filter_map(|c| c.next()).flatten().collect();
-        all.sort_by(|a, b| a.distance.total_cmp(&b.distance));
-        let mut seen = std::collections::HashSet::new();
-        for h in all {
-            if row.len() == k {
-                break;
-            }
-            if seen.insert(h.id.clone()) {
-                row.push(h);
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hit(id: u64, d: f32) -> Hit {
-        Hit { id: PointId::Int(id), distance: d, payload: None }
-    }
-
-    #[test]
-    fn merge_keeps_best_k_and_dedups() {
-        let a = vec![vec![hit(1, 0.1), hit(2, 0.5)], vec![hit(7, 0.3)]];
-        let b = vec![vec![hit(3, 0.2), hit(1, 0.1)], vec![]];
-        let m = merge_top_k(vec![a, b], 2, 2);
-        assert_eq!(m[0].iter().map(|h| h.id.clone()).collect::<Vec<_>>(), vec![PointId::Int(1), PointId::Int(3)]);
-        assert_eq!(m[1].len(), 1);
-    }
-
-    #[test]
-    fn levels_parse() {
-        assert_eq!(WriteLevel::parse("strong").unwrap(), WriteLevel::Strong);
-        assert!(WriteLevel::parse("all").unwrap_err().to_string().contains("all"));
-        assert_eq!(ReadLevel::parse("").unwrap(), ReadLevel::Session);
     }
 }

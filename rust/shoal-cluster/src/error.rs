@@ -24,9 +24,98 @@ pub enum Error {
     /// The node is shutting down or not ready.
     #[error("node unavailable: {0}")]
     NodeUnavailable(String),
+    /// This node does not lead the group a request needs (retried by the coordinator on the leader).
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The leader this node knows of.
+        leader: Option<u64>,
+    },
     /// Anything else (storage failure, corrupt state); logged with detail.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl Error {
+    /// The error's kind on the wire (`x-shoal-error` metadata); [`Error::from_kind`] inverts it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidArgument(_) => "invalid_argument",
+            Error::CollectionNotFound(_) => "collection_not_found",
+            Error::CollectionExists(_) => "collection_exists",
+            Error::Consistency(_) => "consistency",
+            Error::Timeout(_) => "timeout",
+            Error::ShardUnavailable(_) => "shard_unavailable",
+            Error::NodeUnavailable(_) => "node_unavailable",
+            Error::NotLeader { .. } => "not_leader",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    /// The error's own text, without the prefix its `Display` adds.
+    fn detail(&self) -> String {
+        match self {
+            Error::InvalidArgument(m)
+            | Error::CollectionNotFound(m)
+            | Error::CollectionExists(m)
+            | Error::Consistency(m)
+            | Error::Timeout(m)
+            | Error::ShardUnavailable(m)
+            | Error::NodeUnavailable(m)
+            | Error::Internal(m) => m.clone(),
+            Error::NotLeader { .. } => self.to_string(),
+        }
+    }
+
+    /// Rebuilds an error received from another node: `kind` from [`Error::kind`], `message` its
+    /// `Display` text, `leader` the leader hint of a `not_leader` error. `None` for an unknown kind.
+    pub fn from_kind(kind: &str, message: &str, leader: Option<u64>) -> Option<Error> {
+        let m = |f: fn(String) -> Error| {
+            let prefix = f(String::new()).to_string();
+            f(message.strip_prefix(prefix.as_str()).unwrap_or(message).to_string())
+        };
+        Some(match kind {
+            "invalid_argument" => m(Error::InvalidArgument),
+            "collection_not_found" => m(Error::CollectionNotFound),
+            "collection_exists" => m(Error::CollectionExists),
+            "consistency" => m(Error::Consistency),
+            "timeout" => m(Error::Timeout),
+            "shard_unavailable" => m(Error::ShardUnavailable),
+            "node_unavailable" => m(Error::NodeUnavailable),
+            "internal" => m(Error::Internal),
+            "not_leader" => Error::NotLeader { leader },
+            _ => return None,
+        })
+    }
+
+    /// Whether a coordinator may retry the request elsewhere or later (it changed nothing for sure, or
+    /// it is idempotent: every write carries its version).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::NotLeader { .. } | Error::ShardUnavailable(_) | Error::NodeUnavailable(_))
+    }
+
+    /// The leader hint of a [`Error::NotLeader`].
+    pub fn leader_hint(&self) -> Option<u64> {
+        match self {
+            Error::NotLeader { leader } => *leader,
+            _ => None,
+        }
+    }
+
+    /// The error with `context` put in front of its text (same kind).
+    pub fn context(self, context: &str) -> Error {
+        let d = format!("{context}: {}", self.detail());
+        match self {
+            Error::InvalidArgument(_) => Error::InvalidArgument(d),
+            Error::CollectionNotFound(m) => Error::CollectionNotFound(m),
+            Error::CollectionExists(m) => Error::CollectionExists(m),
+            Error::Consistency(_) => Error::Consistency(d),
+            Error::Timeout(_) => Error::Timeout(d),
+            Error::ShardUnavailable(_) => Error::ShardUnavailable(d),
+            Error::NodeUnavailable(_) => Error::NodeUnavailable(d),
+            e @ Error::NotLeader { .. } => e,
+            Error::Internal(_) => Error::Internal(d),
+        }
+    }
 }
 
 /// Result alias of shoal-cluster.
@@ -52,6 +141,9 @@ impl From<shoal_api::Error> for Error {
 
 impl From<shoal_raft::Error> for Error {
     fn from(e: shoal_raft::Error) -> Self {
-        Error::ShardUnavailable(e.to_string())
+        match e {
+            shoal_raft::Error::NotLeader { leader, .. } => Error::NotLeader { leader },
+            e => Error::ShardUnavailable(e.to_string()),
+        }
     }
 }

@@ -6,9 +6,14 @@ pub mod catalog;
 pub mod engine;
 pub mod error;
 pub mod indexer;
+pub mod peer;
 pub mod placement;
+pub mod read_path;
 pub mod reconciler;
 pub mod shard_app;
+pub mod write_path;
 
 pub use engine::{Engine, EngineConfig, ReadLevel, WriteLevel};
 pub use error::{Error, Result};
+pub use read_path::merge_top_k;
+pub use write_path::WriteOutcome;

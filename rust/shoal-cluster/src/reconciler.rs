@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::catalog::CollectionEntry;
+
 /// A shard replica's identity on this node: (collection name, collection uid, shard number).
 pub type ReplicaKey = (String, u64, u32);
 
@@ -15,9 +17,14 @@ pub enum Action {
     Remove(ReplicaKey),
 }
 
-/// Desired replicas: every shard of every collection in the catalog (single node: all are local).
-pub fn desired(catalog: &BTreeMap<String, (u64, u32)>) -> BTreeSet<ReplicaKey> {
-    catalog.iter().flat_map(|(name, &(uid, shards))| (0..shards).map(move |s| (name.clone(), uid, s))).collect()
+/// Desired replicas of node `me`: every shard of every collection in the catalog whose placement names it.
+pub fn desired(catalog: &BTreeMap<String, CollectionEntry>, me: u64) -> BTreeSet<ReplicaKey> {
+    catalog
+        .iter()
+        .flat_map(|(name, e)| {
+            (0..e.spec.shards).filter(move |&s| e.replicas(s).contains(&me)).map(move |s| (name.clone(), e.uid, s))
+        })
+        .collect()
 }
 
 /// The actions turning `local` into `desired`: removals first (frees a re-created name), then opens.
@@ -31,16 +38,37 @@ pub fn plan(desired: &BTreeSet<ReplicaKey>, local: &BTreeSet<ReplicaKey>) -> Vec
 mod tests {
     use super::*;
 
+    use crate::placement::ShardPlacement;
+    use shoal_api::collections::CollectionSpec;
+    use shoal_core::{IdType, IndexConfig, Metric, ShardConfig};
+
+    fn entry(name: &str, uid: u64, placement: Vec<Vec<u64>>) -> CollectionEntry {
+        CollectionEntry {
+            spec: CollectionSpec {
+                name: name.into(),
+                shard: ShardConfig { dim: 2, metric: Metric::L2, id_type: IdType::Int, index: IndexConfig::Flat },
+                shards: placement.len() as u32,
+                replication_factor: placement[0].len() as u32,
+            },
+            uid,
+            placement: placement
+                .into_iter()
+                .enumerate()
+                .map(|(i, replicas)| ShardPlacement { shard: i as u32, replicas })
+                .collect(),
+        }
+    }
+
     #[test]
     fn plans_open_remove_and_recreate() {
         let mut cat = BTreeMap::new();
-        cat.insert("a".to_string(), (1, 2));
-        let want = desired(&cat);
+        cat.insert("a".to_string(), entry("a", 1, vec![vec![1], vec![1]]));
+        let want = desired(&cat, 1);
         assert_eq!(plan(&want, &BTreeSet::new()).len(), 2);
         assert!(plan(&want, &want).is_empty());
         // "a" dropped and re-created with a new uid: old replicas removed before new ones open.
-        cat.insert("a".to_string(), (9, 1));
-        let actions = plan(&desired(&cat), &want);
+        cat.insert("a".to_string(), entry("a", 9, vec![vec![1]]));
+        let actions = plan(&desired(&cat, 1), &want);
         assert_eq!(
             actions,
             vec![
@@ -49,5 +77,14 @@ mod tests {
                 Action::Open(("a".into(), 9, 0))
             ]
         );
+    }
+
+    #[test]
+    fn only_the_shards_placed_on_this_node() {
+        let mut cat = BTreeMap::new();
+        cat.insert("a".to_string(), entry("a", 3, vec![vec![1, 2], vec![2, 3], vec![3, 1]]));
+        assert_eq!(desired(&cat, 1), BTreeSet::from([("a".into(), 3, 0), ("a".into(), 3, 2)]));
+        assert_eq!(desired(&cat, 2), BTreeSet::from([("a".into(), 3, 0), ("a".into(), 3, 1)]));
+        assert!(desired(&cat, 4).is_empty());
     }
 }

@@ -5,15 +5,18 @@ use std::path::PathBuf;
 
 /// Help text of the node command line.
 pub const USAGE: &str = "usage: shoal-node [--data-dir DIR] [--listen HOST:PORT] [--advertise HOST:PORT] [--node-id N]
-                  [--zone Z] [--shards-default N] [--config FILE.json] [--log-level LEVEL]
+                  [--zone Z] [--join HOST:PORT] [--shards-default N] [--config FILE.json]
+                  [--log-level LEVEL]
 
   --data-dir DIR      where the node keeps its data (env SHOAL_DATA_DIR; default ./shoal-data)
   --listen HOST:PORT  gRPC address; port 0 picks a free port (env SHOAL_LISTEN; default 127.0.0.1:7301)
   --advertise ADDR    address given to clients and peers (default: the bound listen address)
   --node-id N         node id >= 1 (env SHOAL_NODE_ID; default 1)
   --zone Z            failure zone label (env SHOAL_ZONE)
+  --join HOST:PORT    join the cluster of that node (env SHOAL_JOIN); ignored once this data dir belongs to
+                      a cluster. Without it a new data dir starts a new cluster.
   --shards-default N  shards per collection when a request says none (default 1 per node)
-  --config FILE       JSON object with any of: data_dir, listen, advertise, node_id, zone, log_level
+  --config FILE       JSON object with any of: data_dir, listen, advertise, node_id, zone, join, log_level
   --log-level LEVEL   tracing filter, e.g. info or shoal=debug (env SHOAL_LOG; default info)
 
 When ready the node writes DATA_DIR/node.json ({\"address\", \"pid\", \"node_id\"}) and logs
@@ -32,6 +35,8 @@ pub struct NodeConfig {
     pub node_id: u64,
     /// Failure zone label (may be empty).
     pub zone: String,
+    /// Address of a cluster member to join through (only used while the data dir is new).
+    pub join: Option<String>,
     /// Default shard count of new collections, >= 1.
     pub shards_default: u32,
     /// Tracing filter directive.
@@ -48,6 +53,7 @@ impl Default for NodeConfig {
             advertise: None,
             node_id: 1,
             zone: String::new(),
+            join: None,
             shards_default: 1,
             log_level: "info,openraft=warn".into(),
             help: false,
@@ -101,6 +107,7 @@ impl NodeConfig {
                 "SHOAL_ADVERTISE" => "advertise",
                 "SHOAL_NODE_ID" => "node_id",
                 "SHOAL_ZONE" => "zone",
+                "SHOAL_JOIN" => "join",
                 "SHOAL_LOG" => "log_level",
                 _ => continue,
             };
@@ -132,6 +139,12 @@ impl NodeConfig {
                     .ok_or_else(|| format!("{value:?} is not a node id >= 1"))?
             }
             "zone" => self.zone = value.to_string(),
+            "join" => {
+                if value.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+                    return Err(format!("{value:?} is not HOST:PORT"));
+                }
+                self.join = Some(value.to_string());
+            }
             "shards_default" => {
                 self.shards_default = value
                     .parse()

@@ -11,22 +11,26 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use shoal_api::internal::node_internal_server::NodeInternalServer;
 use shoal_api::v1::{
     cluster_server::ClusterServer, collections_server::CollectionsServer, points_server::PointsServer,
 };
 use shoal_cluster::{Engine, EngineConfig};
-use shoal_raft::GroupOptions;
+use shoal_raft::{Blocklist, GroupOptions, GrpcNetwork, GrpcNetworkOptions, RaftTransportService};
 use tokio::net::TcpListener;
 
 use crate::NodeConfig;
 use crate::service::cluster::ClusterService;
 use crate::service::collections::CollectionsService;
+use crate::service::internal::InternalService;
 use crate::service::points::PointsService;
 
 /// Largest gRPC message accepted or sent (the client splits batches below it).
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 /// HTTP/2 stream flow-control window.
 pub const HTTP2_STREAM_WINDOW: u32 = 8 * 1024 * 1024;
+/// How long a new node may take to join its cluster (or a single node to recover group 0).
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(120);
 /// HTTP/2 connection flow-control window.
 pub const HTTP2_CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
 
@@ -156,21 +160,32 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
 
-    let engine = Engine::start(EngineConfig {
-        node_id: cfg.node_id,
-        data_dir: dir.clone(),
-        advertise: advertise.clone(),
-        raft: GroupOptions::default(),
-        default_shards: cfg.shards_default,
-        zone: cfg.zone.clone(),
-    })
+    let blocklist = Blocklist::new();
+    let net = GrpcNetwork::new(cfg.node_id, blocklist.clone(), GrpcNetworkOptions::default());
+    let transport = RaftTransportService::new(cfg.node_id, blocklist);
+    let engine = Engine::open(
+        EngineConfig {
+            node_id: cfg.node_id,
+            data_dir: dir.clone(),
+            advertise: advertise.clone(),
+            raft: GroupOptions::default(),
+            default_shards: cfg.shards_default,
+            zone: cfg.zone.clone(),
+            join: cfg.join.clone(),
+        },
+        net,
+        transport.clone(),
+    )
     .await?;
 
     let points = PointsServer::new(PointsService { engine: engine.clone() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let collections = CollectionsServer::new(CollectionsService { engine: engine.clone() });
-    let cluster = ClusterServer::new(ClusterService { engine: engine.clone(), zone: cfg.zone.clone() });
+    let cluster = ClusterServer::new(ClusterService { engine: engine.clone() });
+    let internal = NodeInternalServer::new(InternalService { engine: engine.clone() })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
@@ -184,6 +199,8 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
             .add_service(points)
             .add_service(collections)
             .add_service(cluster)
+            .add_service(internal)
+            .add_service(transport.into_server())
             .serve_with_incoming_shutdown(
                 // Builder::tcp_nodelay only applies to listeners tonic binds itself; without NODELAY on
                 // accepted sockets, Nagle + delayed ACK add ~40 ms to every multi-frame response.
@@ -194,6 +211,13 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
             ),
     );
 
+    // Serving from here on (peers must reach this node while it joins); requests wait for `ready`.
+    if let Err(e) = engine.start(JOIN_TIMEOUT).await {
+        let _ = stop.send(());
+        let _ = server.await;
+        engine.shutdown().await;
+        return Err(e.into());
+    }
     health.set_service_status("", tonic_health::ServingStatus::Serving).await;
     write_ready_file(&dir, &advertise, cfg.node_id).map_err(dir_err)?;
     tracing::info!("shoal-node ready on {advertise}");

@@ -6,22 +6,28 @@ use tonic::{Code, Status};
 
 /// Metadata key carrying the error kind.
 pub const ERROR_KIND_KEY: &str = "x-shoal-error";
+/// Metadata key carrying the leader hint of a `not_leader` error.
+pub const LEADER_KEY: &str = "x-shoal-leader";
 
 /// Converts an engine error into a status.
 pub fn to_status(e: Error) -> Status {
-    let (code, kind) = match &e {
-        Error::InvalidArgument(_) => (Code::InvalidArgument, "invalid_argument"),
-        Error::CollectionNotFound(_) => (Code::NotFound, "collection_not_found"),
-        Error::CollectionExists(_) => (Code::AlreadyExists, "collection_exists"),
-        Error::Consistency(_) => (Code::FailedPrecondition, "consistency"),
-        Error::Timeout(_) => (Code::DeadlineExceeded, "timeout"),
-        Error::ShardUnavailable(_) => (Code::Unavailable, "shard_unavailable"),
-        Error::NodeUnavailable(_) => (Code::Unavailable, "node_unavailable"),
-        Error::Internal(_) => (Code::Internal, "internal"),
+    let code = match &e {
+        Error::InvalidArgument(_) => Code::InvalidArgument,
+        Error::CollectionNotFound(_) => Code::NotFound,
+        Error::CollectionExists(_) => Code::AlreadyExists,
+        Error::Consistency(_) => Code::FailedPrecondition,
+        Error::Timeout(_) => Code::DeadlineExceeded,
+        Error::ShardUnavailable(_) | Error::NodeUnavailable(_) | Error::NotLeader { .. } => Code::Unavailable,
+        Error::Internal(_) => Code::Internal,
     };
+    let kind = e.kind();
+    let leader = e.leader_hint();
     let mut status = Status::new(code, e.to_string());
     if let Ok(v) = kind.parse() {
         status.metadata_mut().insert(ERROR_KIND_KEY, v);
+    }
+    if let Some(Ok(v)) = leader.map(|l| l.to_string().parse()) {
+        status.metadata_mut().insert(LEADER_KEY, v);
     }
     status
 }

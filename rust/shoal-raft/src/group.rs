@@ -98,6 +98,9 @@ impl GroupOptions {
             // term) before serving: our `committed` file may lag, so a restored leader could
             // otherwise serve reads from a state machine behind acknowledged writes.
             enable_leader_restore: Some(false),
+            // A node that was partitioned or paused must not disrupt a healthy leader by campaigning
+            // with a higher term when it comes back: it first asks whether it could win.
+            enable_pre_vote: Some(true),
             ..Default::default()
         };
         config.validate().map_err(|e| Error::InvalidArgument(format!("raft config: {e}")))
@@ -245,6 +248,12 @@ impl RaftGroup {
         Ok(())
     }
 
+    /// The voter ids of the group's effective membership, read from the Raft core (unlike
+    /// [`RaftGroup::voter_ids`], not from metrics that may trail a just-applied change).
+    pub async fn effective_voters(&self) -> Result<Vec<u64>> {
+        Ok(self.raft.with_raft_state(|st| st.membership_state.effective().voter_ids().collect::<Vec<_>>()).await?)
+    }
+
     /// The current voter ids of the group (as this node knows them).
     pub fn voter_ids(&self) -> Vec<u64> {
         self.raft.voter_ids().collect()
@@ -257,6 +266,78 @@ impl RaftGroup {
     pub async fn write(&self, command: Vec<u8>) -> Result<Vec<u8>> {
         let resp = self.raft.client_write(Command(command)).await?;
         Ok(resp.data.0)
+    }
+
+    /// [`RaftGroup::write`] that also returns the log index of the entry (a session token).
+    pub async fn write_indexed(&self, command: Vec<u8>) -> Result<(Vec<u8>, u64)> {
+        let resp = self.raft.client_write(Command(command)).await?;
+        Ok((resp.data.0, resp.log_id.index))
+    }
+
+    /// Hands `command` to this node as leader and returns as soon as the leader accepted it into
+    /// its log, without waiting for replication or commit (the `eventual` write level). Returns an
+    /// upper bound of the entry's log index (the leader's last log index right after accepting it).
+    /// [`Error::NotLeader`] when this node is not the leader; an entry accepted by a leader that
+    /// loses its leadership before replicating it is lost.
+    pub async fn write_accepted(&self, command: Vec<u8>) -> Result<u64> {
+        if !self.raft.is_leader() {
+            return Err(Error::NotLeader { leader: self.leader_id(), leader_addr: None });
+        }
+        self.raft.client_write_ff(Command(command), None).await.map_err(|f| Error::Fatal(f.to_string()))?;
+        // Requests to the Raft core are handled in order: by the time this one runs the write
+        // above has been appended (or refused because leadership was lost meanwhile).
+        let (leader, last) = self
+            .raft
+            .with_raft_state(|st| (st.server_state == ServerState::Leader, st.log_ids.last().map_or(0, |l| l.index)))
+            .await
+            .map_err(|f| Error::Fatal(f.to_string()))?;
+        if !leader {
+            return Err(Error::NotLeader { leader: self.leader_id(), leader_addr: None });
+        }
+        Ok(last)
+    }
+
+    /// On the leader: waits until every current voter has replicated the log up to `index`.
+    /// Returns the voters still behind when `timeout` passes first (empty on success).
+    pub async fn wait_replicated(&self, index: u64, timeout: Duration) -> Vec<u64> {
+        let behind = |m: &openraft::RaftMetrics<TypeConfig>| -> Vec<u64> {
+            let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+            match &m.replication {
+                Some(rep) => voters
+                    .into_iter()
+                    .filter(|v| *v != m.id && rep.get(v).and_then(|l| l.as_ref()).is_none_or(|l| l.index < index))
+                    .collect(),
+                None => voters.into_iter().filter(|v| *v != m.id).collect(),
+            }
+        };
+        let waited = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(move |m| behind(m).is_empty(), "every voter replicated the entry")
+            .await;
+        match waited {
+            Ok(_) => Vec::new(),
+            Err(_) => behind(&self.raft.metrics().borrow_watched().clone()),
+        }
+    }
+
+    /// This node's role and log position: (role, last log index), role being `leader`,
+    /// `follower`, `learner` or `candidate`.
+    pub fn role_and_last_index(&self) -> (&'static str, u64) {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Learner => "learner",
+            ServerState::Candidate => "candidate",
+            _ => {
+                if m.membership_config.membership().voter_ids().any(|v| v == self.node_id) {
+                    "follower"
+                } else {
+                    "learner"
+                }
+            }
+        };
+        (role, m.last_log_index.unwrap_or(0))
     }
 
     /// Linearizable read barrier: returns once this node is the leader (confirmed by a quorum)

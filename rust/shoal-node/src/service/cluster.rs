@@ -1,40 +1,106 @@
-//! `shoal.v1.Cluster`: node and cluster information.
+//! `shoal.v1.Cluster`: the nodes (each probed), the shards of a collection with their replicas, and the
+//! fault-injection switch.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use shoal_api::v1::{self, cluster_server::Cluster};
 use shoal_cluster::Engine;
 use tonic::{Request, Response, Status};
+
+use super::deadline;
+use crate::status::status;
+
+/// How long a node may take to answer a state probe before it counts as down.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 
 /// The cluster-info service.
 #[derive(Debug, Clone)]
 pub struct ClusterService {
     /// The node's engine.
     pub engine: Arc<Engine>,
-    /// This node's zone label.
-    pub zone: String,
 }
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn info(&self, _req: Request<v1::ClusterInfoRequest>) -> Result<Response<v1::ClusterInfo>, Status> {
+    async fn info(&self, req: Request<v1::ClusterInfoRequest>) -> Result<Response<v1::ClusterInfo>, Status> {
+        let t = deadline(&req).min(PROBE_TIMEOUT);
         let e = &self.engine;
-        let me = v1::NodeInfo {
-            id: e.node_id(),
-            address: e.address().to_string(),
-            status: "up".into(),
-            role: if e.is_meta_leader() { "leader" } else { "follower" }.into(),
-            zone: self.zone.clone(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        };
-        Ok(Response::new(v1::ClusterInfo { node_id: e.node_id(), nodes: vec![me], meta_leader: e.node_id() }))
+        let nodes = e
+            .probe_nodes(t)
+            .await
+            .into_iter()
+            .map(|(rec, st)| {
+                let (status, role) = match &st {
+                    Ok(s) => (if rec.state.is_empty() { "up".into() } else { rec.state.clone() }, s.meta_role.clone()),
+                    Err(_) => ("down".to_string(), String::new()),
+                };
+                v1::NodeInfo {
+                    id: rec.id,
+                    address: rec.address,
+                    status,
+                    role,
+                    zone: rec.zone,
+                    version: st.map(|s| s.version).unwrap_or(rec.version),
+                }
+            })
+            .collect();
+        Ok(Response::new(v1::ClusterInfo { node_id: e.node_id(), nodes, meta_leader: e.meta_leader().unwrap_or(0) }))
     }
 
-    async fn shards(&self, _req: Request<v1::ShardsRequest>) -> Result<Response<v1::ShardsResponse>, Status> {
-        Err(Status::unimplemented("shards: not yet"))
+    async fn shards(&self, req: Request<v1::ShardsRequest>) -> Result<Response<v1::ShardsResponse>, Status> {
+        let t = deadline(&req).min(PROBE_TIMEOUT);
+        let entry = self.engine.collection_entry(&req.get_ref().collection).map_err(status)?;
+        let mut states: BTreeMap<(u32, u64), shoal_api::internal::ReplicaState> = BTreeMap::new();
+        for (rec, st) in self.engine.probe_nodes(t).await {
+            let Ok(st) = st else { continue };
+            for r in st.replicas {
+                if r.collection == entry.spec.name && r.uid == entry.uid {
+                    states.insert((r.shard, rec.id), r);
+                }
+            }
+        }
+        let shards = (0..entry.spec.shards)
+            .map(|s| {
+                let reps: Vec<(u64, Option<&shoal_api::internal::ReplicaState>)> =
+                    entry.replicas(s).iter().map(|&n| (n, states.get(&(s, n)))).collect();
+                // The leader as the replicas that answered see it (a leader claims itself).
+                let leader =
+                    reps.iter().filter_map(|(n, r)| r.filter(|r| r.role == "leader").map(|_| *n)).next().unwrap_or(0);
+                let head = reps.iter().filter_map(|(_, r)| r.map(|r| r.last_log_index)).max().unwrap_or(0);
+                let lead_state = reps.iter().find(|(n, _)| *n == leader).and_then(|(_, r)| *r);
+                let most_applied = reps.iter().filter_map(|(_, r)| *r).max_by_key(|r| r.applied_index);
+                let count = lead_state.or(most_applied).map_or(0, |r| r.count);
+                let replicas = reps
+                    .iter()
+                    .map(|(n, r)| match r {
+                        Some(r) => v1::ReplicaInfo {
+                            node: *n,
+                            role: if r.role == "candidate" { "follower".into() } else { r.role.clone() },
+                            state: "active".into(),
+                            applied_index: r.applied_index,
+                            lag: head.saturating_sub(r.applied_index),
+                            count: r.count,
+                            unindexed: r.unindexed,
+                            digest: r.digest,
+                        },
+                        None => v1::ReplicaInfo {
+                            node: *n,
+                            role: "follower".into(),
+                            state: "down".into(),
+                            ..Default::default()
+                        },
+                    })
+                    .collect();
+                v1::ShardInfo { id: s, leader, replicas, count }
+            })
+            .collect();
+        Ok(Response::new(v1::ShardsResponse { shards }))
     }
 
-    async fn set_faults(&self, _req: Request<v1::SetFaultsRequest>) -> Result<Response<v1::SetFaultsResponse>, Status> {
-        Err(Status::unimplemented("set_faults: not yet"))
+    async fn set_faults(&self, req: Request<v1::SetFaultsRequest>) -> Result<Response<v1::SetFaultsResponse>, Status> {
+        let blocked = self.engine.set_blocked(&req.get_ref().blocked);
+        Ok(Response::new(v1::SetFaultsResponse { blocked }))
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod cluster;
 pub mod collections;
+pub mod internal;
 pub mod points;
 
 use std::time::Duration;

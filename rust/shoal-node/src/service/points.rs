@@ -2,11 +2,9 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
-use shoal_api::points::{ids_from_proto, ids_to_proto, payload_to_text, payloads_from_text};
+use shoal_api::points::{get_response, ids_from_proto, payloads_from_text, search_response};
 use shoal_api::v1::{self, points_server::Points};
-use shoal_cluster::{Engine, Error, ReadLevel, WriteLevel};
-use shoal_core::filter::Filter;
+use shoal_cluster::{Engine, Error, ReadLevel, WriteLevel, WriteOutcome};
 use tonic::{Request, Response, Status};
 
 use super::deadline;
@@ -35,6 +33,11 @@ fn read_level(v: i32) -> ReadLevel {
     }
 }
 
+fn write_response(out: WriteOutcome) -> v1::WriteResponse {
+    let tokens = out.tokens.into_iter().map(|(shard, index)| v1::SessionToken { uid: out.uid, shard, index }).collect();
+    v1::WriteResponse { count: out.count, tokens }
+}
+
 impl PointsService {
     fn ids(&self, collection: &str, ids: Option<&v1::PointIds>) -> Result<Vec<shoal_core::PointId>, Status> {
         let spec = self.engine.get_collection(collection).map_err(status)?;
@@ -49,20 +52,20 @@ impl Points for PointsService {
         let r = req.into_inner();
         let ids = self.ids(&r.collection, r.ids.as_ref())?;
         let payloads = payloads_from_text(&r.payloads, "payloads").map_err(status)?;
-        let count = self
+        let out = self
             .engine
             .upsert(&r.collection, ids, r.vectors, payloads, write_level(r.consistency), t)
             .await
             .map_err(status)?;
-        Ok(Response::new(v1::WriteResponse { count, tokens: Vec::new() }))
+        Ok(Response::new(write_response(out)))
     }
 
     async fn delete(&self, req: Request<v1::DeleteRequest>) -> Result<Response<v1::WriteResponse>, Status> {
         let t = deadline(&req);
         let r = req.into_inner();
         let ids = self.ids(&r.collection, r.ids.as_ref())?;
-        let count = self.engine.delete(&r.collection, ids, write_level(r.consistency), t).await.map_err(status)?;
-        Ok(Response::new(v1::WriteResponse { count, tokens: Vec::new() }))
+        let out = self.engine.delete(&r.collection, ids, write_level(r.consistency), t).await.map_err(status)?;
+        Ok(Response::new(write_response(out)))
     }
 
     async fn update_payload(
@@ -77,76 +80,53 @@ impl Points for PointsService {
             .pop()
             .flatten()
             .ok_or_else(|| status(Error::InvalidArgument("patch must be a non-empty JSON object".into())))?;
-        let count = self
+        let out = self
             .engine
             .update_payload(&r.collection, ids, patch, write_level(r.consistency), t)
             .await
             .map_err(status)?;
-        Ok(Response::new(v1::WriteResponse { count, tokens: Vec::new() }))
+        Ok(Response::new(write_response(out)))
     }
 
     async fn get(&self, req: Request<v1::GetRequest>) -> Result<Response<v1::GetResponse>, Status> {
         let t = deadline(&req);
         let r = req.into_inner();
         let ids = self.ids(&r.collection, r.ids.as_ref())?;
-        let records =
-            self.engine.get(&r.collection, ids, r.with_vectors, read_level(r.consistency), t).await.map_err(status)?;
+        let records = self
+            .engine
+            .get(&r.collection, ids, r.with_vectors, read_level(r.consistency), &r.session, t)
+            .await
+            .map_err(status)?;
         let dim = self.engine.get_collection(&r.collection).map_err(status)?.shard.dim as u32;
-        let mut out = v1::GetResponse { dim, ..Default::default() };
-        for rec in records {
-            out.found.push(rec.is_some());
-            if let Some(rec) = rec {
-                out.vectors.extend_from_slice(&rec.vector);
-                out.payloads.push(payload_to_text(rec.payload.as_ref()));
-            }
-        }
-        Ok(Response::new(out))
+        Ok(Response::new(get_response(records, dim)))
     }
 
     async fn count(&self, req: Request<v1::CountRequest>) -> Result<Response<v1::CountResponse>, Status> {
         let t = deadline(&req);
         let r = req.get_ref();
-        let count = self.engine.count(&r.collection, read_level(r.consistency), t).await.map_err(status)?;
+        let count = self.engine.count(&r.collection, read_level(r.consistency), &r.session, t).await.map_err(status)?;
         Ok(Response::new(v1::CountResponse { count }))
     }
 
     async fn search(&self, req: Request<v1::SearchRequest>) -> Result<Response<v1::SearchResponse>, Status> {
         let t = deadline(&req);
         let r = req.into_inner();
-        let filter = if r.filter.is_empty() {
-            None
-        } else {
-            let v: Value = serde_json::from_str(&r.filter)
-                .map_err(|e| status(Error::InvalidArgument(format!("filter is not valid JSON: {e}"))))?;
-            Some(Filter::parse(&v).map_err(status)?)
-        };
         let ef = (r.ef > 0).then_some(r.ef as usize);
+        let level = read_level(r.consistency);
         let hits = self
             .engine
-            .search(&r.collection, r.queries, r.k as usize, filter, ef, r.with_payload, read_level(r.consistency), t)
+            .search(&r.collection, r.queries, r.k as usize, &r.filter, ef, r.with_payload, level, &r.session, t)
             .await
             .map_err(status)?;
-        let mut out = v1::SearchResponse::default();
-        let mut ids = Vec::with_capacity(hits.len() * r.k as usize);
-        for row in hits {
-            out.counts.push(row.len() as u32);
-            for h in row {
-                out.distances.push(h.distance);
-                if r.with_payload {
-                    out.payloads.push(payload_to_text(h.payload.as_ref()));
-                }
-                ids.push(h.id);
-            }
-        }
-        out.ids = Some(ids_to_proto(&ids));
-        Ok(Response::new(out))
+        Ok(Response::new(search_response(hits, r.with_payload)))
     }
 
     async fn index_status(
         &self,
         req: Request<v1::IndexStatusRequest>,
     ) -> Result<Response<v1::IndexStatusResponse>, Status> {
-        let (points, unindexed) = self.engine.index_status(&req.get_ref().collection).map_err(status)?;
+        let t = deadline(&req);
+        let (points, unindexed) = self.engine.index_status(&req.get_ref().collection, t).await.map_err(status)?;
         Ok(Response::new(v1::IndexStatusResponse { points, unindexed }))
     }
 }

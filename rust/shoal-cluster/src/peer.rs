@@ -1,0 +1,148 @@
+//! Node-to-node requests (`shoal.internal.NodeInternal`), client side: one lazily connected channel per
+//! peer address, the fault blocklist checked before sending, deadlines as gRPC timeouts, and statuses
+//! decoded back into [`Error`]s (the kind travels in `x-shoal-error`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use shoal_api::internal::node_internal_client::NodeInternalClient;
+use shoal_api::internal::{
+    JoinRequest, MetaProposeRequest, NodeStateReply, NodeStateRequest, ShardReadReply, ShardReadRequest,
+    ShardWriteReply, ShardWriteRequest,
+};
+use shoal_raft::Blocklist;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{Error, Result};
+
+/// Metadata key naming the sending node (checked against the receiver's blocklist).
+pub const FROM_KEY: &str = "x-shoal-from";
+/// Metadata key of an error's kind.
+pub const ERROR_KIND_KEY: &str = "x-shoal-error";
+/// Metadata key of a `not_leader` error's leader hint.
+pub const LEADER_KEY: &str = "x-shoal-leader";
+/// Largest node-to-node message (search batches with payloads, write batches).
+const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Clients of the other nodes. Cheap to share.
+#[derive(Debug)]
+pub struct Peers {
+    /// This node's id (sent as `x-shoal-from`).
+    me: u64,
+    /// Peers this node must not talk to (fault injection).
+    blocklist: Blocklist,
+    /// Channels by address; created on first use, reconnect by themselves.
+    channels: RwLock<HashMap<String, Channel>>,
+}
+
+impl Peers {
+    /// Clients of node `me`, honouring `blocklist`.
+    pub fn new(me: u64, blocklist: Blocklist) -> Peers {
+        Peers { me, blocklist, channels: RwLock::new(HashMap::new()) }
+    }
+
+    fn client(&self, node: u64, addr: &str) -> Result<NodeInternalClient<Channel>> {
+        if self.blocklist.is_blocked(node) {
+            return Err(Error::NodeUnavailable(format!("node {node} is unreachable (blocked by fault injection)")));
+        }
+        if let Some(ch) = self.channels.read().get(addr) {
+            return Ok(Self::wrap(ch.clone()));
+        }
+        let ep = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Error::Internal(format!("bad address {addr:?} of node {node}: {e}")))?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .initial_stream_window_size(8 * 1024 * 1024)
+            .initial_connection_window_size(32 * 1024 * 1024);
+        let ch = ep.connect_lazy();
+        self.channels.write().insert(addr.to_string(), ch.clone());
+        Ok(Self::wrap(ch))
+    }
+
+    fn wrap(ch: Channel) -> NodeInternalClient<Channel> {
+        NodeInternalClient::new(ch)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    fn request<T>(&self, msg: T, timeout: Duration) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.set_timeout(timeout.max(Duration::from_millis(1)));
+        if let Ok(v) = self.me.to_string().parse() {
+            r.metadata_mut().insert(FROM_KEY, v);
+        }
+        r
+    }
+
+    /// Proposes an encoded metadata command on the group-0 leader `node`.
+    pub async fn meta_propose(&self, node: u64, addr: &str, command: Vec<u8>, timeout: Duration) -> Result<Vec<u8>> {
+        let mut c = self.client(node, addr)?;
+        let call = c.meta_propose(self.request(MetaProposeRequest { command }, timeout));
+        Ok(bounded(node, timeout, call).await?.reply)
+    }
+
+    /// Asks the group-0 leader `node` to add a node.
+    pub async fn join(&self, node: u64, addr: &str, req: JoinRequest, timeout: Duration) -> Result<()> {
+        let mut c = self.client(node, addr)?;
+        bounded(node, timeout, c.join(self.request(req, timeout))).await.map(|_| ())
+    }
+
+    /// Proposes a write batch on the shard leader `node`.
+    pub async fn shard_write(
+        &self,
+        node: u64,
+        addr: &str,
+        req: ShardWriteRequest,
+        timeout: Duration,
+    ) -> Result<ShardWriteReply> {
+        let mut c = self.client(node, addr)?;
+        bounded(node, timeout, c.shard_write(self.request(req, timeout))).await
+    }
+
+    /// Reads shards held by `node`.
+    pub async fn shard_read(
+        &self,
+        node: u64,
+        addr: &str,
+        req: ShardReadRequest,
+        timeout: Duration,
+    ) -> Result<ShardReadReply> {
+        let mut c = self.client(node, addr)?;
+        bounded(node, timeout, c.shard_read(self.request(req, timeout))).await
+    }
+
+    /// The replicas and roles of `node`.
+    pub async fn node_state(&self, node: u64, addr: &str, timeout: Duration) -> Result<NodeStateReply> {
+        let mut c = self.client(node, addr)?;
+        bounded(node, timeout, c.node_state(self.request(NodeStateRequest {}, timeout))).await
+    }
+}
+
+/// Awaits `call` at most `timeout` (plus a little for the peer's own deadline reply) and decodes failures.
+async fn bounded<T>(
+    node: u64,
+    timeout: Duration,
+    call: impl Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T> {
+    match tokio::time::timeout(timeout + Duration::from_millis(20), call).await {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(s)) => Err(decode_status(node, &s)),
+        Err(_) => Err(Error::Timeout(format!("node {node} did not answer within {timeout:?}"))),
+    }
+}
+
+/// A status from node `node` as an [`Error`]: its own kind when the peer sent one, otherwise (no
+/// connection, connection lost, refused by its blocklist) the node counts as unavailable.
+pub fn decode_status(node: u64, s: &tonic::Status) -> Error {
+    let md = s.metadata();
+    let kind = md.get(ERROR_KIND_KEY).and_then(|v| v.to_str().ok());
+    let leader = md.get(LEADER_KEY).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    if let Some(e) = kind.and_then(|k| Error::from_kind(k, s.message(), leader)) {
+        return e;
+    }
+    match s.code() {
+        tonic::Code::DeadlineExceeded => Error::Timeout(format!("node {node}: {}", s.message())),
+        _ => Error::NodeUnavailable(format!("node {node} unreachable: {}", s.message())),
+    }
+}

@@ -1,0 +1,339 @@
+//! The write coordinator: stamps a batch with one HLC version, splits it by shard (xxh3 of the id), sends
+//! each part to its shard's leader (here or on another node), and retries through leader changes with
+//! backoff until the deadline. The write level decides when a part counts as done (DESIGN §3):
+//!
+//! ```text
+//!   eventual: leader accepted it into its log   (write_accepted)
+//!   quorum:   committed on a majority            (client_write)
+//!   strong:   committed + applied on the leader + replicated to every current voter (wait_replicated)
+//! ```
+//!
+//! A level that cannot be met by the deadline is a `Consistency` error, never a hang or a downgrade.
+//! Retries are safe: every op of a batch carries the batch's version, and apply is last-writer-wins.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+use shoal_api::commands::{decode_write_reply, encode_write_batch};
+use shoal_api::internal::{ShardWriteReply, ShardWriteRequest};
+use shoal_api::v1::WriteConsistency;
+use shoal_core::store::{WriteBatch, WriteOp};
+use shoal_core::{PointId, validate};
+
+use crate::engine::{CollectionView, Engine, FIRST_BACKOFF, MAX_BACKOFF, ShardReplica, WriteLevel, group_id};
+use crate::{Error, Result};
+
+/// The body of one write operation before it is stamped and routed.
+pub(crate) enum OpBody {
+    /// Insert or replace the point.
+    Upsert(Vec<f32>, Option<Map<String, Value>>),
+    /// Delete the point (leaves a tombstone).
+    Delete,
+    /// Merge these payload keys.
+    Patch(Map<String, Value>),
+}
+
+/// What a write returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// Ops accepted (`eventual`) or applied on the leader.
+    pub count: u64,
+    /// The collection incarnation written (catalog uid).
+    pub uid: u64,
+    /// (shard, log index) of every shard written: the client's session tokens.
+    pub tokens: Vec<(u32, u64)>,
+}
+
+fn level_to_proto(level: WriteLevel) -> WriteConsistency {
+    match level {
+        WriteLevel::Eventual => WriteConsistency::Eventual,
+        WriteLevel::Quorum => WriteConsistency::Quorum,
+        WriteLevel::Strong => WriteConsistency::Strong,
+    }
+}
+
+fn level_from_proto(v: i32) -> WriteLevel {
+    match WriteConsistency::try_from(v).unwrap_or_default() {
+        WriteConsistency::Eventual => WriteLevel::Eventual,
+        WriteConsistency::Strong => WriteLevel::Strong,
+        _ => WriteLevel::Quorum,
+    }
+}
+
+/// Splits a shard group id `<collection>@<uid>/<shard>`.
+pub(crate) fn parse_group_id(gid: &str) -> Option<(String, u64, u32)> {
+    let (rest, shard) = gid.rsplit_once('/')?;
+    let (name, uid) = rest.rsplit_once('@')?;
+    Some((name.to_string(), uid.parse().ok()?, shard.parse().ok()?))
+}
+
+impl Engine {
+    /// Stamps `ops` with one version, splits them by shard and writes each part at `level`.
+    pub(crate) async fn write(
+        &self,
+        view: &CollectionView,
+        ops: Vec<(PointId, OpBody)>,
+        level: WriteLevel,
+        timeout: Duration,
+    ) -> Result<WriteOutcome> {
+        let uid = view.entry.uid;
+        if ops.is_empty() {
+            return Ok(WriteOutcome { count: 0, uid, tokens: Vec::new() });
+        }
+        let deadline = Instant::now() + timeout;
+        let version = self.hlc.now();
+        let n_shards = view.entry.spec.shards;
+        let mut parts: Vec<Vec<WriteOp>> = (0..n_shards).map(|_| Vec::new()).collect();
+        for (id, body) in ops {
+            let s = id.shard(n_shards) as usize;
+            parts[s].push(match body {
+                OpBody::Upsert(vector, payload) => WriteOp::Upsert { id, version, vector, payload },
+                OpBody::Delete => WriteOp::Delete { id, version },
+                OpBody::Patch(patch) => WriteOp::PatchPayload { id, version, patch },
+            });
+        }
+        let futs = parts.into_iter().enumerate().filter(|(_, p)| !p.is_empty()).map(|(s, ops)| {
+            let n_ops = ops.len() as u64;
+            let bytes = encode_write_batch(&WriteBatch { ops });
+            async move {
+                let (applied, index) = self.shard_write(view, s as u32, bytes, n_ops, level, deadline).await?;
+                Ok::<_, Error>((s as u32, applied, index))
+            }
+        });
+        let mut out = WriteOutcome { count: 0, uid, tokens: Vec::new() };
+        for r in futures::future::join_all(futs).await {
+            let (s, applied, index) = r?;
+            out.count += applied;
+            out.tokens.push((s, index));
+        }
+        Ok(out)
+    }
+
+    /// The node that most likely leads `shard`: what the local replica knows, else a hint from an earlier
+    /// answer, else the preferred leader of the placement.
+    pub(crate) fn shard_leader_guess(&self, view: &CollectionView, shard: u32) -> Option<u64> {
+        if let Some(r) = &view.local[shard as usize]
+            && let Some(l) = r.group.leader_id()
+        {
+            return Some(l);
+        }
+        let key = (view.entry.spec.name.clone(), view.entry.uid, shard);
+        if let Some(&l) = self.leader_hints.read().get(&group_id(&key)) {
+            return Some(l);
+        }
+        view.entry.replicas(shard).first().copied()
+    }
+
+    /// Writes one shard's part on its leader, following leader changes until `deadline`.
+    async fn shard_write(
+        &self,
+        view: &CollectionView,
+        shard: u32,
+        bytes: Vec<u8>,
+        n_ops: u64,
+        level: WriteLevel,
+        deadline: Instant,
+    ) -> Result<(u64, u64)> {
+        let name = &view.entry.spec.name;
+        let gid = group_id(&(name.clone(), view.entry.uid, shard));
+        let replicas = view.entry.replicas(shard).to_vec();
+        let mut failed: HashSet<u64> = HashSet::new();
+        let mut hint: Option<u64> = None;
+        let mut backoff = FIRST_BACKOFF;
+        let mut last: Option<Error> = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let why = last.map_or_else(|| "no attempt finished".to_string(), |e| e.to_string());
+                return Err(Error::Consistency(format!(
+                    "{} write to shard {shard} of collection {name:?} not acknowledged within the timeout \
+                     (no leader with a majority of its replicas reachable?): {why}",
+                    level.as_str()
+                )));
+            }
+            let guess = self.shard_leader_guess(view, shard);
+            let target = [hint.take(), guess]
+                .into_iter()
+                .flatten()
+                .chain(replicas.iter().copied())
+                .find(|n| !failed.contains(n) && replicas.contains(n));
+            let Some(target) = target else {
+                failed.clear();
+                tokio::time::sleep(backoff.min(left)).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            };
+            let res = if target == self.cfg.node_id {
+                match &view.local[shard as usize] {
+                    Some(r) => self.propose_local(r, bytes.clone(), n_ops, level, deadline).await,
+                    None => Err(Error::ShardUnavailable(format!("shard group {gid} is not open on this node"))),
+                }
+            } else {
+                match self.node_addr(target) {
+                    Some(addr) => {
+                        let req = ShardWriteRequest {
+                            group: gid.clone(),
+                            batch: bytes.clone(),
+                            level: level_to_proto(level) as i32,
+                            ops: n_ops,
+                        };
+                        self.peers.shard_write(target, &addr, req, left).await.map(|r| (r.applied, r.index))
+                    }
+                    None => Err(Error::NodeUnavailable(format!("node {target} has no known address"))),
+                }
+            };
+            match res {
+                Ok(v) => {
+                    self.leader_hints.write().insert(gid.clone(), target);
+                    return Ok(v);
+                }
+                Err(e) if e.is_retryable() || matches!(e, Error::Timeout(_)) => {
+                    failed.insert(target);
+                    if let Some(l) = e.leader_hint().filter(|l| *l != target) {
+                        hint = Some(l);
+                        failed.remove(&l);
+                        self.leader_hints.write().insert(gid.clone(), l);
+                        last = Some(e);
+                        continue; // a fresh hint: try it at once
+                    }
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+            tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now()))).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Proposes an encoded batch on the local replica `r` (which must lead its group) at `level`.
+    /// Returns (ops applied or accepted, log index).
+    async fn propose_local(
+        &self,
+        r: &Arc<ShardReplica>,
+        bytes: Vec<u8>,
+        n_ops: u64,
+        level: WriteLevel,
+        deadline: Instant,
+    ) -> Result<(u64, u64)> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match level {
+            WriteLevel::Eventual => {
+                let index = tokio::time::timeout(left, r.group.write_accepted(bytes))
+                    .await
+                    .map_err(|_| Error::Timeout(format!("shard group {} did not accept the write", r.gid)))??;
+                Ok((n_ops, index))
+            }
+            WriteLevel::Quorum | WriteLevel::Strong => {
+                let (reply, index) = tokio::time::timeout(left, r.group.write_indexed(bytes))
+                    .await
+                    .map_err(|_| Error::Timeout(format!("shard group {} did not commit the write", r.gid)))??;
+                let applied = decode_write_reply(&reply)?.0;
+                if level == WriteLevel::Strong {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let behind = r.group.wait_replicated(index, left).await;
+                    if !behind.is_empty() {
+                        return Err(Error::Consistency(format!(
+                            "strong write to shard group {} committed on a majority, but voter(s) {behind:?} did \
+                             not replicate it within the timeout (down or partitioned?)",
+                            r.gid
+                        )));
+                    }
+                }
+                Ok((applied, index))
+            }
+        }
+    }
+
+    /// Serves a shard write forwarded by a coordinator: this node must lead the group.
+    pub async fn handle_shard_write(&self, req: ShardWriteRequest, timeout: Duration) -> Result<ShardWriteReply> {
+        self.check_open()?;
+        let (name, uid, shard) = parse_group_id(&req.group)
+            .ok_or_else(|| Error::InvalidArgument(format!("bad shard group id {:?}", req.group)))?;
+        let r = self.replica_by_gid(&name, uid, shard).ok_or_else(|| {
+            Error::ShardUnavailable(format!("shard group {} is not open on node {}", req.group, self.cfg.node_id))
+        })?;
+        if !r.group.is_leader() {
+            return Err(Error::NotLeader { leader: r.group.leader_id() });
+        }
+        let deadline = Instant::now() + timeout;
+        let (applied, index) =
+            self.propose_local(&r, req.batch, req.ops, level_from_proto(req.level), deadline).await?;
+        Ok(ShardWriteReply { applied, index })
+    }
+
+    /// Upserts points. The whole batch is validated before anything is written.
+    pub async fn upsert(
+        &self,
+        name: &str,
+        ids: Vec<PointId>,
+        vectors: Vec<f32>,
+        payloads: Vec<Option<Map<String, Value>>>,
+        level: WriteLevel,
+        timeout: Duration,
+    ) -> Result<WriteOutcome> {
+        let view = self.view(name)?;
+        let dim = view.entry.spec.shard.dim;
+        validate::check_ids(&ids, view.entry.spec.shard.id_type)?;
+        if vectors.len() != ids.len() * dim {
+            return Err(Error::InvalidArgument(if vectors.len().is_multiple_of(dim) {
+                format!("got {} ids but {} vectors", ids.len(), vectors.len() / dim)
+            } else {
+                format!("vectors have {} values, not a multiple of dim {dim}", vectors.len())
+            }));
+        }
+        validate::check_vectors(&vectors, dim, ids.len())?;
+        if !payloads.is_empty() && payloads.len() != ids.len() {
+            return Err(Error::InvalidArgument(format!("got {} ids but {} payloads", ids.len(), payloads.len())));
+        }
+        let mut payloads = payloads.into_iter();
+        let ops = ids
+            .into_iter()
+            .zip(vectors.chunks_exact(dim))
+            .map(|(id, v)| (id, OpBody::Upsert(v.to_vec(), payloads.next().flatten())))
+            .collect();
+        self.write(&view, ops, level, timeout).await
+    }
+
+    /// Deletes points by id (absent ids are no-ops that still leave a tombstone).
+    pub async fn delete(
+        &self,
+        name: &str,
+        ids: Vec<PointId>,
+        level: WriteLevel,
+        timeout: Duration,
+    ) -> Result<WriteOutcome> {
+        let view = self.view(name)?;
+        validate::check_ids(&ids, view.entry.spec.shard.id_type)?;
+        self.write(&view, ids.into_iter().map(|id| (id, OpBody::Delete)).collect(), level, timeout).await
+    }
+
+    /// Merges `patch` into the payload of each point, key by key (LWW per key).
+    pub async fn update_payload(
+        &self,
+        name: &str,
+        ids: Vec<PointId>,
+        patch: Map<String, Value>,
+        level: WriteLevel,
+        timeout: Duration,
+    ) -> Result<WriteOutcome> {
+        let view = self.view(name)?;
+        validate::check_ids(&ids, view.entry.spec.shard.id_type)?;
+        self.write(&view, ids.into_iter().map(|id| (id, OpBody::Patch(patch.clone()))).collect(), level, timeout).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_ids_round_trip() {
+        assert_eq!(parse_group_id("docs@12/3"), Some(("docs".into(), 12, 3)));
+        assert_eq!(parse_group_id("a@b@7/0"), Some(("a@b".into(), 7, 0)));
+        assert_eq!(parse_group_id("meta"), None);
+        assert_eq!(group_id(&("x/y".into(), 1, 2)), "x/y@1/2");
+        assert_eq!(parse_group_id("x/y@1/2"), Some(("x/y".into(), 1, 2)));
+    }
+}
