@@ -27,7 +27,7 @@ from .errors import (
     Timeout,
 )
 from .index import HNSW, Flat
-from .results import Points, SearchResult
+from .results import Points, Replica, SearchResult, Shard
 
 
 def _version() -> str:
@@ -53,6 +53,8 @@ __all__ = [
     "Collection",
     "SearchResult",
     "Points",
+    "Shard",
+    "Replica",
     "Node",
     "NodeHandle",
     "Health",

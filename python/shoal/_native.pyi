@@ -15,12 +15,22 @@ Ids = Union[npt.NDArray[np.int64], Sequence[str]]
 __version__: str
 
 class Client:
-    """A connection to a Shoal cluster through one or more node addresses ("host:port")."""
+    """A connection to a Shoal cluster through one or more node addresses ("host:port"). It keeps the session
+    tokens of its own acknowledged writes, per collection, and sends them with every get/count/search, so that
+    `session` reads see this client's writes."""
 
     def __init__(self, addresses: Sequence[str], connect_timeout: float = 10.0) -> None: ...
     def addresses(self) -> list[str]: ...
     def cluster_info(self, timeout: Optional[float] = None) -> dict[str, Any]:
-        """{"node_id": int, "nodes": [{"id", "address", "status", "role", "zone", "version"}]}"""
+        """{"node_id": int, "meta_leader": int | None, "nodes": [{"id", "address", "status", "role", "zone",
+        "version"}]}: status "up" | "down" | "joining" | "leaving"; role (group 0) "leader" | "follower" |
+        "learner" ("" when down); meta_leader None when the answering node knows no group-0 leader."""
+    def shards(self, collection: str, timeout: Optional[float] = None) -> list[dict[str, Any]]:
+        """One dict per shard: {"id", "leader" (node id, None when none is known), "count", "replicas": [{"node",
+        "role", "state", "applied_index", "lag", "count", "unindexed", "digest"}]}."""
+    def set_faults(self, blocked: Sequence[int], timeout: Optional[float] = None) -> list[int]:
+        """Fault injection (tests): the node that answers blocks all traffic with the listed node ids (an empty
+        list heals); returns its blocklist. Use a client with a single address to target one node."""
     def create_collection(
         self,
         name: str,
@@ -86,6 +96,6 @@ def validate_upsert(
 
 def run_node(args: Sequence[str]) -> int:
     """Runs a node in this process until SIGTERM/SIGINT (the entry point of `python -m shoal.node`).
-    Flags: --data-dir DIR --listen HOST:PORT (port 0 = pick one) --node-id N --zone Z --config FILE.json
-    --log-level LEVEL. Env: SHOAL_DATA_DIR, SHOAL_LISTEN, SHOAL_NODE_ID, SHOAL_LOG. When ready it writes
+    Flags: --data-dir DIR --listen HOST:PORT (port 0 = pick one) --node-id N --zone Z --join HOST:PORT
+    --config FILE.json --log-level LEVEL. Env: SHOAL_DATA_DIR, SHOAL_LISTEN, SHOAL_NODE_ID, SHOAL_LOG. When ready it writes
     DATA_DIR/node.json ({"address", "pid", "node_id"}) atomically and logs `shoal-node ready on ADDR`."""

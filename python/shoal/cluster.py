@@ -91,8 +91,10 @@ class _NodeProc:
         log_level: Optional[str],
         extra_args: Sequence[str],
         env: dict[str, str],
+        join: Optional[str] = None,
     ) -> None:
         self.node_id = node_id
+        self.join = join
         self.data_dir = data_dir
         self.zone = zone
         self.log_level = log_level
@@ -129,6 +131,8 @@ class _NodeProc:
             cmd += ["--zone", self.zone]
         if self.log_level:
             cmd += ["--log-level", self.log_level]
+        if self.join:
+            cmd += ["--join", self.join]
         return cmd + self.extra_args
 
     def launch(self, port: int) -> None:
@@ -277,6 +281,11 @@ class _NodeProc:
             return self.proc.returncode
 
 
+def _node_client(address: str, timeout: float = 5.0) -> Any:
+    """A native client bound to one node only (no failover): for requests that target that node."""
+    return native().Client([address], connect_timeout=timeout)
+
+
 def _check_ready(address: str, deadline: float, proc: _NodeProc, timeout: float) -> Any:
     """Connects a client to ``address`` and waits until ``cluster_info`` answers."""
     n = native()
@@ -305,6 +314,11 @@ def _check_ready(address: str, deadline: float, proc: _NodeProc, timeout: float)
         time.sleep(0.05)
 
 
+def _port_in_use(proc: _NodeProc) -> bool:
+    tail = proc.log_tail(current_run=True).lower()
+    return "in use" in tail or "addrinuse" in tail
+
+
 def _start(proc: _NodeProc, port: int, timeout: float) -> Any:
     """Launches ``proc`` and waits until it serves; retries while a fixed port is still in use."""
     deadline = time.monotonic() + timeout
@@ -314,12 +328,81 @@ def _start(proc: _NodeProc, port: int, timeout: float) -> Any:
             address = proc.wait_ready(deadline, timeout)
             return _check_ready(address, deadline, proc, timeout)
         except NodeUnavailable:
-            tail = proc.log_tail(current_run=True).lower()
-            in_use = "in use" in tail or "addrinuse" in tail
-            if port and in_use and time.monotonic() + 0.5 < deadline:
+            if port and _port_in_use(proc) and time.monotonic() + 0.5 < deadline:
                 time.sleep(0.25)
                 continue
             raise
+
+
+def _start_group(procs: Sequence[tuple[_NodeProc, int]], deadline: float, timeout: float) -> None:
+    """Launches every ``(proc, port)`` at once, then waits for each one's node.json (nodes that restart from
+    disk may only become ready together, once they reach each other). Relaunches a node whose fixed port is
+    still in use."""
+    for proc, port in procs:
+        proc.launch(port)
+    for proc, port in procs:
+        while True:
+            try:
+                proc.wait_ready(deadline, timeout)
+                break
+            except NodeUnavailable:
+                if port and _port_in_use(proc) and time.monotonic() + 0.5 < deadline:
+                    time.sleep(0.25)
+                    proc.launch(port)
+                    continue
+                raise
+
+
+def _wait_members(client: Any, procs: dict[int, _NodeProc], deadline: float, timeout: float) -> None:
+    """Waits until ``cluster_info`` lists every node of ``procs`` with status "up"."""
+    want = set(procs)
+    seen = "no answer yet"
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            info = client.cluster_info(timeout=max(0.2, min(5.0, remaining)))
+            status = {int(n["id"]): str(n.get("status", "")) for n in info.get("nodes", [])}
+            if want <= set(status) and all(status[i] == "up" for i in want):
+                return
+            seen = ", ".join(f"{i}: {status.get(i, 'missing')}" for i in sorted(want | set(status)))
+        except ShoalError as e:
+            seen = str(e)
+        for p in procs.values():
+            if p.proc is not None and p.proc.poll() is not None:
+                raise NodeUnavailable(
+                    f"shoal node {p.node_id} exited with code {p.proc.returncode} while the cluster formed "
+                    f"(log: {p.log_path}):\n{p.log_tail(current_run=True)}"
+                )
+        if time.monotonic() >= deadline:
+            tails = "\n".join(
+                f"--- node {p.node_id} ({p.log_path}):\n{p.log_tail(10, current_run=True)}" for p in procs.values()
+            )
+            raise Timeout(
+                f"the {len(want)} local nodes did not all report \"up\" within {timeout:g} s "
+                f"(last seen: {seen})\n{tails}"
+            )
+        time.sleep(0.1)
+
+
+_PORTS_FILE = "shoal-local.json"
+
+
+def _saved_ports(root: Path) -> dict[int, int]:
+    """Ports of a previous local cluster in ``root`` (its nodes registered those addresses in the cluster,
+    so a restart from disk must reuse them)."""
+    try:
+        data = json.loads((root / _PORTS_FILE).read_text())
+        return {int(k): int(v) for k, v in data.get("ports", {}).items()}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
+
+
+def _save_ports(root: Path, procs: dict[int, _NodeProc]) -> None:
+    ports = _saved_ports(root)
+    ports.update({i: p.port for i, p in procs.items() if p.port})
+    tmp = root / (_PORTS_FILE + ".tmp")
+    tmp.write_text(json.dumps({"ports": {str(i): port for i, port in sorted(ports.items())}}))
+    os.replace(tmp, root / _PORTS_FILE)
 
 
 def _child_env() -> dict[str, str]:
@@ -341,6 +424,10 @@ class _LocalState:
         self.root = root
         self.remove_root = remove_root
         self.procs: dict[int, _NodeProc] = {}
+        # Fault injection: the blocklist each node should have, and the nodes not told yet (stopped or
+        # paused when it was set; told when they start or resume).
+        self.blocked: dict[int, list[int]] = {}
+        self.faults_pending: set[int] = set()
         self.closed = False
 
     def shutdown(self) -> None:
@@ -411,11 +498,13 @@ class NodeHandle:
         self._proc.stop(timeout)
 
     def start(self, timeout: float = STARTUP_TIMEOUT) -> None:
-        """Starts the node again on the same port and data dir and waits until it serves. No-op if running."""
+        """Starts the node again with the same arguments (port, data dir, ``--join``) and waits until it
+        serves. No-op if running. A partition set with ``Cluster.partition`` is re-applied to it."""
         self._cluster._check_open()
         if self._proc.running:
             return
         _start(self._proc, self._proc.port, timeout)
+        self._cluster._apply_pending_faults(self.id, restarted=True)
 
     def restart(self, timeout: float = STARTUP_TIMEOUT) -> None:
         """``stop()`` then ``start()``."""
@@ -435,6 +524,7 @@ class NodeHandle:
             self._proc.signal(signal.SIGCONT)
             self._proc.wait_stopped_state(False)
         self._proc.paused = False
+        self._cluster._apply_pending_faults(self.id)
 
     def __repr__(self) -> str:
         state = "paused" if self.paused else ("running" if self.running else "stopped")
@@ -467,15 +557,19 @@ class Cluster:
         startup_timeout: float = STARTUP_TIMEOUT,
         node_args: Iterable[str] = (),
     ) -> "Cluster":
-        """Starts ``nodes`` real node processes on free loopback ports and waits until they serve.
+        """Starts ``nodes`` real node processes on loopback ports and waits until the cluster has formed.
+
+        Node 1 starts first (it initialises the cluster); nodes 2..N start with ``--join`` node 1's
+        address. The call returns once every node serves and ``cluster_info()`` reports all of them "up"
+        (within ``startup_timeout`` seconds, else ``shoal.Timeout`` with the tail of each node's log).
 
         ``data_dir``: where node data and logs go (``DATA_DIR/node-<id>/``, log ``node.log``); None = a
-        temp dir removed on ``close()``. ``zones``: one zone name per node. ``node_args``: extra flags for
-        every node. Node ids are 1..=nodes.
+        temp dir removed on ``close()``. A ``data_dir`` that holds a previous local cluster restarts it from
+        disk on the same ports (all nodes are launched together, since they may only become ready as a
+        group). ``zones``: one zone name per node. ``node_args``: extra flags for every node. Node ids are
+        1..=nodes.
         """
         nodes = cv.check_int("nodes", nodes, 1)
-        if nodes > 1:
-            raise InvalidArgument("nodes > 1 needs replication (not yet available): use nodes=1")
         if zones is not None:
             if isinstance(zones, str) or len(zones) != nodes:
                 raise InvalidArgument(f"zones must be a list of {nodes} zone names, one per node, got {zones!r}")
@@ -492,24 +586,40 @@ class Cluster:
             remove = False
         state = _LocalState(root, remove)
         env = _child_env()
+        saved = _saved_ports(root)
+        deadline = time.monotonic() + startup_timeout
+
+        def make(i: int, join: Optional[str]) -> _NodeProc:
+            proc = _NodeProc(
+                node_id=i,
+                data_dir=root / f"node-{i}",
+                zone=zones[i - 1] if zones else None,
+                log_level=log_level,
+                extra_args=list(node_args),
+                env=env,
+                join=join,
+            )
+            state.procs[i] = proc
+            return proc
+
         try:
-            client = None
-            for i in range(1, nodes + 1):
-                proc = _NodeProc(
-                    node_id=i,
-                    data_dir=root / f"node-{i}",
-                    zone=zones[i - 1] if zones else None,
-                    log_level=log_level,
-                    extra_args=list(node_args),
-                    env=env,
-                )
-                state.procs[i] = proc
-                c = _start(proc, 0, startup_timeout)
-                if client is None:
-                    client = c
+            first = make(1, None)
+            if 1 in saved:
+                # Restart from disk: every address is known; launch all nodes, then wait for each.
+                join = f"127.0.0.1:{saved[1]}"
+                group = [(first, saved[1])] + [(make(i, join), saved.get(i, 0)) for i in range(2, nodes + 1)]
+                _start_group(group, deadline, startup_timeout)
+            else:
+                left = max(0.1, deadline - time.monotonic())
+                _start(first, 0, left)  # node 1 initialises the cluster: it must serve before others join
+                assert first.address is not None
+                group = [(make(i, first.address), saved.get(i, 0)) for i in range(2, nodes + 1)]
+                _start_group(group, deadline, startup_timeout)
+            _save_ports(root, state.procs)
             addresses = [p.address for p in state.procs.values() if p.address]
-            if nodes > 1:
-                client = native().Client(addresses)
+            left = max(0.5, min(10.0, deadline - time.monotonic()))
+            client = native().Client(addresses, connect_timeout=left)
+            _wait_members(client, state.procs, deadline, startup_timeout)
         except BaseException:
             state.shutdown()
             raise
@@ -566,33 +676,113 @@ class Cluster:
         return [Node.from_dict(d) for d in info.get("nodes", [])]
 
     def health(self, timeout: Optional[float] = 5.0) -> Health:
-        """green: every node up; yellow: some node not up; red: the cluster cannot be reached."""
+        """green: every node up; yellow: some node not up but a majority up; red: no majority up, or the
+        cluster cannot be reached (``detail`` says why)."""
         timeout = cv.check_timeout(timeout)
         try:
             info = self._c.cluster_info(timeout=timeout)
         except ShoalError as e:
             return Health("red", [], detail=str(e))
         nodes = [Node.from_dict(d) for d in info.get("nodes", [])]
-        if nodes and all(n.status == "up" for n in nodes):
-            status = "green"
-        elif any(n.status == "up" for n in nodes):
-            status = "yellow"
-        else:
-            status = "red"
-        return Health(status, nodes)
+        up = sum(1 for n in nodes if n.status == "up")
+        if nodes and up == len(nodes):
+            return Health("green", nodes)
+        down = ", ".join(f"{n.id} ({n.status})" for n in nodes if n.status != "up")
+        detail = f"{up} of {len(nodes)} nodes up; not up: {down}"
+        return Health("yellow" if 2 * up > len(nodes) else "red", nodes, detail=detail)
+
+    def _local_state(self, what: str) -> _LocalState:
+        self._check_open()
+        if self._local is None:
+            raise ShoalError(
+                f"{what} only available on clusters started with shoal.Cluster.local(); "
+                "this one was attached with shoal.connect()"
+            )
+        return self._local
 
     def node(self, node_id: int) -> NodeHandle:
         """Process control of a node of a local cluster."""
-        if self._local is None:
-            raise ShoalError(
-                "node handles are only available on clusters started with shoal.Cluster.local(); "
-                "this one was attached with shoal.connect()"
-            )
+        local = self._local_state("node handles are")
         node_id = cv.check_int("node_id", node_id, 0)
-        proc = self._local.procs.get(node_id)
+        proc = local.procs.get(node_id)
         if proc is None:
-            raise InvalidArgument(f"no local node with id {node_id} (ids: {sorted(self._local.procs)})")
+            raise InvalidArgument(f"no local node with id {node_id} (ids: {sorted(local.procs)})")
         return NodeHandle(self, proc)
+
+    # fault injection (local clusters)
+
+    def partition(self, *groups: Iterable[int]) -> None:
+        """Splits the local nodes into groups that cannot reach each other (fault injection for tests).
+
+        Each group is an iterable of node ids; the nodes named in no group form one more group together.
+        Every node is told to block all traffic (both Raft planes and node-to-node requests) with the nodes
+        outside its group. Client traffic is not blocked: a client connected to one node reaches that node.
+        A node that is stopped or paused gets its blocklist when it starts or resumes. ``heal()`` undoes it.
+        """
+        local = self._local_state("partition() is")
+        ids = set(local.procs)
+        owner: dict[int, int] = {}
+        parts: list[set[int]] = []
+        for gi, group in enumerate(groups):
+            if isinstance(group, (str, bytes)) or not isinstance(group, Iterable):
+                raise InvalidArgument(
+                    f"partition: groups[{gi}] must be an iterable of node ids, got {group!r} "
+                    f"(e.g. partition([1], [2, 3]))"
+                )
+            members: set[int] = set()
+            for x in group:
+                nid = cv.check_int(f"partition: node id in groups[{gi}]", x, 0)
+                if nid not in ids:
+                    raise InvalidArgument(f"partition: no local node with id {nid} (ids: {sorted(ids)})")
+                if owner.get(nid, gi) != gi:
+                    raise InvalidArgument(f"partition: node {nid} is in groups[{owner[nid]}] and groups[{gi}]")
+                owner[nid] = gi
+                members.add(nid)
+            if members:
+                parts.append(members)
+        rest = ids - set(owner)
+        if rest:
+            parts.append(rest)
+        for members in parts:
+            for nid in members:
+                local.blocked[nid] = sorted(ids - members)
+        self._apply_faults(sorted(ids))
+
+    def heal(self) -> None:
+        """Ends a ``partition()``: every node's blocklist is cleared (stopped or paused nodes when they start
+        or resume)."""
+        local = self._local_state("heal() is")
+        for nid in local.procs:
+            local.blocked[nid] = []
+        self._apply_faults(sorted(local.procs))
+
+    def _apply_faults(self, node_ids: Sequence[int]) -> None:
+        """Sends each node its blocklist; nodes not running (or paused) are remembered for later."""
+        local = self._local_state("fault injection is")
+        failures = []
+        for nid in node_ids:
+            proc = local.procs[nid]
+            if not proc.running or proc.paused or not proc.address:
+                local.faults_pending.add(nid)
+                continue
+            try:
+                _node_client(proc.address).set_faults(local.blocked.get(nid, []), timeout=5.0)
+                local.faults_pending.discard(nid)
+            except ShoalError as e:
+                local.faults_pending.add(nid)
+                failures.append((nid, proc.address, e))
+        if failures:
+            nid, addr, e = failures[0]
+            others = f" (and nodes {[f[0] for f in failures[1:]]})" if len(failures) > 1 else ""
+            raise type(e)(f"could not set the faults of node {nid} at {addr}{others}: {e}") from e
+
+    def _apply_pending_faults(self, node_id: int, restarted: bool = False) -> None:
+        """Tells a node that just resumed (or started: a new process has an empty blocklist) its blocklist."""
+        local = self._local
+        if local is None:
+            return
+        if node_id in local.faults_pending or (restarted and local.blocked.get(node_id)):
+            self._apply_faults([node_id])
 
     # collections
 

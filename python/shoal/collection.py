@@ -10,7 +10,7 @@ import numpy as np
 from . import _convert as cv
 from .errors import InvalidArgument, Timeout
 from .index import Flat, HNSW, index_from_info
-from .results import Points, SearchResult
+from .results import Points, SearchResult, Shard
 
 if TYPE_CHECKING:  # pragma: no cover
     from .cluster import Cluster
@@ -27,7 +27,8 @@ class Collection:
     """A handle on a collection of a cluster. Get one from ``cluster.create_collection`` or ``cluster.collection``.
 
     Attributes: ``name``, ``dim``, ``metric`` ("cosine" | "l2" | "dot"), ``id_type`` ("int" | "str"),
-    ``shards``, ``replication_factor``, ``index`` (``HNSW(...)`` or ``Flat()``).
+    ``shard_count``, ``replication_factor``, ``index`` (``HNSW(...)`` or ``Flat()``). ``shards()`` reports the
+    shards and the state of their replicas.
     """
 
     def __init__(self, cluster: "Cluster", info: dict[str, Any]) -> None:
@@ -36,7 +37,7 @@ class Collection:
         self.dim: int = int(info["dim"])
         self.metric: str = str(info["metric"])
         self.id_type: str = str(info.get("id_type", "int"))
-        self.shards: int = int(info.get("shards", 1) or 1)
+        self.shard_count: int = int(info.get("shards", 1) or 1)
         self.replication_factor: int = int(info.get("replication_factor", 1) or 1)
         self.index: HNSW | Flat = index_from_info(info)
 
@@ -246,6 +247,13 @@ class Collection:
         timeout = cv.check_timeout(timeout)
         points, unindexed = self._client.index_status(self.name, timeout)
         return int(points), int(unindexed)
+
+    def shards(self, timeout: Optional[float] = None) -> list[Shard]:
+        """The shards of this collection, sorted by id, each with its leader (None while there is none) and
+        the state of every replica (role, state, applied index, lag, count, digest)."""
+        timeout = cv.check_timeout(timeout)
+        shards = [Shard.from_dict(d) for d in self._client.shards(self.name, timeout)]
+        return sorted(shards, key=lambda s: s.id)
 
     def wait_indexed(self, timeout: Optional[float] = None, poll_interval: float = 0.05) -> int:
         """Blocks until the index covers every point; returns the number of live points.

@@ -1,4 +1,5 @@
-"""Result objects: :class:`SearchResult` (search hits as (nq, k) arrays) and :class:`Points` (point reads)."""
+"""Result objects: :class:`SearchResult` (search hits as (nq, k) arrays), :class:`Points` (point reads) and
+:class:`Shard` / :class:`Replica` (``Collection.shards()``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from .display import fmt_distance, html_table, short
 
-__all__ = ["SearchResult", "Points"]
+__all__ = ["SearchResult", "Points", "Shard", "Replica"]
 
 _HTML_ROWS = 20
 
@@ -154,3 +155,79 @@ class Points:
 
 def _plain(x: Any) -> Any:
     return x.item() if isinstance(x, np.generic) else x
+
+
+@dataclass(repr=False)
+class Replica:
+    """One copy of a shard on one node (``Shard.replicas``).
+
+    ``node``: node id; ``role``: "leader" | "follower" | "learner"; ``state``: "active" | "joining" |
+    "leaving" | "down"; ``applied_index``: last log index applied; ``lag``: log entries behind the leader;
+    ``count``: live points; ``unindexed``: live points not yet in the index; ``digest``: a hash of the
+    replica's content (equal digests at equal ``applied_index`` mean identical replicas).
+    """
+
+    node: int
+    role: str
+    state: str
+    applied_index: int = 0
+    lag: int = 0
+    count: int = 0
+    unindexed: int = 0
+    digest: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Replica":
+        return cls(
+            node=int(d["node"]),
+            role=str(d.get("role", "")),
+            state=str(d.get("state", "")),
+            applied_index=int(d.get("applied_index", 0)),
+            lag=int(d.get("lag", 0)),
+            count=int(d.get("count", 0)),
+            unindexed=int(d.get("unindexed", 0)),
+            digest=int(d.get("digest", 0)),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Replica(node={self.node}, {self.role or '?'}, {self.state or '?'}, "
+            f"applied={self.applied_index}, lag={self.lag}, count={self.count})"
+        )
+
+
+@dataclass(repr=False)
+class Shard:
+    """A shard of a collection (``Collection.shards()``): ``id``, ``leader`` (node id, None when no
+    leader is known), ``replicas`` (list of :class:`Replica`) and ``count`` (live points on the leader)."""
+
+    id: int
+    leader: Optional[int]
+    replicas: list[Replica] = field(default_factory=list)
+    count: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Shard":
+        leader = d.get("leader")
+        return cls(
+            id=int(d["id"]),
+            leader=None if leader in (None, 0) else int(leader),
+            replicas=[Replica.from_dict(r) for r in d.get("replicas", [])],
+            count=int(d.get("count", 0)),
+        )
+
+    @property
+    def nodes(self) -> list[int]:
+        """Node ids holding a replica, in the order reported."""
+        return [r.node for r in self.replicas]
+
+    def __repr__(self) -> str:
+        return f"Shard({self.id}, leader={self.leader}, nodes={self.nodes}, count={self.count})"
+
+    def _repr_html_(self) -> str:
+        rows = [
+            [r.node, r.role, r.state, r.applied_index, r.lag, r.count, r.unindexed, f"{r.digest:016x}"]
+            for r in self.replicas
+        ]
+        cols = ["node", "role", "state", "applied_index", "lag", "count", "unindexed", "digest"]
+        return html_table(cols, rows, caption=repr(self))

@@ -8,6 +8,7 @@ use shoal_api::v1::{
 };
 use tonic::transport::{Channel, Endpoint};
 
+use crate::session::Sessions;
 use crate::{Error, Result};
 
 /// Largest request the client sends; batches are split below it (the node accepts 256 MiB).
@@ -28,6 +29,8 @@ pub struct Client {
     channels: Vec<Channel>,
     /// Index of the address used last successfully.
     current: AtomicUsize,
+    /// Session tokens of this client's acknowledged writes, sent with every read.
+    sessions: Sessions,
 }
 
 /// Parses a write consistency name.
@@ -138,7 +141,7 @@ impl Client {
                 .initial_connection_window_size(32 * 1024 * 1024);
             channels.push(ep.connect_lazy());
         }
-        let client = Client { addresses, channels, current: AtomicUsize::new(0) };
+        let client = Client { addresses, channels, current: AtomicUsize::new(0), sessions: Sessions::default() };
         client.cluster_info(connect_timeout).await.map_err(|e| match e {
             Error::NodeUnavailable(m) | Error::Timeout(m) => {
                 Error::NodeUnavailable(format!("no node of {:?} answered: {m}", client.addresses))
@@ -196,12 +199,14 @@ impl Client {
         })
     }
 
-    /// Drops a collection; returns whether it existed.
+    /// Drops a collection; returns whether it existed. Forgets this client's session tokens for it.
     pub async fn drop_collection(&self, name: &str, timeout: Duration) -> Result<bool> {
-        with_failover!(self, timeout, |ch| |t| {
+        let dropped = with_failover!(self, timeout, |ch| |t| {
             let req = v1::DropCollectionRequest { name: name.to_string() };
             async move { CollectionsClient::new(ch).drop(request(req, t)).await.map(|r| r.into_inner().dropped) }
-        })
+        })?;
+        self.sessions.forget(name);
+        Ok(dropped)
     }
 
     /// Upserts `ids` with row-major `vectors` (n x dim) and optional JSON payload texts, split into
@@ -251,10 +256,13 @@ impl Client {
                 consistency: level as i32,
             };
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            written += with_failover!(self, left, |ch| |t| {
+            let resp = with_failover!(self, left, |ch| |t| {
                 let req = req.clone();
-                async move { Self::points(ch).upsert(request(req, t)).await.map(|r| r.into_inner().count) }
+                async move { Self::points(ch).upsert(request(req, t)).await.map(|r| r.into_inner()) }
             })?;
+            // Recorded per sub-batch: a later sub-batch failing does not undo this one.
+            self.sessions.record(collection, &resp.tokens);
+            written += resp.count;
             start = end;
         }
         Ok(written)
@@ -269,10 +277,12 @@ impl Client {
         timeout: Duration,
     ) -> Result<u64> {
         let req = v1::DeleteRequest { collection: collection.to_string(), ids: Some(ids), consistency: level as i32 };
-        with_failover!(self, timeout, |ch| |t| {
+        let resp = with_failover!(self, timeout, |ch| |t| {
             let req = req.clone();
-            async move { Self::points(ch).delete(request(req, t)).await.map(|r| r.into_inner().count) }
-        })
+            async move { Self::points(ch).delete(request(req, t)).await.map(|r| r.into_inner()) }
+        })?;
+        self.sessions.record(collection, &resp.tokens);
+        Ok(resp.count)
     }
 
     /// Merges a JSON object into the payload of each point.
@@ -290,10 +300,12 @@ impl Client {
             patch,
             consistency: level as i32,
         };
-        with_failover!(self, timeout, |ch| |t| {
+        let resp = with_failover!(self, timeout, |ch| |t| {
             let req = req.clone();
-            async move { Self::points(ch).update_payload(request(req, t)).await.map(|r| r.into_inner().count) }
-        })
+            async move { Self::points(ch).update_payload(request(req, t)).await.map(|r| r.into_inner()) }
+        })?;
+        self.sessions.record(collection, &resp.tokens);
+        Ok(resp.count)
     }
 
     /// Fetches points by id.
@@ -310,7 +322,7 @@ impl Client {
             ids: Some(ids),
             with_vectors,
             consistency: level as i32,
-            session: Vec::new(),
+            session: self.sessions.tokens(collection),
         };
         with_failover!(self, timeout, |ch| |t| {
             let req = req.clone();
@@ -320,16 +332,21 @@ impl Client {
 
     /// Counts live points.
     pub async fn count(&self, collection: &str, level: ReadLevel, timeout: Duration) -> Result<u64> {
-        let req =
-            v1::CountRequest { collection: collection.to_string(), consistency: level as i32, session: Vec::new() };
+        let req = v1::CountRequest {
+            collection: collection.to_string(),
+            consistency: level as i32,
+            session: self.sessions.tokens(collection),
+        };
         with_failover!(self, timeout, |ch| |t| {
             let req = req.clone();
             async move { Self::points(ch).count(request(req, t)).await.map(|r| r.into_inner().count) }
         })
     }
 
-    /// Searches; the response holds per-query hit counts and the concatenated hits.
-    pub async fn search(&self, req: v1::SearchRequest, timeout: Duration) -> Result<v1::SearchResponse> {
+    /// Searches; the response holds per-query hit counts and the concatenated hits. The request's `session`
+    /// is replaced by this client's tokens for the collection.
+    pub async fn search(&self, mut req: v1::SearchRequest, timeout: Duration) -> Result<v1::SearchResponse> {
+        req.session = self.sessions.tokens(&req.collection);
         with_failover!(self, timeout, |ch| |t| {
             let req = req.clone();
             async move { Self::points(ch).search(request(req, t)).await.map(|r| r.into_inner()) }
@@ -347,6 +364,23 @@ impl Client {
                     (r.points, r.unindexed)
                 })
             }
+        })
+    }
+
+    /// The shards of a collection with the state of every replica.
+    pub async fn shards(&self, collection: &str, timeout: Duration) -> Result<v1::ShardsResponse> {
+        with_failover!(self, timeout, |ch| |t| {
+            let req = v1::ShardsRequest { collection: collection.to_string() };
+            async move { ClusterClient::new(ch).shards(request(req, t)).await.map(|r| r.into_inner()) }
+        })
+    }
+
+    /// Fault injection (tests): the node that answers blocks all traffic with the `blocked` node ids (an
+    /// empty list heals). Returns the blocklist now in force. Connect to a single address to target one node.
+    pub async fn set_faults(&self, blocked: Vec<u64>, timeout: Duration) -> Result<Vec<u64>> {
+        with_failover!(self, timeout, |ch| |t| {
+            let req = v1::SetFaultsRequest { blocked: blocked.clone() };
+            async move { ClusterClient::new(ch).set_faults(request(req, t)).await.map(|r| r.into_inner().blocked) }
         })
     }
 }

@@ -136,7 +136,45 @@ impl Client {
             nodes.append(nd)?;
         }
         d.set_item("nodes", nodes)?;
+        d.set_item("meta_leader", (info.meta_leader != 0).then_some(info.meta_leader))?;
         Ok(d)
+    }
+
+    #[pyo3(signature = (collection, timeout = None))]
+    fn shards<'py>(&self, py: Python<'py>, collection: String, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
+        let t = timeout_of(timeout)?;
+        let c = self.inner.clone();
+        let resp = block_on(py, async move { c.shards(&collection, t).await })?;
+        let out = PyList::empty(py);
+        for s in &resp.shards {
+            let sd = PyDict::new(py);
+            sd.set_item("id", s.id)?;
+            sd.set_item("leader", (s.leader != 0).then_some(s.leader))?;
+            sd.set_item("count", s.count)?;
+            let replicas = PyList::empty(py);
+            for r in &s.replicas {
+                let rd = PyDict::new(py);
+                rd.set_item("node", r.node)?;
+                rd.set_item("role", &r.role)?;
+                rd.set_item("state", &r.state)?;
+                rd.set_item("applied_index", r.applied_index)?;
+                rd.set_item("lag", r.lag)?;
+                rd.set_item("count", r.count)?;
+                rd.set_item("unindexed", r.unindexed)?;
+                rd.set_item("digest", r.digest)?;
+                replicas.append(rd)?;
+            }
+            sd.set_item("replicas", replicas)?;
+            out.append(sd)?;
+        }
+        Ok(out)
+    }
+
+    #[pyo3(signature = (blocked, timeout = None))]
+    fn set_faults(&self, py: Python<'_>, blocked: Vec<u64>, timeout: Option<f64>) -> PyResult<Vec<u64>> {
+        let t = timeout_of(timeout)?;
+        let c = self.inner.clone();
+        block_on(py, async move { c.set_faults(blocked, t).await })
     }
 
     #[allow(clippy::too_many_arguments)]
