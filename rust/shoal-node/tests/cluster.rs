@@ -236,7 +236,8 @@ impl Cluster {
 
     /// A client of the running nodes other than `except`.
     async fn client_without(&self, except: &[u64]) -> Client {
-        let addrs: Vec<String> = self.live().into_iter().filter(|n| !except.contains(n)).map(|n| self.addr(n)).collect();
+        let addrs: Vec<String> =
+            self.live().into_iter().filter(|n| !except.contains(n)).map(|n| self.addr(n)).collect();
         Client::connect(addrs, T).await.expect("client connects")
     }
 
@@ -617,11 +618,8 @@ async fn catch_up_by_snapshot() {
         ingest(&c, &mut rng, &mut ledger, &(0..60).collect::<Vec<u64>>(), 60).await;
         let shards = wait_converged(&cluster, 1, 60, "60 points replicated").await;
         let follower = pick_follower(&shards);
-        let before: u64 = shards
-            .iter()
-            .map(|s| s.replicas.iter().find(|r| r.node == follower).unwrap().applied_index)
-            .max()
-            .unwrap();
+        let before: u64 =
+            shards.iter().map(|s| s.replicas.iter().find(|r| r.node == follower).unwrap().applied_index).max().unwrap();
 
         let rest = cluster.client_without(&[follower]).await;
         cluster.stop(follower).await;
@@ -635,8 +633,7 @@ async fn catch_up_by_snapshot() {
         let vecs: Vec<Vec<f32>> = batches.iter().map(|b| rng.vectors(b.len())).collect();
         let rest = &rest;
         let writers = (0..WRITERS).map(|w| {
-            let mine: Vec<(&Vec<u64>, &Vec<f32>)> =
-                batches.iter().zip(&vecs).skip(w).step_by(WRITERS).collect();
+            let mine: Vec<(&Vec<u64>, &Vec<f32>)> = batches.iter().zip(&vecs).skip(w).step_by(WRITERS).collect();
             async move {
                 for (ids, v) in mine {
                     rest.upsert(COLL, ints(ids.iter().copied()), v, DIM, &[], WriteLevel::Quorum, T)
@@ -720,7 +717,8 @@ async fn strong_write_with_voter_down() {
         // (Retried: the restarted voter may still be catching up when the first attempt's timeout ends.)
         let deadline = Instant::now() + CONVERGE;
         loop {
-            let r = write(&c, &mut rng, &mut ledger, &(300..360).collect::<Vec<u64>>(), WriteLevel::Strong, SHORT).await;
+            let r =
+                write(&c, &mut rng, &mut ledger, &(300..360).collect::<Vec<u64>>(), WriteLevel::Strong, SHORT).await;
             match r {
                 Ok(()) => break,
                 Err(Error::Consistency(_) | Error::Timeout(_)) if Instant::now() < deadline => {}
@@ -766,7 +764,10 @@ async fn partition() {
         )
         .await
         .expect("a quorum write on the minority side returns within its timeout (no hang)");
-        assert!(is_level_failure(&r, true), "quorum write through the minority: want Consistency or Timeout, got {r:?}");
+        assert!(
+            is_level_failure(&r, true),
+            "quorum write through the minority: want Consistency or Timeout, got {r:?}"
+        );
 
         // The majority side elects leaders for node 1's shards and goes on.
         ingest(&via2, &mut rng, &mut ledger, &(300..500).collect::<Vec<u64>>(), 50).await;
