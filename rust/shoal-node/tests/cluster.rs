@@ -45,8 +45,8 @@ const COLL: &str = "c";
 static RUNNING: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 /// Starts the process-wide watchdog once.
 static WATCHDOG: Once = Once::new();
-/// Lets one test run at a time (see the module comment).
-static SERIAL: Mutex<()> = Mutex::new(());
+/// Lets one test run at a time (see the module comment). An async lock: no poisoning, held across awaits.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Whole-binary limit: a node that deadlocks can keep a test's runtime from ever dropping (tokio waits for
 /// its blocking tasks), which no per-test timeout can end; the watchdog turns that hang into a failure.
 const PROCESS_LIMIT: Duration = Duration::from_secs(900);
@@ -61,8 +61,7 @@ async fn bounded<F: Future<Output = ()>>(body: F) {
             std::process::exit(101);
         });
     });
-    // A test that failed poisons the lock; the next one still runs.
-    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = SERIAL.lock().await;
     init_tracing();
     let name = std::thread::current().name().unwrap_or("?").to_string();
     RUNNING.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone());
@@ -211,10 +210,10 @@ impl Cluster {
         let first = start(config(dirs[0].path(), 1, "127.0.0.1:0", None)).await.expect("node 1 starts");
         let seed = first.address().to_string();
         let mut nodes = vec![Some(first)];
-        for i in 1..3 {
-            let n = start(config(dirs[i].path(), i as u64 + 1, "127.0.0.1:0", Some(seed.clone())))
+        for (id, dir) in (2..=3).zip(&dirs[1..]) {
+            let n = start(config(dir.path(), id, "127.0.0.1:0", Some(seed.clone())))
                 .await
-                .unwrap_or_else(|e| panic!("node {} joins through {seed}: {e}", i + 1));
+                .unwrap_or_else(|e| panic!("node {id} joins through {seed}: {e}"));
             nodes.push(Some(n));
         }
         let addrs = nodes.iter().map(|n| n.as_ref().unwrap().address().to_string()).collect();
@@ -424,6 +423,19 @@ fn snapshot_indexes(data_dir: &Path) -> Vec<Option<u64>> {
                     *slot = Some(slot.map_or(i, |o: u64| o.max(i)));
                 }
             }
+        }
+    }
+    out
+}
+
+/// Per shard of the collection under `data_dir`: whether its Raft log was ever purged (a snapshot replaced
+/// its head), i.e. whether `DIR/log/purged` exists.
+fn purged_shards(data_dir: &Path) -> Vec<bool> {
+    let mut out = vec![false; SHARDS as usize];
+    let Ok(colls) = std::fs::read_dir(data_dir.join("shards")) else { return out };
+    for coll in colls.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{COLL}@"))) {
+        for (s, slot) in out.iter_mut().enumerate() {
+            *slot |= coll.path().join(s.to_string()).join("log").join("purged").is_file();
         }
     }
     out
@@ -649,13 +661,25 @@ async fn catch_up_by_snapshot() {
             }
         }
 
-        // The survivors snapshotted every shard well past what the stopped replica holds (its log tail
-        // is purged up to about the snapshot index minus 500).
-        let leader_snaps = wait_for("snapshots on the surviving nodes", CONVERGE, || async {
-            let per_node: Vec<Vec<Option<u64>>> =
+        // The survivors snapshot every shard (index >= 1000, far past the stopped replica's) and purge the
+        // log before it down to the last 500 entries. A leader purges only while no replication to the
+        // stopped node is in flight (between its retries), so wait for the purge itself: from then on the
+        // stopped replica can only catch up by snapshot.
+        assert!(
+            snapshot_indexes(&cluster.data_dir(follower)).iter().all(|s| s.is_none()),
+            "no snapshot on node {follower}"
+        );
+        assert!(purged_shards(&cluster.data_dir(follower)).iter().all(|p| !p), "no purge on node {follower}");
+        let leader_snaps = wait_for("snapshots and purged logs on the surviving nodes", CONVERGE, || async {
+            let snaps: Vec<Vec<Option<u64>>> =
                 cluster.live().iter().map(|&n| snapshot_indexes(&cluster.data_dir(n))).collect();
-            let min = per_node.iter().flatten().map(|s| s.unwrap_or(0)).min().unwrap_or(0);
-            if min >= before + 900 { Ok(min) } else { Err(format!("snapshot indexes {per_node:?}")) }
+            let purged: Vec<Vec<bool>> = cluster.live().iter().map(|&n| purged_shards(&cluster.data_dir(n))).collect();
+            let min = snaps.iter().flatten().map(|s| s.unwrap_or(0)).min().unwrap_or(0);
+            if min >= before + 900 && purged.iter().flatten().all(|p| *p) {
+                Ok(min)
+            } else {
+                Err(format!("snapshot indexes {snaps:?}, purged {purged:?}"))
+            }
         })
         .await;
 
@@ -697,6 +721,7 @@ async fn strong_write_with_voter_down() {
         )
         .await
         .expect("a strong write with a voter down returns within its timeout (no hang)");
+        tracing::info!(?r, "strong write with a voter down");
         assert!(is_level_failure(&r, false), "strong write with a voter down: want Consistency, got {r:?}");
 
         // `quorum` is met by the two survivors.
@@ -764,6 +789,7 @@ async fn partition() {
         )
         .await
         .expect("a quorum write on the minority side returns within its timeout (no hang)");
+        tracing::info!(?r, "quorum write through the minority");
         assert!(
             is_level_failure(&r, true),
             "quorum write through the minority: want Consistency or Timeout, got {r:?}"
