@@ -793,6 +793,38 @@ impl Engine {
         self.catalog.get(name).ok_or_else(|| Error::CollectionNotFound(name.to_string()))
     }
 
+    /// Before a graceful stop: asks every group this node leads (group 0 and shards) to hand leadership to
+    /// another voter, and waits up to `timeout` for them to take over, so that the cluster does not wait
+    /// for an election timeout. Groups without another voter keep their leader.
+    pub async fn hand_off_leadership(&self, timeout: Duration) {
+        let me = self.cfg.node_id;
+        let mut groups: Vec<&RaftGroup> = Vec::new();
+        let replicas: Vec<Arc<ShardReplica>> = self.replicas.read().values().cloned().collect();
+        groups.push(&self.meta);
+        groups.extend(replicas.iter().map(|r| &r.group));
+        let mut moving = Vec::new();
+        for g in groups {
+            if !g.is_leader() {
+                continue;
+            }
+            if let Some(&to) = g.voter_ids().iter().find(|&&v| v != me) {
+                if let Err(e) = g.transfer_leader(to).await {
+                    tracing::debug!(error = %e, "leadership hand-off");
+                }
+                moving.push(g);
+            }
+        }
+        if moving.is_empty() {
+            return;
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline && moving.iter().any(|g| g.is_leader()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let kept = moving.iter().filter(|g| g.is_leader()).count();
+        tracing::info!(handed_off = moving.len() - kept, kept, "leadership handed off before stopping");
+    }
+
     /// Stops accepting requests, shuts every group down (flushing logs) and stops the indexer.
     pub async fn shutdown(&self) {
         if self.closing.swap(true, Ordering::AcqRel) {

@@ -123,11 +123,14 @@ impl RunningNode {
         &self.engine
     }
 
-    /// Graceful stop: NOT_SERVING, stop accepting, let in-flight requests finish (10 s at most), then shut
-    /// every Raft group down (flushing logs) and release the data directory.
+    /// Graceful stop: NOT_SERVING, hand leadership of every group it leads to another voter (3 s at most),
+    /// stop accepting, let in-flight requests finish (10 s at most), then shut every Raft group down
+    /// (flushing logs) and release the data directory.
     pub async fn shutdown(self) {
         self.health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
         let _ = std::fs::remove_file(self.dir.join("node.json"));
+        // While still serving (peers need this node's vote and log to take over).
+        self.engine.hand_off_leadership(Duration::from_secs(3)).await;
         let _ = self.stop.send(());
         match tokio::time::timeout(Duration::from_secs(10), self.server).await {
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server stopped with an error"),
