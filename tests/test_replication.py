@@ -104,6 +104,25 @@ def _wait_health(cluster: shoal.Cluster, status: str, within: float = 20.0) -> s
     raise AssertionError(f"health did not become {status!r} within {within:g} s: {h!r}")
 
 
+def _start_all(cluster: shoal.Cluster, ids) -> None:
+    """Starts stopped nodes concurrently: restarted from disk they may only become ready together (each
+    needs a quorum of its peers)."""
+    errors: list[BaseException] = []
+
+    def start(i: int) -> None:
+        try:
+            cluster.node(i).start(timeout=60)
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=90)
+    assert not any(t.is_alive() for t in threads) and not errors, errors
+
+
 def _check_present(coll: shoal.Collection, ids, gen: int = 0, chunk: int = 2000) -> None:
     """Every id in `ids` is there (strong read) with the vector of generation `gen`."""
     ids = np.asarray(sorted(set(int(i) for i in ids)), dtype=np.int64)
@@ -365,21 +384,7 @@ def test_killing_every_node_loses_nothing_acknowledged_at_quorum(shoal_cluster: 
 
     for i in (1, 2, 3):
         shoal_cluster.node(i).kill()
-    # nodes may only become ready together (each needs a quorum of its peers): start them concurrently
-    errors: list[BaseException] = []
-
-    def start(i: int) -> None:
-        try:
-            shoal_cluster.node(i).start(timeout=60)
-        except BaseException as e:  # reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=start, args=(i,)) for i in (1, 2, 3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=90)
-    assert not any(t.is_alive() for t in threads) and not errors, errors
+    _start_all(shoal_cluster, (1, 2, 3))
     _wait_health(shoal_cluster, "green", within=30)
     _wait_shards(coll, _have_leaders(3), "every shard should get a leader after the restart", within=30)
     check(coll)
@@ -467,13 +472,22 @@ def test_partition_minority_refuses_quorum_writes_then_heals(shoal_cluster: shoa
         _retry("quorum write through the majority side", lambda: majority.upsert(new, _vecs(new), timeout=5))
         _check_present(majority, new)
 
+        # restarted nodes (new processes, empty blocklists) are put back into their side of the partition
+        for i in (1, 2, 3):
+            shoal_cluster.node(i).kill()
+        _start_all(shoal_cluster, (1, 2, 3))
+        more = np.arange(2000, 2100)
+        with pytest.raises((shoal.ConsistencyError, shoal.Timeout)):
+            minority.upsert(more, _vecs(more), consistency="quorum", timeout=2)
+        _retry("quorum write through the majority side", lambda: majority.upsert(more, _vecs(more), timeout=5))
+
         shoal_cluster.heal()
         _wait_converged(coll)
         # node 1 caught up: a strong read through it sees what the majority wrote
         got = _retry("strong read through node 1 after heal", lambda: minority.get(new, consistency="strong"))
         assert got.missing == []
         np.testing.assert_allclose(got.vectors, _vecs(new), rtol=1e-6)
-        assert _retry("count", lambda: minority.count(consistency="strong")) == 600
+        assert _retry("count", lambda: minority.count(consistency="strong")) == 700
     finally:
         c1.close()
         c2.close()
