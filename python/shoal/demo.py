@@ -1,8 +1,10 @@
-"""``python -m shoal.demo [--n N]``: the main job end to end on one local node.
+"""``python -m shoal.demo [--n N] [--nodes 3]``: the main job end to end on a local cluster.
 
-Starts a local cluster, ingests N (default 100,000) clustered 128-d vectors with payloads and a progress bar,
-waits until they are indexed, runs batch, single and filtered searches, checks recall against exact brute
-force and prints a summary with timings.
+Starts a local cluster (3 node processes by default, one shard per node, 3 replicas each), ingests N
+(default 100,000) clustered 128-d vectors with payloads and a progress bar, waits until every replica is
+indexed, runs batch, single and filtered searches, checks recall against exact brute force, kills the node
+that leads the most shards while writing and reading through the others, restarts it, and prints a summary
+with timings and the state of every replica.
 """
 
 from __future__ import annotations
@@ -62,11 +64,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--ef", type=int, default=None, help="HNSW ef per query (default: server's)")
     ap.add_argument("--data-dir", default=None, help="keep node data here (default: temp dir, removed)")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--nodes", type=int, default=3, help="local node processes (default 3)")
+    ap.add_argument("--rf", type=int, default=None, help="replication factor (default min(3, nodes))")
     args = ap.parse_args(argv)
 
     import shoal
 
-    print(f"Shoal {shoal.__version__} demo: {args.n:,} vectors, dim {args.dim}, cosine, 1 local node")
+    print(
+        f"Shoal {shoal.__version__} demo: {args.n:,} vectors, dim {args.dim}, cosine, "
+        f"{args.nodes} local node{'s' if args.nodes > 1 else ''}"
+    )
     t0 = time.perf_counter()
     vectors, payloads = make_data(args.n, args.dim, args.seed)
     rng = np.random.default_rng(args.seed + 1)
@@ -75,11 +82,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"  data        generated in {time.perf_counter() - t0:.1f} s")
 
     t0 = time.perf_counter()
-    with shoal.Cluster.local(nodes=1, data_dir=args.data_dir) as cluster:
+    with shoal.Cluster.local(nodes=args.nodes, data_dir=args.data_dir) as cluster:
         t_start = time.perf_counter() - t0
-        print(f"  cluster     {cluster.nodes()[0].address} ready in {t_start:.2f} s")
+        addrs = ", ".join(n.address for n in cluster.nodes())
+        print(f"  cluster     {args.nodes} node(s) at {addrs} ready in {t_start:.2f} s")
         docs = cluster.create_collection(
-            "demo", dim=args.dim, metric="cosine", index=shoal.HNSW(m=16, ef_construction=200)
+            "demo",
+            dim=args.dim,
+            metric="cosine",
+            shards=args.nodes,
+            replication_factor=args.rf,
+            index=shoal.HNSW(m=16, ef_construction=200),
         )
         ids = np.arange(args.n, dtype=np.int64)
 
@@ -118,6 +131,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             p is None or (p["lang"] == "en" and p["year"] >= 2020) for row in (fres.payloads or []) for p in row
         )
         count = docs.count()
+        shards = docs.shards()
+        fault = _fault_step(cluster, docs, shards, vectors) if args.nodes >= 3 else None
 
         print()
         print("Summary")
@@ -138,6 +153,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             f"  filtered      {flt} matches {len(sub_rows):,} points; {len(fq)} queries in "
             f"{t_filtered:.3f} s, recall@{args.k} = {r_filtered:.3f}, every hit matches: {ok}"
         )
+        rf = len(shards[0].replicas) if shards else 0
+        print(f"  shards        {len(shards)} x {rf} replicas:")
+        for sh in shards:
+            reps = ", ".join(f"node {r.node} {r.role} applied={r.applied_index} lag={r.lag}" for r in sh.replicas)
+            print(f"                shard {sh.id}: {sh.count:,} points; {reps}")
+        if fault is not None:
+            print(f"  fault         {fault}")
         print()
         print("First filtered query, top hits:")
         df = None
@@ -151,6 +173,37 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             for i, d in fres.hits(0)[:5]:
                 print(f"  id {i}  distance {d:.4f}")
     return 0 if (r_batch >= 0.9 and ok) else 1
+
+
+def _fault_step(cluster, docs, shards, vectors) -> str:
+    """Kills the node leading the most shards (SIGKILL), writes and reads through the others, restarts it
+    and waits until its replicas caught up. Returns a one-line account."""
+    import collections
+
+    leaders = collections.Counter(s.leader for s in shards if s.leader is not None)
+    if not leaders or len(shards[0].replicas) < 3:
+        return "skipped (needs replication_factor >= 3)"
+    victim = leaders.most_common(1)[0][0]
+    n = len(vectors)
+    extra = np.arange(n, n + 1000, dtype=np.int64)
+    t0 = time.perf_counter()
+    cluster.node(victim).kill()
+    docs.upsert(extra, vectors[:1000], consistency="quorum", timeout=30)
+    seen = docs.count(consistency="strong", timeout=30)
+    t_failover = time.perf_counter() - t0
+    cluster.node(victim).start()
+    t0 = time.perf_counter()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ss = docs.shards()
+        if all(len({(r.applied_index, r.digest) for r in s.replicas}) == 1 and s.leader for s in ss):
+            break
+        time.sleep(0.2)
+    t_catchup = time.perf_counter() - t0
+    return (
+        f"killed node {victim} (leader of {leaders[victim]} shard(s)): 1,000 quorum writes + strong count "
+        f"({seen:,}) went through in {t_failover:.2f} s; restarted, all replicas identical after {t_catchup:.2f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -188,6 +188,8 @@ pub(crate) fn group_id(key: &ReplicaKey) -> String {
 
 /// How long a request waits between two attempts at first; doubled up to [`MAX_BACKOFF`].
 pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(5);
+/// Period of the reconcile pass when the catalog does not change.
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 /// Longest wait between two attempts.
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_millis(200);
 
@@ -267,7 +269,13 @@ impl Engine {
         let weak = Arc::downgrade(self);
         let mut changes = self.catalog.subscribe();
         tokio::spawn(async move {
-            while changes.changed().await.is_ok() {
+            loop {
+                // On every catalog change, and every second to retry what a pass could not open (a peer's
+                // address not yet known, a directory still locked by a group shutting down).
+                tokio::select! {
+                    r = changes.changed() => if r.is_err() { break },
+                    _ = tokio::time::sleep(RECONCILE_EVERY) => {}
+                }
                 let Some(engine) = weak.upgrade() else { break };
                 if engine.closing.load(Ordering::Acquire) {
                     break;

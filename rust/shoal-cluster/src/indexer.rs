@@ -1,5 +1,7 @@
-//! The background indexer: one OS thread that moves freshly written points into each shard's HNSW graph
-//! (the graph build itself fans out on rayon inside `ShardStore::index_step`).
+//! The background indexer: one OS thread that moves freshly written points into each shard's HNSW graph.
+//! The graph build fans out on the indexer's own rayon pool, whose threads run at a lower CPU priority
+//! (nice +10): writes (Raft log, replication, apply) and searches keep the cores they need, and index
+//! building takes what is left. Until a point is indexed it is found by an exact scan, so nothing waits.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,14 +38,22 @@ impl Indexer {
         let stores: Arc<Mutex<Vec<Arc<ShardApp>>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (s2, stop2) = (stores.clone(), stop.clone());
+        let threads = thread::available_parallelism().map_or(2, |n| n.get());
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("shoal-index-{i}"))
+            .start_handler(|_| lower_priority())
+            .build()
+            .expect("build the indexer's thread pool");
         let handle = thread::Builder::new()
             .name("shoal-indexer".into())
             .spawn(move || {
+                lower_priority();
                 while !stop2.load(Ordering::Acquire) {
                     let current: Vec<Arc<ShardApp>> = s2.lock().clone();
                     let mut did = 0;
                     for app in &current {
-                        did += app.store().index_step(STEP);
+                        did += pool.install(|| app.store().index_step(STEP));
                     }
                     if did == 0 {
                         thread::park_timeout(Duration::from_millis(50));
@@ -74,6 +84,17 @@ impl Indexer {
         if let Some(h) = self.thread.lock().take() {
             let _ = h.join();
         }
+    }
+}
+
+/// Lowers the calling thread's CPU priority (nice +10) on Linux; elsewhere a no-op.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and setpriority have no memory-safety preconditions; on Linux PRIO_PROCESS with a
+    // thread id changes only that thread's nice value. A failure leaves the priority unchanged.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
     }
 }
 

@@ -55,7 +55,7 @@ impl Default for NodeConfig {
             zone: String::new(),
             join: None,
             shards_default: 1,
-            log_level: "info,openraft=warn".into(),
+            log_level: "info,openraft=error".into(),
             help: false,
         }
     }

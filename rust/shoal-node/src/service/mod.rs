@@ -10,13 +10,17 @@ use std::time::Duration;
 /// Default deadline of a request that carries no `grpc-timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The request's deadline from its `grpc-timeout` header (e.g. `500m`, `10S`), else the default.
+/// The time the engine may spend on a request: its `grpc-timeout` header (e.g. `500m`, `10S`, else the
+/// default) minus a margin (1/16, within 5..=250 ms), so that an error such as "strong write not
+/// replicated in time" reaches the caller before the caller's own deadline turns it into a bare timeout.
 pub fn deadline<T>(req: &tonic::Request<T>) -> Duration {
-    req.metadata()
+    let t = req
+        .metadata()
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout)
-        .unwrap_or(DEFAULT_TIMEOUT)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    t.saturating_sub((t / 16).clamp(Duration::from_millis(5), Duration::from_millis(250)))
 }
 
 fn parse_grpc_timeout(s: &str) -> Option<Duration> {
