@@ -382,8 +382,12 @@ def test_killing_every_node_loses_nothing_acknowledged_at_quorum(shoal_cluster: 
         assert got.missing == list(range(100)), "deletes survive"
         assert got.payloads == [{"i": i, "patched": True} for i in range(100, 200)], "payload patches survive"
 
-    for i in (1, 2, 3):
-        shoal_cluster.node(i).kill()
+    shoal_cluster.node(1).kill()
+    _wait_health(shoal_cluster, "yellow")
+    shoal_cluster.node(2).kill()
+    _wait_health(shoal_cluster, "red")  # one of three up: no majority
+    shoal_cluster.node(3).kill()
+    assert shoal_cluster.health(timeout=2).status == "red"
     _start_all(shoal_cluster, (1, 2, 3))
     _wait_health(shoal_cluster, "green", within=30)
     _wait_shards(coll, _have_leaders(3), "every shard should get a leader after the restart", within=30)
