@@ -65,7 +65,8 @@ class Node:
 
 @dataclass
 class Health:
-    """``status``: "green" (every node up), "yellow" (some down), "red" (none reachable); ``nodes``."""
+    """``status``: "green" (every node up), "yellow" (some node not up, a majority up), "red" (no majority up,
+    or the cluster unreachable); ``nodes``: each node as the cluster reports it; ``detail``: what is not up."""
 
     status: str
     nodes: list[Node] = field(default_factory=list)
