@@ -692,6 +692,37 @@ class Cluster:
         detail = f"{up} of {len(nodes)} nodes up; not up: {down}"
         return Health("yellow" if 2 * up > len(nodes) else "red", nodes, detail=detail)
 
+    def add_node(self, zone: Optional[str] = None, timeout: float = STARTUP_TIMEOUT) -> NodeHandle:
+        """Local clusters: starts one more node process (next free id) that joins the cluster, waits until
+        the cluster reports it up, and returns its handle. Unless the nodes run with
+        ``--auto-rebalance false``, the cluster then moves replicas onto it in the background (watch
+        ``Collection.shards()``)."""
+        local = self._local_state("add_node() is")
+        timeout = cv.check_timeout(timeout, "timeout") or STARTUP_TIMEOUT
+        seed = next((p for p in local.procs.values() if p.running and not p.paused and p.address), None)
+        if seed is None:
+            raise NodeUnavailable("add_node(): no running node to join through")
+        nid = max(local.procs) + 1
+        proc = _NodeProc(
+            node_id=nid,
+            data_dir=local.root / f"node-{nid}",
+            zone=None if zone is None else str(zone),
+            log_level=seed.log_level,
+            extra_args=list(seed.extra_args),
+            env=seed.env,
+            join=seed.address,
+        )
+        local.procs[nid] = proc
+        deadline = time.monotonic() + timeout
+        _start(proc, 0, timeout)
+        _save_ports(local.root, local.procs)
+        assert proc.address is not None
+        self._addresses.append(proc.address)
+        self._client = native().Client(self._addresses, connect_timeout=max(0.5, deadline - time.monotonic()))
+        running = {i: p for i, p in local.procs.items() if p.running}
+        _wait_members(self._client, running, deadline, timeout)
+        return NodeHandle(self, proc)
+
     def _local_state(self, what: str) -> _LocalState:
         self._check_open()
         if self._local is None:

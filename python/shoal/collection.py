@@ -255,6 +255,15 @@ class Collection:
         shards = [Shard.from_dict(d) for d in self._client.shards(self.name, timeout)]
         return sorted(shards, key=lambda s: s.id)
 
+    def rebalance(self, timeout: Optional[float] = None) -> list[dict]:
+        """Starts the replica moves that balance this collection over the cluster's nodes (replica and
+        leader counts per node, zones; never below the replication factor) and returns them as dicts
+        ``{collection, shard, from, to}``. Moves run in the background: each adds the target as a learner
+        (snapshot, then log), promotes it, then removes the source; watch ``shards()`` for progress. Moves
+        are started a few at a time; call again (or let the cluster do it after ``add_node``) for more."""
+        timeout = cv.check_timeout(timeout)
+        return list(self._client.rebalance(self.name, timeout))
+
     def wait_indexed(self, timeout: Optional[float] = None, poll_interval: float = 0.05) -> int:
         """Blocks until the index covers every point; returns the number of live points.
 

@@ -98,6 +98,10 @@ pub enum MetaCommand {
     DropCollection(String),
     /// Add or update a node of the registry.
     UpsertNode(internal::NodeRecord),
+    /// Start moving a shard replica.
+    MoveReplica(internal::MoveReplica),
+    /// Finish a shard's move.
+    FinishMove(internal::FinishMove),
 }
 
 /// Encodes a metadata command.
@@ -106,6 +110,8 @@ pub fn encode_meta(cmd: &MetaCommand) -> Vec<u8> {
         MetaCommand::CreateCollection(spec) => Op::CreateCollection(spec.to_info()),
         MetaCommand::DropCollection(name) => Op::DropCollection(name.clone()),
         MetaCommand::UpsertNode(n) => Op::UpsertNode(n.clone()),
+        MetaCommand::MoveReplica(m) => Op::MoveReplica(m.clone()),
+        MetaCommand::FinishMove(m) => Op::FinishMove(m.clone()),
     };
     internal::MetaCommand { format: COMMAND_FORMAT, op: Some(op) }.encode_to_vec()
 }
@@ -119,6 +125,8 @@ pub fn decode_meta(bytes: &[u8]) -> Result<MetaCommand> {
         Some(Op::DropCollection(name)) => Ok(MetaCommand::DropCollection(name)),
         Some(Op::UpsertNode(n)) if n.id == 0 => Err(Error::invalid("UpsertNode with node id 0")),
         Some(Op::UpsertNode(n)) => Ok(MetaCommand::UpsertNode(n)),
+        Some(Op::MoveReplica(m)) => Ok(MetaCommand::MoveReplica(m)),
+        Some(Op::FinishMove(m)) => Ok(MetaCommand::FinishMove(m)),
         None => Err(Error::invalid("MetaCommand without op")),
     }
 }

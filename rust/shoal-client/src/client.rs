@@ -209,6 +209,15 @@ impl Client {
         Ok(dropped)
     }
 
+    /// Starts replica moves that balance the cluster (`collection` = "" for every collection); returns the
+    /// moves started (they run in the background).
+    pub async fn rebalance(&self, collection: &str, timeout: Duration) -> Result<Vec<v1::ReplicaMove>> {
+        with_failover!(self, timeout, |ch| |t| {
+            let req = v1::RebalanceRequest { collection: collection.to_string() };
+            async move { CollectionsClient::new(ch).rebalance(request(req, t)).await.map(|r| r.into_inner().moves) }
+        })
+    }
+
     /// Upserts `ids` with row-major `vectors` (n x dim) and optional JSON payload texts, split into
     /// requests below [`MAX_REQUEST_BYTES`]. Returns the number of points written.
     #[allow(clippy::too_many_arguments)]

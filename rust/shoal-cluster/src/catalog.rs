@@ -7,7 +7,7 @@ use parking_lot::RwLock;
 use prost::Message;
 use shoal_api::collections::CollectionSpec;
 use shoal_api::commands::{MetaCommand, decode_meta, encode_meta_reply};
-use shoal_api::internal::{CatalogCollection, CatalogSnapshot, NodeRecord, ShardReplicas};
+use shoal_api::internal::{CatalogCollection, CatalogSnapshot, FinishMove, MoveReplica, NodeRecord, ShardReplicas};
 use tokio::sync::watch;
 
 use crate::placement::{self, ClusterView, NodeInfo, NodeState, Placement, ShardPlacement};
@@ -20,13 +20,22 @@ pub struct CollectionEntry {
     /// The group-0 log index that created it; distinguishes a re-created collection from a dropped one.
     pub uid: u64,
     /// The desired replicas of each shard, `len() == spec.shards`; the first replica is the preferred leader.
+    /// During a move it holds both the source and the target.
     pub placement: Placement,
+    /// Per shard (`len() == spec.shards`), the replicas of `placement` on their way out (a move in
+    /// progress); empty when none.
+    pub leaving: Vec<Vec<u64>>,
 }
 
 impl CollectionEntry {
-    /// The nodes holding replicas of `shard`.
+    /// The nodes holding replicas of `shard` (the source and the target of a move in progress included).
     pub fn replicas(&self, shard: u32) -> &[u64] {
         self.placement.get(shard as usize).map_or(&[], |p| p.replicas.as_slice())
+    }
+
+    /// The replicas of `shard` that a move is taking away.
+    pub fn leaving(&self, shard: u32) -> &[u64] {
+        self.leaving.get(shard as usize).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -121,6 +130,60 @@ fn view_of(st: &CatalogState) -> ClusterView {
     }
 }
 
+/// Starts a move: `to` joins the shard's replicas (last), `from` (if any) is marked leaving.
+fn apply_move(st: &mut CatalogState, m: &MoveReplica) -> std::result::Result<bool, String> {
+    let to_known = st.nodes.contains_key(&m.to);
+    let e = st
+        .collections
+        .get_mut(&m.collection)
+        .filter(|e| e.uid == m.uid)
+        .ok_or_else(|| format!("move refused: collection {:?} (uid {}) does not exist", m.collection, m.uid))?;
+    let shard = m.shard as usize;
+    let (Some(p), Some(leaving)) = (e.placement.get_mut(shard), e.leaving.get_mut(shard)) else {
+        return Err(format!("move refused: collection {:?} has no shard {}", m.collection, m.shard));
+    };
+    if !leaving.is_empty() || p.replicas.len() > e.spec.replication_factor as usize {
+        return Err(format!("move refused: shard {} of {:?} is already moving", m.shard, m.collection));
+    }
+    if !to_known {
+        return Err(format!("move refused: node {} is not registered", m.to));
+    }
+    if p.replicas.contains(&m.to) {
+        return Err(format!("move refused: node {} already holds shard {} of {:?}", m.to, m.shard, m.collection));
+    }
+    if m.from != 0 {
+        if !p.replicas.contains(&m.from) {
+            return Err(format!("move refused: node {} holds no replica of shard {}", m.from, m.shard));
+        }
+        leaving.push(m.from);
+    }
+    p.replicas.push(m.to);
+    Ok(true)
+}
+
+/// Ends a move: each leaving replica leaves; the target takes its position (inheriting preferred leadership).
+fn apply_finish(st: &mut CatalogState, m: &FinishMove) -> std::result::Result<bool, String> {
+    let Some(e) = st.collections.get_mut(&m.collection).filter(|e| e.uid == m.uid) else {
+        return Ok(false);
+    };
+    let shard = m.shard as usize;
+    let (Some(p), Some(leaving)) = (e.placement.get_mut(shard), e.leaving.get_mut(shard)) else {
+        return Ok(false);
+    };
+    if leaving.is_empty() {
+        return Ok(false);
+    }
+    for from in std::mem::take(leaving) {
+        if let Some(pos) = p.replicas.iter().position(|&n| n == from) {
+            match p.replicas.pop() {
+                Some(to) if pos < p.replicas.len() => p.replicas[pos] = to,
+                _ => {}
+            }
+        }
+    }
+    Ok(true)
+}
+
 impl shoal_raft::StateMachineApp for Catalog {
     fn apply(&self, index: u64, command: &[u8]) -> Vec<u8> {
         let reply = match decode_meta(command) {
@@ -133,7 +196,9 @@ impl shoal_raft::StateMachineApp for Catalog {
                     // Deterministic on every replica: the same registry and collections give the same placement.
                     match placement::place_collection(&view_of(&st), spec.shards, spec.replication_factor) {
                         Ok(placement) => {
-                            st.collections.insert(spec.name.clone(), CollectionEntry { spec, uid: index, placement });
+                            let leaving = vec![Vec::new(); placement.len()];
+                            let entry = CollectionEntry { spec, uid: index, placement, leaving };
+                            st.collections.insert(entry.spec.name.clone(), entry);
                             Ok(true)
                         }
                         Err(e) => Err(format!("cannot place collection {:?}: {e}", spec.name)),
@@ -141,6 +206,8 @@ impl shoal_raft::StateMachineApp for Catalog {
                 }
             }
             Ok(MetaCommand::DropCollection(name)) => Ok(self.state.write().collections.remove(&name).is_some()),
+            Ok(MetaCommand::MoveReplica(m)) => apply_move(&mut self.state.write(), &m),
+            Ok(MetaCommand::FinishMove(m)) => apply_finish(&mut self.state.write(), &m),
             Ok(MetaCommand::UpsertNode(n)) => {
                 let mut st = self.state.write();
                 let changed = st.nodes.get(&n.id) != Some(&n);
@@ -164,6 +231,7 @@ impl shoal_raft::StateMachineApp for Catalog {
                     info: Some(e.spec.to_info()),
                     uid: e.uid,
                     placement: e.placement.iter().map(|p| ShardReplicas { nodes: p.replicas.clone() }).collect(),
+                    leaving: e.leaving.iter().map(|l| ShardReplicas { nodes: l.clone() }).collect(),
                 })
                 .collect(),
             nodes: st.nodes.values().cloned().collect(),
@@ -207,7 +275,8 @@ impl shoal_raft::StateMachineApp for Catalog {
                 let info = shoal_api::v1::CollectionInfo::decode(buf.as_slice()).map_err(|e| bad(&e.to_string()))?;
                 let spec = CollectionSpec::from_info(&info).map_err(|e| bad(&e.to_string()))?;
                 let placement = (0..spec.shards).map(|shard| ShardPlacement { shard, replicas: vec![1] }).collect();
-                st.collections.insert(spec.name.clone(), CollectionEntry { spec, uid, placement });
+                let leaving = vec![Vec::new(); spec.shards as usize];
+                st.collections.insert(spec.name.clone(), CollectionEntry { spec, uid, placement, leaving });
             }
         } else {
             if n > 1 << 30 {
@@ -228,7 +297,9 @@ impl shoal_raft::StateMachineApp for Catalog {
                     .enumerate()
                     .map(|(i, p)| ShardPlacement { shard: i as u32, replicas: p.nodes })
                     .collect();
-                st.collections.insert(spec.name.clone(), CollectionEntry { spec, uid: c.uid, placement });
+                let mut leaving: Vec<Vec<u64>> = c.leaving.into_iter().map(|l| l.nodes).collect();
+                leaving.resize(spec.shards as usize, Vec::new());
+                st.collections.insert(spec.name.clone(), CollectionEntry { spec, uid: c.uid, placement, leaving });
             }
             st.nodes = snap.nodes.into_iter().map(|n| (n.id, n)).collect();
         }
@@ -252,6 +323,44 @@ mod tests {
             shards: 2,
             replication_factor: 1,
         }
+    }
+
+    #[test]
+    fn a_move_adds_the_target_then_finishing_drops_the_source_in_place() {
+        let c = Catalog::default();
+        for id in 1..=4 {
+            c.apply(id, &encode_meta(&node(id)));
+        }
+        let mut s = spec("m");
+        s.shards = 1;
+        s.replication_factor = 3;
+        c.apply(9, &encode_meta(&MetaCommand::CreateCollection(s)));
+        let e = c.get("m").unwrap();
+        let before = e.replicas(0).to_vec();
+        assert!(!before.contains(&4));
+        let from = before[0];
+        let mv =
+            |from, to| MetaCommand::MoveReplica(MoveReplica { collection: "m".into(), uid: 9, shard: 0, from, to });
+        assert!(
+            decode_meta_reply(&c.apply(10, &encode_meta(&mv(from, before[1])))).unwrap().is_err(),
+            "target holds it"
+        );
+        assert!(decode_meta_reply(&c.apply(10, &encode_meta(&mv(from, 7)))).unwrap().is_err(), "unknown target");
+        assert_eq!(decode_meta_reply(&c.apply(11, &encode_meta(&mv(from, 4)))).unwrap(), Ok(true));
+        let e = c.get("m").unwrap();
+        assert_eq!(e.replicas(0).len(), 4);
+        assert_eq!(e.leaving(0), &[from]);
+        assert!(decode_meta_reply(&c.apply(12, &encode_meta(&mv(before[1], 4)))).unwrap().is_err(), "one at a time");
+        let fin = MetaCommand::FinishMove(FinishMove { collection: "m".into(), uid: 9, shard: 0 });
+        assert_eq!(decode_meta_reply(&c.apply(13, &encode_meta(&fin))).unwrap(), Ok(true));
+        let e = c.get("m").unwrap();
+        assert_eq!(e.replicas(0), &[4, before[1], before[2]], "the target takes the source's place");
+        assert!(e.leaving(0).is_empty());
+        let mut buf = Vec::new();
+        c.snapshot(&mut buf).unwrap();
+        let d = Catalog::default();
+        d.restore(&mut buf.as_slice()).unwrap();
+        assert_eq!(d.list(), c.list());
     }
 
     #[test]

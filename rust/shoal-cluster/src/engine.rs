@@ -16,7 +16,7 @@
 //!   ready ──shutdown──> closing (requests refused, groups flushed)
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -25,15 +25,16 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 use shoal_api::collections::CollectionSpec;
 use shoal_api::commands::{MetaCommand, decode_meta_reply, encode_meta};
-use shoal_api::internal::{JoinRequest, NodeRecord, NodeStateReply, ReplicaState};
+use shoal_api::internal::{FinishMove, JoinRequest, MoveReplica, NodeRecord, NodeStateReply, ReplicaState};
 use shoal_core::hlc::Hlc;
 use shoal_raft::{GroupOptions, GrpcNetwork, RaftGroup, RaftTransportService};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::catalog::{Catalog, CollectionEntry};
 use crate::indexer::Indexer;
+use crate::mover::{self, MembershipStep};
 use crate::peer::Peers;
-use crate::placement;
+use crate::placement::{self, MoveKind};
 use crate::reconciler::{self, Action, ReplicaKey};
 use crate::shard_app::ShardApp;
 use crate::{Error, Result};
@@ -117,6 +118,8 @@ pub struct EngineConfig {
     /// Address of a cluster member to join through when this node's group 0 is new; `None` = bootstrap
     /// a new cluster (or restart: an existing group 0 ignores it).
     pub join: Option<String>,
+    /// Whether the group-0 leader rebalances replicas onto a node that joined.
+    pub auto_rebalance: bool,
 }
 
 /// One local shard replica: its Raft group and its state machine.
@@ -139,6 +142,8 @@ pub(crate) struct CollectionView {
 
 /// The node's engine. Cheap to share behind `Arc`.
 pub struct Engine {
+    /// This engine itself, for tasks spawned from `&self` methods.
+    me: std::sync::Weak<Engine>,
     /// Static configuration.
     pub(crate) cfg: EngineConfig,
     /// Group 0.
@@ -165,6 +170,8 @@ pub struct Engine {
     indexer: Indexer,
     /// Spreads `eventual` reads over replicas.
     pub(crate) round_robin: AtomicUsize,
+    /// Shard groups with a membership step in progress (see `mover`), by group id.
+    moving: parking_lot::Mutex<HashSet<String>>,
     /// Set once the node joined (or recovered) and reconciled: requests are served.
     ready: AtomicBool,
     /// Set once shutdown began; new requests are refused.
@@ -188,6 +195,10 @@ pub(crate) fn group_id(key: &ReplicaKey) -> String {
 
 /// How long a request waits between two attempts at first; doubled up to [`MAX_BACKOFF`].
 pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(5);
+/// Period of the shard-move pass (membership steps of led shard groups).
+const MOVE_EVERY: Duration = Duration::from_millis(300);
+/// Replica moves started per rebalance round.
+pub const MAX_CONCURRENT_MOVES: usize = 2;
 /// Period of the reconcile pass when the catalog does not change.
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 /// Longest wait between two attempts.
@@ -212,7 +223,8 @@ impl Engine {
         )
         .await?;
         transport.register("meta", &meta);
-        Ok(Arc::new(Engine {
+        Ok(Arc::new_cyclic(|me| Engine {
+            me: me.clone(),
             hlc: Hlc::new(cfg.node_id as u32),
             peers: Peers::new(cfg.node_id, net.blocklist().clone()),
             cfg,
@@ -226,6 +238,7 @@ impl Engine {
             join_lock: AsyncMutex::new(()),
             indexer: Indexer::start(),
             round_robin: AtomicUsize::new(0),
+            moving: parking_lot::Mutex::new(HashSet::new()),
             ready: AtomicBool::new(false),
             closing: AtomicBool::new(false),
         }))
@@ -285,8 +298,138 @@ impl Engine {
                 }
             }
         });
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(MOVE_EVERY).await;
+                let Some(engine) = weak.upgrade() else { break };
+                if engine.closing.load(Ordering::Acquire) {
+                    break;
+                }
+                engine.move_pass().await;
+            }
+        });
         self.ready.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// On every shard group this node leads: starts the next membership step towards the placement
+    /// (see `mover`), at most one per group at a time.
+    async fn move_pass(self: &Arc<Self>) {
+        let replicas: Vec<(ReplicaKey, Arc<ShardReplica>)> =
+            self.replicas.read().iter().map(|(k, r)| (k.clone(), r.clone())).collect();
+        for (key, r) in replicas {
+            if !r.group.is_leader() || self.moving.lock().contains(&r.gid) {
+                continue;
+            }
+            let Some(entry) = self.catalog.get(&key.0).filter(|e| e.uid == key.1) else { continue };
+            let Ok((voters, learners)) = r.group.members().await else { continue };
+            let step = mover::next_step(entry.replicas(key.2), entry.leaving(key.2), &voters, &learners);
+            if step == MembershipStep::Nothing {
+                continue;
+            }
+            self.moving.lock().insert(r.gid.clone());
+            let engine = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = engine.run_step(&key, &r, step.clone()).await {
+                    tracing::warn!(group = %r.gid, ?step, error = %e, "shard move step failed (will retry)");
+                }
+                engine.moving.lock().remove(&r.gid);
+            });
+        }
+    }
+
+    async fn run_step(&self, key: &ReplicaKey, r: &ShardReplica, step: MembershipStep) -> Result<()> {
+        tracing::info!(group = %r.gid, ?step, "shard move step");
+        match step {
+            MembershipStep::Nothing => Ok(()),
+            MembershipStep::AddLearner(n) => {
+                let addr = self.node_addr(n).ok_or_else(|| Error::Internal(format!("node {n} has no address")))?;
+                // Returns once the learner caught up (snapshot streamed in chunks, then the log).
+                tokio::time::timeout(Duration::from_secs(600), r.group.add_learner(n, addr))
+                    .await
+                    .map_err(|_| Error::Timeout(format!("node {n} did not catch up within 600 s")))??;
+                Ok(())
+            }
+            MembershipStep::ChangeVoters(voters) => {
+                tokio::time::timeout(Duration::from_secs(60), r.group.change_membership(voters))
+                    .await
+                    .map_err(|_| Error::Timeout("membership change not committed within 60 s".into()))??;
+                Ok(())
+            }
+            MembershipStep::FinishMove => {
+                let cmd = MetaCommand::FinishMove(FinishMove { collection: key.0.clone(), uid: key.1, shard: key.2 });
+                self.meta_propose(&cmd, Instant::now() + Duration::from_secs(10)).await.map(|_| ())
+            }
+        }
+    }
+
+    /// Plans replica moves that balance the cluster (pure `placement::rebalance`, at most
+    /// [`MAX_CONCURRENT_MOVES`] at a time, none on a shard already moving) and starts them through group 0.
+    /// `collection` = "" for every collection. Returns the moves started as (collection, shard, from, to).
+    pub async fn rebalance(&self, collection: &str, timeout: Duration) -> Result<Vec<(String, u32, u64, u64)>> {
+        self.check_open()?;
+        if !collection.is_empty() && self.catalog.get(collection).is_none() {
+            return Err(Error::CollectionNotFound(collection.to_string()));
+        }
+        let deadline = Instant::now() + timeout;
+        let moves = placement::rebalance(&self.catalog.view(), MAX_CONCURRENT_MOVES);
+        let mut started = Vec::new();
+        for m in moves {
+            if m.kind != MoveKind::Replica || (!collection.is_empty() && m.collection != collection) {
+                continue;
+            }
+            let Some(entry) = self.catalog.get(&m.collection) else { continue };
+            let from = m.from.unwrap_or(0);
+            let cmd = MetaCommand::MoveReplica(MoveReplica {
+                collection: m.collection.clone(),
+                uid: entry.uid,
+                shard: m.shard,
+                from,
+                to: m.to,
+            });
+            match self.meta_propose(&cmd, deadline).await {
+                Ok(_) => {
+                    tracing::info!(collection = %m.collection, shard = m.shard, from, to = m.to, "replica move started");
+                    started.push((m.collection, m.shard, from, m.to));
+                }
+                Err(Error::Internal(msg)) if msg.contains("move refused") => tracing::debug!(%msg, "move skipped"),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(started)
+    }
+
+    /// Whether some shard of some collection is moving.
+    fn moves_in_flight(&self) -> bool {
+        self.catalog.list().iter().any(|e| {
+            (0..e.spec.shards)
+                .any(|s| !e.leaving(s).is_empty() || e.replicas(s).len() > e.spec.replication_factor as usize)
+        })
+    }
+
+    /// Rebalances in rounds until nothing moves (bounded: 100 rounds, 30 minutes), waiting for each round's
+    /// moves to finish. Run by the group-0 leader after a node joined.
+    async fn rebalance_until_settled(self: Arc<Self>) {
+        let deadline = Instant::now() + Duration::from_secs(1800);
+        for _ in 0..100 {
+            while self.moves_in_flight() {
+                if Instant::now() > deadline || self.closing.load(Ordering::Acquire) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            match self.rebalance("", Duration::from_secs(10)).await {
+                Ok(m) if m.is_empty() => return,
+                Ok(m) => tracing::info!(moves = m.len(), "rebalance round started"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "rebalance round failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            // Let the catalog show the moves before checking again.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Asks the cluster reachable at `seed` to add this node, then waits until this node's copy of
@@ -370,6 +513,11 @@ impl Engine {
                 .map_err(|_| Error::Timeout(format!("promoting node {} to voter timed out", req.node_id)))??;
         }
         tracing::info!(node = req.node_id, "node joined");
+        if self.cfg.auto_rebalance
+            && let Some(me) = self.self_arc()
+        {
+            tokio::spawn(me.rebalance_until_settled());
+        }
         Ok(())
     }
 
@@ -482,6 +630,10 @@ impl Engine {
             .await
             .map_err(|_| Error::Timeout("group-0 write not committed in time".into()))?
             .map_err(Error::from)
+    }
+
+    fn self_arc(&self) -> Option<Arc<Engine>> {
+        self.me.upgrade()
     }
 
     /// This node's id.

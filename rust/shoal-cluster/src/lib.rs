@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod engine;
 pub mod error;
 pub mod indexer;
+pub mod mover;
 pub mod peer;
 pub mod placement;
 pub mod read_path;

@@ -51,6 +51,7 @@ mod tests {
                 replication_factor: placement[0].len() as u32,
             },
             uid,
+            leaving: vec![Vec::new(); placement.len()],
             placement: placement
                 .into_iter()
                 .enumerate()

@@ -16,7 +16,9 @@ pub const USAGE: &str = "usage: shoal-node [--data-dir DIR] [--listen HOST:PORT]
   --join HOST:PORT    join the cluster of that node (env SHOAL_JOIN); ignored once this data dir belongs to
                       a cluster. Without it a new data dir starts a new cluster.
   --shards-default N  shards per collection when a request says none (default 1 per node)
-  --config FILE       JSON object with any of: data_dir, listen, advertise, node_id, zone, join, log_level
+  --auto-rebalance B  move replicas onto nodes that join (true|false, env SHOAL_AUTO_REBALANCE; default true)
+  --config FILE       JSON object with any of: data_dir, listen, advertise, node_id, zone, join, auto_rebalance,
+                      log_level
   --log-level LEVEL   tracing filter, e.g. info or shoal=debug (env SHOAL_LOG; default info)
 
 When ready the node writes DATA_DIR/node.json ({\"address\", \"pid\", \"node_id\"}) and logs
@@ -37,6 +39,8 @@ pub struct NodeConfig {
     pub zone: String,
     /// Address of a cluster member to join through (only used while the data dir is new).
     pub join: Option<String>,
+    /// Whether replicas are moved onto nodes that join (decided by the group-0 leader).
+    pub auto_rebalance: bool,
     /// Default shard count of new collections, >= 1.
     pub shards_default: u32,
     /// Tracing filter directive.
@@ -54,6 +58,7 @@ impl Default for NodeConfig {
             node_id: 1,
             zone: String::new(),
             join: None,
+            auto_rebalance: true,
             shards_default: 1,
             log_level: "info,openraft=error".into(),
             help: false,
@@ -108,6 +113,7 @@ impl NodeConfig {
                 "SHOAL_NODE_ID" => "node_id",
                 "SHOAL_ZONE" => "zone",
                 "SHOAL_JOIN" => "join",
+                "SHOAL_AUTO_REBALANCE" => "auto_rebalance",
                 "SHOAL_LOG" => "log_level",
                 _ => continue,
             };
@@ -151,6 +157,13 @@ impl NodeConfig {
                     .ok()
                     .filter(|&n: &u32| (1..=1024).contains(&n))
                     .ok_or_else(|| format!("{value:?} is not in 1..=1024"))?
+            }
+            "auto_rebalance" => {
+                self.auto_rebalance = match value {
+                    "true" | "1" | "yes" => true,
+                    "false" | "0" | "no" => false,
+                    _ => return Err(format!("{value:?} is not true or false")),
+                }
             }
             "log_level" => self.log_level = value.to_string(),
             other => return Err(format!("unknown setting {other:?}")),

@@ -175,6 +175,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
             default_shards: cfg.shards_default,
             zone: cfg.zone.clone(),
             join: cfg.join.clone(),
+            auto_rebalance: cfg.auto_rebalance,
         },
         net,
         transport.clone(),

@@ -252,6 +252,28 @@ impl Client {
         block_on(py, async move { c.drop_collection(&name, t).await })
     }
 
+    #[pyo3(signature = (collection, timeout = None))]
+    fn rebalance<'py>(
+        &self,
+        py: Python<'py>,
+        collection: String,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let t = timeout_of(timeout)?;
+        let c = self.inner.clone();
+        let moves = block_on(py, async move { c.rebalance(&collection, t).await })?;
+        let out = PyList::empty(py);
+        for m in moves {
+            let d = PyDict::new(py);
+            d.set_item("collection", m.collection)?;
+            d.set_item("shard", m.shard)?;
+            d.set_item("from", (m.from != 0).then_some(m.from))?;
+            d.set_item("to", m.to)?;
+            out.append(d)?;
+        }
+        Ok(out)
+    }
+
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (collection, id_type, ids, vectors, payloads, consistency, timeout = None))]
     fn upsert(

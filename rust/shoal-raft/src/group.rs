@@ -254,6 +254,17 @@ impl RaftGroup {
         Ok(self.raft.with_raft_state(|st| st.membership_state.effective().voter_ids().collect::<Vec<_>>()).await?)
     }
 
+    /// The (voters, learners) of the group's effective membership, read from the Raft core.
+    pub async fn members(&self) -> Result<(BTreeSet<u64>, BTreeSet<u64>)> {
+        Ok(self
+            .raft
+            .with_raft_state(|st| {
+                let m = st.membership_state.effective().membership();
+                (m.voter_ids().collect::<BTreeSet<u64>>(), m.learner_ids().collect::<BTreeSet<u64>>())
+            })
+            .await?)
+    }
+
     /// The current voter ids of the group (as this node knows them).
     pub fn voter_ids(&self) -> Vec<u64> {
         self.raft.voter_ids().collect()

@@ -78,7 +78,13 @@ impl Cluster for ClusterService {
                         Some(r) => v1::ReplicaInfo {
                             node: *n,
                             role: if r.role == "candidate" { "follower".into() } else { r.role.clone() },
-                            state: "active".into(),
+                            state: if entry.leaving(s).contains(n) {
+                                "leaving".into()
+                            } else if r.role == "learner" || (leader != 0 && r.applied_index == 0 && head > 0) {
+                                "joining".into()
+                            } else {
+                                "active".into()
+                            },
                             applied_index: r.applied_index,
                             lag: head.saturating_sub(r.applied_index),
                             count: r.count,

@@ -45,4 +45,14 @@ impl Collections for CollectionsService {
         let dropped = self.engine.drop_collection(&req.get_ref().name, t).await.map_err(status)?;
         Ok(Response::new(v1::DropCollectionResponse { dropped }))
     }
+
+    async fn rebalance(&self, req: Request<v1::RebalanceRequest>) -> Result<Response<v1::RebalanceResponse>, Status> {
+        let t = deadline(&req);
+        let moves = self.engine.rebalance(&req.get_ref().collection, t).await.map_err(status)?;
+        let moves = moves
+            .into_iter()
+            .map(|(collection, shard, from, to)| v1::ReplicaMove { collection, shard, from, to })
+            .collect();
+        Ok(Response::new(v1::RebalanceResponse { moves }))
+    }
 }

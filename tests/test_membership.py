@@ -1,0 +1,131 @@
+"""Membership and shard movement end to end with real node processes (DESIGN §5): a node added to a running
+cluster receives replicas through openraft (learner: snapshot + log, then voter, then the source leaves)
+while every point stays readable and exact top-k answers stay identical."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+
+import shoal
+
+from test_replication import _check_present, _retry, _vecs, _wait_shards
+
+DIM = 8
+
+
+def _settled(rf: int, must_hold: int):
+    """Every shard has exactly `rf` active replicas that agree (applied index, digest), a leader, and node
+    `must_hold` holds at least one replica."""
+
+    def ok(shards: list[shoal.Shard]) -> bool:
+        return (
+            bool(shards)
+            and any(must_hold in s.nodes for s in shards)
+            and all(
+                s.leader is not None
+                and len(s.replicas) == rf
+                and all(r.state == "active" for r in s.replicas)
+                and len({(r.applied_index, r.digest) for r in s.replicas}) == 1
+                for s in shards
+            )
+        )
+
+    return ok
+
+
+class _Reader(threading.Thread):
+    """Reads every id at `strong` in a loop; records any acknowledged point it does not find."""
+
+    def __init__(self, coll: shoal.Collection, ids: np.ndarray) -> None:
+        super().__init__(daemon=True)
+        self.coll, self.ids = coll, ids
+        self.stop_event = threading.Event()
+        self.reads = 0
+        self.errors = 0
+        self.missing: list[int] = []
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 300
+        while not self.stop_event.is_set() and time.monotonic() < deadline:
+            try:
+                got = self.coll.get(self.ids, with_vectors=False, consistency="strong", timeout=5)
+            except shoal.ShoalError:
+                self.errors += 1  # a leader change mid-read: retried by the next round
+                time.sleep(0.05)
+                continue
+            self.reads += 1
+            if got.missing:
+                self.missing.extend(int(i) for i in got.missing)
+
+
+@pytest.mark.shoal(nodes=3)
+def test_add_node_moves_replicas_onto_it_and_every_point_stays_readable(shoal_cluster: shoal.Cluster) -> None:
+    coll = shoal_cluster.create_collection("grow", dim=DIM, metric="l2", shards=4, replication_factor=2, index="flat")
+    _wait_shards(coll, lambda ss: all(s.leader is not None for s in ss), "every shard should get a leader")
+    ids = np.arange(3000)
+    for s in range(0, len(ids), 500):
+        assert coll.upsert(ids[s : s + 500], _vecs(ids[s : s + 500])) == 500
+    queries = _vecs(np.arange(10_000, 10_020), gen=5)
+    before = coll.search(queries, k=10, consistency="strong")
+    held_before = Counter(n for s in coll.shards() for n in s.nodes)
+    assert 4 not in held_before
+
+    reader = _Reader(coll, ids)
+    reader.start()
+    try:
+        node4 = shoal_cluster.add_node()
+        assert node4.id == 4
+        assert {n.id for n in shoal_cluster.nodes() if n.status == "up"} == {1, 2, 3, 4}
+        shards = _wait_shards(coll, _settled(2, 4), "replicas should move onto node 4 and settle", within=120)
+    finally:
+        reader.stop_event.set()
+        reader.join(timeout=30)
+    assert not reader.is_alive()
+    assert reader.reads > 0, f"the reader never completed a read ({reader.errors} errors)"
+    assert reader.missing == [], f"points went missing during the move: {sorted(set(reader.missing))[:10]}"
+
+    held = Counter(n for s in shards for n in s.nodes)
+    assert held[4] >= 1 and max(held.values()) - min(held.values()) <= 1, f"unbalanced after the move: {held}"
+    # the moved replicas are real copies: exact answers are identical, every point is there
+    after = coll.search(queries, k=10, consistency="strong")
+    np.testing.assert_array_equal(after.ids, before.ids)
+    np.testing.assert_allclose(after.distances, before.distances, rtol=1e-6)
+    _check_present(coll, ids)
+    # and node 4 serves them itself
+    with shoal.connect(node4.address) as c:
+        got = c.collection("grow").get(ids, consistency="eventual", timeout=10)
+        on4 = [s.id for s in shards if 4 in s.nodes]
+        assert on4
+    assert got.missing == []
+
+
+@pytest.mark.shoal(nodes=3)
+def test_rebalance_is_a_no_op_on_a_balanced_cluster(shoal_cluster: shoal.Cluster) -> None:
+    coll = shoal_cluster.create_collection("even", dim=DIM, shards=3, replication_factor=3)
+    assert coll.rebalance() == []
+    shoal_cluster.drop_collection("even")
+    with pytest.raises(shoal.CollectionNotFound):
+        coll.rebalance()
+
+
+@pytest.mark.shoal(nodes=3)
+def test_a_move_interrupted_by_killing_its_target_completes_after_restart(shoal_cluster: shoal.Cluster) -> None:
+    coll = shoal_cluster.create_collection("kill", dim=DIM, metric="l2", shards=2, replication_factor=2, index="flat")
+    _wait_shards(coll, lambda ss: all(s.leader is not None for s in ss), "every shard should get a leader")
+    ids = np.arange(20_000)
+    for s in range(0, len(ids), 5000):
+        coll.upsert(ids[s : s + 5000], _vecs(ids[s : s + 5000]))
+    node4 = shoal_cluster.add_node()
+    # kill the target as soon as it holds (part of) a replica, then bring it back
+    _wait_shards(coll, lambda ss: any(4 in s.nodes for s in ss), "a move onto node 4 should start", within=60)
+    node4.kill()
+    time.sleep(1.0)
+    node4.start()
+    _wait_shards(coll, _settled(2, 4), "the interrupted move should complete", within=120)
+    _check_present(coll, ids)
+    _retry("a quorum write after the move", lambda: coll.upsert([99_999], _vecs([99_999]), timeout=5))
