@@ -129,3 +129,49 @@ def test_a_move_interrupted_by_killing_its_target_completes_after_restart(shoal_
     _wait_shards(coll, _settled(2, 4), "the interrupted move should complete", within=120)
     _check_present(coll, ids)
     _retry("a quorum write after the move", lambda: coll.upsert([99_999], _vecs([99_999]), timeout=5))
+
+
+@pytest.mark.shoal(nodes=4)
+def test_remove_node_with_drain_moves_every_replica_off_it_first(shoal_cluster: shoal.Cluster) -> None:
+    coll = shoal_cluster.create_collection("shrink", dim=DIM, metric="l2", shards=4, replication_factor=2, index="flat")
+    _wait_shards(coll, lambda ss: all(s.leader is not None for s in ss), "every shard should get a leader")
+    ids = np.arange(4000)
+    for s in range(0, len(ids), 1000):
+        coll.upsert(ids[s : s + 1000], _vecs(ids[s : s + 1000]))
+    queries = _vecs(np.arange(10_000, 10_020), gen=5)
+    before = coll.search(queries, k=10, consistency="strong")
+    held = Counter(n for s in coll.shards() for n in s.nodes)
+    victim = held.most_common(1)[0][0]
+
+    reader = _Reader(coll, ids)
+    reader.start()
+    try:
+        moves = shoal_cluster.remove_node(victim, drain=True, timeout=120)
+    finally:
+        reader.stop_event.set()
+        reader.join(timeout=30)
+    assert moves == held[victim], f"one move per replica node {victim} held ({held[victim]}), got {moves}"
+    assert reader.missing == [], f"points went missing during the drain: {sorted(set(reader.missing))[:10]}"
+
+    shards = _wait_shards(
+        coll,
+        lambda ss: all(victim not in s.nodes and len(s.replicas) == 2 and s.leader is not None for s in ss)
+        and all(len({(r.applied_index, r.digest) for r in s.replicas}) == 1 for s in ss),
+        f"no replica should be left on node {victim}",
+        within=60,
+    )
+    assert all(victim not in s.nodes for s in shards)
+    nodes = _retry("nodes()", lambda: shoal_cluster.nodes())
+    assert victim not in {n.id for n in nodes}, f"node {victim} should have left the registry: {nodes}"
+    after = coll.search(queries, k=10, consistency="strong")
+    np.testing.assert_array_equal(after.ids, before.ids)
+    _check_present(coll, ids)
+    assert coll.upsert([50_000], _vecs([50_000])) == 1
+
+
+@pytest.mark.shoal(nodes=3)
+def test_drain_refuses_when_a_replica_has_nowhere_to_go(shoal_cluster: shoal.Cluster) -> None:
+    shoal_cluster.create_collection("full", dim=DIM, shards=2, replication_factor=3)
+    with pytest.raises(shoal.InvalidArgument, match="cannot drain node 3"):
+        shoal_cluster.remove_node(3, drain=True, timeout=10)
+    assert {n.id for n in shoal_cluster.nodes()} == {1, 2, 3}, "a refused removal changes nothing"

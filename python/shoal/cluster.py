@@ -723,6 +723,38 @@ class Cluster:
         _wait_members(self._client, running, deadline, timeout)
         return NodeHandle(self, proc)
 
+    def remove_node(self, node_id: int, drain: bool = True, timeout: Optional[float] = 300.0) -> int:
+        """Removes node ``node_id`` from the cluster and returns the number of replica moves its drain started.
+
+        With ``drain=True`` every replica on the node is first moved to another node (learner, catch-up,
+        promote, then the node's copy leaves), so no shard ever has fewer replicas than its replication
+        factor; the call returns once the node holds none (``shoal.Timeout`` after ``timeout`` seconds: the
+        drain goes on in the background, call again). ``InvalidArgument`` when a replica has nowhere to go
+        (e.g. 3 nodes with replication_factor 3). Then the node leaves the registry and group 0. On a local
+        cluster its process is stopped and forgotten. ``drain=False`` removes it at once; the cluster then
+        re-places the replicas it held from the remaining copies."""
+        node_id = cv.check_int("node_id", node_id, 1)
+        timeout = cv.check_timeout(timeout)
+        local = self._local
+        if local is not None:
+            proc = local.procs.get(node_id)
+            if proc is None:
+                raise InvalidArgument(f"no local node with id {node_id} (ids: {sorted(local.procs)})")
+            others = [p.address for i, p in local.procs.items() if i != node_id and p.running and p.address]
+            if not others:
+                raise InvalidArgument(f"node {node_id} is the last running node of this cluster")
+            client = native().Client(others)
+        else:
+            client = self._c
+        moves = int(client.remove_node(node_id, drain, timeout))
+        if local is not None:
+            proc = local.procs.pop(node_id)
+            proc.stop()
+            if proc.address in self._addresses:
+                self._addresses.remove(proc.address)
+            self._client = client
+        return moves
+
     def _local_state(self, what: str) -> _LocalState:
         self._check_open()
         if self._local is None:

@@ -102,6 +102,8 @@ pub enum MetaCommand {
     MoveReplica(internal::MoveReplica),
     /// Finish a shard's move.
     FinishMove(internal::FinishMove),
+    /// Remove a node from the registry.
+    RemoveNode(u64),
 }
 
 /// Encodes a metadata command.
@@ -112,6 +114,7 @@ pub fn encode_meta(cmd: &MetaCommand) -> Vec<u8> {
         MetaCommand::UpsertNode(n) => Op::UpsertNode(n.clone()),
         MetaCommand::MoveReplica(m) => Op::MoveReplica(m.clone()),
         MetaCommand::FinishMove(m) => Op::FinishMove(m.clone()),
+        MetaCommand::RemoveNode(id) => Op::RemoveNode(*id),
     };
     internal::MetaCommand { format: COMMAND_FORMAT, op: Some(op) }.encode_to_vec()
 }
@@ -127,6 +130,7 @@ pub fn decode_meta(bytes: &[u8]) -> Result<MetaCommand> {
         Some(Op::UpsertNode(n)) => Ok(MetaCommand::UpsertNode(n)),
         Some(Op::MoveReplica(m)) => Ok(MetaCommand::MoveReplica(m)),
         Some(Op::FinishMove(m)) => Ok(MetaCommand::FinishMove(m)),
+        Some(Op::RemoveNode(id)) => Ok(MetaCommand::RemoveNode(id)),
         None => Err(Error::invalid("MetaCommand without op")),
     }
 }

@@ -209,6 +209,15 @@ impl Client {
         Ok(dropped)
     }
 
+    /// Removes node `node_id` from the cluster (draining its replicas first when `drain`); returns the number
+    /// of replica moves the drain started.
+    pub async fn remove_node(&self, node_id: u64, drain: bool, timeout: Duration) -> Result<u32> {
+        with_failover!(self, timeout, |ch| |t| {
+            let req = v1::RemoveNodeRequest { node_id, drain };
+            async move { ClusterClient::new(ch).remove_node(request(req, t)).await.map(|r| r.into_inner().moves) }
+        })
+    }
+
     /// Starts replica moves that balance the cluster (`collection` = "" for every collection); returns the
     /// moves started (they run in the background).
     pub async fn rebalance(&self, collection: &str, timeout: Duration) -> Result<Vec<v1::ReplicaMove>> {

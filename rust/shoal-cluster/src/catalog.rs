@@ -208,6 +208,7 @@ impl shoal_raft::StateMachineApp for Catalog {
             Ok(MetaCommand::DropCollection(name)) => Ok(self.state.write().collections.remove(&name).is_some()),
             Ok(MetaCommand::MoveReplica(m)) => apply_move(&mut self.state.write(), &m),
             Ok(MetaCommand::FinishMove(m)) => apply_finish(&mut self.state.write(), &m),
+            Ok(MetaCommand::RemoveNode(id)) => Ok(self.state.write().nodes.remove(&id).is_some()),
             Ok(MetaCommand::UpsertNode(n)) => {
                 let mut st = self.state.write();
                 let changed = st.nodes.get(&n.id) != Some(&n);

@@ -316,6 +316,7 @@ impl Engine {
     /// On every shard group this node leads: starts the next membership step towards the placement
     /// (see `mover`), at most one per group at a time.
     async fn move_pass(self: &Arc<Self>) {
+        self.meta_membership_pass().await;
         let replicas: Vec<(ReplicaKey, Arc<ShardReplica>)> =
             self.replicas.read().iter().map(|(k, r)| (k.clone(), r.clone())).collect();
         for (key, r) in replicas {
@@ -337,6 +338,100 @@ impl Engine {
                 engine.moving.lock().remove(&r.gid);
             });
         }
+    }
+
+    /// On the group-0 leader: removes from group 0 the members that left the registry (`remove_node`).
+    async fn meta_membership_pass(self: &Arc<Self>) {
+        if !self.meta.is_leader() || self.moving.lock().contains("meta") {
+            return;
+        }
+        let Ok((voters, learners)) = self.meta.members().await else { return };
+        let registered: BTreeSet<u64> = self.catalog.nodes().iter().map(|n| n.id).collect();
+        if registered.is_empty() {
+            return;
+        }
+        let gone: BTreeSet<u64> = voters.union(&learners).copied().filter(|n| !registered.contains(n)).collect();
+        if gone.is_empty() || voters.iter().all(|v| gone.contains(v)) {
+            return;
+        }
+        self.moving.lock().insert("meta".into());
+        let engine = self.clone();
+        tokio::spawn(async move {
+            tracing::info!(?gone, "removing nodes from group 0");
+            match tokio::time::timeout(Duration::from_secs(30), engine.meta.remove_members(gone)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "removing nodes from group 0 failed (will retry)"),
+                Err(_) => tracing::warn!("removing nodes from group 0 timed out (will retry)"),
+            }
+            engine.moving.lock().remove("meta");
+        });
+    }
+
+    /// Removes node `id` from the cluster: marks it leaving; with `drain`, moves every replica off it and
+    /// waits until none is left (within `timeout`); then drops it from the registry, after which the group-0
+    /// leader removes it from group 0. Returns the number of replica moves started.
+    pub async fn remove_node(&self, id: u64, drain: bool, timeout: Duration) -> Result<u32> {
+        self.check_open()?;
+        let deadline = Instant::now() + timeout;
+        let rec = self
+            .catalog
+            .node(id)
+            .ok_or_else(|| Error::InvalidArgument(format!("node {id} is not a member of the cluster")))?;
+        if self.catalog.nodes().iter().all(|n| n.id == id) {
+            return Err(Error::InvalidArgument(format!("node {id} is the last node of the cluster")));
+        }
+        if drain {
+            // Refuse before changing anything when some replica has nowhere to go.
+            placement::drain(&self.catalog.view(), id).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        }
+        if rec.state != "leaving" {
+            let leaving = NodeRecord { state: "leaving".into(), ..rec };
+            self.meta_propose(&MetaCommand::UpsertNode(leaving), deadline).await?;
+        }
+        let mut moves = 0u32;
+        while drain && self.holds_replicas(id) {
+            if Instant::now() > deadline {
+                return Err(Error::Timeout(format!(
+                    "node {id} still holds replicas; its drain goes on in the background (call remove_node again)"
+                )));
+            }
+            for m in placement::drain(&self.catalog.view(), id).map_err(|e| Error::InvalidArgument(e.to_string()))? {
+                let Some(entry) = self.catalog.get(&m.collection) else { continue };
+                if !entry.leaving(m.shard).is_empty()
+                    || entry.replicas(m.shard).len() > entry.spec.replication_factor as usize
+                {
+                    continue; // already moving
+                }
+                let cmd = MetaCommand::MoveReplica(MoveReplica {
+                    collection: m.collection.clone(),
+                    uid: entry.uid,
+                    shard: m.shard,
+                    from: id,
+                    to: m.to,
+                });
+                match self.meta_propose(&cmd, deadline).await {
+                    Ok(_) => {
+                        moves += 1;
+                        tracing::info!(collection = %m.collection, shard = m.shard, from = id, to = m.to, "drain move started");
+                    }
+                    Err(Error::Internal(msg)) if msg.contains("move refused") => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        self.meta_propose(&MetaCommand::RemoveNode(id), deadline).await?;
+        tracing::info!(node = id, drain, moves, "node removed from the registry");
+        if let Some(me) = self.self_arc() {
+            // Re-place what a node removed without draining still held.
+            tokio::spawn(me.rebalance_until_settled());
+        }
+        Ok(moves)
+    }
+
+    /// Whether node `id` holds (or is about to hold) a replica of some shard.
+    fn holds_replicas(&self, id: u64) -> bool {
+        self.catalog.list().iter().any(|e| (0..e.spec.shards).any(|s| e.replicas(s).contains(&id)))
     }
 
     async fn run_step(&self, key: &ReplicaKey, r: &ShardReplica, step: MembershipStep) -> Result<()> {

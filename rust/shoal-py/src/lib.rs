@@ -252,6 +252,13 @@ impl Client {
         block_on(py, async move { c.drop_collection(&name, t).await })
     }
 
+    #[pyo3(signature = (node_id, drain = true, timeout = None))]
+    fn remove_node(&self, py: Python<'_>, node_id: u64, drain: bool, timeout: Option<f64>) -> PyResult<u32> {
+        let t = timeout_of(timeout)?;
+        let c = self.inner.clone();
+        block_on(py, async move { c.remove_node(node_id, drain, t).await })
+    }
+
     #[pyo3(signature = (collection, timeout = None))]
     fn rebalance<'py>(
         &self,

@@ -240,6 +240,21 @@ impl RaftGroup {
         Ok(())
     }
 
+    /// Removes `ids` from the group (on the leader): voters through a joint consensus (not kept as
+    /// learners), then learners.
+    pub async fn remove_members(&self, ids: BTreeSet<u64>) -> Result<()> {
+        let (voters, learners) = self.members().await?;
+        let v: BTreeSet<u64> = ids.intersection(&voters).copied().collect();
+        if !v.is_empty() {
+            self.raft.change_membership(openraft::ChangeMembers::RemoveVoters(v), false).await?;
+        }
+        let l: BTreeSet<u64> = ids.intersection(&learners).copied().collect();
+        if !l.is_empty() {
+            self.raft.change_membership(openraft::ChangeMembers::RemoveNodes(l), false).await?;
+        }
+        Ok(())
+    }
+
     /// Asks the group (on the leader) to hand leadership to voter `to`: the leader stops
     /// extending its lease and `to` campaigns once its log is up to date. Returns at once; watch
     /// [`RaftGroup::leader_id`] for the outcome. Used before a graceful stop (DESIGN §5).

@@ -109,4 +109,14 @@ impl Cluster for ClusterService {
         let blocked = self.engine.set_blocked(&req.get_ref().blocked);
         Ok(Response::new(v1::SetFaultsResponse { blocked }))
     }
+
+    async fn remove_node(
+        &self,
+        req: Request<v1::RemoveNodeRequest>,
+    ) -> Result<Response<v1::RemoveNodeResponse>, Status> {
+        let t = deadline(&req);
+        let r = req.get_ref();
+        let moves = self.engine.remove_node(r.node_id, r.drain, t).await.map_err(status)?;
+        Ok(Response::new(v1::RemoveNodeResponse { moves }))
+    }
 }
