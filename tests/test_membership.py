@@ -175,3 +175,30 @@ def test_drain_refuses_when_a_replica_has_nowhere_to_go(shoal_cluster: shoal.Clu
     with pytest.raises(shoal.InvalidArgument, match="cannot drain node 3"):
         shoal_cluster.remove_node(3, drain=True, timeout=10)
     assert {n.id for n in shoal_cluster.nodes()} == {1, 2, 3}, "a refused removal changes nothing"
+
+
+@pytest.mark.shoal(nodes=3)
+def test_rolling_restart_under_a_quorum_writer_fails_and_loses_nothing(shoal_cluster: shoal.Cluster) -> None:
+    from test_replication import _Writer
+
+    coll = shoal_cluster.create_collection("roll", dim=DIM, metric="l2", shards=3, replication_factor=3, index="flat")
+    _wait_shards(coll, lambda ss: all(s.leader is not None for s in ss), "every shard should get a leader")
+    writer = _Writer(coll)
+    writer.start()
+    try:
+        writer.wait_for(600)
+        for i in (1, 2, 3):
+            shoal_cluster.node(i).restart()  # graceful: hands leadership off, drains, flushes; then starts
+            writer.wait_for(600)
+            _wait_shards(
+                coll,
+                lambda ss: all(s.leader is not None and all(r.state == "active" for r in s.replicas) for s in ss),
+                f"all replicas active again after restarting node {i}",
+                within=60,
+            )
+    finally:
+        writer.stop_event.set()
+        writer.join(timeout=30)
+    assert not writer.is_alive() and writer.unexpected is None, writer.unexpected
+    assert writer.failures == 0, f"writes failed during the rolling restart: {dict(writer.errors)}"
+    _check_present(coll, writer.acked)
