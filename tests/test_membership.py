@@ -202,3 +202,26 @@ def test_rolling_restart_under_a_quorum_writer_fails_and_loses_nothing(shoal_clu
     assert not writer.is_alive() and writer.unexpected is None, writer.unexpected
     assert writer.failures == 0, f"writes failed during the rolling restart: {dict(writer.errors)}"
     _check_present(coll, writer.acked)
+
+
+@pytest.mark.shoal(nodes=3)
+def test_health_names_what_is_degraded(shoal_cluster: shoal.Cluster) -> None:
+    coll = shoal_cluster.create_collection("hl", dim=DIM, shards=3, replication_factor=3)
+    _wait_shards(coll, lambda ss: all(s.leader is not None for s in ss), "every shard should get a leader")
+    deadline = time.monotonic() + 20
+    while (h := shoal_cluster.health()).status != "green" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert h.status == "green" and h.reasons == [], h.reasons
+    shoal_cluster.node(3).kill()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        h = shoal_cluster.health()
+        if h.status == "yellow" and any("under-replicated" in r for r in h.reasons):
+            break
+        time.sleep(0.2)
+    assert h.status == "yellow", h
+    assert "node 3 is down" in h.reasons, h.reasons
+    assert any("under-replicated: 2 of 3 replicas active (down: [3])" in r for r in h.reasons), h.reasons
+    shoal_cluster.node(2).kill()
+    h = shoal_cluster.health()
+    assert h.status == "red" and any("no majority" in r for r in h.reasons), h.reasons

@@ -23,6 +23,7 @@ from .collection import Collection
 from .display import html_table
 from .errors import CollectionNotFound, InvalidArgument, NodeUnavailable, ShoalError, Timeout
 from .index import HNSW, Flat, parse_index
+from .results import Shard
 
 __all__ = ["Cluster", "connect", "Node", "NodeHandle", "Health"]
 
@@ -65,17 +66,28 @@ class Node:
 
 @dataclass
 class Health:
-    """``status``: "green" (every node up), "yellow" (some node not up, a majority up), "red" (no majority up,
-    or the cluster unreachable); ``nodes``: each node as the cluster reports it; ``detail``: what is not up."""
+    """The cluster's health (``Cluster.health()``).
+
+    ``status``: "green" (every node up, every shard fully replicated, in sync and settled), "yellow" (the
+    cluster serves every shard, but something is degraded: a node down, an under-replicated shard, a lagging
+    replica, a replica transfer in flight), "red" (no majority of nodes up, a shard without a leader, or the
+    cluster unreachable). ``reasons``: one line per finding; ``nodes``: each node as the cluster reports it;
+    ``detail``: the reasons as one string.
+    """
 
     status: str
     nodes: list[Node] = field(default_factory=list)
     detail: str = ""
+    reasons: list[str] = field(default_factory=list)
 
     def __repr__(self) -> str:
         up = sum(1 for n in self.nodes if n.status == "up")
         extra = f", detail={self.detail!r}" if self.detail else ""
         return f"Health({self.status!r}, nodes_up={up}/{len(self.nodes)}{extra})"
+
+
+#: A replica this many log entries behind its leader counts as lagging in ``Cluster.health()``.
+LAG_WARN_ENTRIES = 100
 
 
 # --- local node processes -------------------------------------------------------------------------
@@ -677,20 +689,59 @@ class Cluster:
         return [Node.from_dict(d) for d in info.get("nodes", [])]
 
     def health(self, timeout: Optional[float] = 5.0) -> Health:
-        """green: every node up; yellow: some node not up but a majority up; red: no majority up, or the
-        cluster cannot be reached (``detail`` says why)."""
+        """green / yellow / red with reasons: nodes down, shards without a leader, under-replicated shards,
+        lagging replicas (more than ``LAG_WARN_ENTRIES`` entries behind), replica transfers in flight. See
+        :class:`Health`."""
         timeout = cv.check_timeout(timeout)
         try:
             info = self._c.cluster_info(timeout=timeout)
         except ShoalError as e:
-            return Health("red", [], detail=str(e))
+            return Health("red", [], detail=str(e), reasons=[f"cluster unreachable: {e}"])
         nodes = [Node.from_dict(d) for d in info.get("nodes", [])]
         up = sum(1 for n in nodes if n.status == "up")
-        if nodes and up == len(nodes):
-            return Health("green", nodes)
-        down = ", ".join(f"{n.id} ({n.status})" for n in nodes if n.status != "up")
-        detail = f"{up} of {len(nodes)} nodes up; not up: {down}"
-        return Health("yellow" if 2 * up > len(nodes) else "red", nodes, detail=detail)
+        red: list[str] = []
+        yellow: list[str] = []
+        if nodes and 2 * up <= len(nodes):
+            red.append(f"only {up} of {len(nodes)} nodes up: no majority")
+        for n in nodes:
+            if n.status != "up":
+                yellow.append(f"node {n.id} is {n.status}")
+        try:
+            names = [str(i["name"]) for i in self._c.list_collections(timeout)]
+        except ShoalError as e:
+            names = []
+            yellow.append(f"collections not listed: {e}")
+        for name in names:
+            try:
+                shards = [Shard.from_dict(d) for d in self._c.shards(name, timeout)]
+                rf = int(self._c.get_collection(name, timeout).get("replication_factor", 0) or 0)
+            except ShoalError as e:
+                yellow.append(f"collection {name!r}: shards not reported ({e})")
+                continue
+            for sh in shards:
+                where = f"collection {name!r} shard {sh.id}"
+                if sh.leader is None:
+                    red.append(f"{where} has no leader")
+                active = [r for r in sh.replicas if r.state == "active"]
+                moving = [r for r in sh.replicas if r.state in ("joining", "leaving")]
+                if moving:
+                    yellow.append(
+                        f"{where}: transfer in flight ("
+                        + ", ".join(f"node {r.node} {r.state}" for r in moving)
+                        + ")"
+                    )
+                if len(active) < rf:
+                    down = [r.node for r in sh.replicas if r.state == "down"]
+                    yellow.append(
+                        f"{where} is under-replicated: {len(active)} of {rf} replicas active"
+                        + (f" (down: {down})" if down else "")
+                    )
+                for r in active:
+                    if r.lag > LAG_WARN_ENTRIES:
+                        yellow.append(f"{where}: replica on node {r.node} lags {r.lag} entries")
+        reasons = red + yellow
+        status = "red" if red else ("yellow" if yellow else "green")
+        return Health(status, nodes, detail="; ".join(reasons), reasons=reasons)
 
     def add_node(self, zone: Optional[str] = None, timeout: float = STARTUP_TIMEOUT) -> NodeHandle:
         """Local clusters: starts one more node process (next free id) that joins the cluster, waits until

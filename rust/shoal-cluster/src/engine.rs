@@ -844,6 +844,13 @@ impl Engine {
                 let _ = group.raft().trigger().elect(false).await;
             }
         }
+        if group.effective_voters().await? == [self.cfg.node_id] {
+            // The only voter: it leads at once; serve only once it has (a restarted single-node cluster is
+            // then fully usable when it reports ready).
+            if let Err(e) = group.wait_leader(Duration::from_secs(10)).await {
+                tracing::warn!(%gid, error = %e, "single-voter shard group did not take the lead");
+            }
+        }
         // Never stamp a write older than what this shard already holds (e.g. after a clock step back).
         self.hlc.observe(app.store().max_version());
         tracing::info!(collection = %key.0, shard = key.2, applied = app.applied_index(), "shard replica open");
