@@ -1,0 +1,109 @@
+"""Shard transfer benchmark (issue 5): a 100k-point shard (128-d, HNSW) moves onto a node that joins, through
+openraft (learner: snapshot streamed in chunks + log catch-up, promote, source leaves), while a writer keeps
+upserting; prints transfer throughput and the writer's latency before and during the transfer.
+
+Usage: .venv/bin/python bench/transfer.py [--n 100000] [--dim 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
+import shoal  # noqa: E402
+
+
+class Writer(threading.Thread):
+    def __init__(self, coll: shoal.Collection, dim: int, start_id: int) -> None:
+        super().__init__(daemon=True)
+        self.coll, self.dim, self.next = coll, dim, start_id
+        self.samples: list[tuple[float, float]] = []  # (start time, latency)
+        self.stop = threading.Event()
+        self.failures = 0
+
+    def run(self) -> None:
+        rng = np.random.default_rng(1)
+        while not self.stop.is_set():
+            ids = np.arange(self.next, self.next + 100)
+            v = rng.standard_normal((100, self.dim)).astype(np.float32)
+            t = time.perf_counter()
+            try:
+                self.coll.upsert(ids, v, consistency="quorum", timeout=10)
+            except shoal.ShoalError:
+                self.failures += 1
+                continue
+            self.samples.append((t, time.perf_counter() - t))
+            self.next += 100
+            time.sleep(0.01)
+
+
+def pct(xs: list[float], p: float) -> float:
+    return 1000 * float(np.percentile(xs, p)) if xs else float("nan")
+
+
+def dir_bytes(p: Path) -> int:
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=100_000, help="points in the moved shard")
+    ap.add_argument("--dim", type=int, default=128)
+    a = ap.parse_args()
+    data = np.random.default_rng(7).standard_normal((2 * a.n, a.dim)).astype(np.float32)
+    with shoal.Cluster.local(nodes=1) as cluster:
+        coll = cluster.create_collection("t", dim=a.dim, metric="cosine", shards=2, replication_factor=1)
+        for s in range(0, len(data), 10_000):
+            coll.upsert(np.arange(s, s + 10_000), data[s : s + 10_000])
+        coll.wait_indexed(timeout=1800)
+        sizes = {s.id: s.count for s in coll.shards()}
+        writer = Writer(coll, a.dim, start_id=10_000_000)
+        writer.start()
+        time.sleep(5.0)
+        t_add = time.perf_counter()
+        node2 = cluster.add_node()
+        moved = None
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            shards = coll.shards()
+            on2 = [s for s in shards if 2 in s.nodes]
+            if on2 and all(
+                len(s.replicas) == 1 and s.replicas[0].state == "active" and s.leader is not None for s in shards
+            ):
+                moved = on2[0]
+                break
+            time.sleep(0.05)
+        t_done = time.perf_counter()
+        time.sleep(1.0)
+        writer.stop.set()
+        writer.join(30)
+        assert moved is not None, "the shard did not move within 900 s"
+        snap_dir = cluster.data_dir / f"node-{node2.id}" / "shards"
+        moved_bytes = dir_bytes(snap_dir)
+        secs = t_done - t_add
+        pts = sizes[moved.id]
+        before = [lat for t, lat in writer.samples if t < t_add]
+        during = [lat for t, lat in writer.samples if t_add <= t <= t_done]
+        assert coll.count(consistency="strong") == 2 * a.n + (writer.next - 10_000_000)
+    print(f"\nshard of {pts:,} points x {a.dim}-d (HNSW, cosine) moved from node 1 to a joining node 2, "
+          f"{os.cpu_count()} cores\n")
+    print("| moved shard points | data on target MB | add_node -> settled s | MB/s | points/s |")
+    print("|---|---|---|---|---|")
+    print(f"| {pts:,} | {moved_bytes / 1e6:.1f} | {secs:.2f} | {moved_bytes / 1e6 / secs:.1f} | {pts / secs:,.0f} |")
+    print()
+    print("| writer (100-point quorum upserts) | samples | p50 ms | p99 ms | max ms |")
+    print("|---|---|---|---|---|")
+    for name, xs in (("before the transfer", before), ("during the transfer", during)):
+        print(f"| {name} | {len(xs)} | {pct(xs, 50):.1f} | {pct(xs, 99):.1f} | {1000 * max(xs) if xs else 0:.1f} |")
+    print(f"\nwriter failures: {writer.failures}")
+
+
+if __name__ == "__main__":
+    main()
