@@ -225,3 +225,14 @@ def test_health_names_what_is_degraded(shoal_cluster: shoal.Cluster) -> None:
     shoal_cluster.node(2).kill()
     h = shoal_cluster.health()
     assert h.status == "red" and any("no majority" in r for r in h.reasons), h.reasons
+
+
+@pytest.mark.shoal(nodes=1)
+def test_nodes_report_version_and_resources(shoal_cluster: shoal.Cluster) -> None:
+    shoal_cluster.create_collection("res", dim=DIM).upsert(np.arange(100), _vecs(np.arange(100)))
+    (node,) = shoal_cluster.nodes()
+    assert node.version == shoal.__version__, (node.version, shoal.__version__)
+    r = node.resources
+    assert r is not None and set(r) == {"cpu_seconds", "cpu_cores", "memory_bytes", "disk_bytes", "disk_free_bytes"}
+    assert r["cpu_cores"] >= 1 and r["memory_bytes"] > 1_000_000 and r["disk_bytes"] > 0 and r["disk_free_bytes"] > 0
+    assert r["cpu_seconds"] >= 0.0

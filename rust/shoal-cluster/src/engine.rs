@@ -892,6 +892,15 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether the registry marks this node as leaving (being drained by `remove_node`) or it has been
+    /// removed from the registry after having been in it.
+    pub fn is_leaving(&self) -> bool {
+        match self.catalog.node(self.cfg.node_id) {
+            Some(n) => n.state == "leaving",
+            None => self.ready.load(Ordering::Acquire) && !self.catalog.nodes().is_empty(),
+        }
+    }
+
     /// Whether the node serves requests.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire) && !self.closing.load(Ordering::Acquire)
@@ -1018,6 +1027,7 @@ impl Engine {
             version: env!("CARGO_PKG_VERSION").into(),
             replicas,
             meta_leader: self.meta.leader_id().unwrap_or(0),
+            resources: Some(crate::resources::sample(&self.cfg.data_dir)),
         }
     }
 

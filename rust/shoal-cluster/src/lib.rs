@@ -11,6 +11,7 @@ pub mod peer;
 pub mod placement;
 pub mod read_path;
 pub mod reconciler;
+pub mod resources;
 pub mod shard_app;
 pub mod write_path;
 

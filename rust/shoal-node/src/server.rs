@@ -223,6 +223,27 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
         return Err(e.into());
     }
     health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    // grpc.health.v1 follows the node: NOT_SERVING while it is drained or after it left the cluster.
+    {
+        let (engine, health) = (Arc::downgrade(&engine), health.clone());
+        tokio::spawn(async move {
+            let mut serving = true;
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let Some(e) = engine.upgrade() else { break };
+                let now = e.is_ready() && !e.is_leaving();
+                if now != serving {
+                    serving = now;
+                    let st = if now {
+                        tonic_health::ServingStatus::Serving
+                    } else {
+                        tonic_health::ServingStatus::NotServing
+                    };
+                    health.set_service_status("", st).await;
+                }
+            }
+        });
+    }
     write_ready_file(&dir, &advertise, cfg.node_id).map_err(dir_err)?;
     tracing::info!("shoal-node ready on {advertise}");
     Ok(RunningNode { address: advertise, engine, health, stop, server, dir, _lock: lock })

@@ -133,6 +133,15 @@ impl Client {
             nd.set_item("role", &n.role)?;
             nd.set_item("zone", &n.zone)?;
             nd.set_item("version", &n.version)?;
+            if n.status != "down" {
+                let r = PyDict::new(py);
+                r.set_item("cpu_seconds", n.cpu_seconds)?;
+                r.set_item("cpu_cores", n.cpu_cores)?;
+                r.set_item("memory_bytes", n.memory_bytes)?;
+                r.set_item("disk_bytes", n.disk_bytes)?;
+                r.set_item("disk_free_bytes", n.disk_free_bytes)?;
+                nd.set_item("resources", r)?;
+            }
             nodes.append(nd)?;
         }
         d.set_item("nodes", nodes)?;

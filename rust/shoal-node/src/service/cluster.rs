@@ -36,6 +36,7 @@ impl Cluster for ClusterService {
                     Ok(s) => (if rec.state.is_empty() { "up".into() } else { rec.state.clone() }, s.meta_role.clone()),
                     Err(_) => ("down".to_string(), String::new()),
                 };
+                let res = st.as_ref().ok().and_then(|s| s.resources).unwrap_or_default();
                 v1::NodeInfo {
                     id: rec.id,
                     address: rec.address,
@@ -43,6 +44,11 @@ impl Cluster for ClusterService {
                     role,
                     zone: rec.zone,
                     version: st.map(|s| s.version).unwrap_or(rec.version),
+                    cpu_seconds: res.cpu_seconds,
+                    cpu_cores: res.cpu_cores,
+                    memory_bytes: res.memory_bytes,
+                    disk_bytes: res.disk_bytes,
+                    disk_free_bytes: res.disk_free_bytes,
                 }
             })
             .collect();
