@@ -236,3 +236,21 @@ def test_nodes_report_version_and_resources(shoal_cluster: shoal.Cluster) -> Non
     assert r is not None and set(r) == {"cpu_seconds", "cpu_cores", "memory_bytes", "disk_bytes", "disk_free_bytes"}
     assert r["cpu_cores"] >= 1 and r["memory_bytes"] > 1_000_000 and r["disk_bytes"] > 0 and r["disk_free_bytes"] > 0
     assert r["cpu_seconds"] >= 0.0
+
+
+@pytest.mark.shoal(nodes=3)
+def test_leadership_returns_to_the_balanced_preferred_leaders_after_a_restart(shoal_cluster: shoal.Cluster) -> None:
+    coll = shoal_cluster.create_collection("lead", dim=DIM, shards=6, replication_factor=3)
+
+    def spread(ss: list[shoal.Shard]) -> bool:
+        leaders = Counter(s.leader for s in ss)
+        return None not in leaders and sorted(leaders.values()) == [2, 2, 2]
+
+    shards = _wait_shards(coll, spread, "each node should lead 2 of the 6 shards", within=30)
+    victim = shards[0].leader
+    assert victim is not None
+    shoal_cluster.node(victim).kill()
+    _wait_shards(coll, lambda ss: all(s.leader not in (None, victim) for s in ss), "survivors should take over", 30)
+    shoal_cluster.node(victim).start()
+    # the restarted node catches up, then its preferred shards are handed back to it
+    _wait_shards(coll, spread, f"node {victim} should lead its 2 shards again", within=60)

@@ -260,7 +260,9 @@ class Collection:
         leader counts per node, zones; never below the replication factor) and returns them as dicts
         ``{collection, shard, from, to}``. Moves run in the background: each adds the target as a learner
         (snapshot, then log), promotes it, then removes the source; watch ``shards()`` for progress. Moves
-        are started a few at a time; call again (or let the cluster do it after ``add_node``) for more."""
+        are started a few at a time; call again (or let the cluster do it after ``add_node``) for more. A move
+        whose ``from`` and ``to`` both already hold the shard only changes its preferred leader (the current
+        leader hands over)."""
         timeout = cv.check_timeout(timeout)
         return list(self._client.rebalance(self.name, timeout))
 

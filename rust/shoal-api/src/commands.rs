@@ -104,6 +104,8 @@ pub enum MetaCommand {
     FinishMove(internal::FinishMove),
     /// Remove a node from the registry.
     RemoveNode(u64),
+    /// Make a replica the preferred leader of its shard.
+    PreferLeader(internal::PreferLeader),
 }
 
 /// Encodes a metadata command.
@@ -115,6 +117,7 @@ pub fn encode_meta(cmd: &MetaCommand) -> Vec<u8> {
         MetaCommand::MoveReplica(m) => Op::MoveReplica(m.clone()),
         MetaCommand::FinishMove(m) => Op::FinishMove(m.clone()),
         MetaCommand::RemoveNode(id) => Op::RemoveNode(*id),
+        MetaCommand::PreferLeader(p) => Op::PreferLeader(p.clone()),
     };
     internal::MetaCommand { format: COMMAND_FORMAT, op: Some(op) }.encode_to_vec()
 }
@@ -131,6 +134,7 @@ pub fn decode_meta(bytes: &[u8]) -> Result<MetaCommand> {
         Some(Op::MoveReplica(m)) => Ok(MetaCommand::MoveReplica(m)),
         Some(Op::FinishMove(m)) => Ok(MetaCommand::FinishMove(m)),
         Some(Op::RemoveNode(id)) => Ok(MetaCommand::RemoveNode(id)),
+        Some(Op::PreferLeader(p)) => Ok(MetaCommand::PreferLeader(p)),
         None => Err(Error::invalid("MetaCommand without op")),
     }
 }

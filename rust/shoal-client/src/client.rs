@@ -99,11 +99,14 @@ macro_rules! with_failover {
                         ))));
                         break;
                     }
-                    // Without the node's `x-shoal-error` mark, UNAVAILABLE and CANCELLED come from the transport
-                    // itself: no connection, or the connection dropped under the request (a killed node shows up
-                    // as hyper's "operation was canceled").
+                    // Without the node's `x-shoal-error` mark, UNAVAILABLE, CANCELLED and UNKNOWN come from the
+                    // transport itself: no connection, or the connection dropped under the request (a killed
+                    // node shows up as hyper's "operation was canceled" or as "Unknown: transport error").
                     let from_transport = status.metadata().get("x-shoal-error").is_none()
-                        && matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Cancelled);
+                        && matches!(
+                            status.code(),
+                            tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown
+                        );
                     let err = Error::from_status(&status);
                     if from_transport {
                         last = Some(Error::NodeUnavailable(format!(

@@ -7,7 +7,9 @@ use parking_lot::RwLock;
 use prost::Message;
 use shoal_api::collections::CollectionSpec;
 use shoal_api::commands::{MetaCommand, decode_meta, encode_meta_reply};
-use shoal_api::internal::{CatalogCollection, CatalogSnapshot, FinishMove, MoveReplica, NodeRecord, ShardReplicas};
+use shoal_api::internal::{
+    CatalogCollection, CatalogSnapshot, FinishMove, MoveReplica, NodeRecord, PreferLeader, ShardReplicas,
+};
 use tokio::sync::watch;
 
 use crate::placement::{self, ClusterView, NodeInfo, NodeState, Placement, ShardPlacement};
@@ -161,6 +163,29 @@ fn apply_move(st: &mut CatalogState, m: &MoveReplica) -> std::result::Result<boo
     Ok(true)
 }
 
+/// Makes `p.node` the shard's preferred leader (first replica); refused while the shard is moving.
+fn apply_prefer(st: &mut CatalogState, p: &PreferLeader) -> std::result::Result<bool, String> {
+    let e = st.collections.get_mut(&p.collection).filter(|e| e.uid == p.uid).ok_or_else(|| {
+        format!("leader change refused: collection {:?} (uid {}) does not exist", p.collection, p.uid)
+    })?;
+    let shard = p.shard as usize;
+    let (Some(sp), Some(leaving)) = (e.placement.get_mut(shard), e.leaving.get(shard)) else {
+        return Err(format!("leader change refused: collection {:?} has no shard {}", p.collection, p.shard));
+    };
+    if !leaving.is_empty() {
+        return Err(format!("leader change refused: shard {} of {:?} is moving", p.shard, p.collection));
+    }
+    let Some(i) = sp.replicas.iter().position(|&n| n == p.node) else {
+        return Err(format!("leader change refused: node {} holds no replica of shard {}", p.node, p.shard));
+    };
+    if i == 0 {
+        return Ok(false);
+    }
+    let lead = sp.replicas.remove(i);
+    sp.replicas.insert(0, lead);
+    Ok(true)
+}
+
 /// Ends a move: each leaving replica leaves; the target takes its position (inheriting preferred leadership).
 fn apply_finish(st: &mut CatalogState, m: &FinishMove) -> std::result::Result<bool, String> {
     let Some(e) = st.collections.get_mut(&m.collection).filter(|e| e.uid == m.uid) else {
@@ -209,6 +234,7 @@ impl shoal_raft::StateMachineApp for Catalog {
             Ok(MetaCommand::MoveReplica(m)) => apply_move(&mut self.state.write(), &m),
             Ok(MetaCommand::FinishMove(m)) => apply_finish(&mut self.state.write(), &m),
             Ok(MetaCommand::RemoveNode(id)) => Ok(self.state.write().nodes.remove(&id).is_some()),
+            Ok(MetaCommand::PreferLeader(p)) => apply_prefer(&mut self.state.write(), &p),
             Ok(MetaCommand::UpsertNode(n)) => {
                 let mut st = self.state.write();
                 let changed = st.nodes.get(&n.id) != Some(&n);
@@ -362,6 +388,28 @@ mod tests {
         let d = Catalog::default();
         d.restore(&mut buf.as_slice()).unwrap();
         assert_eq!(d.list(), c.list());
+    }
+
+    #[test]
+    fn prefer_leader_moves_a_replica_first_and_refuses_strangers() {
+        let c = Catalog::default();
+        for id in 1..=3 {
+            c.apply(id, &encode_meta(&node(id)));
+        }
+        let mut s = spec("p");
+        s.shards = 1;
+        s.replication_factor = 2;
+        c.apply(9, &encode_meta(&MetaCommand::CreateCollection(s)));
+        let before = c.get("p").unwrap().replicas(0).to_vec();
+        let outsider = (1..=3).find(|n| !before.contains(n)).unwrap();
+        let prefer = |node| {
+            let cmd = MetaCommand::PreferLeader(PreferLeader { collection: "p".into(), uid: 9, shard: 0, node });
+            decode_meta_reply(&c.apply(10, &encode_meta(&cmd))).unwrap()
+        };
+        assert_eq!(prefer(before[1]), Ok(true));
+        assert_eq!(c.get("p").unwrap().replicas(0), &[before[1], before[0]]);
+        assert_eq!(prefer(before[1]), Ok(false), "already first");
+        assert!(prefer(outsider).unwrap_err().contains("holds no replica"));
     }
 
     #[test]

@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 use shoal_api::collections::CollectionSpec;
 use shoal_api::commands::{MetaCommand, decode_meta_reply, encode_meta};
-use shoal_api::internal::{FinishMove, JoinRequest, MoveReplica, NodeRecord, NodeStateReply, ReplicaState};
+use shoal_api::internal::{
+    FinishMove, JoinRequest, MoveReplica, NodeRecord, NodeStateReply, PreferLeader, ReplicaState,
+};
 use shoal_core::hlc::Hlc;
 use shoal_raft::{GroupOptions, GrpcNetwork, RaftGroup, RaftTransportService};
 use tokio::sync::Mutex as AsyncMutex;
@@ -172,6 +174,8 @@ pub struct Engine {
     pub(crate) round_robin: AtomicUsize,
     /// Shard groups with a membership step in progress (see `mover`), by group id.
     moving: parking_lot::Mutex<HashSet<String>>,
+    /// When this node last handed a group's leadership to its preferred leader, by group id.
+    handovers: parking_lot::Mutex<HashMap<String, Instant>>,
     /// Set once the node joined (or recovered) and reconciled: requests are served.
     ready: AtomicBool,
     /// Set once shutdown began; new requests are refused.
@@ -197,6 +201,8 @@ pub(crate) fn group_id(key: &ReplicaKey) -> String {
 pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 /// Period of the shard-move pass (membership steps of led shard groups).
 const MOVE_EVERY: Duration = Duration::from_millis(300);
+/// Shortest time between two leadership hand-overs of one group to its preferred leader.
+const HANDOVER_COOLDOWN: Duration = Duration::from_secs(5);
 /// Replica moves started per rebalance round.
 pub const MAX_CONCURRENT_MOVES: usize = 2;
 /// Period of the reconcile pass when the catalog does not change.
@@ -239,6 +245,7 @@ impl Engine {
             indexer: Indexer::start(),
             round_robin: AtomicUsize::new(0),
             moving: parking_lot::Mutex::new(HashSet::new()),
+            handovers: parking_lot::Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
             closing: AtomicBool::new(false),
         }))
@@ -327,6 +334,7 @@ impl Engine {
             let Ok((voters, learners)) = r.group.members().await else { continue };
             let step = mover::next_step(entry.replicas(key.2), entry.leaving(key.2), &voters, &learners);
             if step == MembershipStep::Nothing {
+                self.maybe_hand_to_preferred(&entry, key.2, &r, &voters).await;
                 continue;
             }
             self.moving.lock().insert(r.gid.clone());
@@ -337,6 +345,46 @@ impl Engine {
                 }
                 engine.moving.lock().remove(&r.gid);
             });
+        }
+    }
+
+    /// On the leader of a settled shard group: hands leadership to the placement's preferred leader (the
+    /// first replica, which placement and rebalancing keep balanced over the nodes) when that node is a
+    /// voter, up, answering, and has applied everything but the last few entries; at most once per
+    /// [`HANDOVER_COOLDOWN`] per group, so a flapping node cannot make leadership bounce.
+    async fn maybe_hand_to_preferred(
+        &self,
+        entry: &CollectionEntry,
+        shard: u32,
+        r: &Arc<ShardReplica>,
+        voters: &BTreeSet<u64>,
+    ) {
+        let me = self.cfg.node_id;
+        let Some(&preferred) = entry.replicas(shard).first() else { return };
+        if preferred == me || !voters.contains(&preferred) || !entry.leaving(shard).is_empty() {
+            return;
+        }
+        if self.catalog.node(preferred).is_none_or(|n| n.state != "up") {
+            return;
+        }
+        {
+            let mut last = self.handovers.lock();
+            if last.get(&r.gid).is_some_and(|t| t.elapsed() < HANDOVER_COOLDOWN) {
+                return;
+            }
+            last.insert(r.gid.clone(), Instant::now());
+        }
+        let Some(addr) = self.node_addr(preferred) else { return };
+        let Ok(st) = self.peers.node_state(preferred, &addr, Duration::from_millis(300)).await else { return };
+        let mine = r.group.applied_index();
+        let caught_up = st.replicas.iter().any(|x| {
+            x.collection == entry.spec.name && x.uid == entry.uid && x.shard == shard && x.applied_index + 16 >= mine
+        });
+        if caught_up && r.group.is_leader() {
+            tracing::info!(group = %r.gid, to = preferred, "handing leadership to the preferred leader");
+            if let Err(e) = r.group.transfer_leader(preferred).await {
+                tracing::debug!(group = %r.gid, error = %e, "leadership hand-over");
+            }
         }
     }
 
@@ -459,9 +507,10 @@ impl Engine {
         }
     }
 
-    /// Plans replica moves that balance the cluster (pure `placement::rebalance`, at most
-    /// [`MAX_CONCURRENT_MOVES`] at a time, none on a shard already moving) and starts them through group 0.
-    /// `collection` = "" for every collection. Returns the moves started as (collection, shard, from, to).
+    /// Plans moves that balance the cluster (pure `placement::rebalance`, at most [`MAX_CONCURRENT_MOVES`]
+    /// at a time, none on a shard already moving) and starts them through group 0: replica moves (the shard
+    /// leader then walks its group through them) and preferred-leader changes (the current leader hands
+    /// over). `collection` = "" for every collection. Returns them as (collection, shard, from, to).
     pub async fn rebalance(&self, collection: &str, timeout: Duration) -> Result<Vec<(String, u32, u64, u64)>> {
         self.check_open()?;
         if !collection.is_empty() && self.catalog.get(collection).is_none() {
@@ -471,11 +520,31 @@ impl Engine {
         let moves = placement::rebalance(&self.catalog.view(), MAX_CONCURRENT_MOVES);
         let mut started = Vec::new();
         for m in moves {
-            if m.kind != MoveKind::Replica || (!collection.is_empty() && m.collection != collection) {
+            if !collection.is_empty() && m.collection != collection {
                 continue;
             }
             let Some(entry) = self.catalog.get(&m.collection) else { continue };
             let from = m.from.unwrap_or(0);
+            if m.kind == MoveKind::Leader {
+                // Only the preferred leader changes; the shard's current leader hands over (move_pass).
+                let cmd = MetaCommand::PreferLeader(PreferLeader {
+                    collection: m.collection.clone(),
+                    uid: entry.uid,
+                    shard: m.shard,
+                    node: m.to,
+                });
+                match self.meta_propose(&cmd, deadline).await {
+                    Ok(_) => {
+                        tracing::info!(collection = %m.collection, shard = m.shard, from, to = m.to, "preferred leader moved");
+                        started.push((m.collection, m.shard, from, m.to));
+                    }
+                    Err(Error::Internal(msg)) if msg.contains("refused") => {
+                        tracing::debug!(%msg, "leader change skipped")
+                    }
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
             let cmd = MetaCommand::MoveReplica(MoveReplica {
                 collection: m.collection.clone(),
                 uid: entry.uid,
