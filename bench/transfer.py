@@ -56,6 +56,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100_000, help="points in the moved shard")
     ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument(
+        "--warm",
+        type=float,
+        default=25.0,
+        help="seconds of writes before the transfer (enough entries that the shard's log is compacted into a "
+        "snapshot, so the new replica receives a snapshot rather than a log replay)",
+    )
     a = ap.parse_args()
     data = np.random.default_rng(7).standard_normal((2 * a.n, a.dim)).astype(np.float32)
     with shoal.Cluster.local(nodes=1) as cluster:
@@ -66,7 +73,7 @@ def main() -> None:
         sizes = {s.id: s.count for s in coll.shards()}
         writer = Writer(coll, a.dim, start_id=10_000_000)
         writer.start()
-        time.sleep(5.0)
+        time.sleep(a.warm)
         t_add = time.perf_counter()
         node2 = cluster.add_node()
         moved = None
@@ -87,6 +94,12 @@ def main() -> None:
         assert moved is not None, "the shard did not move within 900 s"
         snap_dir = cluster.data_dir / f"node-{node2.id}" / "shards"
         moved_bytes = dir_bytes(snap_dir)
+        rep = next(r for r in moved.replicas if r.node == node2.id)
+        how = (
+            f"snapshot of {rep.transfer_total_bytes / 1e6:.1f} MB streamed in chunks, then the log"
+            if rep.transfer_total_bytes
+            else "log replay (the shard's log was not compacted yet)"
+        )
         secs = t_done - t_add
         pts = sizes[moved.id]
         before = [lat for t, lat in writer.samples if t < t_add]
@@ -94,6 +107,7 @@ def main() -> None:
         assert coll.count(consistency="strong") == 2 * a.n + (writer.next - 10_000_000)
     print(f"\nshard of {pts:,} points x {a.dim}-d (HNSW, cosine) moved from node 1 to a joining node 2, "
           f"{os.cpu_count()} cores\n")
+    print(f"the new replica caught up by {how}\n")
     print("| moved shard points | data on target MB | add_node -> settled s | MB/s | points/s |")
     print("|---|---|---|---|---|")
     print(f"| {pts:,} | {moved_bytes / 1e6:.1f} | {secs:.2f} | {moved_bytes / 1e6 / secs:.1f} | {pts / secs:,.0f} |")

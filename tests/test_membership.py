@@ -91,6 +91,9 @@ def test_add_node_moves_replicas_onto_it_and_every_point_stays_readable(shoal_cl
 
     held = Counter(n for s in shards for n in s.nodes)
     assert held[4] >= 1 and max(held.values()) - min(held.values()) <= 1, f"unbalanced after the move: {held}"
+    # transfer progress is reported (a short log is replayed rather than snapshotted: then both are 0)
+    moved = [r for s in shards for r in s.replicas if r.node == 4]
+    assert moved and all(r.transfer_bytes == r.transfer_total_bytes for r in moved), moved
     # the moved replicas are real copies: exact answers are identical, every point is there
     after = coll.search(queries, k=10, consistency="strong")
     np.testing.assert_array_equal(after.ids, before.ids)

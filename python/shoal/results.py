@@ -164,7 +164,9 @@ class Replica:
     ``node``: node id; ``role``: "leader" | "follower" | "learner"; ``state``: "active" | "joining" |
     "leaving" | "down"; ``applied_index``: last log index applied; ``lag``: log entries behind the leader;
     ``count``: live points; ``unindexed``: live points not yet in the index; ``digest``: a hash of the
-    replica's content (equal digests at equal ``applied_index`` mean identical replicas).
+    replica's content (equal digests at equal ``applied_index`` mean identical replicas);
+    ``transfer_bytes`` / ``transfer_total_bytes``: progress of the last (or current) snapshot this replica
+    received from its leader (0 / 0 when it never needed one), e.g. while it joins through a move.
     """
 
     node: int
@@ -175,6 +177,8 @@ class Replica:
     count: int = 0
     unindexed: int = 0
     digest: int = 0
+    transfer_bytes: int = 0
+    transfer_total_bytes: int = 0
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Replica":
@@ -187,6 +191,8 @@ class Replica:
             count=int(d.get("count", 0)),
             unindexed=int(d.get("unindexed", 0)),
             digest=int(d.get("digest", 0)),
+            transfer_bytes=int(d.get("transfer_bytes", 0)),
+            transfer_total_bytes=int(d.get("transfer_total_bytes", 0)),
         )
 
     def __repr__(self) -> str:

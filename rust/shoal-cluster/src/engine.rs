@@ -931,12 +931,23 @@ impl Engine {
         self.indexer.set_shards(self.replicas.read().values().map(|r| r.app.clone()).collect());
     }
 
-    /// Deletes shard directories that belong to no catalog entry (left by a crash during a drop).
+    /// Deletes shard directories of collections the catalog has seen dropped (left by a crash during a
+    /// drop). A directory whose collection uid (the group-0 index that created it) is beyond what this
+    /// node's catalog has applied is kept: after a restart the catalog may trail the cluster (the local
+    /// commit index is persisted lazily) and simply not know the collection yet.
     fn remove_orphan_dirs(&self) {
         let keep: BTreeSet<String> = self.catalog.list().iter().map(|e| format!("{}@{}", e.spec.name, e.uid)).collect();
+        let applied = self.meta.applied_index();
         let Ok(dirs) = std::fs::read_dir(self.cfg.data_dir.join("shards")) else { return };
         for d in dirs.flatten() {
             let name = d.file_name().to_string_lossy().to_string();
+            let uid = name.rsplit_once('@').and_then(|(_, u)| u.parse::<u64>().ok());
+            if let Some(uid) = uid
+                && uid > applied
+            {
+                tracing::info!(dir = %name, applied, "keeping shard data of a collection the catalog has not seen yet");
+                continue;
+            }
             if !keep.contains(&name) {
                 tracing::warn!(dir = %name, "removing orphaned shard data");
                 let _ = std::fs::remove_dir_all(d.path());
@@ -1074,6 +1085,7 @@ impl Engine {
             .map(|((name, uid, shard), r)| {
                 let (role, last) = r.group.role_and_last_index();
                 let store = r.app.store();
+                let snap = self.transport.snapshot_progress(&r.gid).unwrap_or((0, 0));
                 ReplicaState {
                     collection: name.clone(),
                     uid: *uid,
@@ -1085,6 +1097,8 @@ impl Engine {
                     count: store.count() as u64,
                     unindexed: store.unindexed() as u64,
                     digest: store.digest(),
+                    snapshot_bytes: snap.0,
+                    snapshot_total_bytes: snap.1,
                 }
             })
             .collect();

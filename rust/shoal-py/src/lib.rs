@@ -171,6 +171,8 @@ impl Client {
                 rd.set_item("count", r.count)?;
                 rd.set_item("unindexed", r.unindexed)?;
                 rd.set_item("digest", r.digest)?;
+                rd.set_item("transfer_bytes", r.transfer_bytes)?;
+                rd.set_item("transfer_total_bytes", r.transfer_total_bytes)?;
                 replicas.append(rd)?;
             }
             sd.set_item("replicas", replicas)?;

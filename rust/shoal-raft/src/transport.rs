@@ -49,6 +49,8 @@ struct ServiceInner {
     groups: RwLock<HashMap<String, Registered>>,
     /// Source of unique names of received snapshot files.
     seq: AtomicU64,
+    /// Per group, the last (or current) snapshot received: (bytes received, bytes announced).
+    snapshot_progress: RwLock<HashMap<String, (u64, u64)>>,
 }
 
 /// A group registered with the service.
@@ -77,6 +79,7 @@ impl RaftTransportService {
                 blocklist,
                 groups: RwLock::new(HashMap::new()),
                 seq: AtomicU64::new(0),
+                snapshot_progress: RwLock::new(HashMap::new()),
             }),
         }
     }
@@ -90,6 +93,11 @@ impl RaftTransportService {
     /// Stops routing RPCs for `group`; returns whether it was registered.
     pub fn deregister(&self, group: &str) -> bool {
         self.inner.groups.write().remove(group).is_some()
+    }
+
+    /// The last (or in-progress) snapshot `group` received on this node: (bytes received, bytes announced).
+    pub fn snapshot_progress(&self, group: &str) -> Option<(u64, u64)> {
+        self.inner.snapshot_progress.read().get(group).copied()
     }
 
     /// Ids of the registered groups, sorted.
@@ -210,6 +218,10 @@ impl RaftTransport for RaftTransportService {
             .await
             .map_err(io)?;
         let mut received = first.data.len() as u64;
+        let progress = |received: u64| {
+            self.inner.snapshot_progress.write().insert(group.clone(), (received, header.total_bytes));
+        };
+        progress(received);
         file.write_all(&first.data).await.map_err(io)?;
         drop(first.data);
         while let Some(chunk) = stream.message().await? {
@@ -224,6 +236,7 @@ impl RaftTransport for RaftTransportService {
                 )));
             }
             file.write_all(&chunk.data).await.map_err(io)?;
+            progress(received);
         }
         if received != header.total_bytes {
             return Err(Status::invalid_argument(format!(

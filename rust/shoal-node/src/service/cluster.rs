@@ -96,6 +96,8 @@ impl Cluster for ClusterService {
                             count: r.count,
                             unindexed: r.unindexed,
                             digest: r.digest,
+                            transfer_bytes: r.snapshot_bytes,
+                            transfer_total_bytes: r.snapshot_total_bytes,
                         },
                         None => v1::ReplicaInfo {
                             node: *n,
