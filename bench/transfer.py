@@ -59,7 +59,7 @@ def main() -> None:
     ap.add_argument(
         "--warm",
         type=float,
-        default=25.0,
+        default=45.0,
         help="seconds of writes before the transfer (enough entries that the shard's log is compacted into a "
         "snapshot, so the new replica receives a snapshot rather than a log replay)",
     )
