@@ -1111,6 +1111,7 @@ impl Engine {
             replicas,
             meta_leader: self.meta.leader_id().unwrap_or(0),
             resources: Some(crate::resources::sample(&self.cfg.data_dir)),
+            stats: None,
         }
     }
 

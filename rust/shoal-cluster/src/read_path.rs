@@ -432,6 +432,9 @@ impl Engine {
                 (ReadOp::Get { ids, with_vectors: g.with_vectors }, false)
             }
             Some(shard_read_request::Op::Count(_)) => (ReadOp::Count, false),
+            Some(shard_read_request::Op::Scan(_)) => {
+                return Err(Error::InvalidArgument("shard scans are not implemented yet".into()));
+            }
             None => return Err(Error::InvalidArgument("shard read without an operation".into())),
         };
         let out = self.serve_local(&req.collection, req.uid, &req.targets, &op, level, deadline).await?;

@@ -159,6 +159,7 @@ async fn search(
         with_payload: false,
         consistency: ReadLevel::Unspecified as i32,
         session: Vec::new(),
+        ..Default::default()
     };
     let resp = c.search(req, T).await?;
     let ids = resp.ids.unwrap_or_default().ints;

@@ -427,6 +427,7 @@ impl Client {
             with_payload,
             consistency: level as i32,
             session: Vec::new(),
+            ..Default::default()
         };
         let c = self.inner.clone();
         let resp = block_on(py, async move { c.search(req, t).await })?;

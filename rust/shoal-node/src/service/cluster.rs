@@ -37,6 +37,7 @@ impl Cluster for ClusterService {
                     Err(_) => ("down".to_string(), String::new()),
                 };
                 let res = st.as_ref().ok().and_then(|s| s.resources).unwrap_or_default();
+                let stats = st.as_ref().ok().and_then(|s| s.stats);
                 v1::NodeInfo {
                     id: rec.id,
                     address: rec.address,
@@ -49,6 +50,7 @@ impl Cluster for ClusterService {
                     memory_bytes: res.memory_bytes,
                     disk_bytes: res.disk_bytes,
                     disk_free_bytes: res.disk_free_bytes,
+                    stats,
                 }
             })
             .collect();

@@ -129,4 +129,10 @@ impl Points for PointsService {
         let (points, unindexed) = self.engine.index_status(&req.get_ref().collection, t).await.map_err(status)?;
         Ok(Response::new(v1::IndexStatusResponse { points, unindexed }))
     }
+
+    type ScrollStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<v1::ScrollResponse, Status>> + Send>>;
+
+    async fn scroll(&self, _req: Request<v1::ScrollRequest>) -> Result<Response<Self::ScrollStream>, Status> {
+        Err(Status::unimplemented("scroll is not implemented yet"))
+    }
 }
