@@ -15,6 +15,9 @@ pub enum Error {
     /// An I/O failure while reading or writing a snapshot.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    /// A search stopped early because its [`crate::cancel::CancelToken`] fired; no partial result is kept.
+    #[error("search cancelled: the request was cancelled or its deadline passed")]
+    Cancelled,
 }
 
 /// Result alias for shoal-core.

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering as
 use parking_lot::Mutex;
 
 use crate::arena::VectorArena;
+use crate::cancel::CancelToken;
 use crate::distance::distance;
 use crate::{Error, Metric, Result};
 
@@ -50,6 +51,8 @@ const SEG_BASE_BITS: u32 = 10;
 const SEGMENTS: usize = 23;
 /// `entry` value of an empty graph.
 const NO_ENTRY: u64 = u64::MAX;
+/// Node expansions of a beam search between two polls of its [`CancelToken`].
+const CANCEL_CHECK_EXPANSIONS: usize = 64;
 /// Seed mixed into the per-slot level generator.
 const LEVEL_SEED: u64 = 0x5348_4F41_4C48_4E53; // "SHOALHNS"
 
@@ -457,12 +460,14 @@ impl Hnsw {
         if level < max_level {
             cur = self.greedy(q, cur, max_level, level + 1, arena);
         }
+        let never = CancelToken::never();
         with_scratch(|s| {
             let bound = self.slot_bound.load(AtOrd::Acquire).max(arena_len);
             for layer in (0..=level.min(max_level)).rev() {
                 s.begin(bound);
                 s.visit(slot); // never link to ourselves, even if a concurrent insert already linked to us
-                self.search_layer(s, q, cur, self.params.ef_construction, layer, arena, &|_| true);
+                // A never-firing token: the layer search always completes.
+                let _ = self.search_layer(s, q, cur, self.params.ef_construction, layer, arena, &|_| true, &never);
                 s.sorted.clear();
                 s.sorted.extend(s.top.drain());
                 s.sorted.sort_unstable();
@@ -583,6 +588,8 @@ impl Hnsw {
 
     /// Beam search of `layer` from `ep` (already scored); leaves the best ≤ `ef` accepted nodes in `s.top`.
     /// The caller has called `s.begin`. Non-accepted nodes are expanded but never enter `s.top`.
+    /// Polls `cancel` every [`CANCEL_CHECK_EXPANSIONS`] expansions and stops with [`Error::Cancelled`]
+    /// (leaving `s.top` incomplete) once it fires.
     #[allow(clippy::too_many_arguments)]
     fn search_layer<A: Fn(u32) -> bool + ?Sized>(
         &self,
@@ -593,8 +600,10 @@ impl Hnsw {
         layer: usize,
         arena: &VectorArena,
         accept: &A,
-    ) {
+        cancel: &CancelToken,
+    ) -> Result<()> {
         let arena_len = arena.len();
+        let mut expansions = 0usize;
         s.visit(ep.id);
         let mut bound = f32::INFINITY;
         if accept(ep.id) {
@@ -606,6 +615,10 @@ impl Hnsw {
             if c.d > bound && s.top.len() >= ef {
                 break;
             }
+            if expansions.is_multiple_of(CANCEL_CHECK_EXPANSIONS) {
+                cancel.check()?;
+            }
+            expansions += 1;
             // Gather the unvisited neighbours and prefetch their vectors, then score them.
             let list = self.links(c.id, layer);
             if let Some(next) = s.frontier.peek() {
@@ -637,6 +650,7 @@ impl Hnsw {
                 }
             }
         }
+        Ok(())
     }
 
     /// Up to `k` nearest accepted slots to `query` (prepared), ascending by distance. `ef` is the beam width
@@ -651,29 +665,44 @@ impl Hnsw {
         arena: &VectorArena,
         accept: &(dyn Fn(u32) -> bool + Sync),
     ) -> Vec<(f32, u32)> {
+        self.search_cancellable(query, k, ef, arena, accept, &CancelToken::never()).unwrap_or_default()
+    }
+
+    /// [`Hnsw::search`] that polls `cancel` before starting and every [`CANCEL_CHECK_EXPANSIONS`] node
+    /// expansions, returning [`Error::Cancelled`] (and no results) once it fires.
+    pub fn search_cancellable(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        arena: &VectorArena,
+        accept: &(dyn Fn(u32) -> bool + Sync),
+        cancel: &CancelToken,
+    ) -> Result<Vec<(f32, u32)>> {
+        cancel.check()?;
         if k == 0 || query.len() != arena.dim() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let entry = self.entry.load(AtOrd::Acquire);
         if entry == NO_ENTRY {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let (ep, max_level) = unpack_entry(entry);
         if ep as usize >= arena.len() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let ef = ef.max(k);
         let start = Cand { d: distance(self.metric, query, arena.get(ep)), id: ep };
         let start = if max_level > 0 { self.greedy(query, start, max_level, 1, arena) } else { start };
         with_scratch(|s| {
             s.begin(self.slot_bound.load(AtOrd::Acquire).max(arena.len()));
-            self.search_layer(s, query, start, ef, 0, arena, accept);
+            self.search_layer(s, query, start, ef, 0, arena, accept, cancel)?;
             while s.top.len() > k {
                 s.top.pop();
             }
             let mut out: Vec<Cand> = s.top.drain().collect();
             out.sort_unstable();
-            out.into_iter().map(|c| (c.d, c.id)).collect()
+            Ok(out.into_iter().map(|c| (c.d, c.id)).collect())
         })
     }
 

@@ -2,9 +2,12 @@
 //!
 //! Modules: `point` (ids, metrics, configs), `distance` (SIMD kernels), `arena` (vector storage),
 //! `hnsw` (graph index), `filter` (payload filter language), `hlc` (versions), `store` (the shard store),
-//! `validate` (input checks shared by client and server).
+//! `cost` (access-path cost model), `cancel` (cancellation tokens), `validate` (input checks shared by
+//! client and server).
 
 pub mod arena;
+pub mod cancel;
+pub mod cost;
 pub mod distance;
 pub mod error;
 pub mod filter;
@@ -14,5 +17,7 @@ pub mod point;
 pub mod store;
 pub mod validate;
 
+pub use cancel::CancelToken;
+pub use cost::{AccessPath, ShardShape, choose_path};
 pub use error::{Error, Result};
 pub use point::{IdType, IndexConfig, Metric, PointId, ShardConfig};

@@ -15,9 +15,12 @@
 //! *indexed watermark* are scanned exactly at search time and merged with the graph's results, so a point is
 //! searchable as soon as `apply` returns, and no point is returned twice.
 //!
-//! Access paths per search call: exact scan (flat index, small shards, or a filter matching few points) or
-//! HNSW with an accept predicate (live, below the watermark, matching the filter). A path that finds fewer
-//! than `k` results while more candidates exist falls back to an exact scan, so `k` is always honoured.
+//! Access paths per search call, chosen by [`crate::cost::choose_path`] from the shard's shape and the
+//! filter's sampled selectivity ([`ShardStore::plan`] reports the choice): exact scan (flat index, small
+//! shards, or a filter matching few points) or HNSW with an accept predicate (live, below the watermark,
+//! matching the filter). A path that finds fewer than `k` results while more candidates exist falls back to
+//! an exact scan, so `k` is always honoured. [`ShardStore::search_cancellable`] polls a [`CancelToken`]
+//! between blocks of work and stops with [`Error::Cancelled`].
 //!
 //! Snapshots ([`ShardStore::write_snapshot`]) are point-in-time, versioned, CRC32C-protected and include
 //! the graph; reading one validates everything and reports [`Error::Corrupt`] instead of panicking.
@@ -34,6 +37,8 @@ use rayon::prelude::*;
 use serde_json::{Map, Value};
 
 use crate::arena::VectorArena;
+use crate::cancel::CancelToken;
+use crate::cost::{AccessPath, ShardShape, choose_path};
 use crate::distance;
 use crate::filter::Filter;
 use crate::hlc::Version;
@@ -43,13 +48,9 @@ use crate::{Error, IdType, IndexConfig, Metric, PointId, Result, ShardConfig};
 /// A JSON object payload.
 pub type Payload = Map<String, Value>;
 
-/// Default HNSW search beam width when the caller gives none (raised to `k` when smaller).
-pub const DEFAULT_EF: usize = 100;
-/// Shards (or filter matches) up to this many points are always searched exactly.
-pub const EXACT_SCAN_MAX: usize = 2_048;
-/// Filtered searches scan exactly when `matches² <= FILTER_EXACT_COST * live` (exact cost `matches`
-/// against graph cost of roughly `FILTER_EXACT_COST / selectivity` distance evaluations).
-const FILTER_EXACT_COST: usize = 4_096;
+pub use crate::cost::{DEFAULT_EF, EXACT_SCAN_MAX};
+/// Slots per block when collecting live or matching slots (one cancellation poll per block).
+const SCAN_BLOCK: usize = 1_024;
 /// Queries scanned together over one block of points (the block is reused from cache for each).
 const QUERY_GROUP: usize = 8;
 /// Bytes of vectors per scan block.
@@ -690,13 +691,33 @@ impl ShardStore {
         ef: Option<usize>,
         with_payload: bool,
     ) -> Vec<Vec<Hit>> {
+        // A never-firing token: the search cannot fail.
+        self.search_cancellable(queries, nq, k, filter, ef, with_payload, &CancelToken::never())
+            .unwrap_or_else(|_| vec![Vec::new(); nq])
+    }
+
+    /// [`ShardStore::search`] that stops early with [`Error::Cancelled`] once `cancel` fires: checked before
+    /// any work, between blocks of exact scans and filter evaluation, every few dozen graph expansions,
+    /// and between the queries of a batch. Uncancelled, the result equals [`ShardStore::search`]'s.
+    #[allow(clippy::too_many_arguments)]
+    pub fn search_cancellable(
+        &self,
+        queries: &[f32],
+        nq: usize,
+        k: usize,
+        filter: Option<&Filter>,
+        ef: Option<usize>,
+        with_payload: bool,
+        cancel: &CancelToken,
+    ) -> Result<Vec<Vec<Hit>>> {
+        cancel.check()?;
         let dim = self.config.dim;
         let metric = self.config.metric;
         let usable = nq.min(queries.len() / dim.max(1));
         let mut results: Vec<Vec<Hit>> = Vec::with_capacity(nq);
         if k == 0 || usable == 0 {
             results.resize_with(nq, Vec::new);
-            return results;
+            return Ok(results);
         }
         let mut prepared = queries[..usable * dim].to_vec();
         if metric == Metric::Cosine {
@@ -707,10 +728,8 @@ impl ShardStore {
         let g = self.inner.read_recursive();
         let w = self.indexed.load(Ordering::Acquire).min(g.slots.len());
         let filter = filter.filter(|f| !f.is_match_all());
-        let cands = match filter {
-            Some(f) => self.search_filtered(&g, &prepared, k, f, ef, w),
-            None => self.search_all(&g, &prepared, k, ef, w),
-        };
+        let route = self.route(&g, filter, k, ef, w, cancel)?;
+        let cands = self.search_routed(&g, &prepared, k, filter, w, route, cancel)?;
         results.par_extend(cands.into_par_iter().map(|list| {
             list.into_iter()
                 .map(|c| {
@@ -725,68 +744,111 @@ impl ShardStore {
         }));
         drop(g);
         results.resize_with(nq, Vec::new);
-        results
+        Ok(results)
     }
 
-    fn graph_ef(k: usize, ef: Option<usize>) -> usize {
-        ef.unwrap_or(DEFAULT_EF).max(k)
+    /// The access path a search of `k` neighbours with `filter` and `ef` would take now (see
+    /// [`crate::cost`]), for reporting. Like the search, it samples the filter to estimate its selectivity
+    /// and, when the estimate favours an exact scan, evaluates it on every live point to confirm.
+    pub fn plan(&self, filter: Option<&Filter>, k: usize, ef: Option<usize>) -> AccessPath {
+        let g = self.inner.read_recursive();
+        let w = self.indexed.load(Ordering::Acquire).min(g.slots.len());
+        let filter = filter.filter(|f| !f.is_match_all());
+        // A never-firing token: routing cannot fail.
+        self.route(&g, filter, k, ef, w, &CancelToken::never()).map_or(AccessPath::Exact, |r| r.path)
     }
 
-    /// Search without a filter: exact over live slots for small or flat shards, else graph + pending scan.
-    fn search_all(&self, g: &Inner, queries: &[f32], k: usize, ef: Option<usize>, w: usize) -> Vec<Vec<Cand>> {
+    /// The shape the cost model sees: live points, those reachable through the graph (below the watermark
+    /// `w`), dimension and graph degree.
+    fn shape(&self, g: &Inner, w: usize) -> ShardShape {
         let live = g.live();
-        let all_live = || -> Vec<u32> { (0..g.alive.len()).filter(|&s| g.alive[s]).map(|s| s as u32).collect() };
-        let hnsw = match &g.hnsw {
-            Some(h) if live > EXACT_SCAN_MAX && w > 0 => h,
-            _ => return self.exact_batch(g, queries, k, &all_live()),
+        let indexed = match &g.hnsw {
+            Some(_) => live.saturating_sub(g.alive[w..].iter().filter(|&&a| a).count()),
+            None => 0,
         };
-        let pending: Vec<u32> = (w..g.alive.len()).filter(|&s| g.alive[s]).map(|s| s as u32).collect();
-        let alive = &g.alive;
-        let accept = move |s: u32| (s as usize) < w && alive[s as usize];
-        self.graph_search(g, hnsw, queries, k, Self::graph_ef(k, ef), &accept, &pending, live, &all_live)
+        ShardShape { live, indexed, dim: self.config.dim, m: g.hnsw.as_ref().map_or(0, |h| h.params().m) }
     }
 
-    /// Search with a filter. The number of matches is estimated from a sample of live slots; few matches
-    /// (or a flat index) mean an exact scan over exactly the matching slots. Otherwise the graph accepts only
-    /// matching slots: for large batches the matches are computed once into a bitset, for small ones the
-    /// filter is evaluated lazily on the nodes the graph visits, so a single filtered query does not pay for
-    /// evaluating the filter on every point. Pending slots are scanned exactly in both cases.
-    fn search_filtered(
+    /// Chooses the access path: [`choose_path`] on the sampled selectivity of `filter`; when that says
+    /// exact, the matches are computed exactly and the choice is made again on their true number (so a
+    /// bad estimate cannot force an exact scan of many matches).
+    fn route(
+        &self,
+        g: &Inner,
+        filter: Option<&Filter>,
+        k: usize,
+        ef: Option<usize>,
+        w: usize,
+        cancel: &CancelToken,
+    ) -> Result<Route> {
+        let shape = self.shape(g, w);
+        let flat = g.hnsw.is_none();
+        let Some(f) = filter else {
+            return Ok(Route { path: choose_path(&shape, 1.0, k, ef, flat), matched: None });
+        };
+        let path = choose_path(&shape, self.estimate_selectivity(g, f), k, ef, flat);
+        if path != AccessPath::Exact {
+            return Ok(Route { path, matched: None });
+        }
+        let matched = self.matching_slots(g, f, cancel)?;
+        let selectivity = if shape.live == 0 { 0.0 } else { matched.len() as f64 / shape.live as f64 };
+        Ok(Route { path: choose_path(&shape, selectivity, k, ef, flat), matched: Some(matched) })
+    }
+
+    /// Runs a routed search. Exact: a scan of every live (matching) slot. Graph without a filter: graph
+    /// search accepting live slots below the watermark, plus an exact scan of the pending ones. Graph with a
+    /// filter: for large batches the matches are computed once into a bitset, for small ones the filter is
+    /// evaluated lazily on the nodes the graph visits, so a single filtered query does not pay for
+    /// evaluating the filter on every point. Pending slots are scanned exactly in every case.
+    #[allow(clippy::too_many_arguments)]
+    fn search_routed(
         &self,
         g: &Inner,
         queries: &[f32],
         k: usize,
-        f: &Filter,
-        ef: Option<usize>,
+        filter: Option<&Filter>,
         w: usize,
-    ) -> Vec<Vec<Cand>> {
+        route: Route,
+        cancel: &CancelToken,
+    ) -> Result<Vec<Vec<Cand>>> {
         let alive = &g.alive;
-        let live = g.live();
-        let nq = queries.len() / self.config.dim;
-        let ef = Self::graph_ef(k, ef);
+        let graph = match (route.path, &g.hnsw) {
+            (AccessPath::Graph { ef }, Some(h)) if w > 0 => Some((h, ef)),
+            _ => None,
+        };
+        let Some(f) = filter else {
+            let all_live = || collect_slots(0..alive.len(), &|s| alive[s], cancel);
+            let Some((hnsw, ef)) = graph else {
+                return self.exact_batch(g, queries, k, &all_live()?, cancel);
+            };
+            let pending = collect_slots(w..alive.len(), &|s| alive[s], cancel)?;
+            let accept = move |s: u32| (s as usize) < w && alive[s as usize];
+            return self.graph_search(g, hnsw, queries, k, ef, &accept, &pending, g.live(), &all_live, cancel);
+        };
         let matches = |s: usize| alive[s] && f.matches(g.payload_or_empty(s as u32));
-        let all_matches = || -> Vec<u32> {
-            (0..alive.len()).into_par_iter().with_min_len(1024).filter(|&s| matches(s)).map(|s| s as u32).collect()
-        };
-        let few = |m: usize| m <= EXACT_SCAN_MAX || m.saturating_mul(m) <= FILTER_EXACT_COST.saturating_mul(live);
-        let hnsw = match &g.hnsw {
-            Some(h) if w > 0 && !few(self.estimate_matches(g, f)) => h,
-            _ => {
-                let matched = all_matches();
-                match &g.hnsw {
-                    Some(h) if w > 0 && !few(matched.len()) => {
-                        return self.filtered_graph_bitset(g, h, queries, k, ef, w, matched);
-                    }
-                    _ => return self.exact_batch(g, queries, k, &matched),
-                }
+        let (hnsw, ef) = match (graph, route.matched) {
+            (None, Some(matched)) => return self.exact_batch(g, queries, k, &matched, cancel),
+            (None, None) => return self.exact_batch(g, queries, k, &self.matching_slots(g, f, cancel)?, cancel),
+            (Some((h, ef)), Some(matched)) => {
+                return self.filtered_graph_bitset(g, h, queries, k, ef, w, matched, cancel);
             }
+            (Some(graph), None) => graph,
         };
-        if nq.saturating_mul(ef).saturating_mul(LAZY_FILTER_VISITS_PER_EF) >= live {
-            return self.filtered_graph_bitset(g, hnsw, queries, k, ef, w, all_matches());
+        let nq = queries.len() / self.config.dim;
+        if nq.saturating_mul(ef).saturating_mul(LAZY_FILTER_VISITS_PER_EF) >= g.live() {
+            let matched = self.matching_slots(g, f, cancel)?;
+            return self.filtered_graph_bitset(g, hnsw, queries, k, ef, w, matched, cancel);
         }
-        let pending: Vec<u32> = (w..alive.len()).filter(|&s| matches(s)).map(|s| s as u32).collect();
+        let pending = collect_slots(w..alive.len(), &matches, cancel)?;
         let accept = move |s: u32| (s as usize) < w && matches(s as usize);
-        self.graph_search(g, hnsw, queries, k, ef, &accept, &pending, usize::MAX, &all_matches)
+        let all_matches = || self.matching_slots(g, f, cancel);
+        self.graph_search(g, hnsw, queries, k, ef, &accept, &pending, usize::MAX, &all_matches, cancel)
+    }
+
+    /// Live slots matching `f`, ascending (evaluated in parallel, polling `cancel` per block).
+    fn matching_slots(&self, g: &Inner, f: &Filter, cancel: &CancelToken) -> Result<Vec<u32>> {
+        let alive = &g.alive;
+        collect_slots(0..alive.len(), &|s| alive[s] && f.matches(g.payload_or_empty(s as u32)), cancel)
     }
 
     /// Graph search accepting the precomputed matching slots `matched` (ascending).
@@ -800,7 +862,8 @@ impl ShardStore {
         ef: usize,
         w: usize,
         matched: Vec<u32>,
-    ) -> Vec<Vec<Cand>> {
+        cancel: &CancelToken,
+    ) -> Result<Vec<Vec<Cand>>> {
         let mut bits = vec![0u64; g.alive.len().div_ceil(64)];
         for &s in &matched {
             bits[s as usize / 64] |= 1 << (s % 64);
@@ -809,12 +872,12 @@ impl ShardStore {
         let bits = &bits;
         let accept = move |s: u32| (s as usize) < w && bits[s as usize / 64] & (1 << (s % 64)) != 0;
         let total = matched.len();
-        self.graph_search(g, hnsw, queries, k, ef, &accept, pending, total, &|| matched.clone())
+        self.graph_search(g, hnsw, queries, k, ef, &accept, pending, total, &|| Ok(matched.clone()), cancel)
     }
 
-    /// Estimated number of live points matching `f`, from a deterministic sample of about
-    /// [`FILTER_SAMPLE`] slots.
-    fn estimate_matches(&self, g: &Inner, f: &Filter) -> usize {
+    /// Estimated fraction of live points matching `f`, from a deterministic sample of about
+    /// [`FILTER_SAMPLE`] slots (0 for an empty store).
+    fn estimate_selectivity(&self, g: &Inner, f: &Filter) -> f64 {
         let n = g.alive.len();
         let step = (n / FILTER_SAMPLE).max(1);
         let (mut seen, mut hit) = (0usize, 0usize);
@@ -824,11 +887,12 @@ impl ShardStore {
                 hit += usize::from(f.matches(g.payload_or_empty(s as u32)));
             }
         }
-        if seen == 0 { 0 } else { (hit as f64 / seen as f64 * g.live() as f64).round() as usize }
+        if seen == 0 { 0.0 } else { hit as f64 / seen as f64 }
     }
 
     /// Graph search of every query merged with an exact scan of `pending`; a query that ends with fewer
-    /// than `min(k, total)` results is answered by an exact scan of `all()` instead.
+    /// than `min(k, total)` results is answered by an exact scan of `all()` instead. `all` fails only when
+    /// `cancel` fires.
     #[allow(clippy::too_many_arguments)]
     fn graph_search(
         &self,
@@ -840,39 +904,81 @@ impl ShardStore {
         accept: &(dyn Fn(u32) -> bool + Sync),
         pending: &[u32],
         total: usize,
-        all: &(dyn Fn() -> Vec<u32> + Sync),
-    ) -> Vec<Vec<Cand>> {
+        all: &(dyn Fn() -> Result<Vec<u32>> + Sync),
+        cancel: &CancelToken,
+    ) -> Result<Vec<Vec<Cand>>> {
         let dim = self.config.dim;
         let nq = queries.len() / dim;
-        let pend = if pending.is_empty() { vec![Vec::new(); nq] } else { self.exact_batch(g, queries, k, pending) };
+        let pend =
+            if pending.is_empty() { vec![Vec::new(); nq] } else { self.exact_batch(g, queries, k, pending, cancel)? };
         let want = k.min(total);
-        let all_cands: OnceLock<Vec<u32>> = OnceLock::new();
+        // `None` once `all()` was cancelled.
+        let all_cands: OnceLock<Option<Vec<u32>>> = OnceLock::new();
         queries
             .par_chunks(dim)
             .zip(pend.into_par_iter())
             .map(|(q, p)| {
-                let found: Vec<Cand> =
-                    hnsw.search(q, k, ef, &g.arena, accept).into_iter().map(|(d, s)| Cand { d, s }).collect();
+                let found: Vec<Cand> = hnsw
+                    .search_cancellable(q, k, ef, &g.arena, accept, cancel)?
+                    .into_iter()
+                    .map(|(d, s)| Cand { d, s })
+                    .collect();
                 let merged = if p.is_empty() { merge_sorted(vec![found], k) } else { merge_sorted(vec![found, p], k) };
                 if merged.len() >= want {
-                    merged
+                    Ok(merged)
                 } else {
-                    let cands = all_cands.get_or_init(all);
-                    self.exact_scan(g, &[q], k, cands).pop().unwrap_or_default()
+                    let cands = all_cands.get_or_init(|| all().ok()).as_ref().ok_or(Error::Cancelled)?;
+                    Ok(self.exact_scan(g, &[q], k, cands, cancel)?.pop().unwrap_or_default())
                 }
             })
             .collect()
     }
 }
 
+/// The access path chosen for one search call, with what choosing it computed.
+struct Route {
+    /// The path; `Graph` only for a store with a graph.
+    path: AccessPath,
+    /// Every live slot matching the filter, ascending, when routing counted them exactly; else `None`.
+    matched: Option<Vec<u32>>,
+}
+
+/// The slots of `range` satisfying `keep`, ascending; evaluated in parallel blocks of [`SCAN_BLOCK`] slots,
+/// polling `cancel` before each.
+fn collect_slots(
+    range: std::ops::Range<usize>,
+    keep: &(dyn Fn(usize) -> bool + Sync),
+    cancel: &CancelToken,
+) -> Result<Vec<u32>> {
+    let start = range.start;
+    let blocks = range.len().div_ceil(SCAN_BLOCK);
+    let parts: Vec<Vec<u32>> = (0..blocks)
+        .into_par_iter()
+        .map(|b| {
+            cancel.check()?;
+            let lo = start + b * SCAN_BLOCK;
+            let hi = (lo + SCAN_BLOCK).min(range.end);
+            Ok((lo..hi).filter(|&s| keep(s)).map(|s| s as u32).collect())
+        })
+        .collect::<Result<_>>()?;
+    Ok(parts.concat())
+}
+
 impl ShardStore {
     /// Exact top-k of every query over the candidate slots `cands`, parallel over query groups and, when
-    /// there are few queries, over chunks of the candidates.
-    fn exact_batch(&self, g: &Inner, queries: &[f32], k: usize, cands: &[u32]) -> Vec<Vec<Cand>> {
+    /// there are few queries, over chunks of the candidates. Each task polls `cancel` per block.
+    fn exact_batch(
+        &self,
+        g: &Inner,
+        queries: &[f32],
+        k: usize,
+        cands: &[u32],
+        cancel: &CancelToken,
+    ) -> Result<Vec<Vec<Cand>>> {
         let dim = self.config.dim;
         let nq = queries.len() / dim;
         if cands.is_empty() || nq == 0 {
-            return vec![Vec::new(); nq];
+            return Ok(vec![Vec::new(); nq]);
         }
         let qs: Vec<&[f32]> = queries.chunks_exact(dim).collect();
         let groups = nq.div_ceil(QUERY_GROUP);
@@ -890,11 +996,11 @@ impl ShardStore {
                 let (gi, ci) = (u / n_chunks, u % n_chunks);
                 let q = &qs[gi * QUERY_GROUP..((gi + 1) * QUERY_GROUP).min(nq)];
                 let c = &cands[(ci * chunk_len).min(len)..((ci + 1) * chunk_len).min(len)];
-                self.exact_scan(g, q, k, c)
+                self.exact_scan(g, q, k, c, cancel)
             })
-            .collect();
+            .collect::<Result<_>>()?;
         if n_chunks == 1 {
-            return parts.into_iter().flatten().collect();
+            return Ok(parts.into_iter().flatten().collect());
         }
         let mut out = Vec::with_capacity(nq);
         let mut parts = parts.into_iter();
@@ -905,23 +1011,31 @@ impl ShardStore {
                 out.push(merge_sorted(group.iter_mut().map(|p| std::mem::take(&mut p[qi])).collect(), k));
             }
         }
-        out
+        Ok(out)
     }
 
     /// Sequential exact top-k of a few queries over `cands`, block by block so each block of vectors is
-    /// read from memory once for all the queries.
-    fn exact_scan(&self, g: &Inner, qs: &[&[f32]], k: usize, cands: &[u32]) -> Vec<Vec<Cand>> {
+    /// read from memory once for all the queries; polls `cancel` before each block.
+    fn exact_scan(
+        &self,
+        g: &Inner,
+        qs: &[&[f32]],
+        k: usize,
+        cands: &[u32],
+        cancel: &CancelToken,
+    ) -> Result<Vec<Vec<Cand>>> {
         let metric = self.config.metric;
         let block = (BLOCK_BYTES / (self.config.dim * 4)).max(8);
         let mut tops: Vec<TopK> = qs.iter().map(|_| TopK::new(k)).collect();
         for b in cands.chunks(block) {
+            cancel.check()?;
             for (q, t) in qs.iter().zip(tops.iter_mut()) {
                 for &s in b {
                     t.push(Cand { d: distance::distance(metric, q, g.arena.get(s)), s });
                 }
             }
         }
-        tops.into_iter().map(TopK::into_sorted).collect()
+        Ok(tops.into_iter().map(TopK::into_sorted).collect())
     }
 }
 
