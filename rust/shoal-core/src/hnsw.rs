@@ -1115,6 +1115,26 @@ mod tests {
     }
 
     #[test]
+    fn search_cancellable_stops_or_matches_search() {
+        let metric = Metric::L2;
+        let mut rng = Rng(41);
+        let data = uniform_vectors(&mut rng, 3000, 16, metric);
+        let arena = arena_of(&data);
+        let g = build_sequential(&arena, metric);
+        let live = CancelToken::new();
+        for q in &data[..50] {
+            let want = g.search(q, 10, 200, &arena, all());
+            assert_eq!(g.search_cancellable(q, 10, 200, &arena, all(), &live).unwrap(), want);
+            assert_eq!(g.search_cancellable(q, 10, 200, &arena, all(), &CancelToken::never()).unwrap(), want);
+        }
+        live.cancel();
+        let r = g.search_cancellable(&data[0], 10, 3000, &arena, all(), &live);
+        assert!(matches!(r, Err(Error::Cancelled)));
+        // the thread's scratch is left clean for the next search
+        assert_eq!(g.search(&data[0], 1, 10, &arena, all()), vec![(0.0, 0)]);
+    }
+
+    #[test]
     fn empty_graph_and_degenerate_queries() {
         let arena = arena_of(&[vec![1.0, 0.0]]);
         let g = Hnsw::new(HnswParams::default(), Metric::L2);

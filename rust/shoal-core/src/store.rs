@@ -2188,4 +2188,177 @@ mod tests {
         let res = s.search(&data[..dim], 1, 4000, None, Some(4000), false);
         assert_eq!(res[0].len(), 4000);
     }
+
+    /// Loads `n` uniform random vectors of `dim` as ids 0..n with payload {"even": i % 2 == 0}, in chunks.
+    fn load_random(store: &ShardStore, rng: &mut Rng, n: usize) {
+        let dim = store.config().dim;
+        for lo in (0..n).step_by(10_000) {
+            let ops = (lo..(lo + 10_000).min(n))
+                .map(|i| up(i as u64, 1, (0..dim).map(|_| rng.unit()).collect(), Some(json!({"even": i % 2 == 0}))))
+                .collect();
+            store.apply_owned(batch(ops));
+        }
+    }
+
+    /// Runs `search` on this thread while another cancels `token` after `after`; returns the search's
+    /// result and how long after the cancel it returned.
+    fn cancel_during<T: Send>(
+        token: &CancelToken,
+        after: std::time::Duration,
+        search: impl FnOnce() -> T + Send,
+    ) -> (T, std::time::Duration) {
+        use std::time::Instant;
+        let cancelled_at: OnceLock<Instant> = OnceLock::new();
+        let (out, done) = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(after);
+                cancelled_at.get_or_init(Instant::now);
+                token.cancel();
+            });
+            let out = search();
+            (out, Instant::now())
+        });
+        let at = *cancelled_at.get().expect("the canceller ran");
+        (out, done.saturating_duration_since(at))
+    }
+
+    #[test]
+    fn cancelled_token_stops_before_any_work() {
+        let dim = 8;
+        let mut rng = Rng(17);
+        let data = clustered(&mut rng, 3000, dim, 5);
+        let f = Filter::parse(&json!({"even": true})).unwrap();
+        for config in [cfg(dim, Metric::Cosine, IndexConfig::Flat), hnsw_cfg(dim, Metric::Cosine)] {
+            let s = ShardStore::new(config);
+            load(&s, &data);
+            s.index_step(3000);
+            let t = CancelToken::new();
+            t.cancel();
+            let expired = CancelToken::with_deadline(std::time::Instant::now());
+            for token in [&t, &expired] {
+                for filter in [None, Some(&f)] {
+                    let r = s.search_cancellable(&data[..4 * dim], 4, 5, filter, None, true, token);
+                    assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
+                }
+                // even an empty request reports the cancellation
+                assert!(matches!(s.search_cancellable(&[], 0, 5, None, None, false, token), Err(Error::Cancelled)));
+            }
+            let e = s.search_cancellable(&data[..dim], 1, 5, None, None, false, &t).unwrap_err();
+            assert!(e.to_string().contains("cancelled") && e.to_string().contains("deadline"), "{e}");
+        }
+    }
+
+    #[test]
+    fn uncancelled_search_cancellable_equals_search() {
+        let dim = 12;
+        let mut rng = Rng(23);
+        let data = clustered(&mut rng, 8000, dim, 20);
+        let queries = clustered(&mut rng, 64, dim, 20);
+        let far = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+        let filters = [
+            None,
+            Some(Filter::parse(&json!({"even": true})).unwrap()),
+            Some(Filter::parse(&json!({"bucket": 3})).unwrap()),
+            Some(Filter::parse(&json!({"i": {"$in": [5, 17, 4000]}})).unwrap()),
+        ];
+        for index in [IndexConfig::Flat, IndexConfig::Hnsw { m: 12, ef_construction: 100 }] {
+            let s = ShardStore::new(cfg(dim, Metric::L2, index));
+            load(&s, &data);
+            s.index_step(6000); // some points pending: graph + pending scan
+            for f in &filters {
+                for (nq, ef) in [(1, None), (64, None), (64, Some(300)), (3, Some(20))] {
+                    let q = &queries[..nq * dim];
+                    let want = s.search(q, nq, 10, f.as_ref(), ef, true);
+                    for token in [CancelToken::new(), CancelToken::with_deadline(far), CancelToken::never()] {
+                        let got = s.search_cancellable(q, nq, 10, f.as_ref(), ef, true, &token).unwrap();
+                        assert_eq!(got, want, "{index:?} {f:?} nq={nq} ef={ef:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn plan_reports_the_access_path() {
+        let dim = 12;
+        let mut rng = Rng(29);
+        let data = clustered(&mut rng, 8000, dim, 20);
+        let flat = ShardStore::new(cfg(dim, Metric::L2, IndexConfig::Flat));
+        load(&flat, &data);
+        assert_eq!(flat.plan(None, 10, None), AccessPath::Exact);
+        let s = ShardStore::new(hnsw_cfg(dim, Metric::L2));
+        assert_eq!(s.plan(None, 10, None), AccessPath::Exact); // empty
+        load(&s, &data);
+        assert_eq!(s.plan(None, 10, None), AccessPath::Exact); // nothing indexed yet
+        while s.index_step(4000) > 0 {}
+        assert_eq!(s.plan(None, 10, None), AccessPath::Graph { ef: DEFAULT_EF });
+        assert_eq!(s.plan(None, 10, Some(40)), AccessPath::Graph { ef: 40 });
+        assert_eq!(s.plan(None, 60, Some(40)), AccessPath::Graph { ef: 60 });
+        let broad = Filter::parse(&json!({"even": true})).unwrap();
+        assert_eq!(s.plan(Some(&broad), 10, None), AccessPath::Graph { ef: DEFAULT_EF });
+        let selective = Filter::parse(&json!({"bucket": 3})).unwrap();
+        assert_eq!(s.plan(Some(&selective), 10, None), AccessPath::Exact);
+        // a match-all filter is no filter
+        let all = Filter::parse(&json!({})).unwrap();
+        assert_eq!(s.plan(Some(&all), 10, None), s.plan(None, 10, None));
+        // a small shard is scanned
+        let small = ShardStore::new(hnsw_cfg(dim, Metric::L2));
+        load(&small, &data[..1000 * dim]);
+        small.index_step(1000);
+        assert_eq!(small.plan(None, 10, None), AccessPath::Exact);
+    }
+
+    #[test]
+    fn large_exact_search_stops_soon_after_cancel() {
+        let (n, dim, nq) = (200_000, 128, 64);
+        let mut rng = Rng(31);
+        let s = ShardStore::new(cfg(dim, Metric::L2, IndexConfig::Flat));
+        load_random(&s, &mut rng, n);
+        let queries: Vec<f32> = (0..nq * dim).map(|_| rng.unit()).collect();
+        let even = Filter::parse(&json!({"even": true})).unwrap();
+        for filter in [None, Some(&even)] {
+            assert_eq!(s.plan(filter, 10, None), AccessPath::Exact);
+            let token = CancelToken::new();
+            let (r, late) = cancel_during(&token, std::time::Duration::from_millis(20), || {
+                s.search_cancellable(&queries, nq, 10, filter, None, false, &token)
+            });
+            assert!(matches!(r, Err(Error::Cancelled)), "{filter:?}: {:?}", r.map(|h| h.len()));
+            println!("filtered={}: returned {late:?} after the cancel", filter.is_some());
+            // nominally within milliseconds; generous for a loaded machine
+            assert!(late < std::time::Duration::from_secs(1), "{filter:?}: returned {late:?} after the cancel");
+        }
+        // a deadline works the same way
+        let token = CancelToken::with_deadline(std::time::Instant::now() + std::time::Duration::from_millis(20));
+        let r = s.search_cancellable(&queries, nq, 10, None, None, false, &token);
+        assert!(matches!(r, Err(Error::Cancelled)));
+        assert!(token.deadline().unwrap().elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn large_graph_search_stops_soon_after_cancel() {
+        let (n, dim, nq) = (20_000, 32, 4_000);
+        let mut rng = Rng(37);
+        let s = ShardStore::new(cfg(dim, Metric::L2, IndexConfig::Hnsw { m: 12, ef_construction: 64 }));
+        load_random(&s, &mut rng, n);
+        while s.index_step(n) > 0 {}
+        let queries: Vec<f32> = (0..nq * dim).map(|_| rng.unit()).collect();
+        let even = Filter::parse(&json!({"even": true})).unwrap();
+        // unfiltered with a large beam; filtered (bitset for this batch) with a beam the model still sends to
+        // the graph
+        for (filter, ef) in [(None, 500), (Some(&even), 200)] {
+            assert_eq!(s.plan(filter, 10, Some(ef)), AccessPath::Graph { ef }, "{filter:?}");
+            let token = CancelToken::new();
+            let (r, late) = cancel_during(&token, std::time::Duration::from_millis(20), || {
+                s.search_cancellable(&queries, nq, 10, filter, Some(ef), false, &token)
+            });
+            assert!(matches!(r, Err(Error::Cancelled)), "{filter:?}: {:?}", r.map(|h| h.len()));
+            println!("filtered={}: returned {late:?} after the cancel", filter.is_some());
+            assert!(late < std::time::Duration::from_secs(1), "{filter:?}: returned {late:?} after the cancel");
+        }
+        // lazily filtered single query: cancelled before it starts
+        let token = CancelToken::new();
+        token.cancel();
+        let r = s.search_cancellable(&queries[..dim], 1, 10, Some(&even), Some(200), false, &token);
+        assert!(matches!(r, Err(Error::Cancelled)));
+    }
 }
