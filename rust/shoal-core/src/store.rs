@@ -2010,28 +2010,36 @@ mod tests {
     #[test]
     fn filter_estimate_off_still_honours_k() {
         // The selectivity sample sees slots step/2, step/2 + step, ...: mark exactly those, so the estimate
-        // says "everything matches" while only 1/7 of the points do, and ask for more hits than match.
+        // says "everything matches" while only 1/step of the points do, and ask for more hits than match.
         let dim = 6;
         let mut rng = Rng(21);
-        let n = 8000;
+        let n = 40_000;
         let data = clustered(&mut rng, n, dim, 10);
         let step = n / FILTER_SAMPLE;
         let sampled = |i: usize| i >= step / 2 && (i - step / 2).is_multiple_of(step);
-        let s = ShardStore::new(hnsw_cfg(dim, Metric::L2));
+        let s = ShardStore::new(cfg(dim, Metric::L2, IndexConfig::Hnsw { m: 8, ef_construction: 32 }));
         let ops: Vec<WriteOp> = data
             .chunks_exact(dim)
             .enumerate()
             .map(|(i, x)| up(i as u64, 1, x.to_vec(), Some(json!({ "sampled": sampled(i) }))))
             .collect();
         s.apply(&batch(ops));
-        while s.index_step(5000) > 0 {}
+        while s.index_step(n) > 0 {}
         let f = Filter::parse(&json!({"sampled": true})).unwrap();
         let q = &data[..dim];
         let truth = brute(Metric::L2, &data, dim, q, 5000, &sampled);
-        assert!(truth.len() > EXACT_SCAN_MAX / 2 && truth.len() < 5000);
+        assert!(truth.len() > EXACT_SCAN_MAX / 2 && truth.len() < 1100);
+        let truth_ids: Vec<u64> = truth.iter().map(|x| x.1).collect();
+        // the graph (misled by the estimate) finds too few; the exact fallback answers
+        assert_eq!(s.plan(Some(&f), 1100, None), AccessPath::Graph { ef: 1100 });
+        let hits = s.search(q, 1, 1100, Some(&f), None, false).pop().unwrap();
+        assert_eq!(ids_of(&hits), truth_ids);
+        // a beam as wide as the shard: an exact scan
+        assert_eq!(s.plan(Some(&f), 5000, None), AccessPath::Exact);
         let hits = s.search(q, 1, 5000, Some(&f), None, false).pop().unwrap();
-        assert_eq!(ids_of(&hits), truth.iter().map(|x| x.1).collect::<Vec<_>>());
+        assert_eq!(ids_of(&hits), truth_ids);
         // small k: the lazy path; every hit matches and k is honoured
+        assert_eq!(s.plan(Some(&f), 50, None), AccessPath::Graph { ef: DEFAULT_EF });
         let hits = s.search(q, 1, 50, Some(&f), None, false).pop().unwrap();
         assert_eq!(hits.len(), 50);
         assert!(ids_of(&hits).into_iter().all(|i| sampled(i as usize)));
