@@ -59,6 +59,13 @@ def test_ctrl_c_interrupts_a_heavy_search(shoal_cluster: shoal.Cluster) -> None:
 
     delay = _interrupt_during(heavy)
     print(f"KeyboardInterrupt {delay * 1000:.0f} ms after SIGINT")
+    # the dropped call stopped the scan on the node: nothing left in flight
+    t0 = time.monotonic()
+    while (shoal_cluster.nodes()[0].stats or {}).get("in_flight"):
+        assert time.monotonic() - t0 < 5, "the node kept working after Ctrl-C"
+        time.sleep(0.01)
+    print(f"node idle {(time.monotonic() - t0) * 1000:.0f} ms after the interrupt")
+    assert shoal_cluster.nodes()[0].stats["cancelled"] >= 1
     # the node is fine and serves the next request
     assert coll.count() == 20000
     assert coll.search(base[:2], k=1).ids[:, 0].tolist() == [0, 1]

@@ -14,7 +14,7 @@ See DESIGN.md §8 for the full contract.
 from __future__ import annotations
 
 from .cluster import Cluster, Health, Node, NodeHandle, connect
-from .collection import Collection
+from .collection import Collection, Query
 from .errors import (
     Cancelled,
     CollectionExists,
@@ -51,6 +51,7 @@ __all__ = [
     "Cluster",
     "connect",
     "Collection",
+    "Query",
     "SearchResult",
     "Points",
     "Shard",

@@ -5,7 +5,7 @@ the request). Errors are raised as the classes of shoal.errors. `timeout` is in 
 `id_type` is "int" (ids: 1-D numpy int64 array, non-negative) or "str" (ids: list[str]).
 """
 
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Awaitable, Optional, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -88,12 +88,62 @@ class Client:
         with_payload: bool,
         consistency: str,
         timeout: Optional[float] = None,
-    ) -> tuple[Any, npt.NDArray[np.float32], Optional[list[list[str]]]]:
-        """queries: C-contiguous float32 (nq, dim); filter: JSON text. Returns (ids, distances, payloads):
-        ids (nq, k) int64 padded with -1 (int collections) or an (nq, k) object array of str/None (str
-        collections); distances (nq, k) float32 padded with inf; payloads per row per hit ("" = none) or None."""
+        allow_partial: bool = False,
+        load_balancing: Optional[str] = None,
+    ) -> SearchArrays:
+        """queries: C-contiguous float32 (nq, dim); filter: JSON text; load_balancing: "round_robin",
+        "least_loaded", "locality" or None (the node's default). Returns (ids, distances, payloads,
+        failed_shards, shards): ids (nq, k) int64 padded with -1 (int collections) or an (nq, k) object array
+        of str/None (str collections); distances (nq, k) float32 padded with inf; payloads per row per hit
+        ("" = none) or None; the shards that did not answer (allow_partial only) and the shards searched."""
+    def search_start(
+        self,
+        collection: str,
+        id_type: str,
+        queries: npt.NDArray[np.float32],
+        k: int,
+        filter: Optional[str],
+        ef: Optional[int],
+        with_payload: bool,
+        consistency: str,
+        timeout: Optional[float] = None,
+        allow_partial: bool = False,
+        load_balancing: Optional[str] = None,
+    ) -> PendingSearch:
+        """As search, but returns at once with a handle on the running search."""
+    def search_async(
+        self,
+        collection: str,
+        id_type: str,
+        queries: npt.NDArray[np.float32],
+        k: int,
+        filter: Optional[str],
+        ef: Optional[int],
+        with_payload: bool,
+        consistency: str,
+        timeout: Optional[float] = None,
+        allow_partial: bool = False,
+        load_balancing: Optional[str] = None,
+    ) -> Awaitable[SearchReply]:
+        """As search, as an asyncio awaitable; cancelling it cancels the search."""
     def index_status(self, collection: str, timeout: Optional[float] = None) -> tuple[int, int]:
         """(live points, live points not yet in the index) summed over shards."""
+
+#: (ids, distances, payload texts or None, failed shards, shards searched)
+SearchArrays = tuple[Any, npt.NDArray[np.float32], Optional[list[list[str]]], list[int], int]
+
+class SearchReply:
+    """A finished search (what search_async resolves to)."""
+    def arrays(self) -> SearchArrays: ...
+
+class PendingSearch:
+    """A search running in the background."""
+    def result(self, timeout: Optional[float] = None) -> SearchArrays:
+        """Waits (GIL released; Ctrl-C cancels the search) at most `timeout` seconds (None = until done);
+        raises Timeout when it passes first (the search keeps running) and Cancelled after cancel()."""
+    def cancel(self) -> bool:
+        """Drops the gRPC call, which stops the search's work on the nodes. True when it was running."""
+    def done(self) -> bool: ...
 
 def validate_upsert(
     ids: Ids, vectors: npt.NDArray[np.float32], payloads: Optional[Sequence[str]], dim: int, id_type: str
@@ -104,5 +154,5 @@ def validate_upsert(
 def run_node(args: Sequence[str]) -> int:
     """Runs a node in this process until SIGTERM/SIGINT (the entry point of `python -m shoal.node`).
     Flags: --data-dir DIR --listen HOST:PORT (port 0 = pick one) --node-id N --zone Z --join HOST:PORT
-    --config FILE.json --log-level LEVEL. Env: SHOAL_DATA_DIR, SHOAL_LISTEN, SHOAL_NODE_ID, SHOAL_LOG. When ready it writes
+    --load-balancing S --config FILE.json --log-level LEVEL. Env: SHOAL_DATA_DIR, SHOAL_LISTEN, SHOAL_NODE_ID, SHOAL_LOG. When ready it writes
     DATA_DIR/node.json ({"address", "pid", "node_id"}) atomically and logs `shoal-node ready on ADDR`."""

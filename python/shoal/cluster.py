@@ -569,6 +569,7 @@ class Cluster:
         log_level: Optional[str] = None,
         startup_timeout: float = STARTUP_TIMEOUT,
         node_args: Iterable[str] = (),
+        load_balancing: Optional[str] = None,
     ) -> "Cluster":
         """Starts ``nodes`` real node processes on loopback ports and waits until the cluster has formed.
 
@@ -580,7 +581,8 @@ class Cluster:
         temp dir removed on ``close()``. A ``data_dir`` that holds a previous local cluster restarts it from
         disk on the same ports (all nodes are launched together, since they may only become ready as a
         group). ``zones``: one zone name per node. ``node_args``: extra flags for every node. Node ids are
-        1..=nodes.
+        1..=nodes. ``load_balancing``: how reads pick among replicas when a call does not say
+        (``"least_loaded"`` (the nodes' default), ``"round_robin"`` or ``"locality"``).
         """
         nodes = cv.check_int("nodes", nodes, 1)
         if zones is not None:
@@ -588,6 +590,10 @@ class Cluster:
                 raise InvalidArgument(f"zones must be a list of {nodes} zone names, one per node, got {zones!r}")
             zones = [str(z) for z in zones]
         startup_timeout = cv.check_timeout(startup_timeout, "startup_timeout") or STARTUP_TIMEOUT
+        node_args = list(node_args)
+        if load_balancing is not None:
+            cv.check_choice("load_balancing", load_balancing, cv.LOAD_BALANCING)
+            node_args += ["--load-balancing", load_balancing]
         native()  # fail early with a clear message if the extension is missing
 
         if data_dir is None:

@@ -15,7 +15,7 @@ from .results import Points, SearchResult, Shard
 if TYPE_CHECKING:  # pragma: no cover
     from .cluster import Cluster
 
-__all__ = ["Collection"]
+__all__ = ["Collection", "Query"]
 
 DEFAULT_BATCH_ROWS = 10_000
 # Client-side chunks stay below this many bytes of vectors (the native client splits further
@@ -203,12 +203,76 @@ class Collection:
     ) -> SearchResult:
         """k nearest neighbours of each query (smaller distance is better).
 
-        ``queries``: (nq, dim) or (dim,) array-like; the result always has one row per query.
-        ``filter``: Mongo-style dict on payloads (``{"lang": "en", "year": {"$gte": 2020}}``).
-        ``ef``: HNSW beam width for this query (default: chosen by the server). ``timeout``: seconds.
-        ``allow_partial`` / ``load_balancing``: accepted and validated; they matter once a collection has
-        several shards and replicas.
+        ``queries``: (nq, dim) or (dim,) array-like; the result always has one row per query (many queries in
+        one call are searched as one batch: one request per node). ``filter``: Mongo-style dict on payloads
+        (``{"lang": "en", "year": {"$gte": 2020}}``). ``ef``: HNSW beam width for this query (default: chosen
+        by the server's cost model). ``timeout``: seconds for the whole call (default 10).
+        ``consistency``: "session" (default), "eventual" or "strong" (DESIGN §3).
+        ``load_balancing``: how a replica is picked where the level leaves a choice: "least_loaded",
+        "round_robin" or "locality" (default: the cluster's). ``allow_partial``: when some shards fail or miss
+        the deadline, return what the others found with ``partial=True``, ``coverage`` (answered / all
+        shards) and ``failed_shards``; without it such a search raises ``ShardUnavailable`` (no replica
+        reachable) or ``Timeout``. Ctrl-C cancels the search on the nodes too.
         """
+        call = self._search_call(queries, k, filter, consistency, timeout, allow_partial, ef, load_balancing,
+                                 with_payload, with_vectors)
+        if call.empty is not None:
+            return call.empty
+        return call.finish(self._client.search(*call.args, **call.kwargs))
+
+    def query(
+        self,
+        queries: Any,
+        k: int = 10,
+        filter: Optional[dict] = None,
+        consistency: str = "session",
+        timeout: Optional[float] = None,
+        allow_partial: bool = False,
+        ef: Optional[int] = None,
+        load_balancing: Optional[str] = None,
+        with_payload: bool = False,
+        with_vectors: bool = False,
+    ) -> "Query":
+        """Starts a search in the background and returns a ``Query`` at once: ``result(timeout=None)`` waits
+        for the ``SearchResult``, ``done()`` polls, ``cancel()`` stops the search on every node it reached.
+        Arguments as ``search``; bad arguments raise here, before anything is sent."""
+        call = self._search_call(queries, k, filter, consistency, timeout, allow_partial, ef, load_balancing,
+                                 with_payload, with_vectors)
+        if call.empty is not None:
+            return Query(None, call)
+        return Query(self._client.search_start(*call.args, **call.kwargs), call)
+
+    async def search_async(
+        self,
+        queries: Any,
+        k: int = 10,
+        filter: Optional[dict] = None,
+        consistency: str = "session",
+        timeout: Optional[float] = None,
+        allow_partial: bool = False,
+        ef: Optional[int] = None,
+        load_balancing: Optional[str] = None,
+        with_payload: bool = False,
+        with_vectors: bool = False,
+    ) -> SearchResult:
+        """``search`` as a coroutine (asyncio, Jupyter's top-level ``await``): the search runs on the client's
+        own runtime, so many can be in flight from one event loop; cancelling the awaiting task cancels the
+        search on the nodes. Arguments as ``search``."""
+        call = self._search_call(queries, k, filter, consistency, timeout, allow_partial, ef, load_balancing,
+                                 with_payload, with_vectors)
+        if call.empty is not None:
+            return call.empty
+        reply = await self._client.search_async(*call.args, **call.kwargs)
+        if with_vectors:
+            # Fetching the hits' vectors is one more (blocking) call: keep it off the event loop.
+            import asyncio
+
+            return await asyncio.get_running_loop().run_in_executor(None, call.finish, reply.arrays())
+        return call.finish(reply.arrays())
+
+    def _search_call(self, queries, k, filter, consistency, timeout, allow_partial, ef, load_balancing,
+                     with_payload, with_vectors) -> "_SearchCall":
+        """Checks a search's arguments (nothing is sent when one is bad) and prepares the native call."""
         q, _ = cv.as_matrix(queries, self.dim, "queries", self.name)
         k = cv.check_int("k", k, 1, cv.MAX_K)
         if ef is not None:
@@ -221,26 +285,19 @@ class Collection:
             raise InvalidArgument(f"allow_partial must be a bool, got {allow_partial!r}")
         ftext = cv.filter_text(filter)
         cv.check_finite(q, "queries")
-        nq = q.shape[0]
-        if nq == 0:
+        call = _SearchCall(self, q.shape[0], k, consistency, timeout, bool(with_payload), bool(with_vectors))
+        if q.shape[0] == 0:
             ids = np.empty((0, k), dtype=object if self.id_type == "str" else np.int64)
-            return SearchResult(
+            call.empty = SearchResult(
                 ids=ids,
                 distances=np.empty((0, k), np.float32),
                 payloads=[] if with_payload else None,
                 vectors=np.empty((0, k, self.dim), np.float32) if with_vectors else None,
             )
-        ids, dists, ptexts = self._client.search(
-            self.name, self.id_type, q, k, ftext, ef, bool(with_payload), consistency, timeout
-        )
-        ids = np.asarray(ids)
-        if self.id_type != "str":
-            ids = ids.astype(np.int64, copy=False)
-        ids = ids.reshape(nq, k)
-        dists = np.asarray(dists, dtype=np.float32).reshape(nq, k)
-        payloads = _search_payloads(ids, ptexts, self.id_type) if with_payload else None
-        vectors = self._hit_vectors(ids, consistency, timeout) if with_vectors else None
-        return SearchResult(ids=ids, distances=dists, payloads=payloads, vectors=vectors)
+            return call
+        call.args = (self.name, self.id_type, q, k, ftext, ef, bool(with_payload), consistency, timeout)
+        call.kwargs = {"allow_partial": bool(allow_partial), "load_balancing": load_balancing}
+        return call
 
     def index_status(self, timeout: Optional[float] = None) -> tuple[int, int]:
         """(live points, live points not yet covered by the index)."""
@@ -338,6 +395,74 @@ def _ids_array(ids: Any, id_type: str) -> np.ndarray:
         arr[:] = list(ids)
         return arr
     return np.asarray(ids, dtype=np.int64)
+
+
+class _SearchCall:
+    """One checked search: the native call's arguments and how to turn its answer into a SearchResult."""
+
+    def __init__(self, coll: "Collection", nq: int, k: int, consistency: str, timeout: Optional[float],
+                 with_payload: bool, with_vectors: bool) -> None:
+        self.coll, self.nq, self.k = coll, nq, k
+        self.consistency, self.timeout = consistency, timeout
+        self.with_payload, self.with_vectors = with_payload, with_vectors
+        self.args: tuple = ()
+        self.kwargs: dict[str, Any] = {}
+        #: The answer when there is nothing to ask the cluster (no queries).
+        self.empty: Optional[SearchResult] = None
+
+    def finish(self, arrays: tuple) -> SearchResult:
+        """The SearchResult of the native answer (ids, distances, payload texts, failed shards, shards)."""
+        ids, dists, ptexts, failed, shards = arrays
+        coll, nq, k = self.coll, self.nq, self.k
+        ids = np.asarray(ids)
+        if coll.id_type != "str":
+            ids = ids.astype(np.int64, copy=False)
+        ids = ids.reshape(nq, k)
+        dists = np.asarray(dists, dtype=np.float32).reshape(nq, k)
+        payloads = _search_payloads(ids, ptexts, coll.id_type) if self.with_payload else None
+        vectors = coll._hit_vectors(ids, self.consistency, self.timeout) if self.with_vectors else None
+        failed = [int(s) for s in failed]
+        shards = int(shards) or coll.shard_count
+        return SearchResult(
+            ids=ids,
+            distances=dists,
+            payloads=payloads,
+            vectors=vectors,
+            partial=bool(failed),
+            coverage=(shards - len(failed)) / shards if shards else 1.0,
+            failed_shards=failed,
+        )
+
+
+class Query:
+    """A search running in the background (``Collection.query``).
+
+    ``result(timeout=None)``: waits for the ``SearchResult`` (``timeout`` seconds at most, then
+    ``shoal.Timeout`` while the search keeps running); raises the search's own error, or ``shoal.Cancelled``
+    after ``cancel()``. Ctrl-C while waiting cancels the search. ``cancel()``: stops the search on every node
+    (their work stops within milliseconds); True when it was still running. ``done()``: finished or not.
+    """
+
+    def __init__(self, pending: Any, call: _SearchCall) -> None:
+        self._pending = pending
+        self._call = call
+        self._result: Optional[SearchResult] = call.empty
+
+    def result(self, timeout: Optional[float] = None) -> SearchResult:
+        if self._result is None:
+            timeout = cv.check_timeout(timeout)
+            self._result = self._call.finish(self._pending.result(timeout))
+        return self._result
+
+    def cancel(self) -> bool:
+        return False if self._pending is None else bool(self._pending.cancel())
+
+    def done(self) -> bool:
+        return self._pending is None or bool(self._pending.done())
+
+    def __repr__(self) -> str:
+        state = "done" if self.done() else "running"
+        return f"Query({self._call.coll.name!r}, nq={self._call.nq}, k={self._call.k}, {state})"
 
 
 def _search_payloads(ids: np.ndarray, ptexts: Any, id_type: str) -> list[list[Optional[dict]]]:

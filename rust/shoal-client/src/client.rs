@@ -57,6 +57,19 @@ pub fn read_level(s: &str) -> Result<ReadLevel> {
     }
 }
 
+/// Parses a load-balancing strategy name ("" = the node's default).
+pub fn load_balancing(s: &str) -> Result<v1::LoadBalancing> {
+    match s {
+        "" => Ok(v1::LoadBalancing::Unspecified),
+        "round_robin" => Ok(v1::LoadBalancing::RoundRobin),
+        "least_loaded" => Ok(v1::LoadBalancing::LeastLoaded),
+        "locality" => Ok(v1::LoadBalancing::Locality),
+        o => Err(Error::InvalidArgument(format!(
+            "unknown load_balancing {o:?}: expected \"round_robin\", \"least_loaded\" or \"locality\""
+        ))),
+    }
+}
+
 fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     r.set_timeout(timeout);

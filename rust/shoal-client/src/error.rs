@@ -3,7 +3,7 @@
 use tonic::{Code, Status};
 
 /// Errors returned by the client. Each maps to one Python exception class.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// Bad input; nothing was changed.
     #[error("{0}")]

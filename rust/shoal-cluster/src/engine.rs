@@ -122,6 +122,10 @@ pub struct EngineConfig {
     pub join: Option<String>,
     /// Whether the group-0 leader rebalances replicas onto a node that joined.
     pub auto_rebalance: bool,
+    /// How reads pick among eligible replicas when a request does not say.
+    pub load_balancing: crate::planner::LoadBalancing,
+    /// Whether a shard read slower than its replica's p95 gets a hedged request to another replica.
+    pub hedging: bool,
 }
 
 /// One local shard replica: its Raft group and its state machine.
@@ -170,8 +174,12 @@ pub struct Engine {
     pub(crate) hlc: Hlc,
     /// Background index builder.
     indexer: Indexer,
-    /// Spreads `eventual` reads over replicas.
+    /// Rotates equal replica choices (see planner::PlanContext::turn).
     pub(crate) round_robin: AtomicUsize,
+    /// In-flight requests and latencies of the nodes this node reads from.
+    pub(crate) loads: crate::load::LoadTracker,
+    /// This node's work counters (Node.stats).
+    pub(crate) counters: Arc<crate::load::NodeCounters>,
     /// Shard groups with a membership step in progress (see `mover`), by group id.
     moving: parking_lot::Mutex<HashSet<String>>,
     /// When this node last handed a group's leadership to its preferred leader, by group id.
@@ -244,6 +252,8 @@ impl Engine {
             join_lock: AsyncMutex::new(()),
             indexer: Indexer::start(),
             round_robin: AtomicUsize::new(0),
+            loads: Default::default(),
+            counters: Default::default(),
             moving: parking_lot::Mutex::new(HashSet::new()),
             handovers: parking_lot::Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
@@ -1111,7 +1121,7 @@ impl Engine {
             replicas,
             meta_leader: self.meta.leader_id().unwrap_or(0),
             resources: Some(crate::resources::sample(&self.cfg.data_dir)),
-            stats: None,
+            stats: Some(self.counters.to_proto()),
         }
     }
 

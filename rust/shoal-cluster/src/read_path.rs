@@ -17,17 +17,30 @@ use rayon::prelude::*;
 use shoal_api::internal::{ShardReadReply, ShardReadRequest, ShardTarget, shard_read_request};
 use shoal_api::points::{get_response, hits_from_response, ids_to_proto, records_from_get, search_response};
 use shoal_api::v1::{self, ReadConsistency, SessionToken};
-use shoal_core::PointId;
 use shoal_core::filter::Filter;
 use shoal_core::store::{Hit, PointRecord};
 use shoal_core::validate;
+use shoal_core::{CancelToken, PointId};
+
+use futures::StreamExt;
 
 use crate::engine::{CollectionView, Engine, FIRST_BACKOFF, MAX_BACKOFF, ReadLevel, ShardReplica};
+use crate::load::NodeCounters;
+use crate::planner::{self, LoadBalancing, PlanContext, ShardSituation};
 use crate::{Error, Result};
 
 /// How long a replica waits for its applied index to reach a session token before it gives up and lets
 /// the coordinator ask the leader.
 const SESSION_WAIT: Duration = Duration::from_millis(300);
+
+/// Cancels its token when dropped (the future awaiting shard work went away).
+struct CancelOnDrop(CancelToken);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
 
 /// One read operation, as executed on the replicas of a node.
 #[derive(Clone)]
@@ -58,6 +71,63 @@ pub(crate) enum ReadOp {
     },
     /// Live points per shard.
     Count,
+}
+
+/// How one read is to be executed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReadOptions {
+    /// The read level.
+    pub(crate) level: ReadLevel,
+    /// The strategy among eligible replicas.
+    pub(crate) strategy: LoadBalancing,
+    /// Whether shards that fail or miss the deadline are reported instead of failing the read.
+    pub(crate) allow_partial: bool,
+    /// When the read must be answered (the caller's deadline minus the engine's margin).
+    pub(crate) deadline: Instant,
+}
+
+/// What a read collected, by shard.
+pub(crate) struct ReadOutcome {
+    /// Search hits per answered shard.
+    pub(crate) searches: BTreeMap<u32, Vec<Vec<Hit>>>,
+    /// Live points per answered shard.
+    pub(crate) counts: BTreeMap<u32, u64>,
+    /// Records in the get's id order (`None` also for ids of failed shards).
+    pub(crate) records: Vec<Option<PointRecord>>,
+    /// Shards that did not answer (only with `allow_partial`), ascending.
+    pub(crate) failed: Vec<u32>,
+}
+
+/// One search as a client asked for it.
+#[derive(Clone, Debug)]
+pub struct SearchQuery {
+    /// Row-major `nq x dim` queries.
+    pub queries: Vec<f32>,
+    /// Hits per query (1..=16384).
+    pub k: usize,
+    /// The filter's JSON text ("" = none).
+    pub filter: String,
+    /// Beam width override.
+    pub ef: Option<usize>,
+    /// Whether hits carry payloads.
+    pub with_payload: bool,
+    /// The read level.
+    pub level: ReadLevel,
+    /// The strategy among eligible replicas (`None` = the node's default).
+    pub strategy: Option<LoadBalancing>,
+    /// Whether failed shards are reported instead of failing the search.
+    pub allow_partial: bool,
+}
+
+/// A merged search answer.
+#[derive(Debug)]
+pub struct SearchOutcome {
+    /// Per query, the top-k hits ascending by distance.
+    pub hits: Vec<Vec<Hit>>,
+    /// Shards that did not answer (only with `allow_partial`), ascending.
+    pub failed_shards: Vec<u32>,
+    /// Shards searched (answered + failed).
+    pub shards: u32,
 }
 
 /// What one node answers for its targets.
@@ -97,165 +167,281 @@ fn tokens_of(tokens: &[SessionToken], uid: u64) -> HashMap<u32, u64> {
 }
 
 impl Engine {
-    /// The node to read `shard` from at `level`, avoiding `excluded`.
-    fn read_target(
-        &self,
-        view: &CollectionView,
-        shard: u32,
-        level: ReadLevel,
-        excluded: &HashSet<u64>,
-        hint: Option<u64>,
-    ) -> Option<u64> {
-        let replicas = view.entry.replicas(shard);
-        let ok = |n: &u64| !excluded.contains(n) && replicas.contains(n);
-        let me = self.cfg.node_id;
-        let local = view.local[shard as usize].is_some();
-        let leader = [hint, self.shard_leader_guess(view, shard)].into_iter().flatten().find(ok);
-        match level {
-            ReadLevel::Strong => leader.or_else(|| replicas.iter().copied().find(ok)),
-            ReadLevel::Session => {
-                if local && ok(&me) {
-                    Some(me)
-                } else {
-                    leader.or_else(|| replicas.iter().copied().find(ok))
-                }
-            }
-            ReadLevel::Eventual => {
-                if local && ok(&me) {
-                    return Some(me);
-                }
-                let candidates: Vec<u64> = replicas.iter().copied().filter(ok).collect();
-                if candidates.is_empty() {
-                    return None;
-                }
-                let i = self.round_robin.fetch_add(1, Ordering::Relaxed);
-                Some(candidates[i % candidates.len()])
-            }
-        }
+    /// Zone of every registered node ("" = none).
+    fn node_zones(&self) -> HashMap<u64, String> {
+        let mut z: HashMap<u64, String> = self.catalog.nodes().into_iter().map(|n| (n.id, n.zone)).collect();
+        z.insert(self.cfg.node_id, self.cfg.zone.clone());
+        z
     }
 
-    /// Reads `shards` of `view` with `op` at `level`, retrying failed shards elsewhere until `deadline`.
-    /// Returns per-shard results (search, count) or the records in `op`'s id order (get).
+    /// Reads `shards` of `view` with `op` (DESIGN §4): one request per node for the shards the planner gives
+    /// it; a failed shard is retried on another replica (or after a backoff when none is left); a shard
+    /// whose request has not answered by its node's p95 latency gets a hedged twin on another eligible
+    /// replica (first answer wins, the other is dropped, which cancels it). A shard whose every replica is
+    /// unreachable (twice) fails at once; at the deadline the shards still pending fail. Failed shards are an
+    /// error unless `opts.allow_partial`, then they are listed in the outcome.
     async fn read_shards(
         &self,
         view: &CollectionView,
         shards: Vec<u32>,
         op: &ReadOp,
-        level: ReadLevel,
+        opts: &ReadOptions,
         session: &[SessionToken],
-        deadline: Instant,
-    ) -> Result<(BTreeMap<u32, Vec<Vec<Hit>>>, BTreeMap<u32, u64>, Vec<Option<PointRecord>>)> {
+    ) -> Result<ReadOutcome> {
         let name = &view.entry.spec.name;
         let n_shards = view.entry.spec.shards;
         let tokens = tokens_of(session, view.entry.uid);
-        let mut pending: BTreeSet<u32> = shards.into_iter().collect();
-        let mut excluded: HashMap<u32, HashSet<u64>> = HashMap::new();
-        let mut hints: HashMap<u32, u64> = HashMap::new();
-        let mut searches = BTreeMap::new();
-        let mut counts = BTreeMap::new();
+        let level = opts.level;
+        let deadline = opts.deadline;
+        let zones = self.node_zones();
+        let mut situations: BTreeMap<u32, ShardSituation> = shards
+            .iter()
+            .map(|&s| {
+                let sit = ShardSituation {
+                    replicas: view.entry.replicas(s).to_vec(),
+                    leader: self.shard_leader_guess(view, s),
+                    local: view.local[s as usize].is_some(),
+                    has_token: tokens.get(&s).is_some_and(|&i| i > 0),
+                };
+                (s, sit)
+            })
+            .collect();
         let get_ids: &[PointId] = match op {
             ReadOp::Get { ids, .. } => ids,
             _ => &[],
         };
-        let mut records: Vec<Option<PointRecord>> = vec![None; get_ids.len()];
+        let mut out = ReadOutcome {
+            searches: BTreeMap::new(),
+            counts: BTreeMap::new(),
+            records: vec![None; get_ids.len()],
+            failed: Vec::new(),
+        };
+        let mut done: BTreeSet<u32> = BTreeSet::new();
+        let mut failed: BTreeSet<u32> = BTreeSet::new();
+        let mut excluded: HashMap<u32, HashSet<u64>> = HashMap::new();
+        // Unreachable answers per shard and node in this read (fail-fast once every replica gave two).
+        let mut unreachable: HashMap<u32, HashMap<u64, u32>> = HashMap::new();
+        // Requests in flight per shard (a shard is re-planned only when none is left).
+        let mut flying: HashMap<u32, u32> = HashMap::new();
+        let mut waiting: BTreeSet<u32> = shards.iter().copied().collect();
+        let mut retry_at = Instant::now();
         let mut backoff = FIRST_BACKOFF;
+        let mut hedges: Vec<(Instant, u64, Vec<u32>)> = Vec::new();
         let mut last: Option<Error> = None;
-        while !pending.is_empty() {
-            if Instant::now() >= deadline {
-                let why = last.map_or_else(|| "no attempt finished".to_string(), |e| e.to_string());
-                let msg = format!(
-                    "shards {:?} of collection {name:?} could not be read at level {level:?} within the timeout: {why}",
-                    pending
-                );
-                return Err(match level {
-                    ReadLevel::Eventual => Error::ShardUnavailable(msg),
-                    _ => Error::Consistency(msg),
-                });
-            }
-            // Plan: one request per node for all the shards it serves this round.
-            let mut plan: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
-            for &s in &pending {
-                let ex = excluded.entry(s).or_default();
-                let t = match self.read_target(view, s, level, ex, hints.get(&s).copied()) {
-                    Some(t) => t,
-                    None => {
-                        ex.clear();
-                        match self.read_target(view, s, level, ex, None) {
-                            Some(t) => t,
-                            None => continue,
-                        }
-                    }
-                };
-                plan.entry(t).or_default().push(s);
-            }
-            let futs = plan.into_iter().map(|(node, node_shards)| {
-                let targets: Vec<ShardTarget> = node_shards
-                    .iter()
-                    .map(|&s| ShardTarget { shard: s, min_applied: tokens.get(&s).copied().unwrap_or(0) })
-                    .collect();
-                let positions: Vec<usize> = if get_ids.is_empty() {
-                    Vec::new()
-                } else {
-                    (0..get_ids.len()).filter(|&i| node_shards.contains(&get_ids[i].shard(n_shards))).collect()
-                };
-                let node_op = match op {
-                    ReadOp::Get { with_vectors, .. } => ReadOp::Get {
-                        ids: positions.iter().map(|&i| get_ids[i].clone()).collect(),
-                        with_vectors: *with_vectors,
-                    },
-                    o => o.clone(),
-                };
-                async move {
-                    let out = self.read_on_node(node, view, &targets, &node_op, level, deadline).await;
-                    (node, node_shards, positions, out)
+        let mut running = futures::stream::FuturesUnordered::new();
+
+        let launch = |node: u64, node_shards: Vec<u32>| {
+            let targets: Vec<ShardTarget> = node_shards
+                .iter()
+                .map(|&s| ShardTarget { shard: s, min_applied: tokens.get(&s).copied().unwrap_or(0) })
+                .collect();
+            let positions: Vec<usize> = if get_ids.is_empty() {
+                Vec::new()
+            } else {
+                (0..get_ids.len()).filter(|&i| node_shards.contains(&get_ids[i].shard(n_shards))).collect()
+            };
+            let node_op = match op {
+                ReadOp::Get { with_vectors, .. } => ReadOp::Get {
+                    ids: positions.iter().map(|&i| get_ids[i].clone()).collect(),
+                    with_vectors: *with_vectors,
+                },
+                o => o.clone(),
+            };
+            async move {
+                let ticket = self.loads.start(node);
+                let res = self.read_on_node(node, view, &targets, &node_op, level, deadline).await;
+                if res.is_ok() {
+                    ticket.done();
                 }
-            });
-            let mut failed_any = false;
-            for (node, node_shards, positions, out) in futures::future::join_all(futs).await {
-                match out {
-                    Ok(NodeReadOut::Search(per_target)) => {
-                        for (s, hits) in node_shards.iter().zip(per_target) {
-                            searches.insert(*s, hits);
-                        }
+                (node, node_shards, positions, res)
+            }
+        };
+
+        loop {
+            let now = Instant::now();
+            // Plan the shards waiting for a (new) replica.
+            if !waiting.is_empty() && now >= retry_at {
+                let subset: BTreeMap<u32, ShardSituation> =
+                    waiting.iter().filter_map(|s| situations.get(s).map(|sit| (*s, sit.clone()))).collect();
+                let loads = self.loads.snapshot();
+                let ctx = PlanContext {
+                    me: self.cfg.node_id,
+                    zones: &zones,
+                    loads: &loads,
+                    level,
+                    strategy: opts.strategy,
+                    turn: self.round_robin.fetch_add(1, Ordering::Relaxed),
+                };
+                let (plan, unserved) = planner::plan_nodes(&ctx, &subset, &excluded);
+                for s in unserved {
+                    // Every replica failed once: start over after a backoff.
+                    excluded.remove(&s);
+                    retry_at = now + backoff;
+                }
+                if retry_at > now {
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                for (node, node_shards) in plan {
+                    for s in &node_shards {
+                        waiting.remove(s);
+                        *flying.entry(*s).or_default() += 1;
                     }
-                    Ok(NodeReadOut::Count(per_target)) => {
-                        for (s, c) in node_shards.iter().zip(per_target) {
-                            counts.insert(*s, c);
-                        }
+                    let hedgeable: Vec<u32> =
+                        node_shards.iter().copied().filter(|s| planner::can_hedge(level, &situations[s])).collect();
+                    if self.cfg.hedging && !hedgeable.is_empty() {
+                        let delay = planner::hedge_delay(&loads.get(&node).copied().unwrap_or_default());
+                        hedges.push((now + delay, node, hedgeable));
                     }
-                    Ok(NodeReadOut::Get(recs)) => {
-                        for (i, rec) in positions.into_iter().zip(recs) {
-                            records[i] = rec;
-                        }
+                    running.push(launch(node, node_shards));
+                }
+            }
+            let pending = shards.len() - done.len() - failed.len();
+            if pending == 0 {
+                break;
+            }
+            if now >= deadline {
+                break;
+            }
+            let mut wake = deadline;
+            if !waiting.is_empty() {
+                wake = wake.min(retry_at);
+            }
+            if let Some(h) = hedges.iter().map(|h| h.0).min() {
+                wake = wake.min(h);
+            }
+            let answer = tokio::select! {
+                a = running.next(), if !running.is_empty() => a,
+                _ = tokio::time::sleep_until(wake.into()) => None,
+            };
+            if let Some((node, node_shards, positions, res)) = answer {
+                for s in &node_shards {
+                    if let Some(f) = flying.get_mut(s) {
+                        *f = f.saturating_sub(1);
                     }
-                    Err(e) if e.is_retryable() || matches!(e, Error::Timeout(_) | Error::Consistency(_)) => {
-                        failed_any = true;
-                        for &s in &node_shards {
-                            excluded.entry(s).or_default().insert(node);
-                            match e.leader_hint() {
-                                Some(l) if l != node => {
-                                    hints.insert(s, l);
+                }
+                match res {
+                    Ok(result) => {
+                        match result {
+                            NodeReadOut::Search(per_target) => {
+                                for (s, hits) in node_shards.iter().zip(per_target) {
+                                    if !done.contains(s) && !failed.contains(s) {
+                                        out.searches.insert(*s, hits);
+                                    }
                                 }
-                                _ => {
-                                    hints.remove(&s);
+                            }
+                            NodeReadOut::Count(per_target) => {
+                                for (s, c) in node_shards.iter().zip(per_target) {
+                                    if !done.contains(s) && !failed.contains(s) {
+                                        out.counts.insert(*s, c);
+                                    }
+                                }
+                            }
+                            NodeReadOut::Get(recs) => {
+                                for (i, rec) in positions.into_iter().zip(recs) {
+                                    let s = get_ids[i].shard(n_shards);
+                                    if !done.contains(&s) && !failed.contains(&s) {
+                                        out.records[i] = rec;
+                                    }
                                 }
                             }
                         }
+                        for s in node_shards {
+                            if !failed.contains(&s) {
+                                done.insert(s);
+                            }
+                            waiting.remove(&s);
+                        }
+                    }
+                    Err(e) if e.is_retryable() || matches!(e, Error::Timeout(_) | Error::Consistency(_)) => {
+                        let down = matches!(e, Error::NodeUnavailable(_));
+                        for &s in &node_shards {
+                            if done.contains(&s) || failed.contains(&s) {
+                                continue;
+                            }
+                            excluded.entry(s).or_default().insert(node);
+                            let sit = situations.get_mut(&s).expect("planned shards have a situation");
+                            match e.leader_hint() {
+                                Some(l) if l != node => sit.leader = Some(l),
+                                _ if sit.leader == Some(node) => sit.leader = None,
+                                _ => {}
+                            }
+                            if down {
+                                let u = unreachable.entry(s).or_default();
+                                *u.entry(node).or_default() += 1;
+                                if sit.replicas.iter().all(|r| u.get(r).copied().unwrap_or(0) >= 2) {
+                                    let msg = format!(
+                                        "shard {s} of collection {name:?} has no reachable replica (nodes {:?}): {e}",
+                                        sit.replicas
+                                    );
+                                    if !opts.allow_partial {
+                                        return Err(Error::ShardUnavailable(msg));
+                                    }
+                                    tracing::debug!("{msg}");
+                                    failed.insert(s);
+                                    waiting.remove(&s);
+                                    continue;
+                                }
+                            }
+                            if flying.get(&s).copied().unwrap_or(0) == 0 {
+                                waiting.insert(s);
+                            }
+                        }
                         last = Some(e);
-                        continue;
                     }
                     Err(e) => return Err(e),
                 }
-                for s in node_shards {
-                    pending.remove(&s);
+            }
+            // Hedge the shards of requests that are slower than their node's p95.
+            let now = Instant::now();
+            let (due, later): (Vec<_>, Vec<_>) = hedges.drain(..).partition(|h| h.0 <= now);
+            hedges = later;
+            let mut twins: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+            for (_, node, hs) in due {
+                let loads = self.loads.snapshot();
+                let ctx = PlanContext {
+                    me: self.cfg.node_id,
+                    zones: &zones,
+                    loads: &loads,
+                    level,
+                    strategy: opts.strategy,
+                    turn: self.round_robin.fetch_add(1, Ordering::Relaxed),
+                };
+                for s in hs {
+                    if done.contains(&s) || failed.contains(&s) || flying.get(&s).copied().unwrap_or(0) == 0 {
+                        continue;
+                    }
+                    let mut ex = excluded.get(&s).cloned().unwrap_or_default();
+                    ex.insert(node);
+                    if let Some(other) = planner::choose_replica(&ctx, &situations[&s], &ex) {
+                        twins.entry(other).or_default().push(s);
+                    }
                 }
             }
-            if failed_any && !pending.is_empty() {
-                tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now()))).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+            for (node, hs) in twins {
+                NodeCounters::bump(&self.counters.hedged);
+                for s in &hs {
+                    *flying.entry(*s).or_default() += 1;
+                }
+                running.push(launch(node, hs));
             }
         }
-        Ok((searches, counts, records))
+        drop(running);
+        let pending: Vec<u32> = shards.iter().copied().filter(|s| !done.contains(s) && !failed.contains(s)).collect();
+        if !pending.is_empty() {
+            let why = last.as_ref().map_or_else(|| "no replica answered".to_string(), |e| e.to_string());
+            let msg = format!(
+                "shards {pending:?} of collection {name:?} could not be read at level {level:?} within the timeout: {why}"
+            );
+            if !opts.allow_partial {
+                return Err(match last {
+                    Some(Error::Consistency(_)) => Error::Consistency(msg),
+                    _ => Error::Timeout(msg),
+                });
+            }
+            failed.extend(pending);
+        }
+        out.failed = failed.into_iter().collect();
+        Ok(out)
     }
 
     /// Runs `op` for `targets` on `node` (here, or through a request to it).
@@ -360,6 +546,10 @@ impl Engine {
             r?;
         }
         let stores: Vec<_> = replicas.iter().map(|r| r.app.store()).collect();
+        NodeCounters::bump(match op {
+            ReadOp::Search { .. } => &self.counters.searches,
+            _ => &self.counters.reads,
+        });
         match op {
             ReadOp::Count => Ok(NodeReadOut::Count(stores.iter().map(|s| s.count() as u64).collect())),
             ReadOp::Get { ids, with_vectors } => {
@@ -380,21 +570,36 @@ impl Engine {
             ReadOp::Search { queries, nq, k, filter, ef, with_payload, .. } => {
                 let (queries, nq, k, filter, ef, with_payload) =
                     (queries.clone(), *nq, *k, filter.clone(), *ef, *with_payload);
+                // The shard work stops (between blocks of its scans and graph walks) at the deadline, or as soon
+                // as this future is dropped: a cancelled client call, a coordinator that no longer waits.
+                let cancel = CancelToken::with_deadline(deadline);
+                let _stop_on_drop = CancelOnDrop(cancel.clone());
+                let counters = self.counters.clone();
                 // Run on a rayon worker, not a blocking thread: the store's parallel loops then run inline for
                 // small batches instead of paying a thread hand-off per loop (most of a single query's latency).
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 rayon::spawn(move || {
-                    let per_shard: Vec<Vec<Vec<Hit>>> = stores
+                    let _busy = counters.enter_shared();
+                    let per_shard: std::result::Result<Vec<Vec<Vec<Hit>>>, shoal_core::Error> = stores
                         .par_iter()
-                        .map(|s| s.search(&queries, nq, k, filter.as_deref(), ef, with_payload))
+                        .map(|s| s.search_cancellable(&queries, nq, k, filter.as_deref(), ef, with_payload, &cancel))
                         .collect();
+                    if matches!(per_shard, Err(shoal_core::Error::Cancelled)) {
+                        NodeCounters::bump(&counters.cancelled);
+                    }
                     let _ = tx.send(per_shard);
                 });
                 let left = deadline.saturating_duration_since(Instant::now());
                 let per_shard = tokio::time::timeout(left, rx)
                     .await
                     .map_err(|_| Error::Timeout("search not finished within the timeout".into()))?
-                    .map_err(|_| Error::Internal("search task panicked".into()))?;
+                    .map_err(|_| Error::Internal("search task panicked".into()))?
+                    .map_err(|e| match e {
+                        shoal_core::Error::Cancelled => {
+                            Error::Timeout("search stopped: its deadline passed or it was cancelled".into())
+                        }
+                        e => e.into(),
+                    })?;
                 Ok(NodeReadOut::Search(per_shard))
             }
         }
@@ -403,6 +608,7 @@ impl Engine {
     /// Serves a shard read sent by a coordinator.
     pub async fn handle_shard_read(&self, req: ShardReadRequest, timeout: Duration) -> Result<ShardReadReply> {
         self.check_open()?;
+        let _busy = self.counters.enter();
         let deadline = Instant::now() + timeout;
         let level = level_from_proto(req.level);
         let entry = self.catalog.get(&req.collection).filter(|e| e.uid == req.uid).ok_or_else(|| {
@@ -460,6 +666,7 @@ impl Engine {
         session: &[SessionToken],
         timeout: Duration,
     ) -> Result<Vec<Option<PointRecord>>> {
+        let _busy = self.counters.enter();
         let view = self.view(name)?;
         let id_type = view.entry.spec.shard.id_type;
         for (i, id) in ids.iter().enumerate() {
@@ -477,10 +684,8 @@ impl Engine {
         let n = view.entry.spec.shards;
         let shards: BTreeSet<u32> = ids.iter().map(|id| id.shard(n)).collect();
         let op = ReadOp::Get { ids, with_vectors };
-        let deadline = Instant::now() + timeout;
-        let (_, _, records) =
-            self.read_shards(&view, shards.into_iter().collect(), &op, level, session, deadline).await?;
-        Ok(records)
+        let opts = self.read_options(level, None, false, timeout);
+        Ok(self.read_shards(&view, shards.into_iter().collect(), &op, &opts, session).await?.records)
     }
 
     /// Number of live points.
@@ -491,27 +696,40 @@ impl Engine {
         session: &[SessionToken],
         timeout: Duration,
     ) -> Result<u64> {
+        let _busy = self.counters.enter();
         let view = self.view(name)?;
         let all: Vec<u32> = (0..view.entry.spec.shards).collect();
-        let deadline = Instant::now() + timeout;
-        let (_, counts, _) = self.read_shards(&view, all, &ReadOp::Count, level, session, deadline).await?;
-        Ok(counts.values().sum())
+        let opts = self.read_options(level, None, false, timeout);
+        Ok(self.read_shards(&view, all, &ReadOp::Count, &opts, session).await?.counts.values().sum())
+    }
+
+    /// The options of a read starting now.
+    fn read_options(
+        &self,
+        level: ReadLevel,
+        strategy: Option<LoadBalancing>,
+        allow_partial: bool,
+        timeout: Duration,
+    ) -> ReadOptions {
+        ReadOptions {
+            level,
+            strategy: strategy.unwrap_or(self.cfg.load_balancing),
+            allow_partial,
+            deadline: Instant::now() + timeout,
+        }
     }
 
     /// k-nearest-neighbour search of `nq` queries (row-major `queries`), merged over every shard.
-    #[allow(clippy::too_many_arguments)]
     pub async fn search(
         &self,
         name: &str,
-        queries: Vec<f32>,
-        k: usize,
-        filter_text: &str,
-        ef: Option<usize>,
-        with_payload: bool,
-        level: ReadLevel,
+        q: SearchQuery,
         session: &[SessionToken],
         timeout: Duration,
-    ) -> Result<Vec<Vec<Hit>>> {
+    ) -> Result<SearchOutcome> {
+        let _busy = self.counters.enter();
+        let SearchQuery { queries, k, filter: filter_text, ef, with_payload, level, strategy, allow_partial } = q;
+        let filter_text = filter_text.as_str();
         let view = self.view(name)?;
         let dim = view.entry.spec.shard.dim;
         if queries.is_empty() || !queries.len().is_multiple_of(dim) {
@@ -538,12 +756,18 @@ impl Engine {
             with_payload,
         };
         let all: Vec<u32> = (0..view.entry.spec.shards).collect();
-        let deadline = Instant::now() + timeout;
-        let (mut per_shard, _, _) = self.read_shards(&view, all, &op, level, session, deadline).await?;
-        if per_shard.len() == 1 {
-            return Ok(per_shard.pop_first().map(|(_, h)| h).unwrap_or_default());
-        }
-        Ok(merge_top_k(per_shard.into_values().collect(), nq, k))
+        let shards = all.len() as u32;
+        let opts = self.read_options(level, strategy, allow_partial, timeout);
+        let out = self.read_shards(&view, all, &op, &opts, session).await?;
+        let mut per_shard = out.searches;
+        let hits = if per_shard.len() == 1 {
+            per_shard.pop_first().map(|(_, h)| h).unwrap_or_default()
+        } else if per_shard.is_empty() {
+            vec![Vec::new(); nq]
+        } else {
+            merge_top_k(per_shard.into_values().collect(), nq, k)
+        };
+        Ok(SearchOutcome { hits, failed_shards: out.failed, shards })
     }
 
     /// (live points, live points not yet indexed) of a collection: points counted once per shard (its

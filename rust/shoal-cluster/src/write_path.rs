@@ -23,6 +23,7 @@ use shoal_core::store::{WriteBatch, WriteOp};
 use shoal_core::{PointId, validate};
 
 use crate::engine::{CollectionView, Engine, FIRST_BACKOFF, MAX_BACKOFF, ShardReplica, WriteLevel, group_id};
+use crate::load::NodeCounters;
 use crate::{Error, Result};
 
 /// The body of one write operation before it is stamped and routed.
@@ -78,6 +79,8 @@ impl Engine {
         level: WriteLevel,
         timeout: Duration,
     ) -> Result<WriteOutcome> {
+        let _busy = self.counters.enter();
+        NodeCounters::bump(&self.counters.writes);
         let uid = view.entry.uid;
         if ops.is_empty() {
             return Ok(WriteOutcome { count: 0, uid, tokens: Vec::new() });
@@ -249,6 +252,7 @@ impl Engine {
     /// Serves a shard write forwarded by a coordinator: this node must lead the group.
     pub async fn handle_shard_write(&self, req: ShardWriteRequest, timeout: Duration) -> Result<ShardWriteReply> {
         self.check_open()?;
+        let _busy = self.counters.enter();
         let (name, uid, shard) = parse_group_id(&req.group)
             .ok_or_else(|| Error::InvalidArgument(format!("bad shard group id {:?}", req.group)))?;
         let r = self.replica_by_gid(&name, uid, shard).ok_or_else(|| {

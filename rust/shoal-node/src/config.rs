@@ -6,7 +6,7 @@ use std::path::PathBuf;
 /// Help text of the node command line.
 pub const USAGE: &str = "usage: shoal-node [--data-dir DIR] [--listen HOST:PORT] [--advertise HOST:PORT] [--node-id N]
                   [--zone Z] [--join HOST:PORT] [--shards-default N] [--config FILE.json]
-                  [--log-level LEVEL]
+                  [--load-balancing S] [--hedging B] [--log-level LEVEL]
 
   --data-dir DIR      where the node keeps its data (env SHOAL_DATA_DIR; default ./shoal-data)
   --listen HOST:PORT  gRPC address; port 0 picks a free port (env SHOAL_LISTEN; default 127.0.0.1:7301)
@@ -17,8 +17,12 @@ pub const USAGE: &str = "usage: shoal-node [--data-dir DIR] [--listen HOST:PORT]
                       a cluster. Without it a new data dir starts a new cluster.
   --shards-default N  shards per collection when a request says none (default 1 per node)
   --auto-rebalance B  move replicas onto nodes that join (true|false, env SHOAL_AUTO_REBALANCE; default true)
+  --load-balancing S  how reads pick among replicas when a request does not say: least_loaded (default),
+                      round_robin or locality (env SHOAL_LOAD_BALANCING)
+  --hedging B         send a second request to another replica when a shard read is slower than that
+                      replica's p95 latency (true|false, env SHOAL_HEDGING; default true)
   --config FILE       JSON object with any of: data_dir, listen, advertise, node_id, zone, join, auto_rebalance,
-                      log_level
+                      load_balancing, hedging, log_level
   --log-level LEVEL   tracing filter, e.g. info or shoal=debug (env SHOAL_LOG; default info)
 
 When ready the node writes DATA_DIR/node.json ({\"address\", \"pid\", \"node_id\"}) and logs
@@ -43,6 +47,10 @@ pub struct NodeConfig {
     pub auto_rebalance: bool,
     /// Default shard count of new collections, >= 1.
     pub shards_default: u32,
+    /// How reads pick among eligible replicas when a request does not say.
+    pub load_balancing: shoal_cluster::LoadBalancing,
+    /// Whether slow shard reads get a hedged request to another replica.
+    pub hedging: bool,
     /// Tracing filter directive.
     pub log_level: String,
     /// `--help` was given.
@@ -60,6 +68,8 @@ impl Default for NodeConfig {
             join: None,
             auto_rebalance: true,
             shards_default: 1,
+            load_balancing: shoal_cluster::LoadBalancing::default(),
+            hedging: true,
             log_level: "info,openraft=error".into(),
             help: false,
         }
@@ -115,6 +125,8 @@ impl NodeConfig {
                 "SHOAL_JOIN" => "join",
                 "SHOAL_AUTO_REBALANCE" => "auto_rebalance",
                 "SHOAL_LOG" => "log_level",
+                "SHOAL_LOAD_BALANCING" => "load_balancing",
+                "SHOAL_HEDGING" => "hedging",
                 _ => continue,
             };
             cfg.set(key, v).map_err(|e| format!("environment {k}: {e}"))?;
@@ -158,17 +170,24 @@ impl NodeConfig {
                     .filter(|&n: &u32| (1..=1024).contains(&n))
                     .ok_or_else(|| format!("{value:?} is not in 1..=1024"))?
             }
-            "auto_rebalance" => {
-                self.auto_rebalance = match value {
-                    "true" | "1" | "yes" => true,
-                    "false" | "0" | "no" => false,
-                    _ => return Err(format!("{value:?} is not true or false")),
-                }
+            "auto_rebalance" => self.auto_rebalance = parse_bool(value)?,
+            "hedging" => self.hedging = parse_bool(value)?,
+            "load_balancing" => {
+                self.load_balancing =
+                    shoal_cluster::LoadBalancing::parse(value, self.load_balancing).map_err(|e| e.to_string())?
             }
             "log_level" => self.log_level = value.to_string(),
             other => return Err(format!("unknown setting {other:?}")),
         }
         Ok(())
+    }
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("{value:?} is not true or false")),
     }
 }
 

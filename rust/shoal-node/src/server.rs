@@ -176,6 +176,8 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
             zone: cfg.zone.clone(),
             join: cfg.join.clone(),
             auto_rebalance: cfg.auto_rebalance,
+            load_balancing: cfg.load_balancing,
+            hedging: cfg.hedging,
         },
         net,
         transport.clone(),

@@ -4,7 +4,7 @@
 mod error;
 mod runtime;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use numpy::ndarray::Array2;
@@ -141,6 +141,16 @@ impl Client {
                 r.set_item("disk_bytes", n.disk_bytes)?;
                 r.set_item("disk_free_bytes", n.disk_free_bytes)?;
                 nd.set_item("resources", r)?;
+            }
+            if let Some(st) = &n.stats {
+                let sd = PyDict::new(py);
+                sd.set_item("searches", st.searches)?;
+                sd.set_item("reads", st.reads)?;
+                sd.set_item("writes", st.writes)?;
+                sd.set_item("in_flight", st.in_flight)?;
+                sd.set_item("cancelled", st.cancelled)?;
+                sd.set_item("hedged", st.hedged)?;
+                nd.set_item("stats", sd)?;
             }
             nodes.append(nd)?;
         }
@@ -391,8 +401,10 @@ impl Client {
         block_on(py, async move { c.count(&collection, level, t).await })
     }
 
+    /// A blocking search: (ids, distances, payload texts or None, failed shards, shards searched).
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
-    #[pyo3(signature = (collection, id_type, queries, k, filter, ef, with_payload, consistency, timeout = None))]
+    #[pyo3(signature = (collection, id_type, queries, k, filter, ef, with_payload, consistency, timeout = None,
+                        allow_partial = false, load_balancing = None))]
     fn search<'py>(
         &self,
         py: Python<'py>,
@@ -405,36 +417,146 @@ impl Client {
         with_payload: bool,
         consistency: &str,
         timeout: Option<f64>,
-    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Option<Vec<Vec<String>>>)> {
-        let t = timeout_of(timeout)?;
-        let level = read_level(consistency).map_err(to_py)?;
-        let id_type = id_type_of(id_type)?;
-        validate::check_k(k).map_err(|e| to_py(e.into()))?;
-        if let Some(ef) = ef {
-            validate::check_ef(ef).map_err(|e| to_py(e.into()))?;
-        }
-        let nq = queries.shape()[0];
-        let data: Vec<f32> = match queries.as_slice() {
-            Ok(s) => s.to_vec(),
-            Err(_) => queries.as_array().iter().copied().collect(),
-        };
-        let req = v1::SearchRequest {
-            collection,
-            queries: data,
-            k: k as u32,
-            filter: filter.unwrap_or_default(),
-            ef: ef.unwrap_or(0) as u32,
-            with_payload,
-            consistency: level as i32,
-            session: Vec::new(),
-            ..Default::default()
-        };
+        allow_partial: bool,
+        load_balancing: Option<&str>,
+    ) -> PyResult<SearchArrays<'py>> {
+        let args = (collection, id_type, queries, k, filter, ef, with_payload, consistency, allow_partial);
+        let (req, shape, t) = search_request(args, load_balancing, timeout)?;
         let c = self.inner.clone();
         let resp = block_on(py, async move { c.search(req, t).await })?;
-        let k = k as usize;
+        shape.arrays(py, &resp)
+    }
+
+    /// Starts a search in the background and returns its handle (Collection.query).
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (collection, id_type, queries, k, filter, ef, with_payload, consistency, timeout = None,
+                        allow_partial = false, load_balancing = None))]
+    fn search_start<'py>(
+        &self,
+        collection: String,
+        id_type: &str,
+        queries: PyReadonlyArray2<'py, f32>,
+        k: i64,
+        filter: Option<String>,
+        ef: Option<i64>,
+        with_payload: bool,
+        consistency: &str,
+        timeout: Option<f64>,
+        allow_partial: bool,
+        load_balancing: Option<&str>,
+    ) -> PyResult<PendingSearch> {
+        let args = (collection, id_type, queries, k, filter, ef, with_payload, consistency, allow_partial);
+        let (req, shape, t) = search_request(args, load_balancing, timeout)?;
+        let c = self.inner.clone();
+        let task = runtime::spawn(async move { c.search(req, t).await });
+        Ok(PendingSearch { shape, abort: task.abort_handle(), task: Mutex::new(Some(task)), outcome: Mutex::new(None) })
+    }
+
+    /// An awaitable search (asyncio): resolves to a SearchReply; cancelling the awaitable cancels the search.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (collection, id_type, queries, k, filter, ef, with_payload, consistency, timeout = None,
+                        allow_partial = false, load_balancing = None))]
+    fn search_async<'py>(
+        &self,
+        py: Python<'py>,
+        collection: String,
+        id_type: &str,
+        queries: PyReadonlyArray2<'py, f32>,
+        k: i64,
+        filter: Option<String>,
+        ef: Option<i64>,
+        with_payload: bool,
+        consistency: &str,
+        timeout: Option<f64>,
+        allow_partial: bool,
+        load_balancing: Option<&str>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let args = (collection, id_type, queries, k, filter, ef, with_payload, consistency, allow_partial);
+        let (req, shape, t) = search_request(args, load_balancing, timeout)?;
+        let c = self.inner.clone();
+        runtime::init_async();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let resp = c.search(req, t).await.map_err(to_py)?;
+            Ok(SearchReply { shape, resp })
+        })
+    }
+
+    #[pyo3(signature = (collection, timeout = None))]
+    fn index_status(&self, py: Python<'_>, collection: String, timeout: Option<f64>) -> PyResult<(u64, u64)> {
+        let t = timeout_of(timeout)?;
+        let c = self.inner.clone();
+        block_on(py, async move { c.index_status(&collection, t).await })
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Client({:?})", self.inner.addresses())
+    }
+}
+
+/// Search arguments as Python passes them: collection, id_type, queries, k, filter, ef, with_payload,
+/// consistency, allow_partial.
+type SearchArgs<'py> =
+    (String, &'py str, PyReadonlyArray2<'py, f32>, i64, Option<String>, Option<i64>, bool, &'py str, bool);
+
+/// What Python gets back from a search: ids, distances, payload texts (or None), failed shards, shards.
+type SearchArrays<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>, Option<Vec<Vec<String>>>, Vec<u32>, u32);
+
+/// Checks the arguments of a search and builds its request.
+fn search_request(
+    args: SearchArgs<'_>,
+    load_balancing: Option<&str>,
+    timeout: Option<f64>,
+) -> PyResult<(v1::SearchRequest, SearchShape, Duration)> {
+    let (collection, id_type, queries, k, filter, ef, with_payload, consistency, allow_partial) = args;
+    let t = timeout_of(timeout)?;
+    let level = read_level(consistency).map_err(to_py)?;
+    let lb = shoal_client::client::load_balancing(load_balancing.unwrap_or("")).map_err(to_py)?;
+    let id_type = id_type_of(id_type)?;
+    validate::check_k(k).map_err(|e| to_py(e.into()))?;
+    if let Some(ef) = ef {
+        validate::check_ef(ef).map_err(|e| to_py(e.into()))?;
+    }
+    let nq = queries.shape()[0];
+    let data: Vec<f32> = match queries.as_slice() {
+        Ok(s) => s.to_vec(),
+        Err(_) => queries.as_array().iter().copied().collect(),
+    };
+    let req = v1::SearchRequest {
+        collection,
+        queries: data,
+        k: k as u32,
+        filter: filter.unwrap_or_default(),
+        ef: ef.unwrap_or(0) as u32,
+        with_payload,
+        consistency: level as i32,
+        session: Vec::new(),
+        allow_partial,
+        load_balancing: lb as i32,
+    };
+    Ok((req, SearchShape { nq, k: k as usize, id_type, with_payload }, t))
+}
+
+/// The shape of a search's answer: what turning a SearchResponse into arrays needs.
+#[derive(Clone, Copy, Debug)]
+struct SearchShape {
+    /// Number of queries (rows).
+    nq: usize,
+    /// Hits per query (columns).
+    k: usize,
+    /// The collection's id type.
+    id_type: IdType,
+    /// Whether payload texts are returned.
+    with_payload: bool,
+}
+
+impl SearchShape {
+    /// Pads the hits of `resp` into (nq, k) arrays: ids (-1 / None pads) and distances (inf pads).
+    fn arrays<'py>(&self, py: Python<'py>, resp: &v1::SearchResponse) -> PyResult<SearchArrays<'py>> {
+        let (nq, k) = (self.nq, self.k);
         let mut dist = vec![f32::INFINITY; nq * k];
-        let ids = resp.ids.unwrap_or_default();
-        let mut payloads: Option<Vec<Vec<String>>> = with_payload.then(|| Vec::with_capacity(nq));
+        let empty = v1::PointIds::default();
+        let ids = resp.ids.as_ref().unwrap_or(&empty);
+        let mut payloads: Option<Vec<Vec<String>>> = self.with_payload.then(|| Vec::with_capacity(nq));
         // One pass over the per-query hit counts: `src[cell]` is the hit index that fills padded cell
         // (q, j), or None for padding. Ids are then built from it for either id type.
         let mut src: Vec<Option<usize>> = vec![None; nq * k];
@@ -450,7 +572,7 @@ impl Client {
             }
             pos += cnt;
         }
-        let ids_obj = match id_type {
+        let ids_obj = match self.id_type {
             IdType::Int => {
                 let out: Vec<i64> =
                     src.iter().map(|i| i.and_then(|i| ids.ints.get(i)).map_or(-1, |&v| v as i64)).collect();
@@ -474,18 +596,108 @@ impl Client {
             .map_err(|e| to_py(shoal_client::Error::Internal(e.to_string())))?
             .into_pyarray(py)
             .into_any();
-        Ok((ids_obj, dist, payloads))
+        Ok((ids_obj, dist, payloads, resp.failed_shards.clone(), resp.shards))
+    }
+}
+
+/// A finished search, converted to arrays on demand (the result of search_async).
+#[pyclass(module = "shoal._native", frozen)]
+struct SearchReply {
+    /// How to shape the answer.
+    shape: SearchShape,
+    /// The node's answer.
+    resp: v1::SearchResponse,
+}
+
+#[pymethods]
+impl SearchReply {
+    /// (ids, distances, payload texts or None, failed shards, shards searched).
+    fn arrays<'py>(&self, py: Python<'py>) -> PyResult<SearchArrays<'py>> {
+        self.shape.arrays(py, &self.resp)
+    }
+}
+
+/// A search running in the background (Collection.query): wait for it, poll it or cancel it.
+#[pyclass(module = "shoal._native", frozen)]
+struct PendingSearch {
+    /// How to shape the answer.
+    shape: SearchShape,
+    /// Stops the task (dropping the gRPC call, which cancels the work on the nodes).
+    abort: tokio::task::AbortHandle,
+    /// The task; taken by the thread waiting on it, `None` once joined.
+    task: Mutex<Option<tokio::task::JoinHandle<shoal_client::Result<v1::SearchResponse>>>>,
+    /// The outcome once known (an error message kind for failures).
+    outcome: Mutex<Option<Result<Arc<v1::SearchResponse>, shoal_client::Error>>>,
+}
+
+#[pymethods]
+impl PendingSearch {
+    /// Waits for the answer (at most `timeout` seconds; None = as long as it takes) with the GIL released.
+    /// Ctrl-C cancels the search. Raises the search's own error, Cancelled after cancel(), or Timeout when
+    /// `timeout` passes first (the search keeps running).
+    #[pyo3(signature = (timeout = None))]
+    fn result<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<SearchArrays<'py>> {
+        let until = match timeout {
+            None => None,
+            Some(t) => Some(std::time::Instant::now() + timeout_of(Some(t))?),
+        };
+        loop {
+            if let Some(out) = self.outcome.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                return match out {
+                    Ok(resp) => self.shape.arrays(py, resp),
+                    Err(e) => Err(to_py(e.clone())),
+                };
+            }
+            let taken = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let step = match taken {
+                // Another thread waits on the task: poll its outcome.
+                None => {
+                    py.detach(|| std::thread::sleep(Duration::from_millis(2)));
+                    None
+                }
+                Some(task) => {
+                    let wait = until.map_or(runtime::SIGNAL_POLL, |u| {
+                        u.saturating_duration_since(std::time::Instant::now()).min(runtime::SIGNAL_POLL)
+                    });
+                    match runtime::join_for(py, task, wait) {
+                        Ok(joined) => Some(joined),
+                        Err(task) => {
+                            *self.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+                            None
+                        }
+                    }
+                }
+            };
+            if let Some(joined) = step {
+                *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(joined.map(Arc::new));
+                continue;
+            }
+            if let Err(interrupt) = py.check_signals() {
+                self.abort.abort();
+                return Err(interrupt);
+            }
+            if until.is_some_and(|u| std::time::Instant::now() >= u) {
+                return Err(to_py(shoal_client::Error::Timeout(format!(
+                    "the query did not finish within {:.3} s (it keeps running; cancel() stops it)",
+                    timeout.unwrap_or_default()
+                ))));
+            }
+        }
     }
 
-    #[pyo3(signature = (collection, timeout = None))]
-    fn index_status(&self, py: Python<'_>, collection: String, timeout: Option<f64>) -> PyResult<(u64, u64)> {
-        let t = timeout_of(timeout)?;
-        let c = self.inner.clone();
-        block_on(py, async move { c.index_status(&collection, t).await })
+    /// Stops the search: the gRPC call is dropped and the nodes stop its work. True when it was still running.
+    fn cancel(&self) -> bool {
+        let running = !self.done();
+        self.abort.abort();
+        running
     }
 
-    fn __repr__(&self) -> String {
-        format!("Client({:?})", self.inner.addresses())
+    /// Whether the search finished (answered, failed or cancelled).
+    fn done(&self) -> bool {
+        if self.outcome.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+            return true;
+        }
+        self.task.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|t| t.is_finished())
     }
 }
 
@@ -559,6 +771,8 @@ fn run_node(py: Python<'_>, args: Vec<String>) -> i32 {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<Client>()?;
+    m.add_class::<SearchReply>()?;
+    m.add_class::<PendingSearch>()?;
     m.add_function(wrap_pyfunction!(validate_upsert, m)?)?;
     m.add_function(wrap_pyfunction!(run_node, m)?)?;
     Ok(())

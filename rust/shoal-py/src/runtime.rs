@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use crate::error::to_py;
 
 /// How often a blocked call wakes to check for KeyboardInterrupt.
-const SIGNAL_POLL: Duration = Duration::from_millis(50);
+pub const SIGNAL_POLL: Duration = Duration::from_millis(50);
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
@@ -22,6 +22,46 @@ fn runtime() -> &'static tokio::runtime::Runtime {
             .build()
             .expect("start the shoal client runtime")
     })
+}
+
+/// Hands the runtime to pyo3-async-runtimes (once), so awaitables run on the same runtime as blocking calls.
+pub fn init_async() {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        let _ = pyo3_async_runtimes::tokio::init_with_runtime(runtime());
+    });
+}
+
+/// Runs `fut` in the background on the runtime.
+pub fn spawn<T, F>(fut: F) -> tokio::task::JoinHandle<T>
+where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    runtime().spawn(fut)
+}
+
+/// Waits up to `wait` (GIL released) for `task`: its outcome (a cancelled task is `Error::Cancelled`), or
+/// the task back when it is still running.
+pub fn join_for<T: Send + 'static>(
+    py: Python<'_>,
+    mut task: tokio::task::JoinHandle<shoal_client::Result<T>>,
+    wait: Duration,
+) -> Result<shoal_client::Result<T>, tokio::task::JoinHandle<shoal_client::Result<T>>> {
+    let joined = py.detach(|| {
+        runtime().block_on(async {
+            tokio::select! {
+                r = &mut task => Some(r),
+                _ = tokio::time::sleep(wait) => None,
+            }
+        })
+    });
+    match joined {
+        None => Err(task),
+        Some(Ok(r)) => Ok(r),
+        Some(Err(e)) if e.is_cancelled() => Ok(Err(shoal_client::Error::Cancelled("the query was cancelled".into()))),
+        Some(Err(e)) => Ok(Err(shoal_client::Error::Internal(format!("the query's task failed: {e}")))),
+    }
 }
 
 /// Runs `fut` to completion with the GIL released. Ctrl-C (or any pending signal handler raising) drops

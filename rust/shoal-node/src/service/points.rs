@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use shoal_api::points::{get_response, ids_from_proto, payloads_from_text, search_response};
 use shoal_api::v1::{self, points_server::Points};
-use shoal_cluster::{Engine, Error, ReadLevel, WriteLevel, WriteOutcome};
+use shoal_cluster::{Engine, Error, LoadBalancing, ReadLevel, SearchQuery, WriteLevel, WriteOutcome};
 use tonic::{Request, Response, Status};
 
 use super::deadline;
@@ -111,14 +111,22 @@ impl Points for PointsService {
     async fn search(&self, req: Request<v1::SearchRequest>) -> Result<Response<v1::SearchResponse>, Status> {
         let t = deadline(&req);
         let r = req.into_inner();
-        let ef = (r.ef > 0).then_some(r.ef as usize);
-        let level = read_level(r.consistency);
-        let hits = self
-            .engine
-            .search(&r.collection, r.queries, r.k as usize, &r.filter, ef, r.with_payload, level, &r.session, t)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(search_response(hits, r.with_payload)))
+        let q = SearchQuery {
+            queries: r.queries,
+            k: r.k as usize,
+            filter: r.filter,
+            ef: (r.ef > 0).then_some(r.ef as usize),
+            with_payload: r.with_payload,
+            level: read_level(r.consistency),
+            strategy: (r.load_balancing != 0).then(|| LoadBalancing::from_proto(r.load_balancing, Default::default())),
+            allow_partial: r.allow_partial,
+        };
+        let out = self.engine.search(&r.collection, q, &r.session, t).await.map_err(status)?;
+        let mut resp = search_response(out.hits, r.with_payload);
+        resp.partial = !out.failed_shards.is_empty();
+        resp.failed_shards = out.failed_shards;
+        resp.shards = out.shards;
+        Ok(Response::new(resp))
     }
 
     async fn index_status(
