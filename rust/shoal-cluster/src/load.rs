@@ -134,9 +134,10 @@ pub struct Ticket<'a> {
 }
 
 impl Ticket<'_> {
-    /// Records the answer's latency (successful answers only: a failure says nothing about speed).
-    pub fn done(&self) {
-        let ms = self.started.elapsed().as_secs_f64() * 1000.0;
+    /// Records the answer's latency per work unit (queries x shards of the request; successful answers only:
+    /// a failure says nothing about speed).
+    pub fn done(&self, units: usize) {
+        let ms = self.started.elapsed().as_secs_f64() * 1000.0 / units.max(1) as f64;
         let mut peers = self.tracker.peers.lock();
         let p = peers.entry(self.node).or_default();
         p.ewma_ms = ewma(p.ewma_ms, ms);
@@ -165,7 +166,7 @@ mod tests {
         let a = t.start(2);
         let b = t.start(2);
         assert_eq!(t.snapshot()[&2].in_flight, 2);
-        a.done();
+        a.done(1);
         drop(a);
         drop(b);
         let s = t.snapshot()[&2];
@@ -173,7 +174,7 @@ mod tests {
         assert!(s.ewma_ms >= 0.0);
         assert_eq!(s.p95_ms, None, "one sample is not enough for a p95");
         for _ in 0..10 {
-            t.start(2).done();
+            t.start(2).done(3);
         }
         assert!(t.snapshot()[&2].p95_ms.is_some());
     }

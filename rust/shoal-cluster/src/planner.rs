@@ -83,9 +83,10 @@ impl LoadBalancing {
 pub struct NodeLoad {
     /// Requests this coordinator sent to the node that have not answered yet.
     pub in_flight: u32,
-    /// Exponentially weighted moving average of the node's answer latency in ms; 0 = no sample yet.
+    /// Exponentially weighted moving average of the node's answer latency in ms per work unit (one query
+    /// on one shard); 0 = no sample yet.
     pub ewma_ms: f64,
-    /// 95th percentile of the node's recent answer latencies in ms; `None` below [`MIN_SAMPLES`] samples.
+    /// 95th percentile of the node's recent latencies in ms per work unit; `None` below [`MIN_SAMPLES`].
     pub p95_ms: Option<f64>,
 }
 
@@ -202,12 +203,15 @@ pub const MIN_HEDGE_DELAY: Duration = Duration::from_millis(2);
 /// Hedge delay for a node without enough samples.
 pub const DEFAULT_HEDGE_DELAY: Duration = Duration::from_millis(50);
 
-/// When a request to a node with `load` should get a hedged twin: its p95 latency (at least
-/// [`MIN_HEDGE_DELAY`]), or [`DEFAULT_HEDGE_DELAY`] before enough samples.
-pub fn hedge_delay(load: &NodeLoad) -> Duration {
+/// When a request of `units` work units (queries x shards) to a node with `load` should get a hedged twin:
+/// the node's p95 per unit times the units (at least [`MIN_HEDGE_DELAY`]), or [`DEFAULT_HEDGE_DELAY`] times
+/// the units before enough samples. Scaling by the units keeps a big batch from being hedged by the
+/// latency of single queries (batches run their units in parallel, so this errs on the late side).
+pub fn hedge_delay(load: &NodeLoad, units: usize) -> Duration {
+    let units = units.max(1) as f64;
     match load.p95_ms {
-        Some(p) => Duration::from_secs_f64(p / 1000.0).max(MIN_HEDGE_DELAY),
-        None => DEFAULT_HEDGE_DELAY,
+        Some(p) => Duration::from_secs_f64(p * units / 1000.0).max(MIN_HEDGE_DELAY),
+        None => DEFAULT_HEDGE_DELAY.mul_f64(units),
     }
 }
 
@@ -367,11 +371,12 @@ mod tests {
         assert!(can_hedge(ReadLevel::Eventual, &s));
         assert!(can_hedge(ReadLevel::Session, &s));
         assert!(!can_hedge(ReadLevel::Session, &sit(&[1, 2], Some(2), true, true)));
-        assert_eq!(hedge_delay(&NodeLoad::default()), DEFAULT_HEDGE_DELAY);
+        assert_eq!(hedge_delay(&NodeLoad::default(), 1), DEFAULT_HEDGE_DELAY);
         let l = NodeLoad { p95_ms: Some(0.3), ..Default::default() };
-        assert_eq!(hedge_delay(&l), MIN_HEDGE_DELAY);
+        assert_eq!(hedge_delay(&l, 1), MIN_HEDGE_DELAY);
+        assert_eq!(hedge_delay(&l, 100), Duration::from_millis(30), "a batch waits in proportion");
         let l = NodeLoad { p95_ms: Some(12.0), ..Default::default() };
-        assert_eq!(hedge_delay(&l), Duration::from_millis(12));
+        assert_eq!(hedge_delay(&l, 0), Duration::from_millis(12));
     }
 
     #[test]

@@ -156,6 +156,14 @@ fn level_from_proto(v: i32) -> ReadLevel {
     }
 }
 
+/// Work units of a request (queries x shards; one per shard for gets and counts), the scale of its latency.
+fn work_units(op: &ReadOp, shards: usize) -> usize {
+    match op {
+        ReadOp::Search { nq, .. } => (*nq).max(1) * shards.max(1),
+        _ => shards.max(1),
+    }
+}
+
 /// Session tokens of collection incarnation `uid`, by shard.
 fn tokens_of(tokens: &[SessionToken], uid: u64) -> HashMap<u32, u64> {
     let mut out = HashMap::new();
@@ -248,10 +256,11 @@ impl Engine {
                 o => o.clone(),
             };
             async move {
+                let units = work_units(&node_op, targets.len());
                 let ticket = self.loads.start(node);
                 let res = self.read_on_node(node, view, &targets, &node_op, level, deadline).await;
                 if res.is_ok() {
-                    ticket.done();
+                    ticket.done(units);
                 }
                 (node, node_shards, positions, res)
             }
@@ -289,7 +298,8 @@ impl Engine {
                     let hedgeable: Vec<u32> =
                         node_shards.iter().copied().filter(|s| planner::can_hedge(level, &situations[s])).collect();
                     if self.cfg.hedging && !hedgeable.is_empty() {
-                        let delay = planner::hedge_delay(&loads.get(&node).copied().unwrap_or_default());
+                        let units = work_units(op, node_shards.len());
+                        let delay = planner::hedge_delay(&loads.get(&node).copied().unwrap_or_default(), units);
                         hedges.push((now + delay, node, hedgeable));
                     }
                     running.push(launch(node, node_shards));
