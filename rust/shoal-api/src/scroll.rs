@@ -156,7 +156,8 @@ mod tests {
 
     #[test]
     fn token_round_trip() {
-        for after in [None, Some(PointId::Int(0)), Some(PointId::Int(u64::MAX >> 1)), Some(PointId::Str("é/x".into()))] {
+        for after in [None, Some(PointId::Int(0)), Some(PointId::Int(u64::MAX >> 1)), Some(PointId::Str("é/x".into()))]
+        {
             let p = ScrollPosition { uid: 0xdead_beef_0001, shard: 7, after };
             let t = p.encode();
             assert_eq!(t[0], SCROLL_TOKEN_VERSION);

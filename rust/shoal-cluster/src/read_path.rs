@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 use shoal_api::internal::{ShardReadReply, ShardReadRequest, ShardTarget, shard_read_request};
 use shoal_api::points::{get_response, hits_from_response, ids_to_proto, records_from_get, search_response};
+use shoal_api::scroll::{records_from_scroll, scan_request, scroll_response};
 use shoal_api::v1::{self, ReadConsistency, SessionToken};
 use shoal_core::PointId;
 use shoal_core::filter::Filter;
@@ -23,6 +24,7 @@ use shoal_core::store::{Hit, PointRecord};
 use shoal_core::validate;
 
 use crate::engine::{CollectionView, Engine, FIRST_BACKOFF, MAX_BACKOFF, ReadLevel, ShardReplica};
+use crate::scroll::scan_op;
 use crate::{Error, Result};
 
 /// How long a replica waits for its applied index to reach a session token before it gives up and lets
@@ -58,6 +60,19 @@ pub(crate) enum ReadOp {
     },
     /// Live points per shard.
     Count,
+    /// A page of one shard's points in id order (see scroll.rs).
+    Scan {
+        /// Points with an id greater than this one (`None` = from the first).
+        after: Option<PointId>,
+        /// Most points returned.
+        limit: usize,
+        /// Parsed filter.
+        filter: Option<Arc<Filter>>,
+        /// The filter's JSON text (what is sent to other nodes).
+        filter_text: String,
+        /// Whether vectors are returned.
+        with_vectors: bool,
+    },
 }
 
 /// What one node answers for its targets.
@@ -68,6 +83,8 @@ pub(crate) enum NodeReadOut {
     Get(Vec<Option<PointRecord>>),
     /// Per target.
     Count(Vec<u64>),
+    /// The page of the one target.
+    Scan(Vec<PointRecord>),
 }
 
 fn level_to_proto(level: ReadLevel) -> ReadConsistency {
@@ -87,7 +104,7 @@ fn level_from_proto(v: i32) -> ReadLevel {
 }
 
 /// Session tokens of collection incarnation `uid`, by shard.
-fn tokens_of(tokens: &[SessionToken], uid: u64) -> HashMap<u32, u64> {
+pub(crate) fn tokens_of(tokens: &[SessionToken], uid: u64) -> HashMap<u32, u64> {
     let mut out = HashMap::new();
     for t in tokens.iter().filter(|t| t.uid == uid) {
         let e = out.entry(t.shard).or_insert(0);
@@ -98,7 +115,7 @@ fn tokens_of(tokens: &[SessionToken], uid: u64) -> HashMap<u32, u64> {
 
 impl Engine {
     /// The node to read `shard` from at `level`, avoiding `excluded`.
-    fn read_target(
+    pub(crate) fn read_target(
         &self,
         view: &CollectionView,
         shard: u32,
@@ -228,6 +245,9 @@ impl Engine {
                             records[i] = rec;
                         }
                     }
+                    Ok(NodeReadOut::Scan(_)) => {
+                        return Err(Error::Internal("scans are read one shard at a time (scroll.rs)".into()));
+                    }
                     Err(e) if e.is_retryable() || matches!(e, Error::Timeout(_) | Error::Consistency(_)) => {
                         failed_any = true;
                         for &s in &node_shards {
@@ -259,7 +279,7 @@ impl Engine {
     }
 
     /// Runs `op` for `targets` on `node` (here, or through a request to it).
-    async fn read_on_node(
+    pub(crate) async fn read_on_node(
         &self,
         node: u64,
         view: &CollectionView,
@@ -292,6 +312,9 @@ impl Engine {
                 ..Default::default()
             }),
             ReadOp::Count => shard_read_request::Op::Count(true),
+            ReadOp::Scan { after, limit, filter_text, with_vectors, .. } => {
+                shard_read_request::Op::Scan(scan_request(after.as_ref(), *limit, filter_text, *with_vectors))
+            }
         };
         let req = ShardReadRequest {
             collection: e.spec.name.clone(),
@@ -309,6 +332,7 @@ impl Engine {
             ),
             ReadOp::Get { ids, .. } => NodeReadOut::Get(records_from_get(reply.get.unwrap_or_default(), ids)?),
             ReadOp::Count => NodeReadOut::Count(reply.counts),
+            ReadOp::Scan { .. } => NodeReadOut::Scan(records_from_scroll(reply.scan.unwrap_or_default(), id_type)?),
         })
     }
 
@@ -397,6 +421,7 @@ impl Engine {
                     .map_err(|_| Error::Internal("search task panicked".into()))?;
                 Ok(NodeReadOut::Search(per_shard))
             }
+            ReadOp::Scan { .. } => self.scan_local(stores, op, deadline).await,
         }
     }
 
@@ -432,9 +457,7 @@ impl Engine {
                 (ReadOp::Get { ids, with_vectors: g.with_vectors }, false)
             }
             Some(shard_read_request::Op::Count(_)) => (ReadOp::Count, false),
-            Some(shard_read_request::Op::Scan(_)) => {
-                return Err(Error::InvalidArgument("shard scans are not implemented yet".into()));
-            }
+            Some(shard_read_request::Op::Scan(s)) => (scan_op(&s, spec.shard.id_type)?, false),
             None => return Err(Error::InvalidArgument("shard read without an operation".into())),
         };
         let out = self.serve_local(&req.collection, req.uid, &req.targets, &op, level, deadline).await?;
@@ -447,6 +470,10 @@ impl Engine {
                 ShardReadReply { get: Some(get_response(recs, spec.shard.dim as u32)), ..Default::default() }
             }
             NodeReadOut::Count(c) => ShardReadReply { counts: c, ..Default::default() },
+            NodeReadOut::Scan(recs) => ShardReadReply {
+                scan: Some(scroll_response(recs, spec.shard.dim as u32, Vec::new())),
+                ..Default::default()
+            },
         })
     }
 
@@ -568,7 +595,7 @@ impl Engine {
 }
 
 /// Parses a filter's JSON text ("" = none).
-fn parse_filter(text: &str) -> Result<Option<Filter>> {
+pub(crate) fn parse_filter(text: &str) -> Result<Option<Filter>> {
     if text.is_empty() {
         return Ok(None);
     }
