@@ -268,8 +268,8 @@ fn start_position(token: &[u8], name: &str, uid: u64, shards: u32, id_type: IdTy
     let pos = ScrollPosition::decode(token)?;
     if pos.uid != uid {
         return Err(Error::InvalidArgument(format!(
-            "resume_token is from another incarnation of collection {name:?} (uid {}, now {uid}): it was dropped \
-             and re-created since",
+            "resume_token is from another collection or another incarnation of collection {name:?} (uid {}, \
+             now {uid}; dropped and re-created since?)",
             pos.uid
         )));
     }
