@@ -182,6 +182,14 @@ def test_three_nodes_and_a_killed_replica(shoal_cluster: shoal.Cluster) -> None:
     v = clustered(n, DIM, seed=9)
     coll.upsert(np.arange(n), v, payloads=[_payload(i) for i in range(n)])
 
+    # An `eventual` read may hit a replica that has not applied every quorum write yet: wait until all have.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        shards = coll.shards()
+        if all(len(s.replicas) == 3 for s in shards) and sum(min(r.count for r in s.replicas) for s in shards) == n:
+            break
+        time.sleep(0.1)
+
     # Every level, with vectors, from a 3-node cluster.
     for level in ("eventual", "session", "strong"):
         ids, batches = _all(coll.scroll(batch_size=300, with_vectors=True, consistency=level))
