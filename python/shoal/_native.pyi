@@ -126,6 +126,20 @@ class Client:
         load_balancing: Optional[str] = None,
     ) -> Awaitable[SearchReply]:
         """As search, as an asyncio awaitable; cancelling it cancels the search."""
+    def scroll(
+        self,
+        collection: str,
+        id_type: str,
+        batch_size: int,
+        filter: Optional[str],
+        with_vectors: bool,
+        consistency: str,
+        resume_token: Optional[bytes] = None,
+        timeout: Optional[float] = None,
+    ) -> ScrollIter:
+        """Opens a scroll (batch_size 1..=100000, 0 = 1000; filter: JSON text; resume_token: a batch's token).
+        Bad arguments and an unknown collection raise here, before any batch. `timeout` bounds opening the
+        stream and then each batch. A stream lost with its node is reopened elsewhere from the last token."""
     def index_status(self, collection: str, timeout: Optional[float] = None) -> tuple[int, int]:
         """(live points, live points not yet in the index) summed over shards."""
 
@@ -144,6 +158,16 @@ class PendingSearch:
     def cancel(self) -> bool:
         """Drops the gRPC call, which stops the search's work on the nodes. True when it was running."""
     def done(self) -> bool: ...
+
+class ScrollIter:
+    """The batches of a scroll (from `Client.scroll`), in order."""
+
+    def next_batch(
+        self,
+    ) -> Optional[tuple[Any, Optional[npt.NDArray[np.float32]], list[str], bytes]]:
+        """The next batch as (ids: int64 array (int collections) or list[str], vectors (n, dim) float32 or
+        None, payload JSON texts ("" = none), resume token), or None at the end. After an error or Ctrl-C the
+        scroll is stopped: further calls raise Cancelled (resume with the last token)."""
 
 def validate_upsert(
     ids: Ids, vectors: npt.NDArray[np.float32], payloads: Optional[Sequence[str]], dim: int, id_type: str

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import numpy as np
 
@@ -298,6 +298,65 @@ class Collection:
         call.args = (self.name, self.id_type, q, k, ftext, ef, bool(with_payload), consistency, timeout)
         call.kwargs = {"allow_partial": bool(allow_partial), "load_balancing": load_balancing}
         return call
+
+    def scroll(
+        self,
+        batch_size: int = 1000,
+        filter: Optional[dict] = None,
+        with_vectors: bool = False,
+        consistency: str = "session",
+        resume_token: Optional[bytes] = None,
+        timeout: Optional[float] = None,
+    ) -> Iterator[Points]:
+        """Every live point (matching ``filter``) exactly once, as an iterator of :class:`Points` batches of
+        ``batch_size`` points (1..=100000; the last batch may be shorter), streamed from the server.
+
+        Order: shard by shard, ids ascending within a shard. Payloads are always returned, vectors with
+        ``with_vectors=True`` (a batch holds at most 64 MiB of vectors, so very large dims get smaller
+        batches). Each batch's ``resume_token`` (bytes) says where the scroll stands after it: pass it back as
+        ``resume_token=`` (with the same ``filter``) to continue after a crash or a break; a token of a dropped
+        and re-created collection raises ``InvalidArgument``. ``timeout`` (seconds, default 10) bounds opening
+        the scroll and then each batch, not the whole scroll. Bad arguments (batch_size, filter, token) raise
+        ``InvalidArgument`` before any batch; an unknown collection raises ``CollectionNotFound``.
+
+        Writes during a scroll: a point present for the whole scroll and not modified is returned exactly
+        once; a point inserted, deleted or re-upserted meanwhile may or may not be returned (with its old or
+        new content); no point is ever returned twice. If the serving node fails, the scroll resumes from
+        the last batch on another node; a failed replica of a shard is retried on another replica.
+
+        The generator holds an open server stream until exhausted or closed (``close()``, ``break`` then
+        garbage collection); Ctrl-C stops it.
+        """
+        batch_size = cv.check_int("batch_size", batch_size, 1, 100_000)
+        consistency = cv.check_read_consistency(consistency)
+        timeout = cv.check_timeout(timeout)
+        ftext = cv.filter_text(filter)
+        if resume_token is not None and not isinstance(resume_token, (bytes, bytearray)):
+            raise InvalidArgument(f"resume_token must be bytes (a batch's resume_token), got {resume_token!r}")
+        it = self._client.scroll(
+            self.name,
+            self.id_type,
+            batch_size,
+            ftext,
+            bool(with_vectors),
+            consistency,
+            bytes(resume_token) if resume_token is not None else None,
+            timeout,
+        )
+        return self._scroll_batches(it, bool(with_vectors))
+
+    def _scroll_batches(self, it: Any, with_vectors: bool) -> Iterator[Points]:
+        while True:
+            batch = it.next_batch()
+            if batch is None:
+                return
+            ids, vecs, texts, token = batch
+            yield Points(
+                ids=_ids_array(ids, self.id_type),
+                vectors=np.asarray(vecs, dtype=np.float32).reshape(-1, self.dim) if with_vectors else None,
+                payloads=[cv.parse_payload(t) or {} for t in texts],
+                resume_token=bytes(token),
+            )
 
     def index_status(self, timeout: Optional[float] = None) -> tuple[int, int]:
         """(live points, live points not yet covered by the index)."""

@@ -112,17 +112,20 @@ class SearchResult:
 
 @dataclass(repr=False)
 class Points:
-    """Points read by ``Collection.get``: the found ones, in request order.
+    """Points read by ``Collection.get`` (the found ones, in request order) or one batch of
+    ``Collection.scroll``.
 
     ``ids``: int64 array (object array of str for str-id collections); ``vectors``: (n, dim) float32 or None
     (``with_vectors=False``); ``payloads``: list of dicts ({} for a point without payload);
-    ``missing``: the requested ids that were not found.
+    ``missing``: the requested ids that were not found; ``resume_token``: for a scroll batch, where the
+    scroll stands after it (``coll.scroll(resume_token=...)`` continues from there), else None.
     """
 
     ids: np.ndarray
     vectors: Optional[np.ndarray]
     payloads: list[dict]
     missing: list = field(default_factory=list)
+    resume_token: Optional[bytes] = None
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])

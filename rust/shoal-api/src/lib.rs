@@ -5,6 +5,7 @@ pub mod collections;
 pub mod commands;
 pub mod error;
 pub mod points;
+pub mod scroll;
 
 pub use error::{Error, Result};
 

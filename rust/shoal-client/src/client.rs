@@ -1,5 +1,6 @@
 //! The client: connections, failover, deadlines and batch splitting.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use shoal_api::v1::{
 };
 use tonic::transport::{Channel, Endpoint};
 
+use crate::scroll::ScrollStream;
 use crate::session::Sessions;
 use crate::{Error, Result};
 
@@ -70,10 +72,17 @@ pub fn load_balancing(s: &str) -> Result<v1::LoadBalancing> {
     }
 }
 
-fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
+pub(crate) fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     r.set_timeout(timeout);
     r
+}
+
+/// Whether a status comes from the transport rather than from a node: without the node's `x-shoal-error`
+/// mark, UNAVAILABLE, CANCELLED and UNKNOWN mean no connection, or the connection dropped under the request.
+pub(crate) fn from_transport(status: &tonic::Status) -> bool {
+    status.metadata().get("x-shoal-error").is_none()
+        && matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown)
 }
 
 /// Runs `$call` against the current node, failing over to the others on connection failures.
@@ -115,11 +124,7 @@ macro_rules! with_failover {
                     // Without the node's `x-shoal-error` mark, UNAVAILABLE, CANCELLED and UNKNOWN come from the
                     // transport itself: no connection, or the connection dropped under the request (a killed
                     // node shows up as hyper's "operation was canceled" or as "Unknown: transport error").
-                    let from_transport = status.metadata().get("x-shoal-error").is_none()
-                        && matches!(
-                            status.code(),
-                            tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown
-                        );
+                    let from_transport = from_transport(&status);
                     let err = Error::from_status(&status);
                     if from_transport {
                         last = Some(Error::NodeUnavailable(format!(
@@ -172,7 +177,7 @@ impl Client {
         &self.addresses
     }
 
-    fn points(ch: Channel) -> PointsClient<Channel> {
+    pub(crate) fn points(ch: Channel) -> PointsClient<Channel> {
         PointsClient::new(ch)
             .max_decoding_message_size(MAX_RESPONSE_BYTES)
             .max_encoding_message_size(MAX_RESPONSE_BYTES)
@@ -406,6 +411,26 @@ impl Client {
         with_failover!(self, timeout, |ch| |t| {
             let req = v1::ShardsRequest { collection: collection.to_string() };
             async move { ClusterClient::new(ch).shards(request(req, t)).await.map(|r| r.into_inner()) }
+        })
+    }
+
+    /// Opens a scroll (the request's `session` is replaced by this client's tokens). `timeout` bounds opening
+    /// the stream and then each batch; see [`ScrollStream`] for failover mid-scroll.
+    pub async fn scroll(self: &Arc<Self>, mut req: v1::ScrollRequest, timeout: Duration) -> Result<ScrollStream> {
+        req.session = self.sessions.tokens(&req.collection);
+        let stream = self.open_scroll(&req, timeout).await?;
+        Ok(ScrollStream::new(Arc::clone(self), req, stream, timeout))
+    }
+
+    /// Opens the server stream of `req` on the first node that answers.
+    pub(crate) async fn open_scroll(
+        &self,
+        req: &v1::ScrollRequest,
+        timeout: Duration,
+    ) -> Result<tonic::Streaming<v1::ScrollResponse>> {
+        with_failover!(self, timeout, |ch| |t| {
+            let req = req.clone();
+            async move { Self::points(ch).scroll(request(req, t)).await.map(|r| r.into_inner()) }
         })
     }
 

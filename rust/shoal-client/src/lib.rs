@@ -4,8 +4,10 @@
 
 pub mod client;
 pub mod error;
+pub mod scroll;
 pub mod session;
 
 pub use client::{Client, ReadLevel, WriteLevel};
 pub use error::{Error, Result};
+pub use scroll::ScrollStream;
 pub use shoal_api::v1;

@@ -14,6 +14,7 @@ pub mod planner;
 pub mod read_path;
 pub mod reconciler;
 pub mod resources;
+pub mod scroll;
 pub mod shard_app;
 pub mod write_path;
 

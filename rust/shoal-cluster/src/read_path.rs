@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 use shoal_api::internal::{ShardReadReply, ShardReadRequest, ShardTarget, shard_read_request};
 use shoal_api::points::{get_response, hits_from_response, ids_to_proto, records_from_get, search_response};
+use shoal_api::scroll::{records_from_scroll, scan_request, scroll_response};
 use shoal_api::v1::{self, ReadConsistency, SessionToken};
 use shoal_core::filter::Filter;
 use shoal_core::store::{Hit, PointRecord};
@@ -27,6 +28,7 @@ use futures::StreamExt;
 use crate::engine::{CollectionView, Engine, FIRST_BACKOFF, MAX_BACKOFF, ReadLevel, ShardReplica};
 use crate::load::NodeCounters;
 use crate::planner::{self, LoadBalancing, PlanContext, ShardSituation};
+use crate::scroll::scan_op;
 use crate::{Error, Result};
 
 /// How long a replica waits for its applied index to reach a session token before it gives up and lets
@@ -71,6 +73,19 @@ pub(crate) enum ReadOp {
     },
     /// Live points per shard.
     Count,
+    /// A page of one shard's points in id order (see scroll.rs).
+    Scan {
+        /// Points with an id greater than this one (`None` = from the first).
+        after: Option<PointId>,
+        /// Most points returned.
+        limit: usize,
+        /// Parsed filter.
+        filter: Option<Arc<Filter>>,
+        /// The filter's JSON text (what is sent to other nodes).
+        filter_text: String,
+        /// Whether vectors are returned.
+        with_vectors: bool,
+    },
 }
 
 /// How one read is to be executed.
@@ -138,6 +153,8 @@ pub(crate) enum NodeReadOut {
     Get(Vec<Option<PointRecord>>),
     /// Per target.
     Count(Vec<u64>),
+    /// The page of the one target.
+    Scan(Vec<PointRecord>),
 }
 
 fn level_to_proto(level: ReadLevel) -> ReadConsistency {
@@ -165,7 +182,7 @@ fn work_units(op: &ReadOp, shards: usize) -> usize {
 }
 
 /// Session tokens of collection incarnation `uid`, by shard.
-fn tokens_of(tokens: &[SessionToken], uid: u64) -> HashMap<u32, u64> {
+pub(crate) fn tokens_of(tokens: &[SessionToken], uid: u64) -> HashMap<u32, u64> {
     let mut out = HashMap::new();
     for t in tokens.iter().filter(|t| t.uid == uid) {
         let e = out.entry(t.shard).or_insert(0);
@@ -180,6 +197,35 @@ impl Engine {
         let mut z: HashMap<u64, String> = self.catalog.nodes().into_iter().map(|n| (n.id, n.zone)).collect();
         z.insert(self.cfg.node_id, self.cfg.zone.clone());
         z
+    }
+
+    /// The node to read `shard` from at `level` with the node's default strategy, avoiding `excluded`: one
+    /// shard at a time (scroll pages). `session` reads go to the local replica or the leader (the client's
+    /// token may name this shard).
+    pub(crate) fn read_target(
+        &self,
+        view: &CollectionView,
+        shard: u32,
+        level: ReadLevel,
+        excluded: &HashSet<u64>,
+        hint: Option<u64>,
+    ) -> Option<u64> {
+        let sit = ShardSituation {
+            replicas: view.entry.replicas(shard).to_vec(),
+            leader: hint.or_else(|| self.shard_leader_guess(view, shard)),
+            local: view.local[shard as usize].is_some(),
+            has_token: level == ReadLevel::Session,
+        };
+        let (zones, loads) = (self.node_zones(), self.loads.snapshot());
+        let ctx = PlanContext {
+            me: self.cfg.node_id,
+            zones: &zones,
+            loads: &loads,
+            level,
+            strategy: self.cfg.load_balancing,
+            turn: self.round_robin.fetch_add(1, Ordering::Relaxed),
+        };
+        planner::choose_replica(&ctx, &sit, excluded)
     }
 
     /// Reads `shards` of `view` with `op` (DESIGN §4): one request per node for the shards the planner gives
@@ -346,6 +392,9 @@ impl Engine {
                                     }
                                 }
                             }
+                            NodeReadOut::Scan(_) => {
+                                return Err(Error::Internal("scans are read one shard at a time (scroll.rs)".into()));
+                            }
                             NodeReadOut::Get(recs) => {
                                 for (i, rec) in positions.into_iter().zip(recs) {
                                     let s = get_ids[i].shard(n_shards);
@@ -455,7 +504,7 @@ impl Engine {
     }
 
     /// Runs `op` for `targets` on `node` (here, or through a request to it).
-    async fn read_on_node(
+    pub(crate) async fn read_on_node(
         &self,
         node: u64,
         view: &CollectionView,
@@ -488,6 +537,9 @@ impl Engine {
                 ..Default::default()
             }),
             ReadOp::Count => shard_read_request::Op::Count(true),
+            ReadOp::Scan { after, limit, filter_text, with_vectors, .. } => {
+                shard_read_request::Op::Scan(scan_request(after.as_ref(), *limit, filter_text, *with_vectors))
+            }
         };
         let req = ShardReadRequest {
             collection: e.spec.name.clone(),
@@ -505,6 +557,7 @@ impl Engine {
             ),
             ReadOp::Get { ids, .. } => NodeReadOut::Get(records_from_get(reply.get.unwrap_or_default(), ids)?),
             ReadOp::Count => NodeReadOut::Count(reply.counts),
+            ReadOp::Scan { .. } => NodeReadOut::Scan(records_from_scroll(reply.scan.unwrap_or_default(), id_type)?),
         })
     }
 
@@ -612,6 +665,7 @@ impl Engine {
                     })?;
                 Ok(NodeReadOut::Search(per_shard))
             }
+            ReadOp::Scan { .. } => self.scan_local(stores, op, deadline).await,
         }
     }
 
@@ -648,9 +702,7 @@ impl Engine {
                 (ReadOp::Get { ids, with_vectors: g.with_vectors }, false)
             }
             Some(shard_read_request::Op::Count(_)) => (ReadOp::Count, false),
-            Some(shard_read_request::Op::Scan(_)) => {
-                return Err(Error::InvalidArgument("shard scans are not implemented yet".into()));
-            }
+            Some(shard_read_request::Op::Scan(s)) => (scan_op(&s, spec.shard.id_type)?, false),
             None => return Err(Error::InvalidArgument("shard read without an operation".into())),
         };
         let out = self.serve_local(&req.collection, req.uid, &req.targets, &op, level, deadline).await?;
@@ -663,6 +715,10 @@ impl Engine {
                 ShardReadReply { get: Some(get_response(recs, spec.shard.dim as u32)), ..Default::default() }
             }
             NodeReadOut::Count(c) => ShardReadReply { counts: c, ..Default::default() },
+            NodeReadOut::Scan(recs) => ShardReadReply {
+                scan: Some(scroll_response(recs, spec.shard.dim as u32, Vec::new())),
+                ..Default::default()
+            },
         })
     }
 
@@ -802,7 +858,7 @@ impl Engine {
 }
 
 /// Parses a filter's JSON text ("" = none).
-fn parse_filter(text: &str) -> Result<Option<Filter>> {
+pub(crate) fn parse_filter(text: &str) -> Result<Option<Filter>> {
     if text.is_empty() {
         return Ok(None);
     }

@@ -3,6 +3,7 @@
 
 mod error;
 mod runtime;
+mod scroll;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -481,6 +482,35 @@ impl Client {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (collection, id_type, batch_size, filter, with_vectors, consistency, resume_token = None, timeout = None))]
+    fn scroll(
+        &self,
+        py: Python<'_>,
+        collection: String,
+        id_type: &str,
+        batch_size: u32,
+        filter: Option<String>,
+        with_vectors: bool,
+        consistency: &str,
+        resume_token: Option<Vec<u8>>,
+        timeout: Option<f64>,
+    ) -> PyResult<scroll::ScrollIter> {
+        let (t, id_type) = (timeout_of(timeout)?, id_type_of(id_type)?);
+        scroll::open(
+            py,
+            &self.inner,
+            collection,
+            id_type,
+            batch_size,
+            filter,
+            with_vectors,
+            consistency,
+            resume_token,
+            t,
+        )
+    }
+
     #[pyo3(signature = (collection, timeout = None))]
     fn index_status(&self, py: Python<'_>, collection: String, timeout: Option<f64>) -> PyResult<(u64, u64)> {
         let t = timeout_of(timeout)?;
@@ -773,6 +803,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Client>()?;
     m.add_class::<SearchReply>()?;
     m.add_class::<PendingSearch>()?;
+    m.add_class::<scroll::ScrollIter>()?;
     m.add_function(wrap_pyfunction!(validate_upsert, m)?)?;
     m.add_function(wrap_pyfunction!(run_node, m)?)?;
     Ok(())

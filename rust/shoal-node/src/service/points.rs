@@ -1,9 +1,11 @@
-//! `shoal.v1.Points`: upsert, delete, update_payload, get, count, search, index status.
+//! `shoal.v1.Points`: upsert, delete, update_payload, get, count, search, index status, scroll (a stream).
 
 use std::sync::Arc;
 
 use shoal_api::points::{get_response, ids_from_proto, payloads_from_text, search_response};
+use shoal_api::scroll::scroll_response;
 use shoal_api::v1::{self, points_server::Points};
+use shoal_cluster::scroll::{Scroll, ScrollParams};
 use shoal_cluster::{Engine, Error, LoadBalancing, ReadLevel, SearchQuery, WriteLevel, WriteOutcome};
 use tonic::{Request, Response, Status};
 
@@ -140,7 +142,25 @@ impl Points for PointsService {
 
     type ScrollStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<v1::ScrollResponse, Status>> + Send>>;
 
-    async fn scroll(&self, _req: Request<v1::ScrollRequest>) -> Result<Response<Self::ScrollStream>, Status> {
-        Err(Status::unimplemented("scroll is not implemented yet"))
+    /// Validation errors come back as the call's status; later ones end the stream. The request's deadline
+    /// (`grpc-timeout`, else 10 s) applies to each batch, not to the whole stream.
+    async fn scroll(&self, req: Request<v1::ScrollRequest>) -> Result<Response<Self::ScrollStream>, Status> {
+        let batch_timeout = deadline(&req);
+        let r = req.into_inner();
+        let params = ScrollParams {
+            batch_size: r.batch_size,
+            filter: r.filter,
+            with_vectors: r.with_vectors,
+            level: read_level(r.consistency),
+            session: r.session,
+            resume_token: r.resume_token,
+            batch_timeout,
+        };
+        let Scroll { dim, batches } = self.engine.scroll(&r.collection, params).map_err(status)?;
+        let stream = futures::stream::unfold(batches, move |mut rx| async move {
+            let item = rx.recv().await?;
+            Some((item.map(|b| scroll_response(b.records, dim, b.resume_token)).map_err(status), rx))
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 }
