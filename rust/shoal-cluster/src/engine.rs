@@ -26,7 +26,7 @@ use parking_lot::RwLock;
 use shoal_api::collections::CollectionSpec;
 use shoal_api::commands::{MetaCommand, decode_meta_reply, encode_meta};
 use shoal_api::internal::{
-    FinishMove, JoinRequest, MoveReplica, NodeRecord, NodeStateReply, PreferLeader, ReplicaState,
+    FinishMove, JoinRequest, MoveReplica, NodeRecord, NodeStateReply, NodeStateRequest, PreferLeader, ReplicaState,
 };
 use shoal_core::hlc::Hlc;
 use shoal_raft::{GroupOptions, GrpcNetwork, RaftGroup, RaftTransportService};
@@ -375,7 +375,11 @@ impl Engine {
             last.insert(r.gid.clone(), Instant::now());
         }
         let Some(addr) = self.node_addr(preferred) else { return };
-        let Ok(st) = self.peers.node_state(preferred, &addr, Duration::from_millis(300)).await else { return };
+        let Ok(st) =
+            self.peers.node_state(preferred, &addr, NodeStateRequest::default(), Duration::from_millis(300)).await
+        else {
+            return;
+        };
         let mine = r.group.applied_index();
         let caught_up = st.replicas.iter().any(|x| {
             x.collection == entry.spec.name && x.uid == entry.uid && x.shard == shard && x.applied_index + 16 >= mine
@@ -1075,8 +1079,10 @@ impl Engine {
         Ok(existed)
     }
 
-    /// This node's state for the cluster views: its group-0 role and every local replica.
-    pub fn node_state(&self) -> NodeStateReply {
+    /// This node's state for the cluster views: its group-0 role and every local replica. Replica digests
+    /// and resource figures cost O(data) (sorting every id, walking the data dir): only computed when `want`
+    /// asks for them, so frequent probes (index-status polls, health) stay cheap.
+    pub fn node_state(&self, want: &NodeStateRequest) -> NodeStateReply {
         let (meta_role, _) = self.meta.role_and_last_index();
         let replicas = self
             .replicas
@@ -1096,7 +1102,7 @@ impl Engine {
                     last_log_index: last,
                     count: store.count() as u64,
                     unindexed: store.unindexed() as u64,
-                    digest: store.digest(),
+                    digest: if want.with_digests { store.digest() } else { 0 },
                     snapshot_bytes: snap.0,
                     snapshot_total_bytes: snap.1,
                 }
@@ -1110,20 +1116,25 @@ impl Engine {
             version: env!("CARGO_PKG_VERSION").into(),
             replicas,
             meta_leader: self.meta.leader_id().unwrap_or(0),
-            resources: Some(crate::resources::sample(&self.cfg.data_dir)),
+            resources: want.with_resources.then(|| crate::resources::sample(&self.cfg.data_dir)),
             stats: None,
         }
     }
 
-    /// Every registered node's state, probed in parallel (`Err` for a node that did not answer).
-    pub async fn probe_nodes(&self, timeout: Duration) -> Vec<(NodeRecord, Result<NodeStateReply>)> {
+    /// Every registered node's state, probed in parallel (`Err` for a node that did not answer); `want` says
+    /// which costly parts to include (see [`Engine::node_state`]).
+    pub async fn probe_nodes(
+        &self,
+        timeout: Duration,
+        want: NodeStateRequest,
+    ) -> Vec<(NodeRecord, Result<NodeStateReply>)> {
         let nodes = self.catalog.nodes();
         let nodes = if nodes.is_empty() { vec![self.node_record()] } else { nodes };
         let futs = nodes.into_iter().map(|n| async move {
             let st = if n.id == self.cfg.node_id {
-                Ok(self.node_state())
+                Ok(self.node_state(&want))
             } else {
-                self.peers.node_state(n.id, &n.address, timeout).await
+                self.peers.node_state(n.id, &n.address, want, timeout).await
             };
             (n, st)
         });
