@@ -182,10 +182,13 @@ def test_a_move_whose_source_restarts_mid_transfer_completes_and_loses_nothing(s
     coll = shoal_cluster.create_collection("src", dim=DIM, metric="l2", shards=2, replication_factor=2, index="flat")
     _wait_shards(coll, lambda ss: all(s.leader is not None for s in ss), "every shard should get a leader")
     ids = _fill(coll, 20_000)
-    writer = _Writer(coll, batch=100, max_seconds=240)
+    # Paced (~4 batches a second, one log entry per shard each): with logs compacted every 20 entries, a faster
+    # writer outruns the throttled snapshot (the log after it is purged before it arrives, so the learner needs
+    # another), and the learner never gets within a few entries of its leader to be promoted.
+    writer = _Writer(coll, batch=100, max_seconds=240, pause=0.25)
     writer.start()
     try:
-        writer.wait_for(500)
+        writer.wait_for(300)
         shoal_cluster.add_node()
         # the move's source is the replica marked leaving; act while node 4 is half-way through the snapshot
         shards = _wait_shards(
@@ -199,7 +202,7 @@ def test_a_move_whose_source_restarts_mid_transfer_completes_and_loses_nothing(s
         time.sleep(1.0)
         shoal_cluster.node(source).start()
         _wait_shards(coll, _moves_done(2, 4), f"the move off node {source} should complete", within=120)
-        writer.wait_for(500)  # the cluster takes writes again
+        writer.wait_for(300)  # the cluster takes writes again
     finally:
         writer.stop_event.set()
         writer.join(timeout=30)

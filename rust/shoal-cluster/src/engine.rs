@@ -203,6 +203,8 @@ pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 const MOVE_EVERY: Duration = Duration::from_millis(300);
 /// Shortest time between two leadership hand-overs of one group to its preferred leader.
 const HANDOVER_COOLDOWN: Duration = Duration::from_secs(5);
+/// How long a leader about to leave its group waits for the voter it handed leadership to.
+const HAND_OVER_WAIT: Duration = Duration::from_secs(2);
 /// Replica moves started per rebalance round.
 pub const MAX_CONCURRENT_MOVES: usize = 2;
 /// Period of the reconcile pass when the catalog does not change.
@@ -499,6 +501,9 @@ impl Engine {
                 Ok(())
             }
             MembershipStep::ChangeVoters(voters) => {
+                if !voters.contains(&self.cfg.node_id) && self.hand_over_before_leaving(r, &voters).await {
+                    return Ok(()); // the new leader makes the change (its move pass)
+                }
                 tokio::time::timeout(Duration::from_secs(60), r.group.change_membership(voters))
                     .await
                     .map_err(|_| Error::Timeout("membership change not committed within 60 s".into()))??;
@@ -509,6 +514,29 @@ impl Engine {
                 self.meta_propose(&cmd, Instant::now() + Duration::from_secs(10)).await.map(|_| ())
             }
         }
+    }
+
+    /// Before the leader removes itself from its group's voters: hands leadership to one of the remaining
+    /// `voters` and waits (bounded) until it took over. Removing itself while leading would leave the group
+    /// without a leader for an election timeout and more (measured: a ~0.5 s write stall at the end of every
+    /// move off a leader); a hand-over costs one round trip. Returns whether leadership moved; if not, the
+    /// caller makes the change itself as before.
+    async fn hand_over_before_leaving(&self, r: &ShardReplica, voters: &BTreeSet<u64>) -> bool {
+        let current: BTreeSet<u64> = r.group.voter_ids().into_iter().collect();
+        let Some(&to) = voters.iter().find(|v| current.contains(v)) else { return false };
+        tracing::info!(group = %r.gid, to, "handing leadership over before leaving the group");
+        if let Err(e) = r.group.transfer_leader(to).await {
+            tracing::debug!(group = %r.gid, error = %e, "leadership hand-over before leaving");
+            return false;
+        }
+        let deadline = Instant::now() + HAND_OVER_WAIT;
+        while Instant::now() < deadline {
+            if !r.group.is_leader() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
     }
 
     /// Plans moves that balance the cluster (pure `placement::rebalance`, at most [`MAX_CONCURRENT_MOVES`]
