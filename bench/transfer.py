@@ -92,9 +92,10 @@ def main() -> None:
         help="seconds of writes before the transfer (enough entries that the shard's log is compacted into a "
         "snapshot, so the new replica receives a snapshot rather than a log replay)",
     )
+    ap.add_argument("--data-dir", default=None, help="keep the nodes' data and logs there (default: a temp dir)")
     a = ap.parse_args()
     data = np.random.default_rng(7).standard_normal((2 * a.n, a.dim)).astype(np.float32)
-    with shoal.Cluster.local(nodes=1) as cluster:
+    with shoal.Cluster.local(nodes=1, data_dir=a.data_dir) as cluster:
         coll = cluster.create_collection("t", dim=a.dim, metric="cosine", shards=2, replication_factor=1)
         for s in range(0, len(data), 10_000):
             coll.upsert(np.arange(s, s + 10_000), data[s : s + 10_000])
