@@ -2,13 +2,19 @@
 openraft (learner: snapshot streamed in chunks + log catch-up, promote, source leaves), while a writer keeps
 upserting; prints transfer throughput and the writer's latency before and during the transfer.
 
-Usage: .venv/bin/python bench/transfer.py [--n 100000] [--dim 128]
+Usage: .venv/bin/python bench/transfer.py [--n 100000] [--dim 128] [--warm 45]
+
+Then prints a timeline of the transfer: the nodes' log events of the move (steps, snapshots, leader changes)
+and the writes slower than 5x the median before it, in seconds from the add_node call, to tell which phase a
+latency spike belongs to.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
+import re
 import sys
 import threading
 import time
@@ -25,6 +31,7 @@ class Writer(threading.Thread):
         super().__init__(daemon=True)
         self.coll, self.dim, self.next = coll, dim, start_id
         self.samples: list[tuple[float, float]] = []  # (start time, latency)
+        self.wall: list[float] = []  # wall-clock start of each sample (to line up with node logs)
         self.stop = threading.Event()
         self.failures = 0
 
@@ -34,12 +41,14 @@ class Writer(threading.Thread):
             ids = np.arange(self.next, self.next + 100)
             v = rng.standard_normal((100, self.dim)).astype(np.float32)
             t = time.perf_counter()
+            w = time.time()
             try:
                 self.coll.upsert(ids, v, consistency="quorum", timeout=10)
             except shoal.ShoalError:
                 self.failures += 1
                 continue
             self.samples.append((t, time.perf_counter() - t))
+            self.wall.append(w)
             self.next += 100
             time.sleep(0.01)
 
@@ -50,6 +59,26 @@ def pct(xs: list[float], p: float) -> float:
 
 def dir_bytes(p: Path) -> int:
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+# Node log lines worth a place on the timeline (the tracing format: "<RFC 3339 UTC> LEVEL target: message").
+_EVENTS = re.compile(
+    r"shard move step|built snapshot|installed snapshot|replica move started|shard replica open|node joined"
+    r"|joined the cluster|handing leadership|preferred leader|leader|election|shard replica removed|slow"
+)
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z\s+(\w+)\s+(.*)$")
+
+
+def log_events(path: Path, since: float, until: float) -> list[tuple[float, str]]:
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        m = _STAMP.match(line)
+        if not m or not _EVENTS.search(m.group(3)):
+            continue
+        t = dt.datetime.fromisoformat(m.group(1)).replace(tzinfo=dt.timezone.utc).timestamp()
+        if since <= t <= until:
+            out.append((t, m.group(3)[:160]))
+    return out
 
 
 def main() -> None:
@@ -63,9 +92,10 @@ def main() -> None:
         help="seconds of writes before the transfer (enough entries that the shard's log is compacted into a "
         "snapshot, so the new replica receives a snapshot rather than a log replay)",
     )
+    ap.add_argument("--data-dir", default=None, help="keep the nodes' data and logs there (default: a temp dir)")
     a = ap.parse_args()
     data = np.random.default_rng(7).standard_normal((2 * a.n, a.dim)).astype(np.float32)
-    with shoal.Cluster.local(nodes=1) as cluster:
+    with shoal.Cluster.local(nodes=1, data_dir=a.data_dir) as cluster:
         coll = cluster.create_collection("t", dim=a.dim, metric="cosine", shards=2, replication_factor=1)
         for s in range(0, len(data), 10_000):
             coll.upsert(np.arange(s, s + 10_000), data[s : s + 10_000])
@@ -75,7 +105,9 @@ def main() -> None:
         writer.start()
         time.sleep(a.warm)
         t_add = time.perf_counter()
+        w_add = time.time()
         node2 = cluster.add_node()
+        w_joined = time.time()
         moved = None
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
@@ -88,6 +120,7 @@ def main() -> None:
                 break
             time.sleep(0.05)
         t_done = time.perf_counter()
+        w_done = time.time()
         time.sleep(1.0)
         writer.stop.set()
         writer.join(30)
@@ -105,6 +138,15 @@ def main() -> None:
         before = [lat for t, lat in writer.samples if t < t_add]
         during = [lat for t, lat in writer.samples if t_add <= t <= t_done]
         assert coll.count(consistency="strong") == 2 * a.n + (writer.next - 10_000_000)
+        med = float(np.median([lat for _, lat in writer.samples[: max(1, len(before))]] or [0.0]))
+        timeline = [(w_add, "bench: add_node called"), (w_joined, "bench: add_node returned (node 2 up)")]
+        timeline.append((w_done, "bench: moved shard seen active on node 2"))
+        for nid in (1, node2.id):
+            log = cluster.data_dir / f"node-{nid}" / "node.log"
+            timeline += [(t, f"node {nid}: {e}") for t, e in log_events(log, w_add - 0.5, w_done + 1.0)]
+        for w, (_, lat) in zip(writer.wall, writer.samples):
+            if w_add - 0.5 <= w <= w_done + 1.0 and lat > 5 * med:
+                timeline.append((w, f"write {1000 * lat:.0f} ms (ends at +{w + lat - w_add:.2f} s)"))
     print(f"\nshard of {pts:,} points x {a.dim}-d (HNSW, cosine) moved from node 1 to a joining node 2, "
           f"{os.cpu_count()} cores\n")
     print(f"the new replica caught up by {how}\n")
@@ -117,6 +159,9 @@ def main() -> None:
     for name, xs in (("before the transfer", before), ("during the transfer", during)):
         print(f"| {name} | {len(xs)} | {pct(xs, 50):.1f} | {pct(xs, 99):.1f} | {1000 * max(xs) if xs else 0:.1f} |")
     print(f"\nwriter failures: {writer.failures}")
+    print(f"\ntimeline (s from add_node; writes slower than 5x the median before, {1000 * med:.0f} ms):")
+    for t, what in sorted(timeline):
+        print(f"  {t - w_add:+7.2f}  {what}")
 
 
 if __name__ == "__main__":

@@ -116,22 +116,104 @@ def test_rebalance_is_a_no_op_on_a_balanced_cluster(shoal_cluster: shoal.Cluster
         coll.rebalance()
 
 
-@pytest.mark.shoal(nodes=3)
-def test_a_move_interrupted_by_killing_its_target_completes_after_restart(shoal_cluster: shoal.Cluster) -> None:
+# Transfer knobs of the tests that interrupt a shard transfer mid-stream (flags of every node, documented in
+# `shoal-node --help`): each shard's log is compacted every 20 entries, so a new replica catches up from a
+# snapshot rather than by log replay; snapshots stream in 16 KiB chunks at 400 kB/s, so the ~1 MB snapshot of a
+# 10k-point shard takes a few seconds to arrive and the test can see it half-way.
+_SLOW_SNAPSHOTS = ["--raft-snapshot-every", "20", "--snapshot-chunk-bytes", "16384", "--snapshot-rate", "400000"]
+
+
+def _fill(coll: shoal.Collection, n: int, batch: int = 500) -> np.ndarray:
+    """Upserts ids 0..n in batches (one log entry per shard each: enough entries that logs get compacted)."""
+    ids = np.arange(n)
+    for s in range(0, n, batch):
+        assert coll.upsert(ids[s : s + batch], _vecs(ids[s : s + batch])) == len(ids[s : s + batch])
+    return ids
+
+
+def _mid_stream(node: int):
+    """Node `node` is receiving a snapshot: some bytes arrived, not all."""
+
+    def ok(shards: list[shoal.Shard]) -> bool:
+        return any(r.node == node and 0 < r.transfer_bytes < r.transfer_total_bytes for s in shards for r in s.replicas)
+
+    return ok
+
+
+def _moves_done(rf: int, must_hold: int):
+    """Like `_settled` without the digest check (a writer may still be running): no replica joining or leaving."""
+
+    def ok(shards: list[shoal.Shard]) -> bool:
+        return any(must_hold in s.nodes for s in shards) and all(
+            s.leader is not None and len(s.replicas) == rf and all(r.state == "active" for r in s.replicas)
+            for s in shards
+        )
+
+    return ok
+
+
+@pytest.mark.shoal(nodes=3, node_args=_SLOW_SNAPSHOTS)
+def test_a_move_interrupted_by_killing_its_target_mid_stream_completes_after_restart(
+    shoal_cluster: shoal.Cluster,
+) -> None:
     coll = shoal_cluster.create_collection("kill", dim=DIM, metric="l2", shards=2, replication_factor=2, index="flat")
     _wait_shards(coll, lambda ss: all(s.leader is not None for s in ss), "every shard should get a leader")
-    ids = np.arange(20_000)
-    for s in range(0, len(ids), 5000):
-        coll.upsert(ids[s : s + 5000], _vecs(ids[s : s + 5000]))
+    ids = _fill(coll, 20_000)
     node4 = shoal_cluster.add_node()
-    # kill the target as soon as it holds (part of) a replica, then bring it back
-    _wait_shards(coll, lambda ss: any(4 in s.nodes for s in ss), "a move onto node 4 should start", within=60)
+    # kill the target while its snapshot is half-way, then bring it back
+    shards = _wait_shards(coll, _mid_stream(4), "node 4 should be receiving a snapshot", within=60)
+    (part,) = [r for s in shards for r in s.replicas if r.node == 4 and r.transfer_bytes < r.transfer_total_bytes]
+    assert part.state == "joining", part
     node4.kill()
     time.sleep(1.0)
     node4.start()
-    _wait_shards(coll, _settled(2, 4), "the interrupted move should complete", within=120)
+    shards = _wait_shards(coll, _settled(2, 4), "the interrupted move should complete", within=120)
+    # the restarted target received a whole snapshot again (the first stream was dropped with the process)
+    moved = [r for s in shards for r in s.replicas if r.node == 4]
+    assert moved and all(0 < r.transfer_bytes == r.transfer_total_bytes for r in moved), moved
     _check_present(coll, ids)
     _retry("a quorum write after the move", lambda: coll.upsert([99_999], _vecs([99_999]), timeout=5))
+
+
+@pytest.mark.shoal(nodes=3, node_args=_SLOW_SNAPSHOTS)
+def test_a_move_whose_source_restarts_mid_transfer_completes_and_loses_nothing(shoal_cluster: shoal.Cluster) -> None:
+    from test_replication import _Writer
+
+    coll = shoal_cluster.create_collection("src", dim=DIM, metric="l2", shards=2, replication_factor=2, index="flat")
+    _wait_shards(coll, lambda ss: all(s.leader is not None for s in ss), "every shard should get a leader")
+    ids = _fill(coll, 20_000)
+    # Paced (~4 batches a second, one log entry per shard each): with logs compacted every 20 entries, a faster
+    # writer outruns the throttled snapshot (the log after it is purged before it arrives, so the learner needs
+    # another), and the learner never gets within a few entries of its leader to be promoted.
+    writer = _Writer(coll, batch=100, max_seconds=240, pause=0.25)
+    writer.start()
+    try:
+        writer.wait_for(300)
+        shoal_cluster.add_node()
+        # the move's source is the replica marked leaving; act while node 4 is half-way through the snapshot
+        shards = _wait_shards(
+            coll,
+            lambda ss: _mid_stream(4)(ss) and any(r.state == "leaving" for s in ss for r in s.replicas),
+            "a move onto node 4 should be streaming",
+            within=60,
+        )
+        shard, source = min((s.id, r.node) for s in shards for r in s.replicas if r.state == "leaving")
+        shoal_cluster.node(source).kill()
+        time.sleep(1.0)
+        shoal_cluster.node(source).start()
+        _wait_shards(coll, _moves_done(2, 4), f"the move off node {source} should complete", within=120)
+        writer.wait_for(300)  # the cluster takes writes again
+    finally:
+        writer.stop_event.set()
+        writer.join(timeout=30)
+    assert not writer.is_alive() and writer.unexpected is None, writer.unexpected
+    # replicas converge (same applied index and content digest), nothing is left joining or leaving
+    shards = _wait_shards(coll, _settled(2, 4), "replicas should converge", within=60)
+    moved = next(s for s in shards if s.id == shard)
+    assert 4 in moved.nodes and source not in moved.nodes, moved
+    every = sorted(set(ids.tolist()) | set(writer.acked))
+    assert coll.count(consistency="strong") == len(every)
+    _check_present(coll, every)
 
 
 @pytest.mark.shoal(nodes=4)
@@ -170,6 +252,73 @@ def test_remove_node_with_drain_moves_every_replica_off_it_first(shoal_cluster: 
     np.testing.assert_array_equal(after.ids, before.ids)
     _check_present(coll, ids)
     assert coll.upsert([50_000], _vecs([50_000])) == 1
+
+
+def _grpc_health(address: str) -> str:
+    """`grpc.health.v1.Health/Check` of the whole server (service "") at `address`, through grpcio: the
+    request is an empty message; the reply holds one enum field (1 = SERVING, 2 = NOT_SERVING)."""
+    import grpc
+
+    with grpc.insecure_channel(address, options=[("grpc.enable_http_proxy", 0)]) as ch:
+        check = ch.unary_unary("/grpc.health.v1.Health/Check")  # raw bytes in and out
+        reply = check(b"", timeout=5)
+    status = reply[1] if len(reply) >= 2 and reply[0] == 0x08 else 0
+    return {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}.get(status, str(status))
+
+
+def _wait_health(address: str, want: str, within: float = 20.0) -> str:
+    deadline = time.monotonic() + within
+    got = ""
+    for _ in range(int(within / 0.1) + 1):
+        got = _grpc_health(address)
+        if got == want or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    return got
+
+
+@pytest.mark.shoal(nodes=4, node_args=_SLOW_SNAPSHOTS)
+def test_grpc_health_is_not_serving_while_a_node_drains_and_after_it_left(shoal_cluster: shoal.Cluster) -> None:
+    coll = shoal_cluster.create_collection("hc", dim=DIM, metric="l2", shards=4, replication_factor=2, index="flat")
+    _wait_shards(coll, lambda ss: all(s.leader is not None for s in ss), "every shard should get a leader")
+    ids = _fill(coll, 20_000)
+    addr = {n.id: shoal_cluster.node(n.id).address for n in shoal_cluster.nodes()}
+    assert {i: _grpc_health(a) for i, a in addr.items()} == {i: "SERVING" for i in addr}
+    held = Counter(n for s in coll.shards() for n in s.nodes)
+    victim = held.most_common(1)[0][0]
+    other = next(i for i in addr if i != victim)
+
+    # Remove it through a client of another node (Cluster.remove_node would also stop the local process;
+    # here the process keeps running and must report that it no longer serves).
+    result: dict[str, object] = {}
+
+    def remove() -> None:
+        try:
+            with shoal.connect(addr[other]) as c:
+                result["moves"] = c.remove_node(victim, drain=True, timeout=120)
+        except BaseException as e:  # reported below
+            result["error"] = e
+
+    t = threading.Thread(target=remove, daemon=True)
+    t.start()
+    try:
+        assert _wait_health(addr[victim], "NOT_SERVING") == "NOT_SERVING", "a draining node must not serve"
+    finally:
+        t.join(timeout=150)
+    assert not t.is_alive() and "error" not in result, result
+    assert result["moves"] == held[victim], result
+    # it left the cluster and still does not serve; the others do
+    assert victim not in {n.id for n in _retry("nodes()", lambda: shoal_cluster.nodes())}
+    assert _grpc_health(addr[victim]) == "NOT_SERVING"
+    for i in addr:
+        if i != victim:
+            assert _grpc_health(addr[i]) == "SERVING", f"node {i}"
+    # a node is SERVING again once ready after a restart
+    node = shoal_cluster.node(other)
+    node.stop()
+    node.start()
+    assert _wait_health(node.address, "SERVING") == "SERVING"
+    _check_present(coll, ids)
 
 
 @pytest.mark.shoal(nodes=3)

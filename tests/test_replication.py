@@ -213,12 +213,20 @@ def test_partition_validates_its_groups(shoal_cluster: shoal.Cluster) -> None:
 
 class _Writer(threading.Thread):
     """Writes batches of fresh ids at `quorum` until stopped; a failed batch is retried (the same ids) and
-    counted in `acked` only once acknowledged."""
+    counted in `acked` only once acknowledged; `pause` seconds between two batches."""
 
-    def __init__(self, coll: shoal.Collection, batch: int = 200, max_batches: int = 5000, max_seconds: float = 300):
+    def __init__(
+        self,
+        coll: shoal.Collection,
+        batch: int = 200,
+        max_batches: int = 5000,
+        max_seconds: float = 300,
+        pause: float = 0.0,
+    ):
         super().__init__(daemon=True)
         self.coll = coll
         self.batch = batch
+        self.pause = pause
         self.max_batches = max_batches
         self.max_seconds = max_seconds
         self.acked: list[int] = []
@@ -242,6 +250,8 @@ class _Writer(threading.Thread):
                         time.sleep(0.1)
                         continue
                     self.acked.extend(ids.tolist())
+                    if self.pause:
+                        time.sleep(self.pause)
                     break
                 else:
                     return

@@ -112,10 +112,16 @@ impl Peers {
         bounded(node, timeout, c.shard_read(self.request(req, timeout))).await
     }
 
-    /// The replicas and roles of `node`.
-    pub async fn node_state(&self, node: u64, addr: &str, timeout: Duration) -> Result<NodeStateReply> {
+    /// The replicas and roles of `node` (with what `want` asks for).
+    pub async fn node_state(
+        &self,
+        node: u64,
+        addr: &str,
+        want: NodeStateRequest,
+        timeout: Duration,
+    ) -> Result<NodeStateReply> {
         let mut c = self.client(node, addr)?;
-        bounded(node, timeout, c.node_state(self.request(NodeStateRequest {}, timeout))).await
+        bounded(node, timeout, c.node_state(self.request(want, timeout))).await
     }
 }
 

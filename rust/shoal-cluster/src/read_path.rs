@@ -843,7 +843,7 @@ impl Engine {
         let uid = view.entry.uid;
         let mut best: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
         let mut unindexed = 0u64;
-        for (_, st) in self.probe_nodes(timeout).await {
+        for (_, st) in self.probe_nodes(timeout, Default::default()).await {
             let Ok(st) = st else { continue };
             for r in st.replicas.iter().filter(|r| r.collection == name && r.uid == uid) {
                 unindexed += r.unindexed;

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 /// Help text of the node command line.
 pub const USAGE: &str = "usage: shoal-node [--data-dir DIR] [--listen HOST:PORT] [--advertise HOST:PORT] [--node-id N]
                   [--zone Z] [--join HOST:PORT] [--shards-default N] [--config FILE.json]
-                  [--load-balancing S] [--hedging B] [--log-level LEVEL]
+                  [--load-balancing S] [--hedging B] [--log-level LEVEL] [--raft-snapshot-every N]
+                  [--snapshot-chunk-bytes N] [--snapshot-rate N]
 
   --data-dir DIR      where the node keeps its data (env SHOAL_DATA_DIR; default ./shoal-data)
   --listen HOST:PORT  gRPC address; port 0 picks a free port (env SHOAL_LISTEN; default 127.0.0.1:7301)
@@ -21,8 +22,17 @@ pub const USAGE: &str = "usage: shoal-node [--data-dir DIR] [--listen HOST:PORT]
                       round_robin or locality (env SHOAL_LOAD_BALANCING)
   --hedging B         send a second request to another replica when a shard read is slower than that
                       replica's p95 latency (true|false, env SHOAL_HEDGING; default true)
+  --raft-snapshot-every N
+                      snapshot each shard's state and compact its log every N applied entries (default
+                      1000); a new replica of a compacted shard receives a snapshot, else a log replay.
+                      Small values make tests exercise snapshot transfers with few writes.
+  --snapshot-chunk-bytes N
+                      size of the chunks a snapshot is streamed in (default 1048576)
+  --snapshot-rate N   send each snapshot at most N bytes per second (default 0 = unlimited); with small
+                      chunks, tests use it to watch and interrupt a transfer mid-stream
   --config FILE       JSON object with any of: data_dir, listen, advertise, node_id, zone, join, auto_rebalance,
-                      load_balancing, hedging, log_level
+                      load_balancing, hedging, log_level, raft_snapshot_every, snapshot_chunk_bytes,
+                      snapshot_rate
   --log-level LEVEL   tracing filter, e.g. info or shoal=debug (env SHOAL_LOG; default info)
 
 When ready the node writes DATA_DIR/node.json ({\"address\", \"pid\", \"node_id\"}) and logs
@@ -51,6 +61,12 @@ pub struct NodeConfig {
     pub load_balancing: shoal_cluster::LoadBalancing,
     /// Whether slow shard reads get a hedged request to another replica.
     pub hedging: bool,
+    /// Raft snapshot (and log compaction) period of every group, in applied entries, >= 1.
+    pub raft_snapshot_every: u64,
+    /// Chunk size of snapshot streams, >= 1.
+    pub snapshot_chunk_bytes: usize,
+    /// Send rate limit of one snapshot stream in bytes per second (0 = unlimited).
+    pub snapshot_rate: u64,
     /// Tracing filter directive.
     pub log_level: String,
     /// `--help` was given.
@@ -70,6 +86,9 @@ impl Default for NodeConfig {
             shards_default: 1,
             load_balancing: shoal_cluster::LoadBalancing::default(),
             hedging: true,
+            raft_snapshot_every: 1000,
+            snapshot_chunk_bytes: shoal_raft::SNAPSHOT_CHUNK_BYTES,
+            snapshot_rate: 0,
             log_level: "info,openraft=error".into(),
             help: false,
         }
@@ -170,6 +189,24 @@ impl NodeConfig {
                     .filter(|&n: &u32| (1..=1024).contains(&n))
                     .ok_or_else(|| format!("{value:?} is not in 1..=1024"))?
             }
+            "raft_snapshot_every" => {
+                self.raft_snapshot_every = value
+                    .parse()
+                    .ok()
+                    .filter(|&n: &u64| n >= 1)
+                    .ok_or_else(|| format!("{value:?} is not a number of entries >= 1"))?
+            }
+            "snapshot_chunk_bytes" => {
+                self.snapshot_chunk_bytes = value
+                    .parse()
+                    .ok()
+                    .filter(|&n: &usize| (1..=64 << 20).contains(&n))
+                    .ok_or_else(|| format!("{value:?} is not a chunk size in 1..=67108864"))?
+            }
+            "snapshot_rate" => {
+                self.snapshot_rate =
+                    value.parse().map_err(|_| format!("{value:?} is not a rate in bytes per second (0 = unlimited)"))?
+            }
             "auto_rebalance" => self.auto_rebalance = parse_bool(value)?,
             "hedging" => self.hedging = parse_bool(value)?,
             "load_balancing" => {
@@ -206,6 +243,20 @@ mod tests {
         assert_eq!(c.node_id, 7);
         assert_eq!(c.listen, "127.0.0.1:9");
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn transfer_tuning_flags() {
+        let c = NodeConfig::parse(
+            &s(&["--raft-snapshot-every", "20", "--snapshot-chunk-bytes=16384", "--snapshot-rate", "500000"]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!((c.raft_snapshot_every, c.snapshot_chunk_bytes, c.snapshot_rate), (20, 16384, 500_000));
+        let d = NodeConfig::default();
+        assert_eq!((d.raft_snapshot_every, d.snapshot_chunk_bytes, d.snapshot_rate), (1000, 1 << 20, 0));
+        assert!(NodeConfig::parse(&s(&["--raft-snapshot-every", "0"]), &[]).is_err());
+        assert!(NodeConfig::parse(&s(&["--snapshot-chunk-bytes", "0"]), &[]).is_err());
     }
 
     #[test]

@@ -164,14 +164,19 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
     health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
 
     let blocklist = Blocklist::new();
-    let net = GrpcNetwork::new(cfg.node_id, blocklist.clone(), GrpcNetworkOptions::default());
+    let net_opts = GrpcNetworkOptions {
+        snapshot_chunk_bytes: cfg.snapshot_chunk_bytes,
+        snapshot_bytes_per_sec: cfg.snapshot_rate,
+        ..GrpcNetworkOptions::default()
+    };
+    let net = GrpcNetwork::new(cfg.node_id, blocklist.clone(), net_opts);
     let transport = RaftTransportService::new(cfg.node_id, blocklist);
     let engine = Engine::open(
         EngineConfig {
             node_id: cfg.node_id,
             data_dir: dir.clone(),
             advertise: advertise.clone(),
-            raft: GroupOptions::default(),
+            raft: GroupOptions { snapshot_every: cfg.raft_snapshot_every, ..GroupOptions::default() },
             default_shards: cfg.shards_default,
             zone: cfg.zone.clone(),
             join: cfg.join.clone(),

@@ -64,6 +64,9 @@ pub struct GroupOptions {
     pub snapshot_timeout_ms: u64,
 }
 
+/// A learner this close to the leader's last log index counts as caught up (ready to become a voter).
+pub const LEARNER_CAUGHT_UP_ENTRIES: u64 = 16;
+
 impl Default for GroupOptions {
     fn default() -> Self {
         GroupOptions {
@@ -91,6 +94,11 @@ impl GroupOptions {
             election_timeout_max: self.election_timeout_max_ms,
             install_snapshot_timeout: self.snapshot_timeout_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            // What `add_learner(blocking)` waits for: the learner within this many entries of the leader's
+            // log. openraft's default (5000) let a learner of a shard with a shorter log count as caught up
+            // before it received anything; promoted, it then stalled every write of the group until its
+            // snapshot was installed or its log replayed (seconds for a 100 MB shard).
+            replication_lag_threshold: LEARNER_CAUGHT_UP_ENTRIES,
             max_in_snapshot_log_to_keep: keep,
             // Each purge persists the purge point (two fsyncs): purge in batches.
             purge_batch_size: (self.snapshot_every / 4).clamp(1, 256),
@@ -225,8 +233,8 @@ impl RaftGroup {
     }
 
     /// Adds node `node_id` at `addr` as a learner (on the leader) and returns once the leader
-    /// believes its log is up to date (within openraft's replication lag threshold), i.e. ready to
-    /// be promoted by [`RaftGroup::change_membership`]. It catches up by log or by snapshot.
+    /// believes its log is up to date (within [`LEARNER_CAUGHT_UP_ENTRIES`] of the leader's), i.e.
+    /// ready to be promoted by [`RaftGroup::change_membership`]. It catches up by log or by snapshot.
     pub async fn add_learner(&self, node_id: u64, addr: String) -> Result<()> {
         self.raft.add_learner(node_id, BasicNode::new(addr), true).await?;
         Ok(())

@@ -101,11 +101,19 @@ pub struct GrpcNetworkOptions {
     pub connect_timeout: Duration,
     /// Size of the `data` of each snapshot chunk (> 0).
     pub snapshot_chunk_bytes: usize,
+    /// Upper bound on the rate at which one snapshot is sent, in bytes per second (0 = unlimited): keeps a
+    /// transfer from taking the disk and network a node's foreground traffic needs, and lets tests watch
+    /// (and interrupt) a transfer mid-stream.
+    pub snapshot_bytes_per_sec: u64,
 }
 
 impl Default for GrpcNetworkOptions {
     fn default() -> Self {
-        GrpcNetworkOptions { connect_timeout: Duration::from_secs(1), snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES }
+        GrpcNetworkOptions {
+            connect_timeout: Duration::from_secs(1),
+            snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES,
+            snapshot_bytes_per_sec: 0,
+        }
     }
 }
 
@@ -382,7 +390,8 @@ impl RaftNetworkV2<TypeConfig> for GrpcPeer {
             total_bytes,
         };
         let chunk_bytes = self.net.inner.opts.snapshot_chunk_bytes.max(1);
-        let chunks = snapshot_chunks(file, header, chunk_bytes, self.describe("reading the snapshot"));
+        let rate = self.net.inner.opts.snapshot_bytes_per_sec;
+        let chunks = snapshot_chunks(file, header, chunk_bytes, rate, self.describe("reading the snapshot"));
         let mut req = tonic::Request::new(chunks);
         req.set_timeout(ttl);
         let call = async move { tokio::time::timeout(ttl, client.install_snapshot(req)).await };
@@ -401,19 +410,26 @@ impl RaftNetworkV2<TypeConfig> for GrpcPeer {
     }
 }
 
-/// The chunks of a snapshot file: the header in the first, `chunk_bytes` of data in each. A read
-/// error ends the stream early; the receiver then sees fewer bytes than announced and refuses.
+/// The chunks of a snapshot file: the header in the first, `chunk_bytes` of data in each, at most
+/// `bytes_per_sec` on average (0 = unlimited). A read error ends the stream early; the receiver then
+/// sees fewer bytes than announced and refuses.
 fn snapshot_chunks(
     file: tokio::fs::File,
     header: SnapshotHeader,
     chunk_bytes: usize,
+    bytes_per_sec: u64,
     context: String,
 ) -> impl futures::Stream<Item = SnapshotChunk> + Send + 'static {
-    futures::stream::unfold((file, Some(header), false), move |(mut file, header, done)| {
+    let started = tokio::time::Instant::now();
+    futures::stream::unfold((file, Some(header), false, 0u64), move |(mut file, header, done, sent)| {
         let context = context.clone();
         async move {
             if done {
                 return None;
+            }
+            if bytes_per_sec > 0 && sent > 0 {
+                // Pace: the next chunk leaves no earlier than the rate allows for what was sent so far.
+                tokio::time::sleep_until(started + Duration::from_secs_f64(sent as f64 / bytes_per_sec as f64)).await;
             }
             let mut data = vec![0u8; chunk_bytes];
             let mut n = 0;
@@ -432,7 +448,7 @@ fn snapshot_chunks(
             if n == 0 && header.is_none() {
                 return None;
             }
-            Some((SnapshotChunk { header, data }, (file, None, eof)))
+            Some((SnapshotChunk { header, data }, (file, None, eof, sent + n as u64)))
         }
     })
 }

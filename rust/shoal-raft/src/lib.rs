@@ -30,6 +30,7 @@ pub use grpc::Blocklist;
 pub use grpc::GrpcNetwork;
 pub use grpc::GrpcNetworkFactory;
 pub use grpc::GrpcNetworkOptions;
+pub use grpc::SNAPSHOT_CHUNK_BYTES;
 pub use log_store::LogReader;
 pub use log_store::LogStore;
 pub use log_store::LogStoreOptions;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shoal_api::internal::NodeStateRequest;
 use shoal_api::v1::{self, cluster_server::Cluster};
 use shoal_cluster::Engine;
 use tonic::{Request, Response, Status};
@@ -28,7 +29,7 @@ impl Cluster for ClusterService {
         let t = deadline(&req).min(PROBE_TIMEOUT);
         let e = &self.engine;
         let nodes = e
-            .probe_nodes(t)
+            .probe_nodes(t, NodeStateRequest { with_resources: true, ..Default::default() })
             .await
             .into_iter()
             .map(|(rec, st)| {
@@ -61,7 +62,9 @@ impl Cluster for ClusterService {
         let t = deadline(&req).min(PROBE_TIMEOUT);
         let entry = self.engine.collection_entry(&req.get_ref().collection).map_err(status)?;
         let mut states: BTreeMap<(u32, u64), shoal_api::internal::ReplicaState> = BTreeMap::new();
-        for (rec, st) in self.engine.probe_nodes(t).await {
+        // Digests let callers check that replicas converged (the only probe that computes them).
+        let want = NodeStateRequest { with_digests: true, ..Default::default() };
+        for (rec, st) in self.engine.probe_nodes(t, want).await {
             let Ok(st) = st else { continue };
             for r in st.replicas {
                 if r.collection == entry.spec.name && r.uid == entry.uid {

@@ -64,6 +64,6 @@ impl NodeInternal for InternalService {
 
     async fn node_state(&self, req: Request<pb::NodeStateRequest>) -> Result<Response<pb::NodeStateReply>, Status> {
         self.admit(&req)?;
-        Ok(Response::new(self.engine.node_state()))
+        Ok(Response::new(self.engine.node_state(req.get_ref())))
     }
 }
