@@ -117,7 +117,7 @@ def heavy():
         n = 120_000
         data = clustered(n, 64, seed=21)
         coll.upsert(np.arange(n), data)
-        yield cluster, coll, clustered(3000, 64, seed=22)
+        yield cluster, coll, clustered(6000, 64, seed=22)
 
 
 def test_tiny_timeout_on_a_heavy_search_raises_timeout(heavy) -> None:

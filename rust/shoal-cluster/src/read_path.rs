@@ -192,6 +192,24 @@ pub(crate) fn tokens_of(tokens: &[SessionToken], uid: u64) -> HashMap<u32, u64> 
 }
 
 impl Engine {
+    /// The planner's context for one planning round (advances the rotation counter).
+    fn plan_context<'a>(
+        &self,
+        zones: &'a HashMap<u64, String>,
+        loads: &'a HashMap<u64, planner::NodeLoad>,
+        level: ReadLevel,
+        strategy: LoadBalancing,
+    ) -> PlanContext<'a> {
+        PlanContext {
+            me: self.cfg.node_id,
+            zones,
+            loads,
+            level,
+            strategy,
+            turn: self.round_robin.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
     /// Zone of every registered node ("" = none).
     fn node_zones(&self) -> HashMap<u64, String> {
         let mut z: HashMap<u64, String> = self.catalog.nodes().into_iter().map(|n| (n.id, n.zone)).collect();
@@ -217,14 +235,7 @@ impl Engine {
             has_token: level == ReadLevel::Session,
         };
         let (zones, loads) = (self.node_zones(), self.loads.snapshot());
-        let ctx = PlanContext {
-            me: self.cfg.node_id,
-            zones: &zones,
-            loads: &loads,
-            level,
-            strategy: self.cfg.load_balancing,
-            turn: self.round_robin.fetch_add(1, Ordering::Relaxed),
-        };
+        let ctx = self.plan_context(&zones, &loads, level, self.cfg.load_balancing);
         planner::choose_replica(&ctx, &sit, excluded)
     }
 
@@ -319,14 +330,7 @@ impl Engine {
                 let subset: BTreeMap<u32, ShardSituation> =
                     waiting.iter().filter_map(|s| situations.get(s).map(|sit| (*s, sit.clone()))).collect();
                 let loads = self.loads.snapshot();
-                let ctx = PlanContext {
-                    me: self.cfg.node_id,
-                    zones: &zones,
-                    loads: &loads,
-                    level,
-                    strategy: opts.strategy,
-                    turn: self.round_robin.fetch_add(1, Ordering::Relaxed),
-                };
+                let ctx = self.plan_context(&zones, &loads, level, opts.strategy);
                 let (plan, unserved) = planner::plan_nodes(&ctx, &subset, &excluded);
                 for s in unserved {
                     // Every replica failed once: start over after a backoff.
@@ -457,14 +461,7 @@ impl Engine {
             let mut twins: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
             for (_, node, hs) in due {
                 let loads = self.loads.snapshot();
-                let ctx = PlanContext {
-                    me: self.cfg.node_id,
-                    zones: &zones,
-                    loads: &loads,
-                    level,
-                    strategy: opts.strategy,
-                    turn: self.round_robin.fetch_add(1, Ordering::Relaxed),
-                };
+                let ctx = self.plan_context(&zones, &loads, level, opts.strategy);
                 for s in hs {
                     if done.contains(&s) || failed.contains(&s) || flying.get(&s).copied().unwrap_or(0) == 0 {
                         continue;
