@@ -110,16 +110,22 @@ impl LoadTracker {
         Ticket { tracker: self, node, started: Instant::now() }
     }
 
-    /// The figures the planner uses, per node seen so far.
-    pub fn snapshot(&self) -> HashMap<u64, NodeLoad> {
+    /// The figures the planner uses, per node seen so far; the p95 (a sort of the recent samples) only
+    /// `with_p95`, i.e. when the read may be hedged.
+    pub fn snapshot(&self, with_p95: bool) -> HashMap<u64, NodeLoad> {
         let mut v = Vec::with_capacity(SAMPLES);
         self.peers
             .lock()
             .iter()
             .map(|(&n, p)| {
-                v.clear();
-                v.extend(p.recent.iter().copied());
-                (n, NodeLoad { in_flight: p.in_flight, ewma_ms: p.ewma_ms, p95_ms: p95(&v) })
+                let p95_ms = with_p95
+                    .then(|| {
+                        v.clear();
+                        v.extend(p.recent.iter().copied());
+                        p95(&v)
+                    })
+                    .flatten();
+                (n, NodeLoad { in_flight: p.in_flight, ewma_ms: p.ewma_ms, p95_ms })
             })
             .collect()
     }
@@ -165,18 +171,18 @@ mod tests {
         let t = LoadTracker::default();
         let a = t.start(2);
         let b = t.start(2);
-        assert_eq!(t.snapshot()[&2].in_flight, 2);
+        assert_eq!(t.snapshot(true)[&2].in_flight, 2);
         a.done(1);
         drop(a);
         drop(b);
-        let s = t.snapshot()[&2];
+        let s = t.snapshot(true)[&2];
         assert_eq!(s.in_flight, 0);
         assert!(s.ewma_ms >= 0.0);
         assert_eq!(s.p95_ms, None, "one sample is not enough for a p95");
         for _ in 0..10 {
             t.start(2).done(3);
         }
-        assert!(t.snapshot()[&2].p95_ms.is_some());
+        assert!(t.snapshot(true)[&2].p95_ms.is_some());
     }
 
     #[test]

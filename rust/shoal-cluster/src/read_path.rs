@@ -234,7 +234,7 @@ impl Engine {
             local: view.local[shard as usize].is_some(),
             has_token: level == ReadLevel::Session,
         };
-        let (zones, loads) = (self.node_zones(), self.loads.snapshot());
+        let (zones, loads) = (self.node_zones(), self.loads.snapshot(false));
         let ctx = self.plan_context(&zones, &loads, level, self.cfg.load_balancing);
         planner::choose_replica(&ctx, &sit, excluded)
     }
@@ -329,7 +329,7 @@ impl Engine {
             if !waiting.is_empty() && now >= retry_at {
                 let subset: BTreeMap<u32, ShardSituation> =
                     waiting.iter().filter_map(|s| situations.get(s).map(|sit| (*s, sit.clone()))).collect();
-                let loads = self.loads.snapshot();
+                let loads = self.loads.snapshot(self.cfg.hedging && level != ReadLevel::Strong);
                 let ctx = self.plan_context(&zones, &loads, level, opts.strategy);
                 let (plan, unserved) = planner::plan_nodes(&ctx, &subset, &excluded);
                 for s in unserved {
@@ -459,8 +459,8 @@ impl Engine {
             let (due, later): (Vec<_>, Vec<_>) = hedges.drain(..).partition(|h| h.0 <= now);
             hedges = later;
             let mut twins: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+            let loads = if due.is_empty() { HashMap::new() } else { self.loads.snapshot(false) };
             for (_, node, hs) in due {
-                let loads = self.loads.snapshot();
                 let ctx = self.plan_context(&zones, &loads, level, opts.strategy);
                 for s in hs {
                     if done.contains(&s) || failed.contains(&s) || flying.get(&s).copied().unwrap_or(0) == 0 {
