@@ -34,6 +34,9 @@ use crate::{Error, Result};
 /// How long a replica waits for its applied index to reach a session token before it gives up and lets
 /// the coordinator ask the leader.
 const SESSION_WAIT: Duration = Duration::from_millis(300);
+/// Node-local searches estimated at no more than this many vector components of work (all shards and
+/// queries; about 0.1-0.4 ms here) run on the calling task instead of a rayon worker.
+const INLINE_SEARCH_MAX_COST: f64 = 1_000_000.0;
 
 /// Cancels its token when dropped (the future awaiting shard work went away).
 struct CancelOnDrop(CancelToken);
@@ -634,21 +637,49 @@ impl Engine {
                 // as this future is dropped: a cancelled client call, a coordinator that no longer waits.
                 let cancel = CancelToken::with_deadline(deadline);
                 let _stop_on_drop = CancelOnDrop(cancel.clone());
+                // A small search (a few graph walks) runs right here, one shard after the other: handing it to
+                // rayon and back costs two thread wake-ups, more than the search itself. Anything larger runs
+                // on a rayon worker, where the store's parallel loops run inline for small batches.
+                let cost: f64 = stores.iter().map(|s| s.search_cost(filter.as_deref(), k, ef)).sum();
+                let inline = cost * nq as f64 <= INLINE_SEARCH_MAX_COST;
                 let counters = self.counters.clone();
-                // Run on a rayon worker, not a blocking thread: the store's parallel loops then run inline for
-                // small batches instead of paying a thread hand-off per loop (most of a single query's latency).
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                rayon::spawn(move || {
+                let run = move || {
                     let _busy = counters.enter_shared();
-                    let per_shard: std::result::Result<Vec<Vec<Vec<Hit>>>, shoal_core::Error> = stores
-                        .par_iter()
-                        .map(|s| s.search_cancellable(&queries, nq, k, filter.as_deref(), ef, with_payload, &cancel))
-                        .collect();
+                    let per_shard: std::result::Result<Vec<Vec<Vec<Hit>>>, shoal_core::Error> = if inline {
+                        stores
+                            .iter()
+                            .map(|s| {
+                                s.search_cancellable(&queries, nq, k, filter.as_deref(), ef, with_payload, &cancel)
+                            })
+                            .collect()
+                    } else {
+                        stores
+                            .par_iter()
+                            .map(|s| {
+                                s.search_cancellable(&queries, nq, k, filter.as_deref(), ef, with_payload, &cancel)
+                            })
+                            .collect()
+                    };
                     if matches!(per_shard, Err(shoal_core::Error::Cancelled)) {
                         NodeCounters::bump(&counters.cancelled);
                     }
-                    let _ = tx.send(per_shard);
-                });
+                    per_shard
+                };
+                let rx = if inline {
+                    // Let the requests this coordinator just sent to other nodes reach their sockets first
+                    // (their channels' tasks run on this runtime), so the nodes search at the same time.
+                    tokio::task::yield_now().await;
+                    let out = run();
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let _ = tx.send(out);
+                    rx
+                } else {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    rayon::spawn(move || {
+                        let _ = tx.send(run());
+                    });
+                    rx
+                };
                 let left = deadline.saturating_duration_since(Instant::now());
                 let per_shard = tokio::time::timeout(left, rx)
                     .await

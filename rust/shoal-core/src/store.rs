@@ -38,7 +38,7 @@ use serde_json::{Map, Value};
 
 use crate::arena::VectorArena;
 use crate::cancel::CancelToken;
-use crate::cost::{AccessPath, ShardShape, choose_path};
+use crate::cost::{AccessPath, ShardShape, choose_path, exact_cost, graph_cost};
 use crate::distance;
 use crate::filter::Filter;
 use crate::hlc::Version;
@@ -756,6 +756,21 @@ impl ShardStore {
         let filter = filter.filter(|f| !f.is_match_all());
         // A never-firing token: routing cannot fail.
         self.route(&g, filter, k, ef, w, &CancelToken::never()).map_or(AccessPath::Exact, |r| r.path)
+    }
+
+    /// Estimated work of one query of a search with `filter`, `k` and `ef`, in vector components touched
+    /// (see [`crate::cost`]): the cost of the path the cost model picks on the sampled selectivity. Cheap
+    /// (no exact filter count); callers use it to size work, e.g. to run a small search inline.
+    pub fn search_cost(&self, filter: Option<&Filter>, k: usize, ef: Option<usize>) -> f64 {
+        let g = self.inner.read_recursive();
+        let w = self.indexed.load(Ordering::Acquire).min(g.slots.len());
+        let shape = self.shape(&g, w);
+        let filter = filter.filter(|f| !f.is_match_all());
+        let sel = filter.map_or(1.0, |f| self.estimate_selectivity(&g, f));
+        match choose_path(&shape, sel, k, ef, g.hnsw.is_none()) {
+            AccessPath::Exact => exact_cost(&shape, sel),
+            AccessPath::Graph { ef } => graph_cost(&shape, sel, ef),
+        }
     }
 
     /// The shape the cost model sees: live points, those reachable through the graph (below the watermark

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 pub const USAGE: &str = "usage: shoal-node [--data-dir DIR] [--listen HOST:PORT] [--advertise HOST:PORT] [--node-id N]
                   [--zone Z] [--join HOST:PORT] [--shards-default N] [--config FILE.json]
                   [--load-balancing S] [--hedging B] [--log-level LEVEL] [--raft-snapshot-every N]
-                  [--snapshot-chunk-bytes N] [--snapshot-rate N]
+                  [--snapshot-chunk-bytes N] [--snapshot-rate N] [--async-threads N]
 
   --data-dir DIR      where the node keeps its data (env SHOAL_DATA_DIR; default ./shoal-data)
   --listen HOST:PORT  gRPC address; port 0 picks a free port (env SHOAL_LISTEN; default 127.0.0.1:7301)
@@ -30,9 +30,13 @@ pub const USAGE: &str = "usage: shoal-node [--data-dir DIR] [--listen HOST:PORT]
                       size of the chunks a snapshot is streamed in (default 1048576)
   --snapshot-rate N   send each snapshot at most N bytes per second (default 0 = unlimited); with small
                       chunks, tests use it to watch and interrupt a transfer mid-stream
+  --async-threads N   threads serving gRPC, Raft and I/O (env SHOAL_ASYNC_THREADS; default half the cores, at
+                      least 1). Searches and indexing run on their own thread pools; fewer async threads
+                      mean fewer cross-thread wake-ups per request, which is most of a request's latency
+                      when several nodes share a small machine.
   --config FILE       JSON object with any of: data_dir, listen, advertise, node_id, zone, join, auto_rebalance,
                       load_balancing, hedging, log_level, raft_snapshot_every, snapshot_chunk_bytes,
-                      snapshot_rate
+                      snapshot_rate, async_threads
   --log-level LEVEL   tracing filter, e.g. info or shoal=debug (env SHOAL_LOG; default info)
 
 When ready the node writes DATA_DIR/node.json ({\"address\", \"pid\", \"node_id\"}) and logs
@@ -67,6 +71,8 @@ pub struct NodeConfig {
     pub snapshot_chunk_bytes: usize,
     /// Send rate limit of one snapshot stream in bytes per second (0 = unlimited).
     pub snapshot_rate: u64,
+    /// Worker threads of the node's tokio runtime, >= 1.
+    pub async_threads: usize,
     /// Tracing filter directive.
     pub log_level: String,
     /// `--help` was given.
@@ -89,6 +95,7 @@ impl Default for NodeConfig {
             raft_snapshot_every: 1000,
             snapshot_chunk_bytes: shoal_raft::SNAPSHOT_CHUNK_BYTES,
             snapshot_rate: 0,
+            async_threads: default_async_threads(),
             log_level: "info,openraft=error".into(),
             help: false,
         }
@@ -146,6 +153,7 @@ impl NodeConfig {
                 "SHOAL_LOG" => "log_level",
                 "SHOAL_LOAD_BALANCING" => "load_balancing",
                 "SHOAL_HEDGING" => "hedging",
+                "SHOAL_ASYNC_THREADS" => "async_threads",
                 _ => continue,
             };
             cfg.set(key, v).map_err(|e| format!("environment {k}: {e}"))?;
@@ -207,6 +215,13 @@ impl NodeConfig {
                 self.snapshot_rate =
                     value.parse().map_err(|_| format!("{value:?} is not a rate in bytes per second (0 = unlimited)"))?
             }
+            "async_threads" => {
+                self.async_threads = value
+                    .parse()
+                    .ok()
+                    .filter(|&n: &usize| (1..=1024).contains(&n))
+                    .ok_or_else(|| format!("{value:?} is not a thread count in 1..=1024"))?
+            }
             "auto_rebalance" => self.auto_rebalance = parse_bool(value)?,
             "hedging" => self.hedging = parse_bool(value)?,
             "load_balancing" => {
@@ -218,6 +233,11 @@ impl NodeConfig {
         }
         Ok(())
     }
+}
+
+/// Half the cores this process may use, at least 1.
+fn default_async_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get() / 2).max(1)
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {
@@ -257,6 +277,16 @@ mod tests {
         assert_eq!((d.raft_snapshot_every, d.snapshot_chunk_bytes, d.snapshot_rate), (1000, 1 << 20, 0));
         assert!(NodeConfig::parse(&s(&["--raft-snapshot-every", "0"]), &[]).is_err());
         assert!(NodeConfig::parse(&s(&["--snapshot-chunk-bytes", "0"]), &[]).is_err());
+    }
+
+    #[test]
+    fn async_threads() {
+        assert!(NodeConfig::default().async_threads >= 1);
+        let env = [("SHOAL_ASYNC_THREADS".to_string(), "3".to_string())];
+        assert_eq!(NodeConfig::parse(&[], &env).unwrap().async_threads, 3);
+        assert_eq!(NodeConfig::parse(&s(&["--async-threads", "1"]), &env).unwrap().async_threads, 1);
+        let err = NodeConfig::parse(&s(&["--async-threads", "0"]), &[]).unwrap_err();
+        assert!(err.contains("--async-threads") && err.contains("\"0\""), "{err}");
     }
 
     #[test]

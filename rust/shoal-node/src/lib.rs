@@ -25,7 +25,12 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).try_init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("shoal-node").build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.async_threads)
+        .enable_all()
+        .thread_name("shoal-node")
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("shoal-node: cannot start runtime: {e}");
