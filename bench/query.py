@@ -1,6 +1,7 @@
 """Query-path benchmark (issue 4): 1 node vs 3 nodes (3 shards, RF 1) on the shared harness's default
 synthetic set (N=100k, D=128, cosine, 1000 queries, k=10): batch QPS per ef with recall@10, the smallest ef
-reaching recall >= 0.95, single-query p50/p99 at that ef; then the tail latency of single queries with one
+reaching recall >= 0.95, single-query p50/p99 at that ef. Three layouts: 1 node holding 1 shard, 1 node
+holding the same 3 shards as the 3-node cluster (what distribution itself costs), 3 nodes x 1 shard; then the tail latency of single queries with one
 replica paused (SIGSTOP), hedging on vs off (3 nodes, 3 shards, RF 3, round robin, eventual reads).
 
 Usage: .venv/bin/python bench/query.py [--n 100000] [--hedge-n 20000]
@@ -23,7 +24,7 @@ sys.path.insert(0, str(ROOT.parent / "shared" / "bench"))
 import shoal  # noqa: E402
 from peers import exact_knn, make_dataset, normalize  # noqa: E402
 
-EFS = (16, 24, 32, 40, 48, 64, 100)
+EFS = (16, 18, 20, 24, 28, 32, 36, 40, 48, 64, 100)
 K = 10
 
 
@@ -42,10 +43,10 @@ def single_latencies(coll: shoal.Collection, Q: np.ndarray, ef: int, **kw) -> np
     return lat * 1000
 
 
-def scaling(X: np.ndarray, Q: np.ndarray, gt: np.ndarray, nodes: int) -> dict:
+def scaling(X: np.ndarray, Q: np.ndarray, gt: np.ndarray, nodes: int, shards: int) -> dict:
     with shoal.Cluster.local(nodes=nodes) as cluster:
         coll = cluster.create_collection(
-            "q", dim=X.shape[1], metric="cosine", shards=nodes, replication_factor=1,
+            "q", dim=X.shape[1], metric="cosine", shards=shards, replication_factor=1,
             index=shoal.HNSW(m=16, ef_construction=200),
         )
         t0 = time.perf_counter()
@@ -66,6 +67,7 @@ def scaling(X: np.ndarray, Q: np.ndarray, gt: np.ndarray, nodes: int) -> dict:
         lat = single_latencies(coll, Q, ef)
         return {
             "nodes": nodes,
+            "shards": shards,
             "build_s": build,
             "ef": ef,
             "recall": rec,
@@ -123,19 +125,22 @@ def main() -> None:
     X, Q = make_dataset(a.n, 128, 1000, seed=42)
     X, Q = normalize(X), normalize(Q)
     gt, _ = exact_knn(X, Q, K, "cosine")
-    rows = [scaling(X, Q, gt, n) for n in (1, 3)]
+    rows = [scaling(X, Q, gt, n, s) for n, s in ((1, 1), (1, 3), (3, 3))]
     hedge = [hedging(X[: a.hedge_n], Q[: a.hedge_queries], on) for on in (True, False)]
 
     print(f"\nN={a.n}, D=128, cosine, 1000 queries, k={K}, {os.cpu_count()} cores, "
           f"{time.strftime('%Y-%m-%d %H:%M')}\n")
-    print("| nodes (shards, RF 1) | ingest+index s | ef | recall@10 | batch QPS | single p50 ms | single p99 ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| nodes | shards (RF 1) | ingest+index s | ef | recall@10 | batch QPS | single p50 ms | single p99 ms |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['nodes']} | {r['build_s']:.1f} | {r['ef']} | {r['recall']:.4f} | {r['qps']:,.0f} | "
+        print(f"| {r['nodes']} | {r['shards']} | {r['build_s']:.1f} | {r['ef']} | {r['recall']:.4f} | {r['qps']:,.0f} | "
               f"{r['p50']:.3f} | {r['p99']:.3f} |")
-    print(f"\n3-node / 1-node batch QPS: {rows[1]['qps'] / rows[0]['qps']:.2f}x\n")
+    one, one3, three = rows
+    print(f"\n3 nodes / 1 node, same 3 shards: batch QPS {three['qps'] / one3['qps']:.2f}x")
+    print(f"3 nodes x 3 shards / 1 node x 1 shard: batch QPS {three['qps'] / one['qps']:.2f}x\n")
     for r in rows:
-        print(f"{r['nodes']} node(s) sweep: " + "  ".join(f"ef {e}: {rc:.3f}/{q:,.0f}" for e, rc, q in r["sweep"]))
+        print(f"{r['nodes']} node(s) x {r['shards']} shard(s) sweep: "
+              + "  ".join(f"ef {e}: {rc:.3f}/{q:,.0f}" for e, rc, q in r["sweep"]))
     print(f"\nHedging: 3 nodes, 3 shards x RF 3, N={a.hedge_n}, {a.hedge_queries} single queries through node 1, "
           "round robin, eventual, ef 64, timeout 1 s, node 3 paused\n")
     print("| hedging | before pause p50 / p99 ms | paused p50 ms | paused p99 ms | paused max ms | failed | hedged |")

@@ -110,7 +110,7 @@ impl LoadTracker {
         Ticket { tracker: self, node, started: Instant::now() }
     }
 
-    /// The figures the planner uses, per node seen so far; the p95 (a sort of the recent samples) only
+    /// The figures the planner uses, per node seen so far; the p95 (a selection over the recent samples) only
     /// `with_p95`, i.e. when the read may be hedged.
     pub fn snapshot(&self, with_p95: bool) -> HashMap<u64, NodeLoad> {
         let mut v = Vec::with_capacity(SAMPLES);
@@ -122,7 +122,7 @@ impl LoadTracker {
                     .then(|| {
                         v.clear();
                         v.extend(p.recent.iter().copied());
-                        p95(&v)
+                        p95(&mut v)
                     })
                     .flatten();
                 (n, NodeLoad { in_flight: p.in_flight, ewma_ms: p.ewma_ms, p95_ms })
