@@ -29,8 +29,9 @@ use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::io::{Read, Write};
+use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
@@ -195,6 +196,12 @@ struct Inner {
     hnsw: Option<Hnsw>,
     /// Largest version of any op seen by `apply` (or restored), for seeding a node's clock.
     max_version: Version,
+    /// Bumped by every `apply`: equal generations mean the same live points.
+    generation: u64,
+    /// Live slots in id order as of `generation` (`None` after a write until a scroll rebuilds it).
+    id_order: Mutex<Option<Arc<Vec<u32>>>>,
+    /// The generation the previous scroll page saw: a page that sees the same one builds `id_order`.
+    scrolled_generation: AtomicU64,
 }
 
 /// The store of one shard replica. `Send + Sync`; share it behind an `Arc`.
@@ -294,7 +301,28 @@ impl Inner {
             tombstones: HashMap::new(),
             hnsw: new_graph(config),
             max_version: Version::ZERO,
+            generation: 0,
+            id_order: Mutex::new(None),
+            scrolled_generation: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// Live slots in id order for a scroll page, when worth having: the cached order, or a new one when
+    /// the previous page saw no write since (a scroll of quiet data sorts once, not once per page); `None`
+    /// while writes keep coming (the page then selects from all ids, O(points) but no sort).
+    fn id_order_for_scroll(&self) -> Option<Arc<Vec<u32>>> {
+        let mut cached = self.id_order.lock();
+        if let Some(order) = &*cached {
+            return Some(Arc::clone(order));
+        }
+        if self.scrolled_generation.swap(self.generation, Ordering::Relaxed) != self.generation {
+            return None;
+        }
+        let mut order: Vec<u32> = self.ids.values().copied().collect();
+        order.par_sort_unstable_by(|&a, &b| self.slots[a as usize].id.cmp(&self.slots[b as usize].id));
+        let order = Arc::new(order);
+        *cached = Some(Arc::clone(&order));
+        Some(order)
     }
 
     /// Whether an upsert or delete of `id` at `version` is stale.
@@ -503,6 +531,8 @@ impl ShardStore {
         let mut out = ApplyOutcome::default();
         let mut scratch = Vec::new();
         let mut g = self.inner.write();
+        g.generation += 1;
+        *g.id_order.get_mut() = None;
         g.arena.reserve(upserts);
         g.slots.reserve(upserts);
         g.alive.reserve(upserts);
@@ -622,7 +652,9 @@ impl ShardStore {
     }
 
     /// Up to `limit` live points with id greater than `after` (all when `None`) matching `filter`, in id
-    /// order (ints ascending, strings byte-wise). Resume with the last id returned.
+    /// order (ints ascending, strings byte-wise). Resume with the last id returned. Pages of a store that
+    /// is not being written share one sorted id order (built on the second page), so a full export costs a
+    /// sort plus the points returned; while writes come in, each page selects from every id instead.
     pub fn scroll(
         &self,
         after: Option<&PointId>,
@@ -631,10 +663,21 @@ impl ShardStore {
         with_vectors: bool,
     ) -> Vec<PointRecord> {
         let g = self.inner.read();
+        let keep = |s: u32| filter.is_none_or(|f| f.matches(g.payload_or_empty(s)));
+        if let Some(order) = g.id_order_for_scroll() {
+            let start = after.map_or(0, |a| order.partition_point(|&s| &g.slots[s as usize].id <= a));
+            return order[start..]
+                .iter()
+                .copied()
+                .filter(|&s| keep(s))
+                .take(limit)
+                .map(|s| g.record(s, with_vectors))
+                .collect();
+        }
         let mut sel: Vec<(&PointId, u32)> = g
             .ids
             .par_iter()
-            .filter(|&(id, &s)| after.is_none_or(|a| id > a) && filter.is_none_or(|f| f.matches(g.payload_or_empty(s))))
+            .filter(|&(id, &s)| after.is_none_or(|a| id > a) && keep(s))
             .map(|(id, &s)| (id, s))
             .collect();
         if sel.len() > limit {
@@ -1846,6 +1889,46 @@ mod tests {
         assert_eq!(page.len(), 5);
         assert_eq!(page[0].vector.len(), 3);
         assert!(s.scroll(None, 0, None, false).is_empty());
+    }
+
+    #[test]
+    fn scroll_pages_with_and_without_writes_between() {
+        // String ids sort byte-wise: "p10" < "p2". Writes between pages drop the cached id order; pages of a
+        // quiet store reuse it. Either way every page continues exactly after the last id returned.
+        let s = ShardStore::new(ShardConfig { id_type: IdType::Str, ..cfg(2, Metric::L2, IndexConfig::Flat) });
+        let sid = |i: usize| PointId::Str(format!("p{i}"));
+        let write = |i: usize, ver: u64| {
+            s.apply(&batch(vec![WriteOp::Upsert {
+                id: sid(i),
+                version: v(ver),
+                vector: vec![i as f32, 0.0],
+                payload: Some(json!({"odd": i % 2 == 1}).as_object().unwrap().clone()),
+            }]))
+        };
+        for i in 0..50 {
+            write(i, 1);
+        }
+        let odd = Filter::parse(&json!({"odd": true})).unwrap();
+        for (filter, writes_between) in [(None, false), (None, true), (Some(&odd), false), (Some(&odd), true)] {
+            let (mut seen, mut after, mut page_no) = (Vec::new(), None, 0u64);
+            loop {
+                let page = s.scroll(after.as_ref(), 4, filter, false);
+                if page.is_empty() {
+                    break;
+                }
+                if writes_between {
+                    // Re-upsert a point already returned (same content, newer version).
+                    page_no += 1;
+                    let PointId::Str(first) = &page[0].id else { unreachable!() };
+                    write(first[1..].parse().unwrap(), 100 + page_no);
+                }
+                after = Some(page.last().unwrap().id.clone());
+                seen.extend(page.into_iter().map(|r| r.id));
+            }
+            let mut want: Vec<PointId> = (0..50).filter(|i| filter.is_none() || i % 2 == 1).map(sid).collect();
+            want.sort();
+            assert_eq!(seen, want, "filter {:?}, writes between pages {writes_between}", filter.is_some());
+        }
     }
 
     #[test]
