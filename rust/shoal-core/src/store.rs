@@ -2396,8 +2396,16 @@ mod tests {
         assert_eq!(s.plan(None, 10, None), AccessPath::Exact); // empty
         load(&s, &data);
         assert_eq!(s.plan(None, 10, None), AccessPath::Exact); // nothing indexed yet
+        let unindexed_cost = s.search_cost(None, 10, None);
+        assert_eq!(unindexed_cost, exact_cost(&ShardShape { live: 8000, indexed: 0, dim, m: 12 }, 1.0));
         while s.index_step(4000) > 0 {}
         assert_eq!(s.plan(None, 10, None), AccessPath::Graph { ef: DEFAULT_EF });
+        // The work estimate follows the chosen path: a graph walk is cheaper than the scan it replaced,
+        // and a wider beam costs more.
+        let graph_cost = s.search_cost(None, 10, None);
+        assert!(graph_cost > 0.0 && graph_cost < unindexed_cost, "{graph_cost} vs {unindexed_cost}");
+        assert!(s.search_cost(None, 10, Some(40)) < graph_cost);
+        assert_eq!(flat.search_cost(None, 10, None), unindexed_cost);
         assert_eq!(s.plan(None, 10, Some(40)), AccessPath::Graph { ef: 40 });
         assert_eq!(s.plan(None, 60, Some(40)), AccessPath::Graph { ef: 60 });
         let broad = Filter::parse(&json!({"even": true})).unwrap();
