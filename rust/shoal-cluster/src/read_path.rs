@@ -645,52 +645,38 @@ impl Engine {
                 let counters = self.counters.clone();
                 let run = move || {
                     let _busy = counters.enter_shared();
-                    let per_shard: std::result::Result<Vec<Vec<Vec<Hit>>>, shoal_core::Error> = if inline {
-                        stores
-                            .iter()
-                            .map(|s| {
-                                s.search_cancellable(&queries, nq, k, filter.as_deref(), ef, with_payload, &cancel)
-                            })
-                            .collect()
-                    } else {
-                        stores
-                            .par_iter()
-                            .map(|s| {
-                                s.search_cancellable(&queries, nq, k, filter.as_deref(), ef, with_payload, &cancel)
-                            })
-                            .collect()
+                    let one = |s: &Arc<shoal_core::store::ShardStore>| {
+                        s.search_cancellable(&queries, nq, k, filter.as_deref(), ef, with_payload, &cancel)
                     };
+                    let per_shard: std::result::Result<Vec<Vec<Vec<Hit>>>, shoal_core::Error> =
+                        if inline { stores.iter().map(one).collect() } else { stores.par_iter().map(one).collect() };
                     if matches!(per_shard, Err(shoal_core::Error::Cancelled)) {
                         NodeCounters::bump(&counters.cancelled);
                     }
                     per_shard
                 };
-                let rx = if inline {
+                let per_shard = if inline {
                     // Let the requests this coordinator just sent to other nodes reach their sockets first
                     // (their channels' tasks run on this runtime), so the nodes search at the same time.
                     tokio::task::yield_now().await;
-                    let out = run();
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    let _ = tx.send(out);
-                    rx
+                    run()
                 } else {
                     let (tx, rx) = tokio::sync::oneshot::channel();
                     rayon::spawn(move || {
                         let _ = tx.send(run());
                     });
-                    rx
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    tokio::time::timeout(left, rx)
+                        .await
+                        .map_err(|_| Error::Timeout("search not finished within the timeout".into()))?
+                        .map_err(|_| Error::Internal("search task panicked".into()))?
                 };
-                let left = deadline.saturating_duration_since(Instant::now());
-                let per_shard = tokio::time::timeout(left, rx)
-                    .await
-                    .map_err(|_| Error::Timeout("search not finished within the timeout".into()))?
-                    .map_err(|_| Error::Internal("search task panicked".into()))?
-                    .map_err(|e| match e {
-                        shoal_core::Error::Cancelled => {
-                            Error::Timeout("search stopped: its deadline passed or it was cancelled".into())
-                        }
-                        e => e.into(),
-                    })?;
+                let per_shard = per_shard.map_err(|e| match e {
+                    shoal_core::Error::Cancelled => {
+                        Error::Timeout("search stopped: its deadline passed or it was cancelled".into())
+                    }
+                    e => e.into(),
+                })?;
                 Ok(NodeReadOut::Search(per_shard))
             }
             ReadOp::Scan { .. } => self.scan_local(stores, op, deadline).await,
