@@ -579,7 +579,8 @@ impl ShardStore {
 
     /// Number of live points that matches `filter`.
     pub fn count_matching(&self, filter: &Filter) -> usize {
-        let g = self.inner.read();
+        // Recursive for the reason given in `search_cancellable`: this parallel loop may run on rayon workers.
+        let g = self.inner.read_recursive();
         g.ids.par_iter().filter(|&(_, &s)| filter.matches(g.payload_or_empty(s))).count()
     }
 
@@ -662,7 +663,10 @@ impl ShardStore {
         filter: Option<&Filter>,
         with_vectors: bool,
     ) -> Vec<PointRecord> {
-        let g = self.inner.read();
+        // Recursive: pages run on rayon workers and sort or filter in parallel under this lock; a worker
+        // waiting inside such a loop may pick up another page's job, whose plain read() would queue behind a
+        // waiting writer that waits for us (the deadlock `search_cancellable` describes).
+        let g = self.inner.read_recursive();
         let keep = |s: u32| filter.is_none_or(|f| f.matches(g.payload_or_empty(s)));
         if let Some(order) = g.id_order_for_scroll() {
             let start = after.map_or(0, |a| order.partition_point(|&s| &g.slots[s as usize].id <= a));
