@@ -60,6 +60,9 @@ const BLOCK_BYTES: usize = 64 * 1024;
 const MIN_SCAN_CHUNK: usize = 4_096;
 /// Live slots sampled to estimate how many points a filter matches.
 const FILTER_SAMPLE: usize = 1_024;
+/// Slots sampled by [`ShardStore::search_cost`]: it only sizes the work (inline or on the pool), and the
+/// search samples again with [`FILTER_SAMPLE`] to choose its path, so a coarse estimate is cheaper.
+const COST_FILTER_SAMPLE: usize = 64;
 /// A batch evaluates its filter once over all points (instead of lazily on visited nodes) when
 /// `queries * ef * LAZY_FILTER_VISITS_PER_EF >= live points`.
 const LAZY_FILTER_VISITS_PER_EF: usize = 16;
@@ -813,7 +816,7 @@ impl ShardStore {
         let w = self.indexed.load(Ordering::Acquire).min(g.slots.len());
         let shape = self.shape(&g, w);
         let filter = filter.filter(|f| !f.is_match_all());
-        let sel = filter.map_or(1.0, |f| self.estimate_selectivity(&g, f));
+        let sel = filter.map_or(1.0, |f| self.estimate_selectivity(&g, f, COST_FILTER_SAMPLE));
         match choose_path(&shape, sel, k, ef, g.hnsw.is_none()) {
             AccessPath::Exact => exact_cost(&shape, sel),
             AccessPath::Graph { ef } => graph_cost(&shape, sel, ef),
@@ -848,7 +851,7 @@ impl ShardStore {
         let Some(f) = filter else {
             return Ok(Route { path: choose_path(&shape, 1.0, k, ef, flat), matched: None });
         };
-        let path = choose_path(&shape, self.estimate_selectivity(g, f), k, ef, flat);
+        let path = choose_path(&shape, self.estimate_selectivity(g, f, FILTER_SAMPLE), k, ef, flat);
         if path != AccessPath::Exact {
             return Ok(Route { path, matched: None });
         }
@@ -937,11 +940,11 @@ impl ShardStore {
         self.graph_search(g, hnsw, queries, k, ef, &accept, pending, total, &|| Ok(matched.clone()), cancel)
     }
 
-    /// Estimated fraction of live points matching `f`, from a deterministic sample of about
-    /// [`FILTER_SAMPLE`] slots (0 for an empty store).
-    fn estimate_selectivity(&self, g: &Inner, f: &Filter) -> f64 {
+    /// Estimated fraction of live points matching `f`, from a deterministic sample of about `samples`
+    /// slots (0 for an empty store).
+    fn estimate_selectivity(&self, g: &Inner, f: &Filter, samples: usize) -> f64 {
         let n = g.alive.len();
-        let step = (n / FILTER_SAMPLE).max(1);
+        let step = (n / samples.max(1)).max(1);
         let (mut seen, mut hit) = (0usize, 0usize);
         for s in (step / 2..n).step_by(step) {
             if g.alive[s] {
