@@ -48,15 +48,7 @@ pub fn join_for<T: Send + 'static>(
     mut task: tokio::task::JoinHandle<shoal_client::Result<T>>,
     wait: Duration,
 ) -> Result<shoal_client::Result<T>, tokio::task::JoinHandle<shoal_client::Result<T>>> {
-    let joined = py.detach(|| {
-        runtime().block_on(async {
-            tokio::select! {
-                r = &mut task => Some(r),
-                _ = tokio::time::sleep(wait) => None,
-            }
-        })
-    });
-    match joined {
+    match wait_up_to(py, &mut task, wait) {
         None => Err(task),
         Some(Ok(r)) => Ok(r),
         Some(Err(e)) if e.is_cancelled() => Ok(Err(shoal_client::Error::Cancelled("the query was cancelled".into()))),
@@ -73,17 +65,26 @@ where
 {
     let mut fut = Box::pin(fut);
     loop {
-        let step = py.detach(|| {
-            runtime().block_on(async {
-                tokio::select! {
-                    r = &mut fut => Some(r),
-                    _ = tokio::time::sleep(SIGNAL_POLL) => None,
-                }
-            })
-        });
-        match step {
+        match wait_up_to(py, &mut fut, SIGNAL_POLL) {
             Some(r) => return r.map_err(to_py),
             None => py.check_signals()?,
         }
     }
+}
+
+/// Drives `fut` on the runtime for at most `wait` with the GIL released: its output, or `None` (the future
+/// is left as it was, to be awaited again or dropped).
+fn wait_up_to<F>(py: Python<'_>, fut: &mut F, wait: Duration) -> Option<F::Output>
+where
+    F: Future + Unpin + Send,
+    F::Output: Send,
+{
+    py.detach(|| {
+        runtime().block_on(async {
+            tokio::select! {
+                r = fut => Some(r),
+                _ = tokio::time::sleep(wait) => None,
+            }
+        })
+    })
 }
