@@ -9,6 +9,19 @@
     ├── Cancelled                                   the request was cancelled
     ├── ShardUnavailable                            no eligible replica of a shard answered
     └── NodeUnavailable      (also ConnectionError) no node could be reached (or a local node failed to start)
+
+Did a failed write happen? (DESIGN §7; each class's docstring says the same.)
+
+- Definite, nothing was written: ``InvalidArgument``, ``CollectionNotFound``, ``CollectionExists``.
+- Indeterminate, the write may or may not have been applied: ``Timeout``, ``ConsistencyError``,
+  ``Cancelled``, ``ShardUnavailable`` and ``NodeUnavailable`` raised by ``upsert``, ``delete`` or
+  ``update_payload``. A batch that spans several shards may be applied on some shards and not on others
+  (each shard's part is all or nothing). Read the points back (``consistency="strong"``) to find out.
+
+Retries are safe: every write call carries one write id that the client keeps when it re-sends the call
+to another node (a node that refuses connections, drops them or stops answering), and each shard applies
+a write id at most once, so a re-sent write never applies twice and never overwrites a newer write.
+Calling ``upsert`` again yourself is a new write: it is applied again, after anything acknowledged since.
 """
 
 from __future__ import annotations
@@ -31,11 +44,11 @@ class ShoalError(Exception):
 
 
 class InvalidArgument(ShoalError, ValueError):
-    """Bad input: the message names the offending item. Nothing was written."""
+    """Bad input: the message names the offending item. Definite: nothing was written."""
 
 
 class CollectionNotFound(ShoalError, KeyError):
-    """The named collection does not exist."""
+    """The named collection does not exist. Definite: nothing was written."""
 
     def __str__(self) -> str:
         # KeyError.__str__ would repr() the message and wrap it in quotes.
@@ -43,24 +56,37 @@ class CollectionNotFound(ShoalError, KeyError):
 
 
 class CollectionExists(ShoalError):
-    """A collection of that name already exists."""
+    """A collection of that name already exists. Definite: nothing was created."""
 
 
 class ConsistencyError(ShoalError):
-    """The requested consistency level could not be met within the timeout."""
+    """The requested consistency level could not be met within the timeout: no leader with a majority
+    reachable, a voter that did not replicate a ``strong`` write, no leader to confirm a ``strong`` read.
+
+    Indeterminate for a write: it may have been applied (a ``strong`` write is often committed on a
+    majority and only missing a voter), on some of its shards or all of them."""
 
 
 class Timeout(ShoalError, TimeoutError):
-    """The request's deadline passed."""
+    """The request's deadline passed.
+
+    Indeterminate for a write: it may have been applied, on some of its shards or all of them."""
 
 
 class Cancelled(ShoalError):
-    """The request was cancelled."""
+    """The request was cancelled (``Query.cancel()``, Ctrl-C).
+
+    Indeterminate for a write: it may have been applied if it had been sent."""
 
 
 class ShardUnavailable(ShoalError):
-    """No eligible replica of a shard could serve the request."""
+    """No eligible replica of a shard could serve the request.
+
+    Indeterminate for a write: other shards of the batch may have been written."""
 
 
 class NodeUnavailable(ShoalError, ConnectionError):
-    """No node could be reached, or a local node process failed to start."""
+    """No node could be reached or kept answering, or a local node process failed to start.
+
+    Indeterminate for a write: a node may have received it before its connection was lost (the client
+    then re-sent it, with the same write id, to every other address it knows)."""

@@ -1,8 +1,9 @@
 //! Raft commands: shard write batches and group-0 metadata commands, encoded with prost and versioned.
 
 use prost::Message;
+use shoal_core::dedup::WriteId;
 use shoal_core::hlc::Version;
-use shoal_core::store::{WriteBatch, WriteOp};
+use shoal_core::store::{ApplyOutcome, WriteBatch, WriteOp};
 use shoal_core::{IdType, PointId};
 
 use crate::collections::CollectionSpec;
@@ -19,7 +20,11 @@ fn check_format(what: &'static str, found: u32) -> Result<()> {
 
 /// Encodes a shard write batch. All ops must carry the same version (the coordinator stamps one per batch).
 pub fn encode_write_batch(batch: &WriteBatch) -> Vec<u8> {
-    let mut msg = internal::WriteBatch { format: COMMAND_FORMAT, ..Default::default() };
+    let mut msg = internal::WriteBatch {
+        format: COMMAND_FORMAT,
+        write_id: batch.write_id.map(|w| w.to_bytes().to_vec()).unwrap_or_default(),
+        ..Default::default()
+    };
     let mut ids = Vec::with_capacity(batch.ops.len());
     for op in &batch.ops {
         match op {
@@ -75,18 +80,33 @@ pub fn decode_write_batch(bytes: &[u8], dim: usize, id_type: IdType) -> Result<W
         };
         ops.push(op);
     }
-    Ok(WriteBatch { ops })
+    Ok(WriteBatch { ops, write_id: write_id_from_bytes(&msg.write_id, "WriteBatch.write_id")? })
 }
 
-/// Encodes a write reply.
-pub fn encode_write_reply(applied: usize, skipped_stale: usize) -> Vec<u8> {
-    internal::WriteReply { applied: applied as u64, skipped_stale: skipped_stale as u64 }.encode_to_vec()
+/// A write id from its wire bytes: empty is `None`, 16 bytes an id, any other length an error naming `what`.
+pub fn write_id_from_bytes(b: &[u8], what: &str) -> Result<Option<WriteId>> {
+    if b.is_empty() {
+        return Ok(None);
+    }
+    WriteId::from_bytes(b)
+        .map(Some)
+        .ok_or_else(|| Error::invalid(format!("{what} must be {} bytes, got {}", WriteId::LEN, b.len())))
 }
 
-/// Decodes a write reply into (applied, skipped_stale).
-pub fn decode_write_reply(bytes: &[u8]) -> Result<(u64, u64)> {
-    let r = internal::WriteReply::decode(bytes).map_err(|source| Error::Decode { what: "WriteReply", source })?;
-    Ok((r.applied, r.skipped_stale))
+/// Encodes what applying a write batch did.
+pub fn encode_write_reply(out: &ApplyOutcome) -> Vec<u8> {
+    internal::WriteReply {
+        applied: out.applied as u64,
+        skipped_stale: out.skipped_stale as u64,
+        duplicate: out.duplicate,
+        expired: out.expired,
+    }
+    .encode_to_vec()
+}
+
+/// Decodes a write reply.
+pub fn decode_write_reply(bytes: &[u8]) -> Result<internal::WriteReply> {
+    internal::WriteReply::decode(bytes).map_err(|source| Error::Decode { what: "WriteReply", source })
 }
 
 /// A group-0 metadata command.

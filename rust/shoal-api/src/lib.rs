@@ -21,5 +21,6 @@ pub mod internal {
     tonic::include_proto!("shoal.internal");
 }
 
-/// Format version written into every encoded Raft command.
-pub const COMMAND_FORMAT: u32 = 1;
+/// Format version written into every encoded Raft command. 2: write batches carry a write id and apply in
+/// log order (a node that only reads format 1 refuses them instead of applying them differently).
+pub const COMMAND_FORMAT: u32 = 2;

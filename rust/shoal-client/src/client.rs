@@ -7,6 +7,7 @@ use std::time::Duration;
 use shoal_api::v1::{
     self, cluster_client::ClusterClient, collections_client::CollectionsClient, points_client::PointsClient,
 };
+use shoal_core::dedup::WriteId;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::scroll::ScrollStream;
@@ -17,6 +18,13 @@ use crate::{Error, Result};
 pub const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
 /// Largest response accepted.
 pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+/// How often a connection with calls in flight is pinged.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a ping may go unanswered before the node counts as not answering: its calls fail over to the
+/// next address (writes with their write id, so the retry cannot apply twice).
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A write is re-sent (to another node, same write id) only within this span of its first attempt.
+pub const RETRY_SPAN: Duration = Duration::from_millis(shoal_core::dedup::RETRY_SPAN_MS);
 
 pub use v1::ReadConsistency as ReadLevel;
 pub use v1::WriteConsistency as WriteLevel;
@@ -85,10 +93,17 @@ pub(crate) fn from_transport(status: &tonic::Status) -> bool {
         && matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown)
 }
 
-/// Runs `$call` against the current node, failing over to the others on connection failures.
+/// Runs `$call` against the current node, failing over to the others when a node cannot be reached or
+/// stops answering (a connection refused or lost, or pings unanswered: see [`KEEPALIVE_TIMEOUT`]). A write
+/// passes `resend: RETRY_SPAN` and keeps its write id on every attempt: it is re-sent only within that
+/// span of its first attempt, so every copy lands inside the shards' dedup window.
 macro_rules! with_failover {
-    ($self:ident, $timeout:expr, |$ch:ident| $call:expr) => {{
-        let deadline = tokio::time::Instant::now() + $timeout;
+    ($self:ident, $timeout:expr, |$ch:ident| $call:expr) => {
+        with_failover!($self, $timeout, resend: Duration::MAX, |$ch| $call)
+    };
+    ($self:ident, $timeout:expr, resend: $resend:expr, |$ch:ident| $call:expr) => {{
+        let first = tokio::time::Instant::now();
+        let deadline = first + $timeout;
         let mut last = None;
         let n = $self.channels.len();
         let start = $self.current.load(Ordering::Relaxed);
@@ -97,7 +112,7 @@ macro_rules! with_failover {
             let i = (start + attempt) % n;
             let $ch = $self.channels[i].clone();
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
+            if left.is_zero() || (attempt > 0 && first.elapsed() > $resend) {
                 break;
             }
             let res: std::result::Result<_, tonic::Status> =
@@ -128,7 +143,7 @@ macro_rules! with_failover {
                     let err = Error::from_status(&status);
                     if from_transport {
                         last = Some(Error::NodeUnavailable(format!(
-                            "node {} unreachable: {}",
+                            "node {} unreachable or not answering: {}",
                             $self.addresses[i],
                             status.message()
                         )));
@@ -158,6 +173,8 @@ impl Client {
                 .map_err(|e| Error::InvalidArgument(format!("address {a:?} is not HOST:PORT: {e}")))?
                 .connect_timeout(connect_timeout)
                 .tcp_nodelay(true)
+                .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                .keep_alive_timeout(KEEPALIVE_TIMEOUT)
                 .initial_stream_window_size(8 * 1024 * 1024)
                 .initial_connection_window_size(32 * 1024 * 1024);
             channels.push(ep.connect_lazy());
@@ -293,9 +310,10 @@ impl Client {
                 vectors: vectors[start * dim..end * dim].to_vec(),
                 payloads: if payloads.is_empty() { vec![] } else { payloads[start..end].to_vec() },
                 consistency: level as i32,
+                write_id: WriteId::random().to_bytes().to_vec(),
             };
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let resp = with_failover!(self, left, |ch| |t| {
+            let resp = with_failover!(self, left, resend: RETRY_SPAN, |ch| |t| {
                 let req = req.clone();
                 async move { Self::points(ch).upsert(request(req, t)).await.map(|r| r.into_inner()) }
             })?;
@@ -315,8 +333,13 @@ impl Client {
         level: WriteLevel,
         timeout: Duration,
     ) -> Result<u64> {
-        let req = v1::DeleteRequest { collection: collection.to_string(), ids: Some(ids), consistency: level as i32 };
-        let resp = with_failover!(self, timeout, |ch| |t| {
+        let req = v1::DeleteRequest {
+            collection: collection.to_string(),
+            ids: Some(ids),
+            consistency: level as i32,
+            write_id: WriteId::random().to_bytes().to_vec(),
+        };
+        let resp = with_failover!(self, timeout, resend: RETRY_SPAN, |ch| |t| {
             let req = req.clone();
             async move { Self::points(ch).delete(request(req, t)).await.map(|r| r.into_inner()) }
         })?;
@@ -338,8 +361,9 @@ impl Client {
             ids: Some(ids),
             patch,
             consistency: level as i32,
+            write_id: WriteId::random().to_bytes().to_vec(),
         };
-        let resp = with_failover!(self, timeout, |ch| |t| {
+        let resp = with_failover!(self, timeout, resend: RETRY_SPAN, |ch| |t| {
             let req = req.clone();
             async move { Self::points(ch).update_payload(request(req, t)).await.map(|r| r.into_inner()) }
         })?;

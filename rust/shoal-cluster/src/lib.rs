@@ -22,4 +22,4 @@ pub use engine::{Engine, EngineConfig, ReadLevel, WriteLevel};
 pub use error::{Error, Result};
 pub use planner::LoadBalancing;
 pub use read_path::{SearchOutcome, SearchQuery, merge_top_k};
-pub use write_path::WriteOutcome;
+pub use write_path::{WriteOptions, WriteOutcome};

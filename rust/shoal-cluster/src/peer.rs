@@ -22,6 +22,10 @@ pub const FROM_KEY: &str = "x-shoal-from";
 pub const ERROR_KIND_KEY: &str = "x-shoal-error";
 /// Metadata key of a `not_leader` error's leader hint.
 pub const LEADER_KEY: &str = "x-shoal-leader";
+/// How often an idle-looking connection with requests in flight is pinged.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a ping may go unanswered before the connection (and its requests) is given up.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest node-to-node message (search batches with payloads, write batches).
 const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
@@ -53,6 +57,10 @@ impl Peers {
             .map_err(|e| Error::Internal(format!("bad address {addr:?} of node {node}: {e}")))?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
+            // A peer that stops answering (paused, hung) fails its requests within a few seconds instead of
+            // holding them to their deadline, so the caller moves on to another replica.
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .initial_stream_window_size(8 * 1024 * 1024)
             .initial_connection_window_size(32 * 1024 * 1024);
         let ch = ep.connect_lazy();

@@ -492,8 +492,11 @@ impl Engine {
                 "shards {pending:?} of collection {name:?} could not be read at level {level:?} within the timeout: {why}"
             );
             if !opts.allow_partial {
+                // A strong read that no leader could confirm did not meet its level (DESIGN §3): that is a
+                // ConsistencyError, whatever the last replica said (often "not the leader").
                 return Err(match last {
                     Some(Error::Consistency(_)) => Error::Consistency(msg),
+                    _ if level == ReadLevel::Strong => Error::Consistency(msg),
                     _ => Error::Timeout(msg),
                 });
             }

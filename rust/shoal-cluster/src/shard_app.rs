@@ -53,14 +53,17 @@ impl shoal_raft::StateMachineApp for ShardApp {
     fn apply(&self, index: u64, command: &[u8]) -> Vec<u8> {
         let reply = match decode_write_batch(command, self.config.dim, self.config.id_type) {
             Ok(batch) => {
-                let out = self.store().apply_owned(batch);
-                encode_write_reply(out.applied, out.skipped_stale)
+                let out = self.store().apply_logged(batch);
+                if out.expired {
+                    tracing::warn!(index, "write refused at apply: stamped too long before the shard's newest write");
+                }
+                encode_write_reply(&out)
             }
             Err(e) => {
                 // Commands are validated before they are proposed; this only happens with a corrupt or
                 // foreign log. Applying nothing keeps every replica identical.
                 tracing::error!(index, error = %e, "undecodable shard command skipped");
-                encode_write_reply(0, 0)
+                encode_write_reply(&Default::default())
             }
         };
         self.applied.store(index, Ordering::Release);

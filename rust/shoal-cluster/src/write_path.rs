@@ -9,7 +9,12 @@
 //! ```
 //!
 //! A level that cannot be met by the deadline is a `Consistency` error, never a hang or a downgrade.
-//! Retries are safe: every op of a batch carries the batch's version, and apply is last-writer-wins.
+//!
+//! Retries are safe: every part of a write carries the write's [`WriteId`] (the client's, or one chosen here
+//! when the client sent none), and a shard applies a write id at most once, so a write re-sent by this
+//! coordinator or by the client through another one never applies twice and never overwrites a newer
+//! write (`shoal_core::dedup`). Re-sending stops [`RETRY_SPAN_MS`] after the first attempt, well inside the
+//! shards' dedup window.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -19,6 +24,7 @@ use serde_json::{Map, Value};
 use shoal_api::commands::{decode_write_reply, encode_write_batch};
 use shoal_api::internal::{ShardWriteReply, ShardWriteRequest};
 use shoal_api::v1::WriteConsistency;
+use shoal_core::dedup::{RETRY_SPAN_MS, WriteId};
 use shoal_core::store::{WriteBatch, WriteOp};
 use shoal_core::{PointId, validate};
 
@@ -34,6 +40,17 @@ pub(crate) enum OpBody {
     Delete,
     /// Merge these payload keys.
     Patch(Map<String, Value>),
+}
+
+/// How a write is carried out: its level, its deadline and its identity.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteOptions {
+    /// When the write counts as done (DESIGN §3).
+    pub level: WriteLevel,
+    /// How long the coordinator may work on it.
+    pub timeout: Duration,
+    /// The logical write's id, the same on every retry (`None`: this coordinator picks one).
+    pub write_id: Option<WriteId>,
 }
 
 /// What a write returns.
@@ -71,13 +88,15 @@ pub(crate) fn parse_group_id(gid: &str) -> Option<(String, u64, u32)> {
 }
 
 impl Engine {
-    /// Stamps `ops` with one version, splits them by shard and writes each part at `level`.
+    /// Stamps `ops` with one version, splits them by shard and writes each part at `level`, every part
+    /// under `write_id` (a new random id when `None`).
     pub(crate) async fn write(
         &self,
         view: &CollectionView,
         ops: Vec<(PointId, OpBody)>,
         level: WriteLevel,
         timeout: Duration,
+        write_id: Option<WriteId>,
     ) -> Result<WriteOutcome> {
         let _busy = self.counters.enter();
         NodeCounters::bump(&self.counters.writes);
@@ -86,6 +105,7 @@ impl Engine {
             return Ok(WriteOutcome { count: 0, uid, tokens: Vec::new() });
         }
         let deadline = Instant::now() + timeout;
+        let write_id = Some(write_id.unwrap_or_else(WriteId::random));
         let version = self.hlc.now();
         let n_shards = view.entry.spec.shards;
         let mut parts: Vec<Vec<WriteOp>> = (0..n_shards).map(|_| Vec::new()).collect();
@@ -99,7 +119,7 @@ impl Engine {
         }
         let futs = parts.into_iter().enumerate().filter(|(_, p)| !p.is_empty()).map(|(s, ops)| {
             let n_ops = ops.len() as u64;
-            let bytes = encode_write_batch(&WriteBatch { ops });
+            let bytes = encode_write_batch(&WriteBatch { ops, write_id });
             async move {
                 let (applied, index) = self.shard_write(view, s as u32, bytes, n_ops, level, deadline).await?;
                 Ok::<_, Error>((s as u32, applied, index))
@@ -146,13 +166,17 @@ impl Engine {
         let mut hint: Option<u64> = None;
         let mut backoff = FIRST_BACKOFF;
         let mut last: Option<Error> = None;
+        // Re-sending stops inside the shards' dedup window, whatever the deadline (see the module doc).
+        let resend_until = Instant::now() + Duration::from_millis(RETRY_SPAN_MS);
+        let mut attempts = 0u32;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.min(resend_until).saturating_duration_since(Instant::now());
             if left.is_zero() {
                 let why = last.map_or_else(|| "no attempt finished".to_string(), |e| e.to_string());
+                let may = if attempts > 0 { " It may still have been applied." } else { "" };
                 return Err(Error::Consistency(format!(
                     "{} write to shard {shard} of collection {name:?} not acknowledged within the timeout \
-                     (no leader with a majority of its replicas reachable?): {why}",
+                     (no leader with a majority of its replicas reachable?): {why}.{may}",
                     level.as_str()
                 )));
             }
@@ -168,6 +192,7 @@ impl Engine {
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             };
+            attempts += 1;
             let res = if target == self.cfg.node_id {
                 match &view.local[shard as usize] {
                     Some(r) => self.propose_local(r, bytes.clone(), n_ops, level, deadline).await,
@@ -232,7 +257,16 @@ impl Engine {
                 let (reply, index) = tokio::time::timeout(left, r.group.write_indexed(bytes))
                     .await
                     .map_err(|_| Error::Timeout(format!("shard group {} did not commit the write", r.gid)))??;
-                let applied = decode_write_reply(&reply)?.0;
+                let reply = decode_write_reply(&reply)?;
+                if reply.expired {
+                    return Err(Error::Consistency(format!(
+                        "shard group {} refused the write: it was stamped more than the dedup window before the \
+                         shard's newest write (a write delayed that long cannot be told from a retry); it was \
+                         not applied",
+                        r.gid
+                    )));
+                }
+                let applied = reply.applied;
                 if level == WriteLevel::Strong {
                     let left = deadline.saturating_duration_since(Instant::now());
                     let behind = r.group.wait_replicated(index, left).await;
@@ -274,8 +308,7 @@ impl Engine {
         ids: Vec<PointId>,
         vectors: Vec<f32>,
         payloads: Vec<Option<Map<String, Value>>>,
-        level: WriteLevel,
-        timeout: Duration,
+        opts: WriteOptions,
     ) -> Result<WriteOutcome> {
         let view = self.view(name)?;
         let dim = view.entry.spec.shard.dim;
@@ -297,20 +330,15 @@ impl Engine {
             .zip(vectors.chunks_exact(dim))
             .map(|(id, v)| (id, OpBody::Upsert(v.to_vec(), payloads.next().flatten())))
             .collect();
-        self.write(&view, ops, level, timeout).await
+        self.write(&view, ops, opts.level, opts.timeout, opts.write_id).await
     }
 
     /// Deletes points by id (absent ids are no-ops that still leave a tombstone).
-    pub async fn delete(
-        &self,
-        name: &str,
-        ids: Vec<PointId>,
-        level: WriteLevel,
-        timeout: Duration,
-    ) -> Result<WriteOutcome> {
+    pub async fn delete(&self, name: &str, ids: Vec<PointId>, opts: WriteOptions) -> Result<WriteOutcome> {
         let view = self.view(name)?;
         validate::check_ids(&ids, view.entry.spec.shard.id_type)?;
-        self.write(&view, ids.into_iter().map(|id| (id, OpBody::Delete)).collect(), level, timeout).await
+        let ops = ids.into_iter().map(|id| (id, OpBody::Delete)).collect();
+        self.write(&view, ops, opts.level, opts.timeout, opts.write_id).await
     }
 
     /// Merges `patch` into the payload of each point, key by key (LWW per key).
@@ -319,12 +347,12 @@ impl Engine {
         name: &str,
         ids: Vec<PointId>,
         patch: Map<String, Value>,
-        level: WriteLevel,
-        timeout: Duration,
+        opts: WriteOptions,
     ) -> Result<WriteOutcome> {
         let view = self.view(name)?;
         validate::check_ids(&ids, view.entry.spec.shard.id_type)?;
-        self.write(&view, ids.into_iter().map(|id| (id, OpBody::Patch(patch.clone()))).collect(), level, timeout).await
+        let ops = ids.into_iter().map(|id| (id, OpBody::Patch(patch.clone()))).collect();
+        self.write(&view, ops, opts.level, opts.timeout, opts.write_id).await
     }
 }
 

@@ -63,7 +63,7 @@ fn main() {
                     payload: None,
                 })
                 .collect();
-            s.apply(&WriteBatch { ops });
+            s.apply(&WriteBatch::new(ops));
         }
         let t = Instant::now();
         for s in &stores {

@@ -1,13 +1,15 @@
 //! Shoal's engine: everything that runs inside one shard replica, with no networking and no consensus.
 //!
 //! Modules: `point` (ids, metrics, configs), `distance` (SIMD kernels), `arena` (vector storage),
-//! `hnsw` (graph index), `filter` (payload filter language), `hlc` (versions), `store` (the shard store),
+//! `hnsw` (graph index), `filter` (payload filter language), `hlc` (versions), `dedup` (write ids and retry
+//! deduplication), `store` (the shard store),
 //! `cost` (access-path cost model), `cancel` (cancellation tokens), `validate` (input checks shared by
 //! client and server).
 
 pub mod arena;
 pub mod cancel;
 pub mod cost;
+pub mod dedup;
 pub mod distance;
 pub mod error;
 pub mod filter;

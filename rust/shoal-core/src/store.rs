@@ -40,6 +40,7 @@ use serde_json::{Map, Value};
 use crate::arena::VectorArena;
 use crate::cancel::CancelToken;
 use crate::cost::{AccessPath, ShardShape, choose_path, exact_cost, graph_cost};
+use crate::dedup::{DedupTable, WriteId};
 use crate::distance;
 use crate::filter::Filter;
 use crate::hlc::Version;
@@ -73,14 +74,23 @@ const INDEX_CHUNK_PER_THREAD: usize = 64;
 
 /// Snapshot magic bytes.
 const SNAPSHOT_MAGIC: &[u8; 8] = b"SHOALSS\x01";
-/// Snapshot format version; bumped on any layout change.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+/// Snapshot format version; bumped on any layout change. Format 1 (no dedup table) is still read.
+pub const SNAPSHOT_FORMAT: u32 = 2;
 
 /// One write batch: a Raft log entry of a shard. Applied in order.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct WriteBatch {
     /// The operations, applied first to last.
     pub ops: Vec<WriteOp>,
+    /// The logical write this batch belongs to, the same on every retry (`None`: not deduplicated).
+    pub write_id: Option<WriteId>,
+}
+
+impl WriteBatch {
+    /// A batch of `ops` without a write id.
+    pub fn new(ops: Vec<WriteOp>) -> Self {
+        WriteBatch { ops, write_id: None }
+    }
 }
 
 /// One write operation.
@@ -127,6 +137,12 @@ pub struct ApplyOutcome {
     /// Upserts skipped because the vector does not have `dim` components (a caller bug; never happens
     /// for validated batches).
     pub skipped_invalid: usize,
+    /// The batch's write id had been applied already ([`ShardStore::apply_logged`]): nothing changed, and
+    /// `applied` is what the original did.
+    pub duplicate: bool,
+    /// The batch was stamped too long before the shard's newest write to be told apart from a duplicate
+    /// ([`ShardStore::apply_logged`]): nothing changed.
+    pub expired: bool,
 }
 
 /// One search result.
@@ -197,8 +213,11 @@ struct Inner {
     tombstones: HashMap<PointId, Version>,
     /// The graph (HNSW config only). Holds slots below the watermark that were live when indexed.
     hnsw: Option<Hnsw>,
-    /// Largest version of any op seen by `apply` (or restored), for seeding a node's clock.
+    /// Largest version of any op seen by `apply` (or restored), for seeding a node's clock. Under
+    /// `apply_logged` it is the version of the last applied batch: shard time.
     max_version: Version,
+    /// Write ids applied by `apply_logged` within the dedup window of `max_version`.
+    dedup: DedupTable,
     /// Bumped by every `apply`: equal generations mean the same live points.
     generation: u64,
     /// Live slots in id order as of `generation` (`None` after a write until a scroll rebuilds it).
@@ -304,6 +323,7 @@ impl Inner {
             tombstones: HashMap::new(),
             hnsw: new_graph(config),
             max_version: Version::ZERO,
+            dedup: DedupTable::new(),
             generation: 0,
             id_order: Mutex::new(None),
             scrolled_generation: AtomicU64::new(u64::MAX),
@@ -522,6 +542,66 @@ impl ShardStore {
     pub fn apply_owned(&self, batch: WriteBatch) -> ApplyOutcome {
         let upserts = count_upserts(&batch.ops);
         self.apply_counted(batch.ops.into_iter().map(OpSrc::Owned), upserts)
+    }
+
+    /// Applies a batch committed to the shard's Raft log, in log order (the state machine's entry point):
+    ///
+    /// - a batch whose write id was applied already changes nothing and reports the original's `applied`
+    ///   (`duplicate`): a retry, through whichever coordinator, never writes twice (see [`crate::dedup`]);
+    /// - a batch stamped more than the dedup window before the shard's newest version changes nothing
+    ///   (`expired`): it could be a duplicate whose original was forgotten;
+    /// - otherwise every op is applied at `max(stamped, newest + 1)`, so a later log entry always wins over
+    ///   an earlier one whatever the coordinators' clocks say (the log order is the linearization order),
+    ///   and the write id is remembered.
+    ///
+    /// Deterministic: replicas applying the same log end identical, dedup table included.
+    pub fn apply_logged(&self, batch: WriteBatch) -> ApplyOutcome {
+        let Some(stamped) = batch.ops.first().map(|op| op_key(op).1) else {
+            return ApplyOutcome::default();
+        };
+        {
+            let g = self.inner.read();
+            if let Some(id) = batch.write_id
+                && let Some(prev) = g.dedup.get(id)
+            {
+                return ApplyOutcome { applied: prev.applied as usize, duplicate: true, ..Default::default() };
+            }
+            if batch.write_id.is_some() && DedupTable::is_expired(stamped.wall_ms(), g.max_version.wall_ms()) {
+                return ApplyOutcome { expired: true, ..Default::default() };
+            }
+        }
+        let mut ops = batch.ops;
+        {
+            // Only this method and `apply*` write; the Raft state machine applies one entry at a time, so the
+            // newest version read here is still the newest when the ops are applied below.
+            let newest = self.inner.read().max_version;
+            if stamped <= newest {
+                let Some(hlc) = newest.hlc.checked_add(1) else {
+                    return ApplyOutcome { expired: true, ..Default::default() };
+                };
+                let v = Version::new(hlc, stamped.node);
+                for op in &mut ops {
+                    match op {
+                        WriteOp::Upsert { version, .. }
+                        | WriteOp::Delete { version, .. }
+                        | WriteOp::PatchPayload { version, .. } => *version = v,
+                    }
+                }
+            }
+        }
+        let out = self.apply_owned(WriteBatch::new(ops));
+        if let Some(id) = batch.write_id {
+            let mut g = self.inner.write();
+            let now = g.max_version.wall_ms();
+            g.dedup.expire(now);
+            g.dedup.record(id, now, out.applied as u64);
+        }
+        out
+    }
+
+    /// Number of write ids the dedup table remembers.
+    pub fn dedup_len(&self) -> usize {
+        self.inner.read().dedup.len()
     }
 
     fn apply_ops<'a>(&self, ops: impl Iterator<Item = OpSrc<'a>>, all: &[WriteOp]) -> ApplyOutcome {
@@ -1123,7 +1203,8 @@ fn op_key(op: &WriteOp) -> (&PointId, Version) {
 //   header   magic "SHOALSS\x01" (8 bytes), format u32 (= SNAPSHOT_FORMAT)
 //   META     u64 length, then: dim u32, metric u8, id_type u8, slots u64, live u64, indexed watermark u64,
 //            max_version, one record per slot (u8 live flag; live: id, version, payload, key versions),
-//            tombstones u64 count + (id, version) sorted by id
+//            tombstones u64 count + (id, version) sorted by id,
+//            (format >= 2) dedup entries u64 count + (write id 16 bytes, ms u64, applied u64) in apply order
 //   VECTORS  u64 length (= slots * dim * 4), f32 rows
 //   GRAPH    u8 present; if present u64 length + the HNSW's own serialisation
 //   trailer  CRC32C u32 of every byte between header and trailer
@@ -1331,6 +1412,12 @@ impl ShardStore {
                 put_id(&mut m, id);
                 put_version(&mut m, *v);
             }
+            put_u64(&mut m, g.dedup.len() as u64);
+            for (id, a) in g.dedup.iter() {
+                m.extend_from_slice(&id.to_bytes());
+                put_u64(&mut m, a.ms);
+                put_u64(&mut m, a.applied);
+            }
             let graph = match &g.hnsw {
                 Some(h) => {
                     let mut b = Vec::new();
@@ -1391,8 +1478,10 @@ impl ShardStore {
             return Err(corrupt("bad magic: not a shoal shard snapshot"));
         }
         let format = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
-        if format != SNAPSHOT_FORMAT {
-            return Err(corrupt(format!("unsupported format version {format} (this build reads {SNAPSHOT_FORMAT})")));
+        if format == 0 || format > SNAPSHOT_FORMAT {
+            return Err(corrupt(format!(
+                "unsupported format version {format} (this build reads 1..={SNAPSHOT_FORMAT})"
+            )));
         }
         let mut cr = CrcReader { r, crc: 0 };
         let meta_len = cr.u64("META length")?;
@@ -1428,11 +1517,17 @@ impl ShardStore {
         if u32::from_le_bytes(trailer) != computed {
             return Err(corrupt("CRC32C mismatch"));
         }
-        Self::decode(config, &meta, data, graph.as_deref())
+        Self::decode(config, format, &meta, data, graph.as_deref())
     }
 
     /// Builds a store from CRC-checked snapshot sections, validating their consistency.
-    fn decode(config: ShardConfig, meta: &[u8], data: Vec<f32>, graph: Option<&[u8]>) -> Result<ShardStore> {
+    fn decode(
+        config: ShardConfig,
+        format: u32,
+        meta: &[u8],
+        data: Vec<f32>,
+        graph: Option<&[u8]>,
+    ) -> Result<ShardStore> {
         let dim = config.dim;
         if dim == 0 {
             return Err(corrupt("config has dim 0"));
@@ -1520,6 +1615,23 @@ impl ShardStore {
             let v = d.version()?;
             if inner.ids.contains_key(&id) || inner.tombstones.insert(id.clone(), v).is_some() {
                 return Err(corrupt(format!("tombstone for {id} duplicates a live point or another tombstone")));
+            }
+        }
+        if format >= 2 {
+            let nd = d.u64()?;
+            // Every entry takes 32 bytes.
+            if nd > ((meta.len() - d.p) / 32) as u64 {
+                return Err(corrupt(format!("dedup entry count {nd} exceeds the section")));
+            }
+            let mut last_ms = 0;
+            for i in 0..nd {
+                let id = WriteId::from_bytes(d.take(WriteId::LEN)?).expect("16 bytes");
+                let (ms, applied) = (d.u64()?, d.u64()?);
+                if ms < last_ms || inner.dedup.get(id).is_some() {
+                    return Err(corrupt(format!("dedup entry {i} ({id}) is out of order or repeated")));
+                }
+                last_ms = ms;
+                inner.dedup.record(id, ms, applied);
             }
         }
         if d.p != meta.len() {
@@ -1631,7 +1743,7 @@ mod tests {
     }
 
     fn batch(ops: Vec<WriteOp>) -> WriteBatch {
-        WriteBatch { ops }
+        WriteBatch::new(ops)
     }
 
     /// Loads `data` as ids 0..n with payload {"i": i, "even": i % 2 == 0, "bucket": i % 10}.
@@ -1821,6 +1933,132 @@ mod tests {
         assert!(got[1].is_none());
         assert_eq!(got[2].as_ref().unwrap().version, v(7));
         assert!(got[3].is_none());
+    }
+
+    fn logged(ops: Vec<WriteOp>, id: u128) -> WriteBatch {
+        WriteBatch { ops, write_id: Some(WriteId(id)) }
+    }
+
+    fn ms(ms: u64) -> u64 {
+        Version::from_parts(ms, 0, 1).hlc
+    }
+
+    #[test]
+    fn logged_writes_apply_once_per_write_id() {
+        let s = ShardStore::new(cfg(2, Metric::L2, IndexConfig::Flat));
+        let first = s.apply_logged(logged(vec![up(1, ms(1_000), vec![1.0, 0.0], Some(json!({"v": 1})))], 7));
+        assert_eq!((first.applied, first.duplicate), (1, false));
+        // another writer's newer write, acknowledged
+        s.apply_logged(logged(vec![up(1, ms(2_000), vec![2.0, 0.0], Some(json!({"v": 2})))], 8));
+        // the first write retried through another coordinator: a fresh, newer stamp, the same write id
+        let retry = s.apply_logged(logged(vec![up(1, ms(3_000), vec![1.0, 0.0], Some(json!({"v": 1})))], 7));
+        assert_eq!((retry.applied, retry.duplicate), (1, true), "the original's outcome, nothing changed");
+        let r = s.get(&[PointId::Int(1)], false).pop().unwrap().unwrap();
+        assert_eq!(r.payload, Some(json!({"v": 2}).as_object().unwrap().clone()));
+        assert_eq!(s.dedup_len(), 2);
+        // a batch without a write id is never deduplicated
+        assert_eq!(s.apply_logged(batch(vec![del(1, ms(4_000))])).applied, 1);
+        assert_eq!(s.apply_logged(batch(vec![up(1, ms(4_000), vec![3.0, 0.0], None)])).applied, 1);
+        assert_eq!(s.count(), 1);
+        assert_eq!(s.apply_logged(batch(vec![])), ApplyOutcome::default());
+    }
+
+    #[test]
+    fn logged_writes_follow_log_order_whatever_the_stamps() {
+        // A coordinator whose clock runs ahead stamps v1 far in the future; a later entry stamped by a
+        // coordinator with a correct clock still wins, because it comes later in the log.
+        let s = ShardStore::new(cfg(2, Metric::L2, IndexConfig::Flat));
+        s.apply_logged(logged(vec![up(1, ms(60_000), vec![1.0, 0.0], Some(json!({"v": 1})))], 1));
+        let out = s.apply_logged(logged(vec![up(1, ms(1_000), vec![2.0, 0.0], Some(json!({"v": 2})))], 2));
+        assert_eq!((out.applied, out.skipped_stale), (1, 0));
+        let r = s.get(&[PointId::Int(1)], true).pop().unwrap().unwrap();
+        assert_eq!(r.vector, vec![2.0, 0.0]);
+        assert!(r.version > Version::from_parts(60_000, 0, 1), "applied after the newest version");
+        assert_eq!(s.max_version(), r.version);
+        // deletes and patches too
+        s.apply_logged(logged(vec![del(1, ms(500))], 3));
+        assert_eq!(s.count(), 0);
+        s.apply_logged(logged(vec![up(1, ms(400), vec![1.0, 1.0], Some(json!({"a": 1})))], 4));
+        s.apply_logged(logged(vec![patch(1, ms(300), json!({"a": 2}))], 5));
+        let r = s.get(&[PointId::Int(1)], false).pop().unwrap().unwrap();
+        assert_eq!(r.payload, Some(json!({"a": 2}).as_object().unwrap().clone()));
+        // replicas applying the same log end identical
+        let t = ShardStore::new(cfg(2, Metric::L2, IndexConfig::Flat));
+        t.apply_logged(logged(vec![up(1, ms(60_000), vec![1.0, 0.0], Some(json!({"v": 1})))], 1));
+        t.apply_logged(logged(vec![up(1, ms(1_000), vec![2.0, 0.0], Some(json!({"v": 2})))], 2));
+        t.apply_logged(logged(vec![del(1, ms(500))], 3));
+        t.apply_logged(logged(vec![up(1, ms(400), vec![1.0, 1.0], Some(json!({"a": 1})))], 4));
+        t.apply_logged(logged(vec![patch(1, ms(300), json!({"a": 2}))], 5));
+        assert_eq!(s.digest(), t.digest());
+        assert_eq!(snapshot_bytes(&s), snapshot_bytes(&t));
+    }
+
+    #[test]
+    fn logged_writes_expire_from_the_dedup_window() {
+        use crate::dedup::DEDUP_WINDOW_MS;
+        let s = ShardStore::new(cfg(2, Metric::L2, IndexConfig::Flat));
+        s.apply_logged(logged(vec![up(1, ms(1_000), vec![1.0, 0.0], None)], 1));
+        s.apply_logged(logged(vec![up(2, ms(2_000 + DEDUP_WINDOW_MS), vec![1.0, 0.0], None)], 2));
+        assert_eq!(s.dedup_len(), 1, "write 1 left the window");
+        // write 1 again: it can no longer be told from a duplicate, so it is refused as expired
+        let out = s.apply_logged(logged(vec![up(1, ms(1_000), vec![9.0, 0.0], None)], 1));
+        assert_eq!((out.applied, out.expired, out.duplicate), (0, true, false));
+        assert_eq!(s.get(&[PointId::Int(1)], true)[0].as_ref().unwrap().vector, vec![1.0, 0.0]);
+        // a write stamped within the window (behind shard time, but not by more than the window) applies
+        let out = s.apply_logged(logged(vec![up(1, ms(3_000), vec![5.0, 0.0], None)], 3));
+        assert_eq!((out.applied, out.expired), (1, false));
+        // an id at the very top of the clock cannot be followed: refused, no panic
+        let top = WriteOp::Upsert {
+            id: PointId::Int(3),
+            version: Version::new(u64::MAX, 1),
+            vector: vec![0.0, 1.0],
+            payload: None,
+        };
+        assert_eq!(s.apply_logged(logged(vec![top], 9)).applied, 1);
+        let out = s.apply_logged(logged(vec![up(3, ms(4_000), vec![0.0, 2.0], None)], 10));
+        assert!(out.expired && out.applied == 0);
+    }
+
+    #[test]
+    fn dedup_table_survives_snapshots() {
+        let s = ShardStore::new(cfg(2, Metric::L2, IndexConfig::Flat));
+        s.apply_logged(logged(
+            vec![up(1, ms(1_000), vec![1.0, 0.0], None), up(2, ms(1_000), vec![0.0, 1.0], None)],
+            11,
+        ));
+        s.apply_logged(logged(vec![up(1, ms(2_000), vec![2.0, 0.0], None)], 12));
+        let bytes = snapshot_bytes(&s);
+        let t = ShardStore::read_snapshot(s.config().clone(), &mut bytes.as_slice()).unwrap();
+        assert_eq!(t.dedup_len(), 2);
+        let again = t.apply_logged(logged(vec![up(1, ms(3_000), vec![1.0, 0.0], None)], 11));
+        assert_eq!((again.duplicate, again.applied), (true, 2));
+        assert_eq!(t.get(&[PointId::Int(1)], true)[0].as_ref().unwrap().vector, vec![2.0, 0.0]);
+        assert_eq!(snapshot_bytes(&t), bytes);
+    }
+
+    #[test]
+    fn format_1_snapshots_are_still_read() {
+        let s = ShardStore::new(cfg(2, Metric::L2, IndexConfig::Flat));
+        s.apply(&batch(vec![up(1, 10, vec![1.0, 0.0], Some(json!({"a": 1}))), del(2, 11)]));
+        let v2 = snapshot_bytes(&s);
+        // Format 1 is format 2 without the dedup section (an empty table: its u64 count at META's end).
+        let meta_len = u64::from_le_bytes(v2[12..20].try_into().unwrap()) as usize;
+        let mut body = Vec::new();
+        body.extend_from_slice(&((meta_len - 8) as u64).to_le_bytes());
+        body.extend_from_slice(&v2[20..20 + meta_len - 8]);
+        body.extend_from_slice(&v2[20 + meta_len..v2.len() - 4]);
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(SNAPSHOT_MAGIC);
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(&body);
+        v1.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        let t = ShardStore::read_snapshot(s.config().clone(), &mut v1.as_slice()).unwrap();
+        assert_eq!((t.digest(), t.dedup_len()), (s.digest(), 0));
+        assert_eq!(snapshot_bytes(&t), v2, "re-written in the current format");
+        let mut v3 = v2.clone();
+        v3[8..12].copy_from_slice(&3u32.to_le_bytes());
+        let err = ShardStore::read_snapshot(s.config().clone(), &mut v3.as_slice()).unwrap_err().to_string();
+        assert!(err.contains("unsupported format version 3"), "{err}");
     }
 
     #[test]

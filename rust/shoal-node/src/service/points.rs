@@ -2,11 +2,13 @@
 
 use std::sync::Arc;
 
+use shoal_api::commands::write_id_from_bytes;
 use shoal_api::points::{get_response, ids_from_proto, payloads_from_text, search_response};
 use shoal_api::scroll::scroll_response;
 use shoal_api::v1::{self, points_server::Points};
 use shoal_cluster::scroll::{Scroll, ScrollParams};
-use shoal_cluster::{Engine, Error, LoadBalancing, ReadLevel, SearchQuery, WriteLevel, WriteOutcome};
+use shoal_cluster::{Engine, Error, LoadBalancing, ReadLevel, SearchQuery, WriteLevel, WriteOptions, WriteOutcome};
+use shoal_core::dedup::WriteId;
 use tonic::{Request, Response, Status};
 
 use super::deadline;
@@ -25,6 +27,10 @@ fn write_level(v: i32) -> WriteLevel {
         v1::WriteConsistency::Strong => WriteLevel::Strong,
         _ => WriteLevel::Quorum,
     }
+}
+
+fn write_opts(level: i32, timeout: std::time::Duration, write_id: Option<WriteId>) -> WriteOptions {
+    WriteOptions { level: write_level(level), timeout, write_id }
 }
 
 fn read_level(v: i32) -> ReadLevel {
@@ -54,9 +60,10 @@ impl Points for PointsService {
         let r = req.into_inner();
         let ids = self.ids(&r.collection, r.ids.as_ref())?;
         let payloads = payloads_from_text(&r.payloads, "payloads").map_err(status)?;
+        let wid = write_id_from_bytes(&r.write_id, "write_id").map_err(status)?;
         let out = self
             .engine
-            .upsert(&r.collection, ids, r.vectors, payloads, write_level(r.consistency), t)
+            .upsert(&r.collection, ids, r.vectors, payloads, write_opts(r.consistency, t, wid))
             .await
             .map_err(status)?;
         Ok(Response::new(write_response(out)))
@@ -66,7 +73,8 @@ impl Points for PointsService {
         let t = deadline(&req);
         let r = req.into_inner();
         let ids = self.ids(&r.collection, r.ids.as_ref())?;
-        let out = self.engine.delete(&r.collection, ids, write_level(r.consistency), t).await.map_err(status)?;
+        let wid = write_id_from_bytes(&r.write_id, "write_id").map_err(status)?;
+        let out = self.engine.delete(&r.collection, ids, write_opts(r.consistency, t, wid)).await.map_err(status)?;
         Ok(Response::new(write_response(out)))
     }
 
@@ -82,9 +90,10 @@ impl Points for PointsService {
             .pop()
             .flatten()
             .ok_or_else(|| status(Error::InvalidArgument("patch must be a non-empty JSON object".into())))?;
+        let wid = write_id_from_bytes(&r.write_id, "write_id").map_err(status)?;
         let out = self
             .engine
-            .update_payload(&r.collection, ids, patch, write_level(r.consistency), t)
+            .update_payload(&r.collection, ids, patch, write_opts(r.consistency, t, wid))
             .await
             .map_err(status)?;
         Ok(Response::new(write_response(out)))
