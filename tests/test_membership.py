@@ -356,6 +356,48 @@ def test_rolling_restart_under_a_quorum_writer_fails_and_loses_nothing(shoal_clu
     _check_present(coll, writer.acked)
 
 
+@pytest.mark.shoal(nodes=4)
+def test_rolling_restart_with_rf2_after_a_drain_fails_no_write_and_strong_reads_follow(
+    shoal_cluster: shoal.Cluster,
+) -> None:
+    """The issue's scenario: 4 nodes, RF 2, one node drained out first, then every remaining node restarted
+    in turn while one thread writes 50-point batches at quorum. No write may fail, and a strong read right
+    after the restarts must follow the shards' new leaders within its timeout."""
+    from test_replication import _Writer
+
+    coll = shoal_cluster.create_collection("roll2", dim=DIM, metric="l2", shards=4, replication_factor=2, index="flat")
+    _wait_shards(coll, lambda ss: all(s.leader is not None for s in ss), "every shard should get a leader")
+    assert shoal_cluster.remove_node(4, drain=True, timeout=60) >= 0
+    _wait_shards(
+        coll,
+        lambda ss: all(s.leader is not None and 4 not in s.nodes and len(s.replicas) == 2 for s in ss),
+        "node 4 drained",
+        within=90,
+    )
+    writer = _Writer(coll, batch=50)
+    writer.start()
+    try:
+        writer.wait_for(300)
+        for i in (1, 2, 3):
+            shoal_cluster.node(i).restart()
+            writer.wait_for(300)
+            _wait_shards(
+                coll,
+                lambda ss: all(s.leader is not None and all(r.state == "active" for r in s.replicas) for s in ss),
+                f"all replicas active again after restarting node {i}",
+                within=60,
+            )
+        ids = np.asarray(writer.acked[-200:])
+        got = coll.get(ids, with_vectors=False, consistency="strong", timeout=10)
+        assert got.missing == []
+    finally:
+        writer.stop_event.set()
+        writer.join(timeout=30)
+    assert not writer.is_alive() and writer.unexpected is None, writer.unexpected
+    assert writer.failures == 0, f"writes failed during the rolling restart: {dict(writer.errors)} {writer.messages}"
+    _check_present(coll, writer.acked)
+
+
 @pytest.mark.shoal(nodes=3)
 def test_health_names_what_is_degraded(shoal_cluster: shoal.Cluster) -> None:
     coll = shoal_cluster.create_collection("hl", dim=DIM, shards=3, replication_factor=3)

@@ -232,6 +232,7 @@ class _Writer(threading.Thread):
         self.acked: list[int] = []
         self.failures = 0
         self.errors: Counter[str] = Counter()
+        self.messages: list[str] = []  # the first few error messages, for failure reports
         self.stop_event = threading.Event()
         self.unexpected: Optional[BaseException] = None
 
@@ -247,6 +248,8 @@ class _Writer(threading.Thread):
                     except shoal.ShoalError as e:
                         self.failures += 1
                         self.errors[type(e).__name__] += 1
+                        if len(self.messages) < 5:
+                            self.messages.append(f"{time.monotonic():.3f} {type(e).__name__}: {e}")
                         time.sleep(0.1)
                         continue
                     self.acked.extend(ids.tolist())

@@ -86,11 +86,15 @@ pub(crate) fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
     r
 }
 
-/// Whether a status comes from the transport rather than from a node: without the node's `x-shoal-error`
-/// mark, UNAVAILABLE, CANCELLED and UNKNOWN mean no connection, or the connection dropped under the request.
+/// Whether the call should move on to another node: the status comes from the transport rather than from
+/// a node (without the node's `x-shoal-error` mark, UNAVAILABLE, CANCELLED and UNKNOWN mean no connection,
+/// or the connection dropped under the request), or the node said it is unavailable itself (starting or
+/// shutting down: it did not take the request on).
 pub(crate) fn from_transport(status: &tonic::Status) -> bool {
-    status.metadata().get("x-shoal-error").is_none()
-        && matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown)
+    match status.metadata().get("x-shoal-error") {
+        None => matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown),
+        Some(kind) => kind == "node_unavailable",
+    }
 }
 
 /// Runs `$call` against the current node, failing over to the others when a node cannot be reached or

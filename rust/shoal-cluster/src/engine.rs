@@ -188,6 +188,8 @@ pub struct Engine {
     ready: AtomicBool,
     /// Set once shutdown began; new requests are refused.
     closing: AtomicBool,
+    /// Set once a graceful stop began (`begin_drain`): no node-state answers, no campaigning. Never cleared.
+    draining: AtomicBool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -260,6 +262,7 @@ impl Engine {
             handovers: parking_lot::Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
         }))
     }
 
@@ -1188,6 +1191,22 @@ impl Engine {
     pub fn collection_entry(&self, name: &str) -> Result<CollectionEntry> {
         self.check_open()?;
         self.catalog.get(name).ok_or_else(|| Error::CollectionNotFound(name.to_string()))
+    }
+
+    /// First step of a graceful stop: this node answers no more node-state probes (so that peers do not
+    /// hand it back the leadership it is about to give away, and see it as down) and its groups stop
+    /// campaigning. Requests it already serves go on; Raft traffic goes on.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.meta.set_campaigning(false);
+        for r in self.replicas.read().values() {
+            r.group.set_campaigning(false);
+        }
+    }
+
+    /// Whether [`Engine::begin_drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 
     /// Before a graceful stop: asks every group this node leads (group 0 and shards) to hand leadership to

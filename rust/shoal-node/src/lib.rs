@@ -1,6 +1,7 @@
 //! The Shoal node: configuration, the gRPC services, and the service manager (startup, readiness,
 //! graceful shutdown). `shoal-node` (the binary) and `python -m shoal.node` both call [`main_with_args`].
 
+pub mod admission;
 pub mod config;
 pub mod server;
 pub mod service;

@@ -20,6 +20,7 @@ use shoal_raft::{Blocklist, GroupOptions, GrpcNetwork, GrpcNetworkOptions, RaftT
 use tokio::net::TcpListener;
 
 use crate::NodeConfig;
+use crate::admission::{Admission, AdmissionLayer};
 use crate::service::cluster::ClusterService;
 use crate::service::collections::CollectionsService;
 use crate::service::internal::InternalService;
@@ -96,6 +97,8 @@ pub struct RunningNode {
     engine: Arc<Engine>,
     /// Health state, flipped to NOT_SERVING while draining.
     health: tonic_health::server::HealthReporter,
+    /// Admission of public calls (refused once the node drains).
+    admission: Arc<Admission>,
     /// Tells the gRPC server to stop accepting and drain.
     stop: tokio::sync::oneshot::Sender<()>,
     /// The gRPC server task.
@@ -123,21 +126,34 @@ impl RunningNode {
         &self.engine
     }
 
-    /// Graceful stop: NOT_SERVING, hand leadership of every group it leads to another voter (3 s at most),
-    /// stop accepting, let in-flight requests finish (10 s at most), then shut every Raft group down
-    /// (flushing logs) and release the data directory.
+    /// Graceful stop (DESIGN §5):
+    ///
+    /// ```text
+    ///   NOT_SERVING; new public calls refused (clients fail over); peers stop probing and electing it
+    ///   -> hand leadership of every group it leads to another voter (3 s at most)
+    ///   -> public calls in flight finish (10 s at most) while Raft and peer traffic go on, so that the
+    ///      writes they wait for can still commit with this node's vote
+    ///   -> hand off again whatever came back meanwhile, shut every Raft group down (flushing logs)
+    ///   -> stop the server, release the data directory
+    /// ```
     pub async fn shutdown(self) {
         self.health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
         let _ = std::fs::remove_file(self.dir.join("node.json"));
-        // While still serving (peers need this node's vote and log to take over).
+        self.admission.begin_drain();
+        self.engine.begin_drain();
         self.engine.hand_off_leadership(Duration::from_secs(3)).await;
+        let left = self.admission.wait_idle(Duration::from_secs(10)).await;
+        if left > 0 {
+            tracing::warn!(in_flight = left, "public requests did not finish within 10 s");
+        }
+        self.engine.hand_off_leadership(Duration::from_secs(1)).await;
+        self.engine.shutdown().await;
         let _ = self.stop.send(());
-        match tokio::time::timeout(Duration::from_secs(10), self.server).await {
+        match tokio::time::timeout(Duration::from_secs(5), self.server).await {
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server stopped with an error"),
-            Err(_) => tracing::warn!("in-flight requests did not finish within 10 s"),
+            Err(_) => tracing::warn!("the server did not stop within 5 s"),
             _ => {}
         }
-        self.engine.shutdown().await;
         tracing::info!("stopped");
     }
 }
@@ -198,9 +214,11 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
+    let admission = Admission::new(cfg.node_id);
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(AdmissionLayer(Arc::clone(&admission)))
             .tcp_nodelay(true)
             // Large flow-control windows: a 1000-query batch is 512 KB, far above HTTP/2's 64 KB default,
             // which would cost a WINDOW_UPDATE round trip per 64 KB.
@@ -253,7 +271,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
     }
     write_ready_file(&dir, &advertise, cfg.node_id).map_err(dir_err)?;
     tracing::info!("shoal-node ready on {advertise}");
-    Ok(RunningNode { address: advertise, engine, health, stop, server, dir, _lock: lock })
+    Ok(RunningNode { address: advertise, engine, health, admission, stop, server, dir, _lock: lock })
 }
 
 /// Runs the node until SIGTERM/SIGINT, then stops it gracefully.

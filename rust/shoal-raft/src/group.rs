@@ -271,6 +271,12 @@ impl RaftGroup {
         Ok(())
     }
 
+    /// Whether this node starts elections when it stops hearing from a leader (default: yes). A node that
+    /// is about to stop turns it off, so that it does not take back the leadership it handed off.
+    pub fn set_campaigning(&self, on: bool) {
+        self.raft.runtime_config().elect(on);
+    }
+
     /// The voter ids of the group's effective membership, read from the Raft core (unlike
     /// [`RaftGroup::voter_ids`], not from metrics that may trail a just-applied change).
     pub async fn effective_voters(&self) -> Result<Vec<u64>> {

@@ -64,6 +64,11 @@ impl NodeInternal for InternalService {
 
     async fn node_state(&self, req: Request<pb::NodeStateRequest>) -> Result<Response<pb::NodeStateReply>, Status> {
         self.admit(&req)?;
+        if self.engine.is_draining() {
+            // Peers then count this node as down and do not hand it leadership back while it stops.
+            let id = self.engine.node_id();
+            return Err(status(shoal_cluster::Error::NodeUnavailable(format!("node {id} is shutting down"))));
+        }
         Ok(Response::new(self.engine.node_state(req.get_ref())))
     }
 }

@@ -422,3 +422,34 @@ async fn learners_join_are_promoted_and_the_first_voter_leaves() {
     wait_converged(&nodes, &expected(0..250)).await;
     stop_cluster(&mut nodes).await;
 }
+
+/// A transfer to a follower that cannot take over (cut off, or its log behind) must not wedge the group:
+/// the transferring leader refuses writes and stops its heartbeats, so another follower's election timer
+/// fires and it takes over; writes go on, and the cut-off follower catches up once reachable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transfer_to_a_lagging_follower_does_not_wedge_the_group() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(&root, cluster_opts(1000), GrpcNetworkOptions::default()).await;
+    let leader = wait_leader(&nodes).await;
+    write_range(&nodes, 0..20).await;
+    wait_converged(&nodes, &expected(0..20)).await;
+
+    let lagging = (leader + 1) % 3;
+    let lid = nodes[lagging].id;
+    for n in &nodes {
+        if n.id != lid {
+            nodes[lagging].blocklist.block(n.id);
+        }
+    }
+    write_range(&nodes, 20..60).await;
+    nodes[leader].group().transfer_leader(lid).await.expect("transfer leader");
+    write_range(&nodes, 60..80).await;
+    let now = wait_leader(&nodes).await;
+    assert_ne!(nodes[now].id, lid, "the cut-off follower cannot lead");
+
+    for n in &nodes {
+        nodes[lagging].blocklist.unblock(n.id);
+    }
+    wait_converged(&nodes, &expected(0..80)).await;
+    stop_cluster(&mut nodes).await;
+}

@@ -1,0 +1,204 @@
+//! Admission of public requests: a tower layer in front of every service that counts the public calls in
+//! flight and, once the node drains (a graceful stop), refuses new ones before they do anything.
+//!
+//! ```text
+//!   serving ──begin_drain──> draining: new public calls get UNAVAILABLE (kind node_unavailable: nothing
+//!                            done, the client fails over); calls in flight finish; peer traffic (Raft,
+//!                            node-to-node) goes on, so in-flight writes can still commit
+//! ```
+//!
+//! Public calls are those of the `shoal.v1` services; Raft transport, node-to-node requests and
+//! `grpc.health.v1` always pass.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use shoal_cluster::Error;
+use tokio::sync::Notify;
+
+use crate::status::status;
+
+/// gRPC path prefix of the public services.
+const PUBLIC_PREFIX: &str = "/shoal.v1.";
+
+/// The node's admission state, shared by the layer and the shutdown sequence.
+#[derive(Debug, Default)]
+pub struct Admission {
+    /// This node's id (named in refusals).
+    node_id: u64,
+    /// Set once the node drains; never cleared.
+    draining: AtomicBool,
+    /// Public calls admitted and not yet answered.
+    in_flight: AtomicUsize,
+    /// Signalled whenever `in_flight` drops to zero.
+    idle: Notify,
+}
+
+impl Admission {
+    /// Admission for node `node_id`: serving.
+    pub fn new(node_id: u64) -> Arc<Admission> {
+        Arc::new(Admission { node_id, ..Default::default() })
+    }
+
+    /// Refuses new public calls from now on.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Public calls in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Waits until no public call is in flight, at most `timeout`; returns how many still are.
+    pub async fn wait_idle(&self, timeout: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.idle.notified();
+            let n = self.in_flight();
+            if n == 0 || tokio::time::Instant::now() >= deadline {
+                return n;
+            }
+            let _ = tokio::time::timeout_at(deadline, notified).await;
+        }
+    }
+
+    fn refusal(&self) -> tonic::Status {
+        status(Error::NodeUnavailable(format!(
+            "node {} is shutting down: the request was not started (retry on another node)",
+            self.node_id
+        )))
+    }
+}
+
+/// Decrements the in-flight count when the call's response is ready (or the call is dropped).
+struct Admitted(Arc<Admission>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// The tower layer of [`Admission`].
+#[derive(Debug, Clone)]
+pub struct AdmissionLayer(pub Arc<Admission>);
+
+impl<S> tower::Layer<S> for AdmissionLayer {
+    type Service = AdmissionService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AdmissionService { inner, admission: Arc::clone(&self.0) }
+    }
+}
+
+/// A service behind [`AdmissionLayer`].
+#[derive(Debug, Clone)]
+pub struct AdmissionService<S> {
+    inner: S,
+    admission: Arc<Admission>,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for AdmissionService<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = http::Response<ResBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+        if !req.uri().path().starts_with(PUBLIC_PREFIX) {
+            return Box::pin(self.inner.call(req));
+        }
+        let a = &self.admission;
+        a.in_flight.fetch_add(1, Ordering::AcqRel);
+        let guard = Admitted(Arc::clone(a));
+        // Checked after counting, so that a drain that starts now either sees this call or refuses it.
+        if a.draining.load(Ordering::Acquire) {
+            let refusal = a.refusal().into_http();
+            drop(guard);
+            return Box::pin(async move { Ok(refusal) });
+        }
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let out = fut.await;
+            drop(guard);
+            out
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+    use tower::{Layer, Service};
+
+    /// Answers "done" once the gate opens.
+    #[derive(Clone)]
+    struct Echo(tokio::sync::watch::Receiver<bool>);
+
+    impl Service<http::Request<()>> for Echo {
+        type Response = http::Response<String>;
+        type Error = Infallible;
+        type Future = BoxFuture<Self::Response, Infallible>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            let mut gate = self.0.clone();
+            Box::pin(async move {
+                let _ = gate.wait_for(|open| *open).await;
+                Ok(http::Response::new("done".to_string()))
+            })
+        }
+    }
+
+    fn req(path: &str) -> http::Request<()> {
+        http::Request::builder().uri(path).body(()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn counts_public_calls_and_refuses_new_ones_while_draining() {
+        let admission = Admission::new(7);
+        let (gate, gate_rx) = tokio::sync::watch::channel(false);
+        let mut svc = AdmissionLayer(Arc::clone(&admission)).layer(Echo(gate_rx));
+        let public = tokio::spawn(svc.call(req("/shoal.v1.Points/Upsert")));
+        let internal = tokio::spawn(svc.call(req("/shoal.internal.NodeInternal/ShardWrite")));
+        tokio::task::yield_now().await;
+        assert_eq!(admission.in_flight(), 1, "only the public call counts");
+        admission.begin_drain();
+        let refused = svc.call(req("/shoal.v1.Points/Search")).await.unwrap();
+        assert_eq!(refused.headers().get("grpc-status").unwrap(), "14", "UNAVAILABLE");
+        assert_eq!(refused.headers().get("x-shoal-error").unwrap(), "node_unavailable");
+        let msg = refused.headers().get("grpc-message").unwrap().to_str().unwrap().replace("%20", " ");
+        assert!(msg.contains("node 7 is shutting down"), "{msg}");
+        assert_eq!(admission.wait_idle(Duration::from_millis(20)).await, 1, "the admitted call is still running");
+        let waiter = {
+            let a = Arc::clone(&admission);
+            tokio::spawn(async move { a.wait_idle(Duration::from_secs(10)).await })
+        };
+        gate.send(true).unwrap();
+        assert_eq!(public.await.unwrap().unwrap().into_body(), "done");
+        assert_eq!(internal.await.unwrap().unwrap().into_body(), "done");
+        assert_eq!(waiter.await.unwrap(), 0);
+        // peer traffic still passes while draining
+        let answer = svc.call(req("/shoal.internal.RaftTransport/Vote")).await.unwrap();
+        assert_eq!(answer.into_body(), "done");
+    }
+}
