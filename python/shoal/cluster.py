@@ -539,6 +539,15 @@ class NodeHandle:
         self._proc.paused = False
         self._cluster._apply_pending_faults(self.id)
 
+    def skew_clock(self, offset_ms: int) -> None:
+        """Runs this node's clock ``offset_ms`` milliseconds ahead of (negative: behind) the machine's clock
+        (fault injection; the node's versions then come from a skewed clock). ``0`` undoes it. Lasts until
+        the process restarts."""
+        self._cluster._check_open()
+        if not isinstance(offset_ms, int) or isinstance(offset_ms, bool):
+            raise InvalidArgument(f"offset_ms must be an int, got {offset_ms!r}")
+        _node_client(self._proc.address).skew_clock(offset_ms, timeout=5.0)
+
     def __repr__(self) -> str:
         state = "paused" if self.paused else ("running" if self.running else "stopped")
         return f"NodeHandle(id={self.id}, address={self.address!r}, {state}, pid={self.pid})"

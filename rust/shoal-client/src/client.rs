@@ -462,6 +462,15 @@ impl Client {
         })
     }
 
+    /// Fault injection (tests): the node that answers runs its clock `offset_ms` off its system clock.
+    /// Connect to a single address to target one node.
+    pub async fn skew_clock(&self, offset_ms: i64, timeout: Duration) -> Result<i64> {
+        with_failover!(self, timeout, |ch| |t| {
+            let req = v1::SkewClockRequest { offset_ms };
+            async move { ClusterClient::new(ch).skew_clock(request(req, t)).await.map(|r| r.into_inner().offset_ms) }
+        })
+    }
+
     /// Fault injection (tests): the node that answers blocks all traffic with the `blocked` node ids (an
     /// empty list heals). Returns the blocklist now in force. Connect to a single address to target one node.
     pub async fn set_faults(&self, blocked: Vec<u64>, timeout: Duration) -> Result<Vec<u64>> {

@@ -172,6 +172,8 @@ pub struct Engine {
     join_lock: AsyncMutex<()>,
     /// Version clock for writes.
     pub(crate) hlc: Hlc,
+    /// Milliseconds added to the system clock by `hlc` (fault injection; 0 otherwise).
+    clock_offset: Arc<std::sync::atomic::AtomicI64>,
     /// Background index builder.
     indexer: Indexer,
     /// Rotates equal replica choices (see planner::PlanContext::turn).
@@ -241,9 +243,16 @@ impl Engine {
         )
         .await?;
         transport.register("meta", &meta);
+        let clock_offset = Arc::new(std::sync::atomic::AtomicI64::new(0));
         Ok(Arc::new_cyclic(|me| Engine {
             me: me.clone(),
-            hlc: Hlc::new(cfg.node_id as u32),
+            hlc: {
+                let offset = Arc::clone(&clock_offset);
+                Hlc::with_clock(cfg.node_id as u32, move || {
+                    shoal_core::hlc::system_ms().saturating_add_signed(offset.load(Ordering::Relaxed))
+                })
+            },
+            clock_offset,
             peers: Peers::new(cfg.node_id, net.blocklist().clone()),
             cfg,
             meta,
@@ -858,6 +867,17 @@ impl Engine {
     /// Whether this node currently leads group 0.
     pub fn is_meta_leader(&self) -> bool {
         self.meta.is_leader()
+    }
+
+    /// Fault injection: runs this node's clock `offset_ms` (|offset| <= 1 hour) off the system clock.
+    pub fn set_clock_offset(&self, offset_ms: i64) -> Result<i64> {
+        const MAX: i64 = 3_600_000;
+        if !(-MAX..=MAX).contains(&offset_ms) {
+            return Err(Error::InvalidArgument(format!("clock offset {offset_ms} ms is outside -{MAX}..={MAX}")));
+        }
+        self.clock_offset.store(offset_ms, Ordering::Relaxed);
+        tracing::warn!(offset_ms, "fault injection: clock skewed");
+        Ok(offset_ms)
     }
 
     /// The node's fault switch (node ids it refuses to talk to).

@@ -199,6 +199,13 @@ impl Client {
         block_on(py, async move { c.set_faults(blocked, t).await })
     }
 
+    #[pyo3(signature = (offset_ms, timeout = None))]
+    fn skew_clock(&self, py: Python<'_>, offset_ms: i64, timeout: Option<f64>) -> PyResult<i64> {
+        let t = timeout_of(timeout)?;
+        let c = self.inner.clone();
+        block_on(py, async move { c.skew_clock(offset_ms, t).await })
+    }
+
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (name, dim, metric, id_type, shards, replication_factor, index, m, ef_construction, timeout = None))]
     fn create_collection<'py>(

@@ -123,6 +123,11 @@ impl Cluster for ClusterService {
         Ok(Response::new(v1::SetFaultsResponse { blocked }))
     }
 
+    async fn skew_clock(&self, req: Request<v1::SkewClockRequest>) -> Result<Response<v1::SkewClockResponse>, Status> {
+        let offset_ms = self.engine.set_clock_offset(req.get_ref().offset_ms).map_err(status)?;
+        Ok(Response::new(v1::SkewClockResponse { offset_ms }))
+    }
+
     async fn remove_node(
         &self,
         req: Request<v1::RemoveNodeRequest>,
