@@ -8,6 +8,19 @@ Fixture ``shoal_cluster``: a local cluster of real node processes for one test, 
 
 Nodes are stopped at teardown. When the test fails, the data dir (with every node's ``node.log``) is kept
 and the report shows where it is and the tail of each node's log.
+
+Fault injection: ``shoal_cluster.nemesis`` is a ``shoal.nemesis.Nemesis`` over the fixture's cluster (kill, pause,
+partition, restart_all, clock skew, damage_file, each with its undo; ``heal_all()``):
+
+    @pytest.mark.shoal(nodes=3)
+    def test_failover(shoal_cluster):
+        docs = shoal_cluster.create_collection("docs", dim=8, shards=2, replication_factor=3)
+        shoal_cluster.nemesis.kill_leader(docs, shard=0)
+        ...
+        shoal_cluster.nemesis.heal_all()
+
+If the nemesis did anything, teardown calls ``heal_all()`` before stopping the nodes (errors are only logged on its
+timeline), and a failed test's report shows the nemesis timeline.
 """
 
 from __future__ import annotations
@@ -56,6 +69,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         for proc in list(local.procs.values()):
             tail = proc.log_tail(_TAIL_LINES)
             rep.sections.append((f"shoal node {proc.node_id} log tail ({proc.log_path})", tail or "(empty)"))
+        nemesis = getattr(cluster, "nemesis", None)
+        if nemesis is not None and nemesis.events:
+            rep.sections.append(("shoal nemesis timeline", nemesis.timeline()))
 
 
 def _safe_name(name: str) -> str:
@@ -77,11 +93,16 @@ def shoal_cluster(request: pytest.FixtureRequest) -> Iterator[Any]:
     item = request.node
     # If the nodes fail to start, the error carries their log tail and the data dir stays for inspection.
     cluster = Cluster.local(data_dir=data_dir, **kwargs)
+    from shoal.nemesis import Nemesis
+
+    cluster.nemesis = Nemesis(cluster)  # type: ignore[attr-defined]  # cheap: no request until a fault is injected
     entries = item.__dict__.setdefault(_CLUSTERS, [])
     entries.append((cluster, data_dir))
     try:
         yield cluster
     finally:
+        if cluster.nemesis.events and not cluster.closed:  # type: ignore[attr-defined]
+            cluster.nemesis.heal_all(timeout=30.0, raise_errors=False)  # type: ignore[attr-defined]
         cluster.close()
         if not _failed(item):
             shutil.rmtree(data_dir, ignore_errors=True)

@@ -128,6 +128,37 @@ pub struct RaftGroup {
     log: LogReader,
 }
 
+/// What the log says about the snapshot and the reverse (DESIGN §6: a file the node's own state says must
+/// exist is missing = corruption): a log purged up to index P needs a snapshot covering P (it is the only
+/// copy of those entries), and a snapshot needs the log and vote it was taken from.
+fn check_log_and_snapshot(dir: &Path, log: &LogStore, sm: &StateMachineStore) -> Result<()> {
+    let (purged, vote, last) = log.recovered();
+    let snap = sm.current_snapshot_meta().and_then(|m| m.last_log_id).map(|l| l.index);
+    if let Some(p) = purged
+        && snap.is_none_or(|s| s < p.index)
+    {
+        return Err(Error::corrupt(
+            dir.join("snapshots"),
+            format!(
+                "the log was purged up to index {} but no snapshot covers it (latest snapshot: {})",
+                p.index,
+                snap.map_or("none".to_string(), |s| format!("index {s}"))
+            ),
+        ));
+    }
+    if let Some(s) = snap
+        && purged.is_none()
+        && vote.is_none()
+        && last.is_none()
+    {
+        return Err(Error::corrupt(
+            dir.join("log"),
+            format!("a snapshot at index {s} exists but the log it was taken from (vote and entries) is gone"),
+        ));
+    }
+    Ok(())
+}
+
 impl RaftGroup {
     /// Opens (or creates) the group stored in `dir` (log in `dir/log`, snapshots in
     /// `dir/snapshots`). When the group is new and `opts.bootstrap_single` is set, initialises a
@@ -183,6 +214,7 @@ impl RaftGroup {
         })
         .await
         .map_err(|e| Error::Fatal(format!("opening the group failed: {e}")))??;
+        check_log_and_snapshot(dir, &log, &sm)?;
         let reader = log.reader();
 
         let raft = match Raft::new(node_id, config, network, log, sm).await {

@@ -44,9 +44,12 @@
 //! # Recovery
 //!
 //! Opening scans every segment and checks every record. In the last segment a short or
-//! corrupt record ends the log: the tail from there is truncated with a `tracing::warn!`
-//! (a torn write). The same damage in an older segment, or a corrupt record followed by a valid
-//! one, is an [`Error::Corrupt`] returned to the caller: never a panic, never silent loss.
+//! corrupt record ends the log: the tail from there is a torn write, truncated with a
+//! `tracing::warn!`, unless it held entries this node knew to be committed (the saved `committed`
+//! id is past the records before the damage): then it is corruption. The same damage in an older
+//! segment, a corrupt record followed by a valid one, a bad header or state file, or missing
+//! segments, is an [`Error::Corrupt`] naming the file and offset: never a panic, never silent loss,
+//! and nothing is changed on disk (the files stay as found, for inspection or repair).
 
 use std::collections::BTreeMap;
 use std::collections::VecDeque;
@@ -353,6 +356,13 @@ impl LogStore {
         self.shared.close();
     }
 
+    /// What recovery found: (last purged log id, saved vote, last log index), for the group's own
+    /// consistency checks (a purged log needs a snapshot; a snapshot needs a log).
+    pub fn recovered(&self) -> (Option<LogId>, Option<Vote>, Option<u64>) {
+        let g = self.shared.inner.read();
+        (g.last_purged, g.vote, g.last_index())
+    }
+
     /// Number of segment files (for tests and metrics).
     pub fn segment_count(&self) -> usize {
         self.shared.inner.read().segments.len()
@@ -546,6 +556,8 @@ impl Inner {
         seqs.sort_unstable();
 
         let purged_index = self.last_purged.map(|p| p.index);
+        // The torn tail of the last segment, if any: (segment, path, valid length, file length).
+        let mut torn: Option<(u64, PathBuf, u64, u64)> = None;
         let n = seqs.len();
         for (i, seq) in seqs.into_iter().enumerate() {
             let is_last = i + 1 == n;
@@ -577,8 +589,8 @@ impl Inner {
 
             let (records, valid_len) = scan_segment(&file, &path, file_len, is_last)?;
             if valid_len < file_len {
-                file.set_len(valid_len)?;
-                file.sync_all()?;
+                // Truncated only once the whole log checked out (below): damage must stay on disk as found.
+                torn = Some((seq, path.clone(), valid_len, file_len));
             }
             for r in records {
                 let idx = r.log_id.index;
@@ -620,18 +632,45 @@ impl Inner {
             }
         }
 
-        // `committed` may be ahead of a log whose unflushed tail was lost: never past the log.
+        // `committed` is written only after the entries it covers were fsynced (the I/O thread fsyncs an
+        // append before it persists a later committed id), so a log that ends before it lost entries this
+        // node acknowledged: that is corruption, not a torn write, whatever the damage looks like.
         if let Some(c) = self.committed {
             let last = self.last_log_id();
             if last.is_none_or(|l| c.index > l.index) {
-                tracing::warn!("saved committed {c} is past the last log id {last:?} in {}; clamping", dir.display());
-                self.committed = last;
+                let last_index = last.map_or(0, |l| l.index);
+                return Err(match &torn {
+                    Some((_, path, valid, file_len)) => Error::corrupt(
+                        path,
+                        format!(
+                            "damaged record at offset {valid} ({} bytes to the end of the file) would drop \
+                             committed entries {}..={}: the log ends at index {last_index}",
+                            file_len - valid,
+                            last_index + 1,
+                            c.index
+                        ),
+                    ),
+                    None => Error::corrupt(
+                        &dir,
+                        format!("the log ends at index {last_index} but index {} was committed: segments are missing", c.index),
+                    ),
+                });
             } else if let Some(loc) = self.loc(c.index)
                 && loc.log_id(c.index) != c
             {
                 tracing::warn!("saved committed {c} does not match the log in {}; ignoring it", dir.display());
                 self.committed = None;
             }
+        }
+        if let Some((seq, path, valid_len, file_len)) = torn {
+            tracing::warn!(
+                "log segment {}: truncating a torn tail at offset {valid_len} ({} bytes, never acknowledged)",
+                path.display(),
+                file_len - valid_len
+            );
+            let seg = self.segments.get(&seq).expect("the torn segment was recovered");
+            seg.file.set_len(valid_len)?;
+            seg.file.sync_all()?;
         }
         Ok(())
     }
@@ -839,11 +878,7 @@ fn scan_segment(file: &File, path: &Path, file_len: u64, is_last: bool) -> Resul
                         ));
                     }
                 }
-                tracing::warn!(
-                    "log segment {}: {what} at offset {pos}; truncating the torn tail ({} bytes)",
-                    path.display(),
-                    file_len - pos
-                );
+                tracing::warn!("log segment {}: {what} at offset {pos} (a torn tail?)", path.display());
                 return Ok((out, pos));
             }
         }

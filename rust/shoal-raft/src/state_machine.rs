@@ -371,7 +371,11 @@ fn restore_app(app: &dyn StateMachineApp, path: &Path, meta: &SnapshotMeta) -> R
         ));
     }
     let mut cr = CrcReader { inner: &mut r, remaining: app_len, crc: 0 };
-    app.restore(&mut cr)?;
+    // The app checks its own part; what it cannot read is damage of this file, not an I/O failure.
+    app.restore(&mut cr).map_err(|e| match e.kind() {
+        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => Error::corrupt(path, e.to_string()),
+        _ => Error::Io(e),
+    })?;
     io::copy(&mut cr, &mut io::sink())?;
     let crc = cr.crc;
     let mut trailer = [0u8; 4];
