@@ -24,6 +24,7 @@ from .errors import (
     NodeUnavailable,
     ShardUnavailable,
     ShoalError,
+    StorageError,
     Timeout,
 )
 from .index import HNSW, Flat
@@ -70,5 +71,6 @@ __all__ = [
     "Cancelled",
     "ShardUnavailable",
     "NodeUnavailable",
+    "StorageError",
     "__version__",
 ]

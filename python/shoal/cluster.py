@@ -737,6 +737,13 @@ class Cluster:
                 where = f"collection {name!r} shard {sh.id}"
                 if sh.leader is None:
                     red.append(f"{where} has no leader")
+                for r in sh.replicas:
+                    if r.state == "quarantined":
+                        # The only copy damaged: its data is unavailable (red); else the shard runs on its
+                        # other replicas while this one is rebuilt (yellow).
+                        (red if len(sh.replicas) == 1 else yellow).append(
+                            f"{where}: replica on node {r.node} is quarantined ({r.repair}): {r.damage}"
+                        )
                 active = [r for r in sh.replicas if r.state == "active"]
                 moving = [r for r in sh.replicas if r.state in ("joining", "leaving")]
                 if moving:

@@ -8,14 +8,15 @@
     ├── Timeout              (also TimeoutError)    the deadline passed
     ├── Cancelled                                   the request was cancelled
     ├── ShardUnavailable                            no eligible replica of a shard answered
-    └── NodeUnavailable      (also ConnectionError) no node could be reached (or a local node failed to start)
+    ├── NodeUnavailable      (also ConnectionError) no node could be reached (or a local node failed to start)
+    └── StorageError                                a node's disk failed: a damaged replica, a failed fsync, a full disk
 
 Did a failed write happen? (DESIGN §7; each class's docstring says the same.)
 
 - Definite, nothing was written: ``InvalidArgument``, ``CollectionNotFound``, ``CollectionExists``.
 - Indeterminate, the write may or may not have been applied: ``Timeout``, ``ConsistencyError``,
-  ``Cancelled``, ``ShardUnavailable`` and ``NodeUnavailable`` raised by ``upsert``, ``delete`` or
-  ``update_payload``. A batch that spans several shards may be applied on some shards and not on others
+  ``Cancelled``, ``ShardUnavailable``, ``NodeUnavailable`` and ``StorageError`` raised by ``upsert``,
+  ``delete`` or ``update_payload``. A batch that spans several shards may be applied on some shards and not on others
   (each shard's part is all or nothing). Read the points back (``consistency="strong"``) to find out.
 
 Retries are safe: every write call carries one write id that the client keeps when it re-sends the call
@@ -36,6 +37,7 @@ __all__ = [
     "Cancelled",
     "ShardUnavailable",
     "NodeUnavailable",
+    "StorageError",
 ]
 
 
@@ -90,3 +92,12 @@ class NodeUnavailable(ShoalError, ConnectionError):
 
     Indeterminate for a write: a node may have received it before its connection was lost (the client
     then re-sent it, with the same write id, to every other address it knows)."""
+
+
+class StorageError(ShoalError):
+    """A node's disk failed the request: a replica found damaged (the message names the node, the shard, the
+    file and the byte offset), a failed fsync or a full disk. Not retried: retrying does not help until the
+    replica is rebuilt (automatic when the shard has other replicas) or salvaged, or the disk has room.
+
+    Indeterminate for a write: other shards of the batch, or this one before its disk failed, may have
+    applied it."""

@@ -165,7 +165,8 @@ class Replica:
     """One copy of a shard on one node (``Shard.replicas``).
 
     ``node``: node id; ``role``: "leader" | "follower" | "learner"; ``state``: "active" | "joining" |
-    "leaving" | "down"; ``applied_index``: last log index applied; ``lag``: log entries behind the leader;
+    "leaving" | "down" | "quarantined" (damaged on disk: ``damage`` names the file and byte offset,
+    ``repair`` where its rebuild stands); ``applied_index``: last log index applied; ``lag``: log entries behind the leader;
     ``count``: live points; ``unindexed``: live points not yet in the index; ``digest``: a hash of the
     replica's content (equal digests at equal ``applied_index`` mean identical replicas);
     ``transfer_bytes`` / ``transfer_total_bytes``: progress of the last (or current) snapshot this replica
@@ -182,6 +183,8 @@ class Replica:
     digest: int = 0
     transfer_bytes: int = 0
     transfer_total_bytes: int = 0
+    damage: str = ""
+    repair: str = ""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Replica":
@@ -196,6 +199,8 @@ class Replica:
             digest=int(d.get("digest", 0)),
             transfer_bytes=int(d.get("transfer_bytes", 0)),
             transfer_total_bytes=int(d.get("transfer_total_bytes", 0)),
+            damage=str(d.get("damage", "") or ""),
+            repair=str(d.get("repair", "") or ""),
         )
 
     def __repr__(self) -> str:

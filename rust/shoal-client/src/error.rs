@@ -29,6 +29,9 @@ pub enum Error {
     /// No node could be reached.
     #[error("{0}")]
     NodeUnavailable(String),
+    /// A node's disk failed the request (a damaged replica, a failed fsync, a full disk); not retryable.
+    #[error("{0}")]
+    Storage(String),
     /// Anything else reported by a node.
     #[error("{0}")]
     Internal(String),
@@ -58,6 +61,7 @@ impl Error {
             ("consistency", _) | (_, Code::FailedPrecondition) => Error::Consistency(msg),
             ("timeout", _) | (_, Code::DeadlineExceeded) => Error::Timeout(msg),
             ("shard_unavailable", _) => Error::ShardUnavailable(msg),
+            ("storage", _) | (_, Code::DataLoss) => Error::Storage(msg),
             (_, Code::Cancelled) => Error::Cancelled(msg),
             ("node_unavailable", _) | (_, Code::Unavailable) => Error::NodeUnavailable(msg),
             _ => Error::Internal(format!("{:?}: {msg}", s.code())),

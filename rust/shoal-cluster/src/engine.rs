@@ -159,15 +159,19 @@ pub struct Engine {
     /// The Raft network of both planes (its blocklist is the node's fault switch).
     net: GrpcNetwork,
     /// The Raft transport's registry of local groups.
-    transport: RaftTransportService,
+    pub(crate) transport: RaftTransportService,
     /// Clients of the other nodes.
     pub(crate) peers: Peers,
-    /// Open replicas by key; changed only by `reconcile` (under `reconcile_lock`).
+    /// Open replicas by key; changed only under `reconcile_lock` (reconcile and heal passes).
     pub(crate) replicas: RwLock<BTreeMap<ReplicaKey, Arc<ShardReplica>>>,
+    /// Replicas found damaged and their repair (see `quarantine.rs`); changed under `reconcile_lock`.
+    pub(crate) quarantine: RwLock<BTreeMap<ReplicaKey, crate::quarantine::Quarantine>>,
+    /// The replicas this node created on its disk (a listed replica whose files are gone is damaged).
+    manifest: crate::manifest::Manifest,
     /// Leader hints of shard groups this node learnt from other nodes, by group id.
     pub(crate) leader_hints: RwLock<HashMap<String, u64>>,
-    /// Serialises reconcile passes.
-    reconcile_lock: AsyncMutex<()>,
+    /// Serialises reconcile and heal passes.
+    pub(crate) reconcile_lock: AsyncMutex<()>,
     /// Serialises membership changes of group 0 (joins) on its leader.
     join_lock: AsyncMutex<()>,
     /// Version clock for writes.
@@ -183,7 +187,7 @@ pub struct Engine {
     /// This node's work counters (Node.stats).
     pub(crate) counters: Arc<crate::load::NodeCounters>,
     /// Shard groups with a membership step in progress (see `mover`), by group id.
-    moving: parking_lot::Mutex<HashSet<String>>,
+    pub(crate) moving: parking_lot::Mutex<HashSet<String>>,
     /// When this node last handed a group's leadership to its preferred leader, by group id.
     handovers: parking_lot::Mutex<HashMap<String, Instant>>,
     /// Set once the node joined (or recovered) and reconciled: requests are served.
@@ -200,7 +204,7 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-fn shard_dir(root: &Path, key: &ReplicaKey) -> PathBuf {
+pub(crate) fn shard_dir(root: &Path, key: &ReplicaKey) -> PathBuf {
     root.join("shards").join(format!("{}@{}", key.0, key.1)).join(key.2.to_string())
 }
 
@@ -221,6 +225,8 @@ const HAND_OVER_WAIT: Duration = Duration::from_secs(2);
 pub const MAX_CONCURRENT_MOVES: usize = 2;
 /// Period of the reconcile pass when the catalog does not change.
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+/// Period of the heal pass (damaged replicas, see `heal.rs`).
+const HEAL_EVERY: Duration = Duration::from_millis(500);
 /// Longest wait between two attempts.
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_millis(200);
 
@@ -230,6 +236,8 @@ impl Engine {
     /// gRPC server runs, so that peers can reach this node while it joins).
     pub async fn open(cfg: EngineConfig, net: GrpcNetwork, transport: RaftTransportService) -> Result<Arc<Engine>> {
         std::fs::create_dir_all(cfg.data_dir.join("shards")).map_err(|e| Error::Internal(e.to_string()))?;
+        let manifest = crate::manifest::Manifest::load(&cfg.data_dir)
+            .map_err(|e| Error::Storage(format!("reading {}: {e}", cfg.data_dir.join("replicas").display())))?;
         let catalog = Arc::new(Catalog::default());
         let mut opts = cfg.raft.clone();
         opts.bootstrap_single = cfg.join.is_none();
@@ -260,6 +268,8 @@ impl Engine {
             net,
             transport,
             replicas: RwLock::default(),
+            quarantine: RwLock::default(),
+            manifest,
             leader_hints: RwLock::default(),
             reconcile_lock: AsyncMutex::new(()),
             join_lock: AsyncMutex::new(()),
@@ -338,6 +348,17 @@ impl Engine {
                     break;
                 }
                 engine.move_pass().await;
+            }
+        });
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HEAL_EVERY).await;
+                let Some(engine) = weak.upgrade() else { break };
+                if engine.closing.load(Ordering::Acquire) || engine.draining.load(Ordering::Acquire) {
+                    break;
+                }
+                engine.heal_pass().await;
             }
         });
         self.ready.store(true, Ordering::Release);
@@ -911,10 +932,16 @@ impl Engine {
         let entries: BTreeMap<String, CollectionEntry> =
             self.catalog.list().into_iter().map(|e| (e.spec.name.clone(), e)).collect();
         let want = reconciler::desired(&entries, self.cfg.node_id);
-        let have: BTreeSet<ReplicaKey> = self.replicas.read().keys().cloned().collect();
+        // A quarantined replica counts as present: it is not opened again (the heal pass owns it).
+        let mut have: BTreeSet<ReplicaKey> = self.replicas.read().keys().cloned().collect();
+        have.extend(self.quarantined_keys());
         for action in reconciler::plan(&want, &have) {
             match action {
                 Action::Remove(key) => {
+                    self.forget_quarantine(&key);
+                    if let Err(e) = self.manifest.remove(&group_id(&key)) {
+                        tracing::warn!(?key, error = %e, "could not update the replica manifest");
+                    }
                     let replica = self.replicas.write().remove(&key);
                     self.refresh_indexer();
                     if let Some(r) = replica {
@@ -935,9 +962,15 @@ impl Engine {
                 }
                 Action::Open(key) => {
                     let entry = &entries[&key.0];
-                    if let Err(e) = self.open_replica(entry, &key).await {
-                        // Leave it for the next pass (e.g. a peer's address not yet known).
-                        tracing::warn!(collection = %key.0, shard = key.2, error = %e, "could not open shard replica");
+                    match self.open_replica(entry, &key, false).await {
+                        Ok(()) => {}
+                        Err(Error::Corrupt { path, reason }) => {
+                            self.quarantine_replica(entry, &key, format!("corrupt file {path}: {reason}"))
+                        }
+                        Err(e) => {
+                            // Leave it for the next pass (e.g. a peer's address not yet known).
+                            tracing::warn!(collection = %key.0, shard = key.2, error = %e, "could not open shard replica");
+                        }
                     }
                 }
             }
@@ -946,10 +979,29 @@ impl Engine {
         Ok(())
     }
 
-    async fn open_replica(&self, entry: &CollectionEntry, key: &ReplicaKey) -> Result<()> {
+    /// Opens this node's replica `key` (creating it when new). A replica the manifest lists whose directory
+    /// or log is gone is reported as corrupt, unless `fresh` (the heal opens an empty copy on purpose).
+    pub(crate) async fn open_replica(&self, entry: &CollectionEntry, key: &ReplicaKey, fresh: bool) -> Result<()> {
         let app = Arc::new(ShardApp::new(entry.spec.shard.clone(), Box::new(self.indexer.waker())));
         let dir = shard_dir(&self.cfg.data_dir, key);
         let gid = group_id(key);
+        if !fresh && self.manifest.contains(&gid) {
+            let log = dir.join("log");
+            let has_segments = std::fs::read_dir(&log)
+                .map(|it| it.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".seg")))
+                .unwrap_or(false);
+            if !has_segments {
+                let what = if dir.exists() { "its log (segment files) is missing" } else { "the directory is missing" };
+                return Err(Error::Corrupt {
+                    path: log.display().to_string(),
+                    reason: format!("this node created replica {gid}, but {what}"),
+                });
+            }
+        } else {
+            self.manifest
+                .add(&gid)
+                .map_err(|e| Error::Storage(format!("recording replica {gid} in the manifest: {e}")))?;
+        }
         let mut opts = self.cfg.raft.clone();
         opts.bootstrap_single = false;
         let group = RaftGroup::open_with_network(
@@ -992,7 +1044,7 @@ impl Engine {
         Ok(())
     }
 
-    fn refresh_indexer(&self) {
+    pub(crate) fn refresh_indexer(&self) {
         self.indexer.set_shards(self.replicas.read().values().map(|r| r.app.clone()).collect());
     }
 
@@ -1166,9 +1218,18 @@ impl Engine {
                     digest: if want.with_digests { store.digest() } else { 0 },
                     snapshot_bytes: snap.0,
                     snapshot_total_bytes: snap.1,
+                    damage: String::new(),
+                    repair: String::new(),
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let mut replicas = replicas;
+        for r in &mut replicas {
+            if let Some((damage, repair)) = self.damage_of(&(r.collection.clone(), r.uid, r.shard)) {
+                (r.damage, r.repair) = (damage, repair);
+            }
+        }
+        replicas.extend(self.quarantine_states());
         NodeStateReply {
             node_id: self.cfg.node_id,
             address: self.cfg.advertise.clone(),

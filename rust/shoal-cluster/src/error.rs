@@ -30,7 +30,20 @@ pub enum Error {
         /// The leader this node knows of.
         leader: Option<u64>,
     },
-    /// Anything else (storage failure, corrupt state); logged with detail.
+    /// The disk failed this node's replica: a damaged file (quarantined, see `quarantine.rs`), a failed
+    /// fsync, a full disk. Not retryable; the text names the node, the shard and, for damage, the file
+    /// and byte offset.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// A file of a replica is damaged (opening it found corruption).
+    #[error("corrupt file {path}: {reason}")]
+    Corrupt {
+        /// The damaged file (or directory, when it is missing).
+        path: String,
+        /// What is wrong, with the byte offset when known.
+        reason: String,
+    },
+    /// Anything else; logged with detail.
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -47,6 +60,7 @@ impl Error {
             Error::ShardUnavailable(_) => "shard_unavailable",
             Error::NodeUnavailable(_) => "node_unavailable",
             Error::NotLeader { .. } => "not_leader",
+            Error::Storage(_) | Error::Corrupt { .. } => "storage",
             Error::Internal(_) => "internal",
         }
     }
@@ -61,8 +75,9 @@ impl Error {
             | Error::Timeout(m)
             | Error::ShardUnavailable(m)
             | Error::NodeUnavailable(m)
+            | Error::Storage(m)
             | Error::Internal(m) => m.clone(),
-            Error::NotLeader { .. } => self.to_string(),
+            Error::NotLeader { .. } | Error::Corrupt { .. } => self.to_string(),
         }
     }
 
@@ -82,6 +97,7 @@ impl Error {
             "shard_unavailable" => m(Error::ShardUnavailable),
             "node_unavailable" => m(Error::NodeUnavailable),
             "internal" => m(Error::Internal),
+            "storage" => m(Error::Storage),
             "not_leader" => Error::NotLeader { leader },
             _ => return None,
         })
@@ -113,6 +129,7 @@ impl Error {
             Error::ShardUnavailable(_) => Error::ShardUnavailable(d),
             Error::NodeUnavailable(_) => Error::NodeUnavailable(d),
             e @ Error::NotLeader { .. } => e,
+            Error::Storage(_) | Error::Corrupt { .. } => Error::Storage(d),
             Error::Internal(_) => Error::Internal(d),
         }
     }
@@ -143,6 +160,8 @@ impl From<shoal_raft::Error> for Error {
     fn from(e: shoal_raft::Error) -> Self {
         match e {
             shoal_raft::Error::NotLeader { leader, .. } => Error::NotLeader { leader },
+            shoal_raft::Error::Corrupt { path, reason } => Error::Corrupt { path: path.display().to_string(), reason },
+            e @ (shoal_raft::Error::Storage(_) | shoal_raft::Error::Io(_)) => Error::Storage(e.to_string()),
             e => Error::ShardUnavailable(e.to_string()),
         }
     }

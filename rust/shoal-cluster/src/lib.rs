@@ -5,12 +5,15 @@
 pub mod catalog;
 pub mod engine;
 pub mod error;
+pub mod heal;
 pub mod indexer;
 pub mod load;
+pub mod manifest;
 pub mod mover;
 pub mod peer;
 pub mod placement;
 pub mod planner;
+pub mod quarantine;
 pub mod read_path;
 pub mod reconciler;
 pub mod resources;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use shoal_api::internal::node_internal_client::NodeInternalClient;
 use shoal_api::internal::{
-    JoinRequest, MetaProposeRequest, NodeStateReply, NodeStateRequest, ShardReadReply, ShardReadRequest,
-    ShardWriteReply, ShardWriteRequest,
+    HealReplicaRequest, JoinRequest, MetaProposeRequest, NodeStateReply, NodeStateRequest, ShardReadReply,
+    ShardReadRequest, ShardWriteReply, ShardWriteRequest,
 };
 use shoal_raft::Blocklist;
 use tonic::transport::{Channel, Endpoint};
@@ -106,6 +106,12 @@ impl Peers {
     ) -> Result<ShardWriteReply> {
         let mut c = self.client(node, addr)?;
         bounded(node, timeout, c.shard_write(self.request(req, timeout))).await
+    }
+
+    /// Asks the shard leader `node` to drop a damaged replica from its group.
+    pub async fn heal_replica(&self, node: u64, addr: &str, req: HealReplicaRequest, timeout: Duration) -> Result<()> {
+        let mut c = self.client(node, addr)?;
+        bounded(node, timeout, c.heal_replica(self.request(req, timeout))).await.map(|_| ())
     }
 
     /// Reads shards held by `node`.

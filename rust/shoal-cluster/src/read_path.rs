@@ -578,9 +578,14 @@ impl Engine {
         let me = self.cfg.node_id;
         let mut replicas: Vec<Arc<ShardReplica>> = Vec::with_capacity(targets.len());
         for t in targets {
-            let r = self.replica_by_gid(name, uid, t.shard).ok_or_else(|| {
-                Error::ShardUnavailable(format!("shard {} of collection {name:?} is not open on node {me}", t.shard))
-            })?;
+            let key = (name.to_string(), uid, t.shard);
+            let r = self.replica_by_gid(name, uid, t.shard).ok_or_else(|| self.replica_not_open(&key))?;
+            if let Some(d) = r.app.damage() {
+                return Err(Error::ShardUnavailable(format!(
+                    "replica of shard {} of collection {name:?} on node {me} is damaged: {d}",
+                    t.shard
+                )));
+            }
             replicas.push(r);
         }
         let barriers = replicas.iter().zip(targets).map(|(r, t)| async move {

@@ -19,6 +19,9 @@ pub struct ShardApp {
     applied: AtomicU64,
     /// Called after each apply so the indexer can start at once.
     on_apply: Box<dyn Fn() + Send + Sync>,
+    /// Set when a committed entry could not be decoded: the replica no longer matches its log, so it
+    /// serves nothing more and the engine quarantines it (never cleared: a fresh copy replaces it).
+    damage: parking_lot::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for ShardApp {
@@ -35,12 +38,18 @@ impl ShardApp {
             config,
             applied: AtomicU64::new(0),
             on_apply,
+            damage: parking_lot::Mutex::new(None),
         }
     }
 
     /// The current store.
     pub fn store(&self) -> Arc<ShardStore> {
         self.store.read().clone()
+    }
+
+    /// What is wrong with this replica, once a committed entry could not be applied.
+    pub fn damage(&self) -> Option<String> {
+        self.damage.lock().clone()
     }
 
     /// Highest applied log index.
@@ -60,9 +69,10 @@ impl shoal_raft::StateMachineApp for ShardApp {
                 encode_write_reply(&out)
             }
             Err(e) => {
-                // Commands are validated before they are proposed; this only happens with a corrupt or
-                // foreign log. Applying nothing keeps every replica identical.
-                tracing::error!(index, error = %e, "undecodable shard command skipped");
+                // Commands are validated before they are proposed, and the log's records are checksummed:
+                // this is a damaged or foreign entry. This replica cannot follow its log any more.
+                tracing::error!(index, error = %e, "undecodable committed shard command: quarantining the replica");
+                self.damage.lock().get_or_insert_with(|| format!("committed log entry {index} cannot be decoded: {e}"));
                 encode_write_reply(&Default::default())
             }
         };

@@ -196,7 +196,7 @@ impl Engine {
             let res = if target == self.cfg.node_id {
                 match &view.local[shard as usize] {
                     Some(r) => self.propose_local(r, bytes.clone(), n_ops, level, deadline).await,
-                    None => Err(Error::ShardUnavailable(format!("shard group {gid} is not open on this node"))),
+                    None => Err(self.replica_not_open(&(name.clone(), view.entry.uid, shard))),
                 }
             } else {
                 match self.node_addr(target) {
@@ -289,9 +289,8 @@ impl Engine {
         let _busy = self.counters.enter();
         let (name, uid, shard) = parse_group_id(&req.group)
             .ok_or_else(|| Error::InvalidArgument(format!("bad shard group id {:?}", req.group)))?;
-        let r = self.replica_by_gid(&name, uid, shard).ok_or_else(|| {
-            Error::ShardUnavailable(format!("shard group {} is not open on node {}", req.group, self.cfg.node_id))
-        })?;
+        let r =
+            self.replica_by_gid(&name, uid, shard).ok_or_else(|| self.replica_not_open(&(name.clone(), uid, shard)))?;
         if !r.group.is_leader() {
             return Err(Error::NotLeader { leader: r.group.leader_id() });
         }

@@ -18,7 +18,8 @@ pub fn to_status(e: Error) -> Status {
         Error::Consistency(_) => Code::FailedPrecondition,
         Error::Timeout(_) => Code::DeadlineExceeded,
         Error::ShardUnavailable(_) | Error::NodeUnavailable(_) | Error::NotLeader { .. } => Code::Unavailable,
-        Error::Internal(_) => Code::Internal,
+        Error::Corrupt { .. } => Code::DataLoss,
+        Error::Storage(_) | Error::Internal(_) => Code::Internal,
     };
     let kind = e.kind();
     let leader = e.leader_hint();

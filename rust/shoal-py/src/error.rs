@@ -16,6 +16,7 @@ fn class_name(e: &Error) -> &'static str {
         Error::Cancelled(_) => "Cancelled",
         Error::ShardUnavailable(_) => "ShardUnavailable",
         Error::NodeUnavailable(_) => "NodeUnavailable",
+        Error::Storage(_) => "StorageError",
         Error::Internal(_) => "ShoalError",
     }
 }

@@ -184,6 +184,8 @@ impl Client {
                 rd.set_item("digest", r.digest)?;
                 rd.set_item("transfer_bytes", r.transfer_bytes)?;
                 rd.set_item("transfer_total_bytes", r.transfer_total_bytes)?;
+                rd.set_item("damage", &r.damage)?;
+                rd.set_item("repair", &r.repair)?;
                 replicas.append(rd)?;
             }
             sd.set_item("replicas", replicas)?;

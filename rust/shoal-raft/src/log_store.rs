@@ -652,7 +652,10 @@ impl Inner {
                     ),
                     None => Error::corrupt(
                         &dir,
-                        format!("the log ends at index {last_index} but index {} was committed: segments are missing", c.index),
+                        format!(
+                            "the log ends at index {last_index} but index {} was committed: segments are missing",
+                            c.index
+                        ),
                     ),
                 });
             } else if let Some(loc) = self.loc(c.index)

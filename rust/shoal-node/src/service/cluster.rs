@@ -89,7 +89,9 @@ impl Cluster for ClusterService {
                         Some(r) => v1::ReplicaInfo {
                             node: *n,
                             role: if r.role == "candidate" { "follower".into() } else { r.role.clone() },
-                            state: if entry.leaving(s).contains(n) {
+                            state: if !r.damage.is_empty() {
+                                "quarantined".into()
+                            } else if entry.leaving(s).contains(n) {
                                 "leaving".into()
                             } else if r.role == "learner" || (leader != 0 && r.applied_index == 0 && head > 0) {
                                 "joining".into()
@@ -103,6 +105,8 @@ impl Cluster for ClusterService {
                             digest: r.digest,
                             transfer_bytes: r.snapshot_bytes,
                             transfer_total_bytes: r.snapshot_total_bytes,
+                            damage: r.damage.clone(),
+                            repair: r.repair.clone(),
                         },
                         None => v1::ReplicaInfo {
                             node: *n,

@@ -62,6 +62,16 @@ impl NodeInternal for InternalService {
         Ok(Response::new(self.engine.handle_shard_read(req.into_inner(), t).await.map_err(status)?))
     }
 
+    async fn heal_replica(
+        &self,
+        req: Request<pb::HealReplicaRequest>,
+    ) -> Result<Response<pb::HealReplicaReply>, Status> {
+        self.admit(&req)?;
+        let t = deadline(&req);
+        self.engine.handle_heal_replica(req.into_inner(), t).await.map_err(status)?;
+        Ok(Response::new(pb::HealReplicaReply {}))
+    }
+
     async fn node_state(&self, req: Request<pb::NodeStateRequest>) -> Result<Response<pb::NodeStateReply>, Status> {
         self.admit(&req)?;
         if self.engine.is_draining() {

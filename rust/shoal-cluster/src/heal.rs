@@ -1,0 +1,257 @@
+//! Executes the quarantine and heal decisions of `quarantine.rs` for this node's replicas: contain a damaged
+//! replica (closed, reported), move its files aside, have the shard leader drop it from the group, open a
+//! fresh copy, and on the leader side serve `HealReplica`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_api::internal::{HealReplicaRequest, ReplicaState};
+
+use crate::catalog::CollectionEntry;
+use crate::engine::{Engine, group_id, shard_dir};
+use crate::quarantine::{HealStep, Quarantine, Stage, first_stage, next_step};
+use crate::reconciler::ReplicaKey;
+use crate::{Error, Result};
+
+/// Deadline of one `HealReplica` call (a membership change on the leader).
+const HEAL_CALL: Duration = Duration::from_secs(10);
+
+impl Engine {
+    /// Quarantines this node's replica `key` found damaged (`damage` names file and offset): it stays
+    /// closed; with peers to copy from, its files go to `DATA_DIR/damaged/` and the heal starts.
+    pub(crate) fn quarantine_replica(&self, entry: &CollectionEntry, key: &ReplicaKey, damage: String) {
+        let peers: Vec<u64> = entry.replicas(key.2).iter().copied().filter(|n| *n != self.cfg.node_id).collect();
+        let stage = first_stage(&peers);
+        let mut kept_at = None;
+        if stage != Stage::Refused {
+            let dir = shard_dir(&self.cfg.data_dir, key);
+            let ms = shoal_core::hlc::system_ms();
+            let dest = self.cfg.data_dir.join("damaged").join(format!("{}@{}-{}-{ms}", key.0, key.1, key.2));
+            let moved = std::fs::create_dir_all(self.cfg.data_dir.join("damaged"))
+                .and_then(|()| if dir.exists() { std::fs::rename(&dir, &dest) } else { Ok(()) });
+            match moved {
+                Ok(()) if dest.exists() => kept_at = Some(dest),
+                Ok(()) => {}
+                Err(e) => {
+                    // The heal cannot open a fresh copy over the damaged files: stay quarantined, say why.
+                    tracing::error!(dir = %dir.display(), error = %e, "could not move a damaged replica aside");
+                    self.quarantine.write().insert(
+                        key.clone(),
+                        Quarantine {
+                            damage: format!("{damage}; moving it aside failed: {e}"),
+                            stage: Stage::Refused,
+                            kept_at: None,
+                            since: Instant::now(),
+                        },
+                    );
+                    return;
+                }
+            }
+        }
+        tracing::error!(
+            collection = %key.0,
+            shard = key.2,
+            node = self.cfg.node_id,
+            %damage,
+            kept_at = ?kept_at,
+            "replica quarantined: {}",
+            stage.as_str()
+        );
+        self.quarantine.write().insert(key.clone(), Quarantine { damage, stage, kept_at, since: Instant::now() });
+    }
+
+    /// The error for a request that needs this node's replica `key`, which is not open: a storage error
+    /// naming the damage when it is quarantined as the only replica; unavailable (another replica may
+    /// serve it) otherwise.
+    pub(crate) fn replica_not_open(&self, key: &ReplicaKey) -> Error {
+        let me = self.cfg.node_id;
+        match self.quarantine.read().get(key) {
+            Some(q) if q.stage == Stage::Refused => Error::Storage(format!(
+                "shard {} of collection {:?} on node {me} is damaged and has no other replica: {} ({})",
+                key.2,
+                key.0,
+                q.damage,
+                q.stage.as_str()
+            )),
+            Some(q) => Error::ShardUnavailable(format!(
+                "replica of shard {} of collection {:?} on node {me} is quarantined ({}): {}",
+                key.2,
+                key.0,
+                q.stage.as_str(),
+                q.damage
+            )),
+            None => {
+                Error::ShardUnavailable(format!("shard {} of collection {:?} is not open on node {me}", key.2, key.0))
+            }
+        }
+    }
+
+    /// Keys of quarantined replicas.
+    pub(crate) fn quarantined_keys(&self) -> Vec<ReplicaKey> {
+        self.quarantine.read().keys().cloned().collect()
+    }
+
+    /// Forgets the quarantine of `key` (its replica left this node on purpose).
+    pub(crate) fn forget_quarantine(&self, key: &ReplicaKey) {
+        self.quarantine.write().remove(key);
+    }
+
+    /// Node-state entries for the quarantined replicas that are not open (an open one, rebuilding, is
+    /// reported with its group and `damage` set by [`Engine::damage_of`]).
+    pub(crate) fn quarantine_states(&self) -> Vec<ReplicaState> {
+        let open = self.replicas.read();
+        self.quarantine
+            .read()
+            .iter()
+            .filter(|(k, _)| !open.contains_key(*k))
+            .map(|((name, uid, shard), q)| ReplicaState {
+                collection: name.clone(),
+                uid: *uid,
+                shard: *shard,
+                role: "follower".into(),
+                damage: q.damage.clone(),
+                repair: q.stage.as_str().into(),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    /// (damage, repair stage) of `key` when quarantined.
+    pub(crate) fn damage_of(&self, key: &ReplicaKey) -> Option<(String, String)> {
+        self.quarantine.read().get(key).map(|q| (q.damage.clone(), q.stage.as_str().to_string()))
+    }
+
+    /// One pass over the damaged replicas (run periodically): quarantine open replicas whose state machine
+    /// met an undecodable committed entry, then take every quarantined replica one step further.
+    pub(crate) async fn heal_pass(self: &Arc<Self>) {
+        let _guard = self.reconcile_lock.lock().await;
+        let damaged: Vec<(ReplicaKey, String)> = self
+            .replicas
+            .read()
+            .iter()
+            .filter(|(k, _)| !self.quarantine.read().contains_key(*k))
+            .filter_map(|(k, r)| r.app.damage().map(|d| (k.clone(), d)))
+            .collect();
+        for (key, damage) in damaged {
+            let Some(entry) = self.catalog.get(&key.0).filter(|e| e.uid == key.1) else { continue };
+            let removed = self.replicas.write().remove(&key);
+            if let Some(r) = removed {
+                self.transport.deregister(&r.gid);
+                if let Err(e) = r.group.shutdown().await {
+                    tracing::warn!(group = %r.gid, error = %e, "closing a damaged replica");
+                }
+            }
+            self.quarantine_replica(&entry, &key, damage);
+        }
+        let keys = self.quarantined_keys();
+        for key in keys {
+            let Some(entry) = self.catalog.get(&key.0).filter(|e| e.uid == key.1) else { continue };
+            let Some(stage) = self.quarantine.read().get(&key).map(|q| q.stage) else { continue };
+            let peers: Vec<u64> = entry.replicas(key.2).iter().copied().filter(|n| *n != self.cfg.node_id).collect();
+            let fresh_voter = self.replicas.read().get(&key).is_some_and(|r| {
+                let (role, _) = r.group.role_and_last_index();
+                role == "follower" || role == "leader"
+            });
+            match next_step(stage, &peers, false, fresh_voter) {
+                HealStep::Wait => {}
+                HealStep::Healed => {
+                    let q = self.quarantine.write().remove(&key);
+                    let took = q.map(|q| q.since.elapsed()).unwrap_or_default();
+                    tracing::info!(collection = %key.0, shard = key.2, ?took, "damaged replica rebuilt from its peers");
+                }
+                HealStep::AskLeaderToRemove(peers) => {
+                    let damage = self.quarantine.read().get(&key).map(|q| q.damage.clone()).unwrap_or_default();
+                    match self.ask_leader_to_remove(&key, &peers, damage).await {
+                        Ok(()) => {
+                            if next_step(stage, &peers, true, false) == HealStep::OpenFresh {
+                                self.open_fresh(&entry, &key).await;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::info!(collection = %key.0, shard = key.2, error = %e, "heal: not yet removed")
+                        }
+                    }
+                }
+                HealStep::OpenFresh => self.open_fresh(&entry, &key).await,
+            }
+        }
+    }
+
+    /// Opens an empty copy of `key` to be filled by the leader (this node is out of the group).
+    async fn open_fresh(self: &Arc<Self>, entry: &CollectionEntry, key: &ReplicaKey) {
+        let dir: PathBuf = shard_dir(&self.cfg.data_dir, key);
+        if dir.exists()
+            && let Err(e) = std::fs::remove_dir_all(&dir)
+        {
+            tracing::error!(dir = %dir.display(), error = %e, "heal: could not clear the replica directory");
+            return;
+        }
+        match self.open_replica(entry, key, true).await {
+            Ok(()) => {
+                if let Some(q) = self.quarantine.write().get_mut(key) {
+                    q.stage = Stage::Rebuilding;
+                }
+                self.refresh_indexer();
+                tracing::info!(collection = %key.0, shard = key.2, "heal: fresh replica open, catching up from the leader");
+            }
+            Err(e) => tracing::warn!(collection = %key.0, shard = key.2, error = %e, "heal: opening a fresh replica"),
+        }
+    }
+
+    /// Asks the shard's leader (trying `peers`, following leader hints) to drop this node from the group.
+    async fn ask_leader_to_remove(&self, key: &ReplicaKey, peers: &[u64], damage: String) -> Result<()> {
+        let req =
+            HealReplicaRequest { collection: key.0.clone(), uid: key.1, shard: key.2, node: self.cfg.node_id, damage };
+        let mut tried = Vec::new();
+        let mut next: Vec<u64> = self.leader_hints.read().get(&group_id(key)).copied().into_iter().collect();
+        next.extend(peers.iter().copied());
+        let mut last = Error::ShardUnavailable(format!("no replica of shard {} answered", key.2));
+        while let Some(n) = next.first().copied() {
+            next.remove(0);
+            if tried.contains(&n) || n == self.cfg.node_id {
+                continue;
+            }
+            tried.push(n);
+            let Some(addr) = self.node_addr(n) else { continue };
+            match self.peers.heal_replica(n, &addr, req.clone(), HEAL_CALL).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    if let Some(l) = e.leader_hint() {
+                        next.insert(0, l);
+                    }
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// On the shard leader: drops `req.node` (its replica is damaged) from the group's membership, voter
+    /// and learner alike. The leader's mover then adds it back as a learner, and promotes it once caught up.
+    pub async fn handle_heal_replica(&self, req: HealReplicaRequest, timeout: Duration) -> Result<()> {
+        self.check_open()?;
+        let key = (req.collection.clone(), req.uid, req.shard);
+        let r = self.replica_by_gid(&req.collection, req.uid, req.shard).ok_or_else(|| self.replica_not_open(&key))?;
+        if !r.group.is_leader() {
+            return Err(Error::NotLeader { leader: r.group.leader_id() });
+        }
+        let (voters, learners) = r.group.members().await?;
+        if !voters.contains(&req.node) && !learners.contains(&req.node) {
+            return Ok(());
+        }
+        if voters.len() == 1 && voters.contains(&req.node) {
+            return Err(Error::InvalidArgument(format!("node {} is the only voter of {}", req.node, r.gid)));
+        }
+        if !self.moving.lock().insert(r.gid.clone()) {
+            return Err(Error::ShardUnavailable(format!("{} is changing its membership: retry", r.gid)));
+        }
+        tracing::warn!(group = %r.gid, node = req.node, damage = %req.damage, "dropping a damaged replica to rebuild it");
+        let res = tokio::time::timeout(timeout, r.group.remove_members([req.node].into_iter().collect())).await;
+        self.moving.lock().remove(&r.gid);
+        match res {
+            Ok(r) => r.map_err(Error::from),
+            Err(_) => Err(Error::Timeout(format!("dropping node {} from {} took too long", req.node, r.gid))),
+        }
+    }
+}
