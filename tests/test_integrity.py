@@ -6,6 +6,8 @@ health says so. Every wait is bounded; no duration is asserted."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -228,3 +230,23 @@ def test_the_only_replica_damaged_refuses_with_a_storage_error(shoal_cluster: sh
     assert seg.stat().st_size == size - 5
     replica = coll.shards()[0].replicas[0]
     assert replica.state == "quarantined" and "offset" in replica.damage and "repair" in replica.repair
+
+    # Salvage: refused while the node runs; stopped, it keeps what verifies and reports what was lost.
+    repair = [sys.executable, "-m", "shoal.node", "repair", "--data-dir", str(node.data_dir), "--collection", "single",
+              "--shard", "0"]
+    running = subprocess.run(repair, capture_output=True, text=True, timeout=60)
+    assert running.returncode != 0 and "running" in running.stderr, running
+    node.stop()
+    done = subprocess.run(repair, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "LOST: log entries" in done.stdout and "backup" in done.stdout, done.stdout
+    assert list((node.data_dir / "damaged").glob("single@*-before-repair")), "the damaged replica was backed up"
+    node.start(timeout=60)
+    # The truncation hit the last write batch (50 points): exactly those are gone, the rest serves again. (A new
+    # client: this one's session token points at the lost write, which a session read would wait for.)
+    with shoal.connect(shoal_cluster.addresses) as fresh:
+        c2 = fresh.collection("single")
+        assert _wait("the salvaged shard serves", lambda: c2.count(timeout=5) == N - 50)
+        got = c2.get(np.arange(N - 50), timeout=10)
+        assert got.missing == []
+    assert shoal_cluster.health(timeout=5).status == "green"

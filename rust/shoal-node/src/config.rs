@@ -39,6 +39,9 @@ pub const USAGE: &str = "usage: shoal-node [--data-dir DIR] [--listen HOST:PORT]
                       snapshot_rate, async_threads
   --log-level LEVEL   tracing filter, e.g. info or shoal=debug (env SHOAL_LOG; default info)
 
+`shoal-node repair --data-dir DIR --collection NAME --shard N` salvages a damaged shard replica that has no
+other replica (run `shoal-node repair --help`).
+
 When ready the node writes DATA_DIR/node.json ({\"address\", \"pid\", \"node_id\"}) and logs
 `shoal-node ready on ADDR`. SIGTERM or SIGINT stop it gracefully.";
 

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod config;
+pub mod repair;
 pub mod server;
 pub mod service;
 pub mod status;
@@ -12,6 +13,9 @@ pub use config::NodeConfig;
 /// Runs a node with command-line `args` (without the program name) until SIGTERM/SIGINT; returns the
 /// process exit code (0 after a clean shutdown, 2 for bad flags, 1 for a failure).
 pub fn main_with_args(args: Vec<String>) -> i32 {
+    if args.first().is_some_and(|a| a == "repair") {
+        return repair::run(&args[1..]);
+    }
     let cfg = match NodeConfig::from_args_and_env(&args) {
         Ok(c) => c,
         Err(e) => {
