@@ -6,6 +6,7 @@
 #   make fix      rustfmt + clippy --fix
 #   make build    release build of the shoal-node binary
 #   make bench    bench/run.sh (benchmarks are never part of the tests)
+#   make faults   the long fault matrix (tests/test_faults.py, ~25 min; the bounded one is part of make test)
 #
 # cargo builds into target/, maturin into target-py/ so the two never fight over pyo3 features.
 
@@ -19,10 +20,10 @@ PY_TARGET    := $(CURDIR)/target-py
 PYTEST_ARGS  ?=
 DEMO_ARGS    ?=
 
-.PHONY: help venv develop build test test-rust test-py verify fmt-check clippy fix bench demo clean
+.PHONY: help venv develop build test test-rust test-py verify fmt-check clippy fix bench demo faults clean
 
 help:
-	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,11p' Makefile | sed 's/^# \{0,1\}//'
 
 # --- Python environment -------------------------------------------------------------------------
 
@@ -62,6 +63,11 @@ test-py: develop
 test: venv test-rust test-py
 
 verify: fmt-check clippy test
+
+# The long fault matrix: every scenario of tests/test_faults.py runs 90 s, twice; the table of results is
+# appended to faults-table.md.
+faults: develop
+	SHOAL_FAULTS_LONG=1 SHOAL_FAULTS_TABLE=$(CURDIR)/faults-table.md $(VPY) -m pytest tests/test_faults.py -s -p no:cacheprovider $(PYTEST_ARGS)
 
 fix:
 	$(CARGO) fmt --all

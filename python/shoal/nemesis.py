@@ -43,9 +43,10 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from .errors import InvalidArgument, ShoalError
 
@@ -53,10 +54,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from .cluster import Cluster, NodeHandle
     from .collection import Collection
 
-__all__ = ["Nemesis", "NemesisError", "Damage", "FaultWindow", "FAULTS", "DAMAGE_KINDS", "MAX_SKEW_MS"]
+__all__ = ["DAMAGE_KINDS", "FAULTS", "MAX_SKEW_MS", "Damage", "FaultWindow", "Nemesis", "NemesisError"]
 
 #: Named faults of ``Nemesis.inject`` (each undone by ``heal_all``).
-FAULTS = ("kill", "kill_leader", "pause", "pause_leader", "partition", "partition_leader", "skew", "restart_all")
+FAULTS = (
+    "kill", "kill_leader", "pause", "pause_leader", "partition", "partition_leader", "skew", "restart_all", "damage",
+)
 #: Kinds of ``Nemesis.damage_file``.
 DAMAGE_KINDS = ("truncate_tail", "flip_byte", "delete_snapshot", "delete_dir")
 #: The largest clock offset ``skew_clock`` accepts, in milliseconds.
@@ -79,7 +82,7 @@ class FaultWindow:
     name: str
     detail: str
     start: float
-    end: Optional[float] = None
+    end: float | None = None
 
     def covers(self, t: float) -> bool:
         """Whether ``t`` falls within the window (an open window extends to now and beyond)."""
@@ -97,7 +100,7 @@ class Damage:
     detail: str
     size_before: int = 0
     size_after: int = 0
-    offset: Optional[int] = None
+    offset: int | None = None
     """flip_byte: the byte flipped; truncate_tail: the new length."""
     before: bytes = b""
     """flip_byte: the original byte; truncate_tail: the bytes cut off."""
@@ -109,7 +112,7 @@ class Damage:
 @dataclass
 class _Skew:
     offset_ms: int
-    pid: Optional[int]
+    pid: int | None
 
 
 @dataclass
@@ -117,7 +120,7 @@ class _State:
     down: set[int] = field(default_factory=set)  # killed or stopped by us, not started since
     paused: set[int] = field(default_factory=set)
     skewed: dict[int, _Skew] = field(default_factory=dict)
-    partition: Optional[tuple[list[int], ...]] = None
+    partition: tuple[list[int], ...] | None = None
     open: dict[str, FaultWindow] = field(default_factory=dict)  # "kill:2", "pause:1", "partition", "skew:3"
 
 
@@ -140,10 +143,10 @@ class Nemesis:
         self,
         cluster: Cluster,
         *,
-        seed: Optional[int] = None,
+        seed: int | None = None,
         start_timeout: float = 60.0,
         leader_timeout: float = 15.0,
-        backup_dir: Union[str, os.PathLike[str], None] = None,
+        backup_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if not getattr(cluster, "is_local", False):
             raise InvalidArgument("Nemesis needs a local cluster (shoal.Cluster.local), not an attached one")
@@ -193,7 +196,7 @@ class Nemesis:
         with self._lock:
             return any(w.covers(t) for w in self.windows)
 
-    def timeline(self, since: Optional[float] = None) -> str:
+    def timeline(self, since: float | None = None) -> str:
         """``events`` as text, one line each, times relative to ``since`` (default: the first event)."""
         with self._lock:
             events = list(self.events)
@@ -230,7 +233,7 @@ class Nemesis:
         """Nodes whose process runs and is not paused."""
         return [i for i in self.node_ids() if self._handle(i).running and not self._handle(i).paused]
 
-    def _pick(self, node: Optional[int], among: Iterable[int], what: str) -> int:
+    def _pick(self, node: int | None, among: Iterable[int], what: str) -> int:
         if node is not None:
             self._handle(node)  # InvalidArgument for an unknown id
             return int(node)
@@ -239,7 +242,7 @@ class Nemesis:
             raise NemesisError(f"{what}: no eligible node (nodes: {self.node_ids()}, active faults: {self.active()})")
         return self.rng.choice(pool)
 
-    def leader_of(self, collection: CollectionRef, shard: int = 0, within: Optional[float] = None) -> int:
+    def leader_of(self, collection: CollectionRef, shard: int = 0, within: float | None = None) -> int:
         """The node leading ``shard`` of ``collection`` as the cluster reports it, polled for at most ``within``
         seconds (default ``leader_timeout``) until some leader is known."""
         name = _coll_name(collection)
@@ -268,7 +271,7 @@ class Nemesis:
 
     # --- kill / stop / start ---------------------------------------------------------------------------------------
 
-    def kill(self, node: Optional[int] = None, why: str = "") -> int:
+    def kill(self, node: int | None = None, why: str = "") -> int:
         """SIGKILL ``node`` (a random running one when None); returns its id. Undo: ``start``."""
         nid = self._pick(node, [i for i in self.node_ids() if self._handle(i).running], "kill")
         h = self._handle(nid)
@@ -279,7 +282,7 @@ class Nemesis:
         self._open(f"kill:{nid}", "kill", f"node {nid}")
         return nid
 
-    def stop(self, node: Optional[int] = None, timeout: float = 10.0) -> int:
+    def stop(self, node: int | None = None, timeout: float = 10.0) -> int:
         """Graceful stop of ``node`` (SIGTERM, SIGKILL after ``timeout`` s); returns its id. Undo: ``start``."""
         nid = self._pick(node, [i for i in self.node_ids() if self._handle(i).running], "stop")
         h = self._handle(nid)
@@ -298,7 +301,7 @@ class Nemesis:
             self._close(f"pause:{nid}")
             self._close(f"skew:{nid}")
 
-    def start(self, node: Optional[int] = None, timeout: Optional[float] = None) -> list[int]:
+    def start(self, node: int | None = None, timeout: float | None = None) -> list[int]:
         """Starts ``node``, or when None every node this nemesis took down, concurrently (nodes restarted from
         disk may only become ready together); waits until each serves, at most ``timeout`` seconds (default
         ``start_timeout``). Returns the ids started. Raises ``NemesisError`` naming the nodes that did not start."""
@@ -309,8 +312,12 @@ class Nemesis:
                 ids = sorted(self._s.down)
         return self._start_many(ids, "start", timeout)
 
-    def _start_many(self, ids: list[int], name: str, timeout: Optional[float]) -> list[int]:
+    def _start_many(self, ids: list[int], name: str, timeout: float | None) -> list[int]:
         timeout = self.start_timeout if timeout is None else float(timeout)
+        with self._lock:
+            for i in [i for i in ids if self._handle(i).running]:  # started by someone else meanwhile
+                self._s.down.discard(i)
+                self._close(f"kill:{i}")
         ids = [i for i in ids if not self._handle(i).running]
         if not ids:
             return []
@@ -343,7 +350,7 @@ class Nemesis:
             raise NemesisError(f"{name}: nodes {failed} did not start within {timeout:g} s: {why}")
         return started
 
-    def restart_all(self, timeout: Optional[float] = None) -> list[int]:
+    def restart_all(self, timeout: float | None = None) -> list[int]:
         """SIGKILL every node, then starts them all concurrently (restarted from disk, they only become ready
         together); returns the ids. Undo: none needed, it ends with every node up (else ``NemesisError``, and the
         nodes that did not start stay down for ``start``/``heal_all``)."""
@@ -362,7 +369,7 @@ class Nemesis:
 
     # --- pause / resume ----------------------------------------------------------------------------------------------
 
-    def pause(self, node: Optional[int] = None, why: str = "") -> int:
+    def pause(self, node: int | None = None, why: str = "") -> int:
         """SIGSTOP ``node`` (a random running, unpaused one when None); returns its id. Undo: ``resume``."""
         nid = self._pick(node, self.running(), "pause")
         self._handle(nid).pause()
@@ -372,7 +379,7 @@ class Nemesis:
         self._open(f"pause:{nid}", "pause", f"node {nid}")
         return nid
 
-    def resume(self, node: Optional[int] = None) -> list[int]:
+    def resume(self, node: int | None = None) -> list[int]:
         """SIGCONT ``node``, or every paused node when None; returns the ids resumed."""
         if node is not None:
             ids = [int(node)]
@@ -390,7 +397,7 @@ class Nemesis:
 
     # --- partitions -----------------------------------------------------------------------------------------------
 
-    def partition(self, minority: Optional[Iterable[int]] = None) -> tuple[list[int], list[int]]:
+    def partition(self, minority: Iterable[int] | None = None) -> tuple[list[int], list[int]]:
         """Cuts ``minority`` off from the other nodes (``cluster.partition``); None picks a random minority
         (1..(n-1)//2 nodes). Returns (minority, majority). Undo: ``heal``."""
         ids = self.node_ids()
@@ -405,6 +412,7 @@ class Nemesis:
         self.cluster.partition(small, rest)
         with self._lock:
             self._s.partition = (small, rest)
+            self._close("partition")  # a partition replacing another one gets its own window
         self.log("partition", f"{small} | {rest}")
         self._open("partition", "partition", f"{small} | {rest}")
         return small, rest
@@ -463,7 +471,7 @@ class Nemesis:
         else:
             self._close(f"skew:{node}")
 
-    def unskew(self, node: Optional[int] = None) -> list[int]:
+    def unskew(self, node: int | None = None) -> list[int]:
         """Sets the clock offset of ``node`` (every skewed node when None) back to 0; returns the ids. A node
         restarted since its skew already runs on the machine's clock and is only forgotten."""
         with self._lock:
@@ -485,13 +493,15 @@ class Nemesis:
 
     # --- named faults ---------------------------------------------------------------------------------------------
 
-    def inject(self, fault: str, collection: Optional[CollectionRef] = None, shard: Optional[int] = None,
+    def inject(self, fault: str, collection: CollectionRef | None = None, shard: int | None = None,
                skew_ms: int = 20_000) -> str:
         """Injects the named fault (one of ``FAULTS``) and returns a description; ``heal_all`` undoes it.
 
         ``kill``/``pause``/``partition``: a random node/minority. ``*_leader``: the leader of ``shard`` (random when
         None) of ``collection``. ``skew``: one random node ``+skew_ms``, another ``-skew_ms``. ``restart_all``:
-        kill every node and start them all (done when this returns).
+        kill every node and start them all (done when this returns). ``damage``: kill a random node, damage one
+        file of a random shard of ``collection`` (a flipped byte, a truncated tail or the whole replica directory
+        gone) and start it again (done when this returns: the node quarantines and rebuilds the replica).
         """
         if fault not in FAULTS:
             raise InvalidArgument(f"fault must be one of {FAULTS}, got {fault!r}")
@@ -523,10 +533,18 @@ class Nemesis:
             self.skew_clock(a, abs(skew_ms))
             self.skew_clock(b, -abs(skew_ms))
             return f"skew node {a} {abs(skew_ms):+d} ms, node {b} {-abs(skew_ms):+d} ms"
+        if fault == "damage":
+            if collection is None:
+                raise InvalidArgument("fault 'damage' needs a collection")
+            node = self.kill()
+            kind = self.rng.choice(("flip_byte", "truncate_tail", "delete_dir"))
+            d = self.damage_file(node, kind, collection=collection, shard=shard)
+            self.start(node)
+            return f"damage node {node}: {d.detail}"
         ids = self.restart_all()
         return f"restart_all {ids}"
 
-    def heal_all(self, timeout: Optional[float] = None, raise_errors: bool = True) -> list[str]:
+    def heal_all(self, timeout: float | None = None, raise_errors: bool = True) -> list[str]:
         """Undoes every fault in effect: resumes paused nodes, heals the partition, starts every node that is
         not running (concurrently, at most ``timeout`` s, default ``start_timeout``) and sets skewed clocks back
         to 0. Damaged files are not restored (see ``restore``). Each step is tried even if an earlier one failed;
@@ -586,7 +604,7 @@ class Nemesis:
             raise FileNotFoundError(f"no shard {shard} of collection {name!r} on this node: {d}")
         return d
 
-    def _group_dir(self, data_dir: Path, collection: Optional[CollectionRef], shard: Optional[int], meta: bool) -> Path:
+    def _group_dir(self, data_dir: Path, collection: CollectionRef | None, shard: int | None, meta: bool) -> Path:
         """The directory of one Raft group on a node: group 0 (``meta``), or a shard (random when not given)."""
         if meta:
             d = data_dir / "meta"
@@ -611,7 +629,7 @@ class Nemesis:
         return d
 
     @staticmethod
-    def _inside(data_dir: Path, path: Union[str, os.PathLike[str]]) -> Path:
+    def _inside(data_dir: Path, path: str | os.PathLike[str]) -> Path:
         p = Path(path)
         p = (p if p.is_absolute() else data_dir / p).resolve()
         if not p.is_relative_to(data_dir.resolve()):
@@ -623,12 +641,12 @@ class Nemesis:
         node: int,
         kind: str,
         *,
-        collection: Optional[CollectionRef] = None,
-        shard: Optional[int] = None,
+        collection: CollectionRef | None = None,
+        shard: int | None = None,
         meta: bool = False,
-        path: Union[str, os.PathLike[str], None] = None,
-        offset: Optional[int] = None,
-        nbytes: Optional[int] = None,
+        path: str | os.PathLike[str] | None = None,
+        offset: int | None = None,
+        nbytes: int | None = None,
     ) -> Damage:
         """Damages one file (or directory) of ``node``, which must be stopped (``stop``/``kill`` it first).
 
