@@ -85,11 +85,31 @@ impl shoal_raft::StateMachineApp for ShardApp {
         self.store().write_snapshot(w).map_err(std::io::Error::other)
     }
 
+    fn capture(&self) -> std::io::Result<Box<dyn shoal_raft::SnapshotWriter>> {
+        let store = self.store();
+        let capture = store.capture().map_err(std::io::Error::other)?;
+        Ok(Box::new(Captured { store, capture }))
+    }
+
     fn restore(&self, r: &mut dyn Read) -> std::io::Result<()> {
         let store = ShardStore::read_snapshot(self.config.clone(), r)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
         *self.store.write() = Arc::new(store);
         (self.on_apply)();
         Ok(())
+    }
+}
+
+/// A shard store captured for a snapshot, serialised after the apply lock is released.
+struct Captured {
+    /// The store it was captured from (its vector rows are read while writing).
+    store: Arc<ShardStore>,
+    /// The point-in-time copy.
+    capture: shoal_core::store::StoreCapture,
+}
+
+impl shoal_raft::SnapshotWriter for Captured {
+    fn write_to(self: Box<Self>, w: &mut dyn Write) -> std::io::Result<()> {
+        self.capture.write(&self.store, w).map_err(std::io::Error::other)
     }
 }

@@ -191,8 +191,8 @@ struct Slot {
     id: PointId,
     /// Version of the upsert that created this slot.
     version: Version,
-    /// The payload while live.
-    payload: Option<Payload>,
+    /// The payload while live; shared (copy-on-write) so a snapshot capture copies slots cheaply.
+    payload: Option<Arc<Payload>>,
     /// Versions of keys set by patches newer than `version`; `None` until the first patch.
     #[allow(clippy::box_collection)]
     // boxed: 8 bytes per slot instead of 48; most slots are never patched
@@ -211,8 +211,6 @@ struct Inner {
     ids: HashMap<PointId, u32>,
     /// Deleted id -> version of the delete; never holds a live id.
     tombstones: HashMap<PointId, Version>,
-    /// The graph (HNSW config only). Holds slots below the watermark that were live when indexed.
-    hnsw: Option<Hnsw>,
     /// Largest version of any op seen by `apply` (or restored), for seeding a node's clock. Under
     /// `apply_logged` it is the version of the last applied batch: shard time.
     max_version: Version,
@@ -232,8 +230,11 @@ pub struct ShardStore {
     config: ShardConfig,
     /// Points, tombstones and the graph. Writers (`apply`) hold it briefly; searches and index steps read.
     inner: RwLock<Inner>,
+    /// The graph (HNSW config only). Holds slots below the watermark that were live when indexed. Outside
+    /// `inner`: writes never touch it, so a snapshot serialises it holding `index_lock` only.
+    hnsw: Option<Hnsw>,
     /// Serialises graph mutation (`index_step`) against itself and against snapshot writing.
-    index_lock: Mutex<()>,
+    index_lock: Arc<Mutex<()>>,
     /// Indexed watermark: every slot below it is settled (in the graph, or was dead when reached).
     /// Only advanced under `index_lock` while holding the read lock; never above `slots.len()`.
     indexed: AtomicUsize,
@@ -321,7 +322,6 @@ impl Inner {
             alive: Vec::new(),
             ids: HashMap::new(),
             tombstones: HashMap::new(),
-            hnsw: new_graph(config),
             max_version: Version::ZERO,
             dedup: DedupTable::new(),
             generation: 0,
@@ -385,7 +385,7 @@ impl Inner {
             if let Some(kv) = prev.key_versions {
                 let newer: HashMap<String, Version> = kv.into_iter().filter(|(_, v)| *v > version).collect();
                 if !newer.is_empty() {
-                    let old_payload = prev.payload.unwrap_or_default();
+                    let old_payload: Arc<Payload> = prev.payload.unwrap_or_default();
                     let p = payload.get_or_insert_with(Map::new);
                     for k in newer.keys() {
                         if let Some(v) = old_payload.get(k) {
@@ -413,7 +413,7 @@ impl Inner {
                 self.ids.insert(id.clone(), slot);
             }
         }
-        self.slots.push(Slot { id, version, payload, key_versions });
+        self.slots.push(Slot { id, version, payload: payload.map(Arc::new), key_versions });
         self.alive.push(true);
     }
 
@@ -451,7 +451,7 @@ impl Inner {
             return;
         }
         let kv = s.key_versions.get_or_insert_with(Default::default);
-        let payload = s.payload.get_or_insert_with(Map::new);
+        let payload = Arc::make_mut(s.payload.get_or_insert_with(Default::default));
         for (k, v) in patch {
             if version > kv.get(k).copied().unwrap_or(base) {
                 kv.insert(k.clone(), version);
@@ -493,7 +493,7 @@ impl Inner {
 
     /// The payload of `slot`, or an empty object (what filters see for a point without payload).
     fn payload_or_empty(&self, slot: u32) -> &Payload {
-        self.slots[slot as usize].payload.as_ref().unwrap_or(&EMPTY_PAYLOAD)
+        self.slots[slot as usize].payload.as_deref().unwrap_or(&EMPTY_PAYLOAD)
     }
 
     fn record(&self, slot: u32, with_vector: bool) -> PointRecord {
@@ -501,7 +501,7 @@ impl Inner {
         PointRecord {
             id: s.id.clone(),
             vector: if with_vector { self.arena.get(slot).to_vec() } else { Vec::new() },
-            payload: s.payload.clone(),
+            payload: s.payload.as_deref().cloned(),
             version: s.version,
         }
     }
@@ -524,7 +524,13 @@ impl ShardStore {
     /// An empty store.
     pub fn new(config: ShardConfig) -> Self {
         let inner = Inner::new(&config);
-        ShardStore { config, inner: RwLock::new(inner), index_lock: Mutex::new(()), indexed: AtomicUsize::new(0) }
+        ShardStore {
+            hnsw: new_graph(&config),
+            config,
+            inner: RwLock::new(inner),
+            index_lock: Arc::new(Mutex::new(())),
+            indexed: AtomicUsize::new(0),
+        }
     }
 
     /// The shard configuration.
@@ -674,7 +680,7 @@ impl ShardStore {
     }
 
     fn unindexed_locked(&self, g: &Inner) -> usize {
-        if g.hnsw.is_none() {
+        if self.hnsw.is_none() {
             return 0;
         }
         let w = self.indexed.load(Ordering::Acquire).min(g.alive.len());
@@ -697,7 +703,7 @@ impl ShardStore {
     /// were inserted. Takes the read lock in short chunks, so searches continue and writers get in between
     /// chunks. Returns 0 when nothing is pending (and always for a flat index).
     pub fn index_step(&self, max_points: usize) -> usize {
-        if self.inner.read().hnsw.is_none() || max_points == 0 {
+        if self.hnsw.is_none() || max_points == 0 {
             return 0;
         }
         let _guard = self.index_lock.lock();
@@ -710,7 +716,7 @@ impl ShardStore {
             if lo >= n {
                 break;
             }
-            let Some(hnsw) = g.hnsw.as_ref() else { break };
+            let Some(hnsw) = self.hnsw.as_ref() else { break };
             // Bound the slot range by the remaining budget; dead slots in it are skipped.
             let hi = n.min(lo + chunk.min(max_points - done));
             let arena = &g.arena;
@@ -867,7 +873,7 @@ impl ShardStore {
                     Hit {
                         id: s.id.clone(),
                         distance: c.d,
-                        payload: if with_payload { s.payload.clone() } else { None },
+                        payload: if with_payload { s.payload.as_deref().cloned() } else { None },
                     }
                 })
                 .collect()
@@ -897,7 +903,7 @@ impl ShardStore {
         let shape = self.shape(&g, w);
         let filter = filter.filter(|f| !f.is_match_all());
         let sel = filter.map_or(1.0, |f| self.estimate_selectivity(&g, f, COST_FILTER_SAMPLE));
-        match choose_path(&shape, sel, k, ef, g.hnsw.is_none()) {
+        match choose_path(&shape, sel, k, ef, self.hnsw.is_none()) {
             AccessPath::Exact => exact_cost(&shape, sel),
             AccessPath::Graph { ef } => graph_cost(&shape, sel, ef),
         }
@@ -907,11 +913,11 @@ impl ShardStore {
     /// `w`), dimension and graph degree.
     fn shape(&self, g: &Inner, w: usize) -> ShardShape {
         let live = g.live();
-        let indexed = match &g.hnsw {
+        let indexed = match &self.hnsw {
             Some(_) => live.saturating_sub(g.alive[w..].iter().filter(|&&a| a).count()),
             None => 0,
         };
-        ShardShape { live, indexed, dim: self.config.dim, m: g.hnsw.as_ref().map_or(0, |h| h.params().m) }
+        ShardShape { live, indexed, dim: self.config.dim, m: self.hnsw.as_ref().map_or(0, |h| h.params().m) }
     }
 
     /// Chooses the access path: [`choose_path`] on the sampled selectivity of `filter`; when that says
@@ -927,7 +933,7 @@ impl ShardStore {
         cancel: &CancelToken,
     ) -> Result<Route> {
         let shape = self.shape(g, w);
-        let flat = g.hnsw.is_none();
+        let flat = self.hnsw.is_none();
         let Some(f) = filter else {
             return Ok(Route { path: choose_path(&shape, 1.0, k, ef, flat), matched: None });
         };
@@ -957,7 +963,7 @@ impl ShardStore {
         cancel: &CancelToken,
     ) -> Result<Vec<Vec<Cand>>> {
         let alive = &g.alive;
-        let graph = match (route.path, &g.hnsw) {
+        let graph = match (route.path, &self.hnsw) {
             (AccessPath::Graph { ef }, Some(h)) if w > 0 => Some((h, ef)),
             _ => None,
         };
@@ -1365,106 +1371,49 @@ impl CrcReader<'_> {
 }
 
 impl ShardStore {
-    /// Writes a consistent point-in-time snapshot (format in the module source). Writers are blocked only
-    /// while the metadata and graph are serialised in memory and for each short chunk of vectors.
+    /// Writes a consistent point-in-time snapshot (format in the module source): [`ShardStore::capture`]
+    /// then [`StoreCapture::write`].
     pub fn write_snapshot(&self, w: &mut dyn Write) -> Result<()> {
-        let (meta, graph, n) = {
-            let _ix = self.index_lock.lock();
+        self.capture()?.write(self, w)
+    }
+
+    /// Takes a point-in-time copy of the store's state for a snapshot: slot metadata (payloads are shared,
+    /// not copied), tombstones and the dedup table under a short read lock; the graph is kept as it is by
+    /// holding the index lock until the capture is written (writes never touch the graph). Writers wait only for the metadata copy;
+    /// the serialisation of everything happens later, in [`StoreCapture::write`], without any lock but the
+    /// brief ones that read vector rows (rows below the capture's slot count never change).
+    pub fn capture(&self) -> Result<StoreCapture> {
+        let index_guard = self.index_lock.lock_arc();
+        let cap = {
             let g = self.inner.read();
             let n = g.slots.len();
-            let mark = self.indexed.load(Ordering::Acquire).min(n);
-            let mut m = Vec::with_capacity(64 + n * 32);
-            put_u32(&mut m, self.config.dim as u32);
-            put_u8(&mut m, metric_code(self.config.metric));
-            put_u8(&mut m, id_type_code(self.config.id_type));
-            put_u64(&mut m, n as u64);
-            put_u64(&mut m, g.live() as u64);
-            put_u64(&mut m, mark as u64);
-            put_version(&mut m, g.max_version);
-            for (slot, live) in g.slots.iter().zip(&g.alive) {
-                if !*live {
-                    put_u8(&mut m, 0);
-                    continue;
-                }
-                put_u8(&mut m, 1);
-                put_id(&mut m, &slot.id);
-                put_version(&mut m, slot.version);
-                match &slot.payload {
-                    Some(p) => {
-                        put_u8(&mut m, 1);
-                        let json = serde_json::to_vec(p).map_err(|e| Error::Io(e.into()))?;
-                        put_bytes(&mut m, &json);
-                    }
-                    None => put_u8(&mut m, 0),
-                }
-                let mut kv: Vec<(&String, &Version)> = slot.key_versions.iter().flat_map(|k| k.iter()).collect();
-                kv.sort_unstable();
-                put_u32(&mut m, kv.len() as u32);
-                for (k, v) in kv {
-                    put_bytes(&mut m, k.as_bytes());
-                    put_version(&mut m, *v);
-                }
+            let slots = g
+                .slots
+                .iter()
+                .zip(&g.alive)
+                .map(|(slot, live)| {
+                    live.then(|| {
+                        let mut kv: Vec<(String, Version)> =
+                            slot.key_versions.iter().flat_map(|k| k.iter()).map(|(k, v)| (k.clone(), *v)).collect();
+                        kv.sort_unstable();
+                        CapturedSlot { id: slot.id.clone(), version: slot.version, payload: slot.payload.clone(), kv }
+                    })
+                })
+                .collect();
+            let mut tombstones: Vec<(PointId, Version)> = g.tombstones.iter().map(|(i, v)| (i.clone(), *v)).collect();
+            tombstones.sort_unstable();
+            StoreCapture {
+                n,
+                live: g.live(),
+                mark: self.indexed.load(Ordering::Acquire).min(n),
+                max_version: g.max_version,
+                slots,
+                tombstones,
+                dedup: g.dedup.iter().collect(),
+                _index: index_guard,
             }
-            let mut tomb: Vec<(&PointId, &Version)> = g.tombstones.iter().collect();
-            tomb.sort_unstable();
-            put_u64(&mut m, tomb.len() as u64);
-            for (id, v) in tomb {
-                put_id(&mut m, id);
-                put_version(&mut m, *v);
-            }
-            put_u64(&mut m, g.dedup.len() as u64);
-            for (id, a) in g.dedup.iter() {
-                m.extend_from_slice(&id.to_bytes());
-                put_u64(&mut m, a.ms);
-                put_u64(&mut m, a.applied);
-            }
-            let graph = match &g.hnsw {
-                Some(h) => {
-                    let mut b = Vec::new();
-                    h.write_to(&mut b)?;
-                    Some(b)
-                }
-                None => None,
-            };
-            (m, graph, n)
         };
-
-        w.write_all(SNAPSHOT_MAGIC)?;
-        w.write_all(&SNAPSHOT_FORMAT.to_le_bytes())?;
-        let mut cw = CrcWriter { w, crc: 0 };
-        cw.put(&(meta.len() as u64).to_le_bytes())?;
-        cw.put(&meta)?;
-        drop(meta);
-        let dim = self.config.dim;
-        cw.put(&((n * dim * 4) as u64).to_le_bytes())?;
-        // Rows below `n` never change (the arena is append-only), so they can be copied chunk by chunk.
-        let rows_per_chunk = (256 * 1024 / (dim * 4)).max(1);
-        let mut buf: Vec<u8> = Vec::with_capacity(rows_per_chunk * dim * 4);
-        let mut row = 0;
-        while row < n {
-            let end = n.min(row + rows_per_chunk);
-            buf.clear();
-            {
-                let g = self.inner.read();
-                for x in &g.arena.as_slice()[row * dim..end * dim] {
-                    buf.extend_from_slice(&x.to_le_bytes());
-                }
-            }
-            cw.put(&buf)?;
-            row = end;
-        }
-        match graph {
-            Some(b) => {
-                cw.put(&[1])?;
-                cw.put(&(b.len() as u64).to_le_bytes())?;
-                cw.put(&b)?;
-            }
-            None => cw.put(&[0])?,
-        }
-        let crc = cw.crc;
-        w.write_all(&crc.to_le_bytes())?;
-        w.flush()?;
-        Ok(())
+        Ok(cap)
     }
 
     /// Reads a snapshot written by [`ShardStore::write_snapshot`] for a collection with `config`.
@@ -1597,7 +1546,7 @@ impl ShardStore {
                     if inner.ids.insert(id.clone(), slot as u32).is_some() {
                         return Err(corrupt(format!("id {id} is live in two slots")));
                     }
-                    inner.slots.push(Slot { id, version, payload, key_versions });
+                    inner.slots.push(Slot { id, version, payload: payload.map(Arc::new), key_versions });
                     inner.alive.push(true);
                 }
                 f => return Err(corrupt(format!("bad slot flag {f} in slot {slot}"))),
@@ -1641,7 +1590,8 @@ impl ShardStore {
 
         // A flat store keeps the watermark as written (it is meaningless there, but re-snapshots stay identical).
         let mut indexed = mark as usize;
-        if inner.hnsw.is_some() {
+        let mut hnsw = new_graph(&config);
+        if hnsw.is_some() {
             match graph {
                 None => indexed = 0, // written by a flat store: index everything again
                 Some(bytes) => {
@@ -1660,16 +1610,147 @@ impl ShardStore {
                             return Err(corrupt(format!("graph membership of slot {s} disagrees with the watermark")));
                         }
                     }
-                    inner.hnsw = Some(h);
+                    hnsw = Some(h);
                 }
             }
         }
         Ok(ShardStore {
             config,
             inner: RwLock::new(inner),
-            index_lock: Mutex::new(()),
+            hnsw,
+            index_lock: Arc::new(Mutex::new(())),
             indexed: AtomicUsize::new(indexed),
         })
+    }
+}
+
+/// One live slot as captured for a snapshot.
+#[derive(Debug)]
+struct CapturedSlot {
+    /// The point.
+    id: PointId,
+    /// Its version.
+    version: Version,
+    /// Its payload (shared with the store until the store replaces it).
+    payload: Option<Arc<Payload>>,
+    /// Key versions of patched keys, sorted by key.
+    kv: Vec<(String, Version)>,
+}
+
+/// A point-in-time copy of a [`ShardStore`] ([`ShardStore::capture`]) that [`StoreCapture::write`] turns
+/// into a snapshot without holding the store's locks.
+pub struct StoreCapture {
+    /// Slots at capture time; vector rows below it never change.
+    n: usize,
+    /// Live points.
+    live: usize,
+    /// Indexed watermark, consistent with `graph`.
+    mark: usize,
+    /// Newest version applied.
+    max_version: Version,
+    /// One entry per slot: `None` for a dead slot.
+    slots: Vec<Option<CapturedSlot>>,
+    /// Tombstones sorted by id.
+    tombstones: Vec<(PointId, Version)>,
+    /// The dedup table in apply order.
+    dedup: Vec<(WriteId, crate::dedup::Applied)>,
+    /// Holds the store's index lock until the capture is written: the graph stays as captured (consistent
+    /// with `mark`) while writes go on; only indexing waits.
+    _index: parking_lot::ArcMutexGuard<parking_lot::RawMutex, ()>,
+}
+
+impl fmt::Debug for StoreCapture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreCapture").field("slots", &self.n).field("live", &self.live).finish_non_exhaustive()
+    }
+}
+
+impl StoreCapture {
+    /// Writes the snapshot of the captured state; `store` must be the store it was captured from (its vector
+    /// rows below the captured slot count are read in short chunks).
+    pub fn write(&self, store: &ShardStore, w: &mut dyn Write) -> Result<()> {
+        let config = &store.config;
+        let n = self.n;
+        let mut m = Vec::with_capacity(64 + n * 32);
+        put_u32(&mut m, config.dim as u32);
+        put_u8(&mut m, metric_code(config.metric));
+        put_u8(&mut m, id_type_code(config.id_type));
+        put_u64(&mut m, n as u64);
+        put_u64(&mut m, self.live as u64);
+        put_u64(&mut m, self.mark as u64);
+        put_version(&mut m, self.max_version);
+        for slot in &self.slots {
+            let Some(slot) = slot else {
+                put_u8(&mut m, 0);
+                continue;
+            };
+            put_u8(&mut m, 1);
+            put_id(&mut m, &slot.id);
+            put_version(&mut m, slot.version);
+            match &slot.payload {
+                Some(p) => {
+                    put_u8(&mut m, 1);
+                    let json = serde_json::to_vec(&**p).map_err(|e| Error::Io(e.into()))?;
+                    put_bytes(&mut m, &json);
+                }
+                None => put_u8(&mut m, 0),
+            }
+            put_u32(&mut m, slot.kv.len() as u32);
+            for (k, v) in &slot.kv {
+                put_bytes(&mut m, k.as_bytes());
+                put_version(&mut m, *v);
+            }
+        }
+        put_u64(&mut m, self.tombstones.len() as u64);
+        for (id, v) in &self.tombstones {
+            put_id(&mut m, id);
+            put_version(&mut m, *v);
+        }
+        put_u64(&mut m, self.dedup.len() as u64);
+        for (id, a) in &self.dedup {
+            m.extend_from_slice(&id.to_bytes());
+            put_u64(&mut m, a.ms);
+            put_u64(&mut m, a.applied);
+        }
+
+        w.write_all(SNAPSHOT_MAGIC)?;
+        w.write_all(&SNAPSHOT_FORMAT.to_le_bytes())?;
+        let mut cw = CrcWriter { w, crc: 0 };
+        cw.put(&(m.len() as u64).to_le_bytes())?;
+        cw.put(&m)?;
+        drop(m);
+        let dim = config.dim;
+        cw.put(&((n * dim * 4) as u64).to_le_bytes())?;
+        // Rows below `n` never change (the arena is append-only), so they can be copied chunk by chunk.
+        let rows_per_chunk = (256 * 1024 / (dim * 4)).max(1);
+        let mut buf: Vec<u8> = Vec::with_capacity(rows_per_chunk * dim * 4);
+        let mut row = 0;
+        while row < n {
+            let end = n.min(row + rows_per_chunk);
+            buf.clear();
+            {
+                let g = store.inner.read();
+                for x in &g.arena.as_slice()[row * dim..end * dim] {
+                    buf.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+            cw.put(&buf)?;
+            row = end;
+        }
+        match &store.hnsw {
+            Some(h) => {
+                let mut b = Vec::new();
+                h.write_to(&mut b)?;
+                cw.put(&[1])?;
+                cw.put(&(b.len() as u64).to_le_bytes())?;
+                cw.put(&b)?;
+            }
+            None => cw.put(&[0])?,
+        }
+        let crc = cw.crc;
+        w.write_all(&crc.to_le_bytes())?;
+        w.flush()?;
+        Ok(())
     }
 }
 
@@ -2059,6 +2140,25 @@ mod tests {
         v3[8..12].copy_from_slice(&3u32.to_le_bytes());
         let err = ShardStore::read_snapshot(s.config().clone(), &mut v3.as_slice()).unwrap_err().to_string();
         assert!(err.contains("unsupported format version 3"), "{err}");
+    }
+
+    #[test]
+    fn a_capture_is_the_state_at_capture_time() {
+        let s = ShardStore::new(hnsw_cfg(2, Metric::L2));
+        s.apply(&batch((0..50).map(|i| up(i, 10, vec![i as f32, 1.0], Some(json!({"i": i})))).collect()));
+        s.index_step(usize::MAX);
+        let expected = snapshot_bytes(&s);
+        let cap = s.capture().unwrap();
+        // writes go on while the capture is held: upserts, a delete, a patch, a new point
+        s.apply(&batch(vec![up(3, 20, vec![9.0, 9.0], None), del(4, 20), patch(5, 20, json!({"p": 1}))]));
+        s.apply(&batch(vec![up(99, 20, vec![0.5, 0.5], None)]));
+        let mut got = Vec::new();
+        cap.write(&s, &mut got).unwrap();
+        drop(cap);
+        assert_eq!(got, expected, "the snapshot holds the captured state, not the later writes");
+        assert_ne!(snapshot_bytes(&s), expected);
+        let r = ShardStore::read_snapshot(s.config().clone(), &mut got.as_slice()).unwrap();
+        assert_eq!(r.count(), 50);
     }
 
     #[test]

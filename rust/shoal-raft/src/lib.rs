@@ -37,6 +37,7 @@ pub use log_store::LogStoreOptions;
 pub use log_store::SalvageReport;
 pub use log_store::salvage;
 pub use network::NoPeersNetwork;
+pub use state_machine::SnapshotWriter;
 pub use state_machine::StateMachineApp;
 pub use state_machine::StateMachineStore;
 pub use state_machine::verify_snapshot_file;

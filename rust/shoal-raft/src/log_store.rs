@@ -802,9 +802,10 @@ impl Inner {
         Ok(())
     }
 
-    /// Drops entries up to `upto` from the index and deletes segments left without entries.
+    /// Drops entries up to `upto` from the index and the segments left without entries; returns the
+    /// paths of those segments, for the caller to delete (readers still holding one keep a valid handle).
     /// The caller has already persisted `upto` in the `purged` file.
-    fn purge(&mut self, upto: LogId) -> io::Result<()> {
+    fn purge(&mut self, upto: LogId) -> Vec<PathBuf> {
         self.last_purged = Some(upto);
         while !self.locs.is_empty() && self.first_index <= upto.index {
             self.locs.pop_front();
@@ -812,14 +813,7 @@ impl Inner {
         }
         let first_needed = self.locs.front().map(|l| l.seg).unwrap_or_else(|| self.active_seq());
         let stale: Vec<u64> = self.segments.range(..first_needed).map(|(s, _)| *s).collect();
-        for s in &stale {
-            let seg = self.segments.remove(s).expect("segment listed above");
-            std::fs::remove_file(&seg.path)?;
-        }
-        if !stale.is_empty() {
-            sync_dir(&self.dir)?;
-        }
-        Ok(())
+        stale.iter().map(|s| self.segments.remove(s).expect("segment listed above").path).collect()
     }
 
     /// Plans a read of `[start, end)`: the present entries of that range, at most `max_bytes`
@@ -1225,11 +1219,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let g = self.shared.inner.read();
             g.segments[&g.active_seq()].file.clone()
         };
-        let res = active.sync_data().and_then(|()| {
-            let mut body = Vec::new();
-            Enc(&mut body).vote(vote);
-            write_state_file(&self.shared.dir, "vote", STATE_VOTE, &body)
-        });
+        let mut body = Vec::new();
+        Enc(&mut body).vote(vote);
+        let dir = self.shared.dir.clone();
+        // fsyncs on the blocking pool: an async worker (often the node's only one) never waits for the disk.
+        let res =
+            off_async(move || active.sync_data().and_then(|()| write_state_file(&dir, "vote", STATE_VOTE, &body)))
+                .await;
         if let Err(e) = &res {
             self.shared.health.fail(format!("saving vote: {e}"));
         }
@@ -1268,7 +1264,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
         self.shared.check()?;
-        let res = self.shared.inner.write().truncate_after(last_log_id);
+        let shared = self.shared.clone();
+        // On the blocking pool; the store's lock is held there (appends must not interleave), not on an async
+        // worker.
+        let res = off_async(move || shared.inner.write().truncate_after(last_log_id)).await;
         if let Err(e) = &res {
             self.shared.health.fail(format!("truncating: {e}"));
         }
@@ -1282,12 +1281,33 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let mut body = Vec::new();
         Enc(&mut body).opt_log_id(Some(&log_id));
-        let res = write_state_file(&self.shared.dir, "purged", STATE_PURGED, &body)
-            .and_then(|()| self.shared.inner.write().purge(log_id));
+        let shared = self.shared.clone();
+        // The purge point is persisted, then the index updated under the lock (memory only), then the
+        // segments left without entries deleted: the disk work runs on the blocking pool, without the lock.
+        let res = off_async(move || {
+            write_state_file(&shared.dir, "purged", STATE_PURGED, &body)?;
+            let stale = shared.inner.write().purge(log_id);
+            for path in &stale {
+                std::fs::remove_file(path)?;
+            }
+            if !stale.is_empty() {
+                sync_dir(&shared.dir)?;
+            }
+            Ok(())
+        })
+        .await;
         if let Err(e) = &res {
             self.shared.health.fail(format!("purging: {e}"));
         }
         res
+    }
+}
+
+/// Runs blocking file work (fsyncs) on tokio's blocking pool.
+async fn off_async<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(io::Error::other(format!("log store task failed: {e}"))),
     }
 }
 
