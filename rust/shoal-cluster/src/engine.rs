@@ -126,6 +126,8 @@ pub struct EngineConfig {
     pub load_balancing: crate::planner::LoadBalancing,
     /// Whether a shard read slower than its replica's p95 gets a hedged request to another replica.
     pub hedging: bool,
+    /// Writes are refused (StorageError) while the data dir's file system has fewer free bytes (0 = never).
+    pub min_free_disk: u64,
 }
 
 /// One local shard replica: its Raft group and its state machine.
@@ -196,6 +198,8 @@ pub struct Engine {
     closing: AtomicBool,
     /// Set once a graceful stop began (`begin_drain`): no node-state answers, no campaigning. Never cleared.
     draining: AtomicBool,
+    /// Free bytes of the data dir's file system, sampled every `DISK_EVERY` (`u64::MAX` = unknown).
+    disk_free: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -227,6 +231,8 @@ pub const MAX_CONCURRENT_MOVES: usize = 2;
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 /// Period of the heal pass (damaged replicas, see `heal.rs`).
 const HEAL_EVERY: Duration = Duration::from_millis(500);
+/// Period of the free-disk sample that gates writes.
+const DISK_EVERY: Duration = Duration::from_millis(250);
 /// Longest wait between two attempts.
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_millis(200);
 
@@ -282,6 +288,7 @@ impl Engine {
             ready: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            disk_free: std::sync::atomic::AtomicU64::new(u64::MAX),
         }))
     }
 
@@ -348,6 +355,18 @@ impl Engine {
                     break;
                 }
                 engine.move_pass().await;
+            }
+        });
+        self.sample_disk();
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(DISK_EVERY).await;
+                let Some(engine) = weak.upgrade() else { break };
+                if engine.closing.load(Ordering::Acquire) {
+                    break;
+                }
+                engine.sample_disk();
             }
         });
         let weak = Arc::downgrade(self);
@@ -1070,6 +1089,35 @@ impl Engine {
                 let _ = std::fs::remove_dir_all(d.path());
             }
         }
+    }
+
+    /// Samples the data dir's free space (statvfs; cheap).
+    fn sample_disk(&self) {
+        let free = crate::resources::free_bytes(&self.cfg.data_dir).unwrap_or(u64::MAX);
+        let was = self.disk_free.swap(free, Ordering::Relaxed);
+        let min = self.cfg.min_free_disk;
+        if (free < min) != (was < min) {
+            if free < min {
+                tracing::error!(free, min, "disk nearly full: writes refused until space is freed");
+            } else {
+                tracing::info!(free, min, "disk space back: writes accepted again");
+            }
+        }
+    }
+
+    /// Refuses a write this node would append to its logs while its disk is nearly full (reads go on).
+    pub(crate) fn check_disk(&self) -> Result<()> {
+        let free = self.disk_free.load(Ordering::Relaxed);
+        if free < self.cfg.min_free_disk {
+            return Err(Error::Storage(format!(
+                "node {}: disk full: {free} bytes free under {}, below the {} bytes kept in reserve; writes are \
+                 refused until space is freed (nothing was written)",
+                self.cfg.node_id,
+                self.cfg.data_dir.display(),
+                self.cfg.min_free_disk
+            )));
+        }
+        Ok(())
     }
 
     /// Refuses requests while shutting down.

@@ -12,7 +12,7 @@ pub fn sample(data_dir: &Path) -> NodeResources {
         cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         memory_bytes: rss_bytes(),
         disk_bytes: dir_bytes(data_dir),
-        disk_free_bytes: free_bytes(data_dir),
+        disk_free_bytes: free_bytes(data_dir).unwrap_or(0),
     }
 }
 
@@ -50,16 +50,17 @@ fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Free bytes (for unprivileged users) on the file system holding `dir`.
-fn free_bytes(dir: &Path) -> u64 {
+/// Free bytes (for unprivileged users) on the file system holding `dir`; `None` when unknown.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return 0 };
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return 0;
+        return None;
     }
-    st.f_bavail as u64 * st.f_frsize as u64
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 #[cfg(test)]

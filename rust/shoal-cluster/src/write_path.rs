@@ -245,6 +245,8 @@ impl Engine {
         level: WriteLevel,
         deadline: Instant,
     ) -> Result<(u64, u64)> {
+        // This node appends the batch to its log: refused while its disk is nearly full.
+        self.check_disk()?;
         let left = deadline.saturating_duration_since(Instant::now());
         match level {
             WriteLevel::Eventual => {

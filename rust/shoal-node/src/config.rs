@@ -7,7 +7,7 @@ use std::path::PathBuf;
 pub const USAGE: &str = "usage: shoal-node [--data-dir DIR] [--listen HOST:PORT] [--advertise HOST:PORT] [--node-id N]
                   [--zone Z] [--join HOST:PORT] [--shards-default N] [--config FILE.json]
                   [--load-balancing S] [--hedging B] [--log-level LEVEL] [--raft-snapshot-every N]
-                  [--snapshot-chunk-bytes N] [--snapshot-rate N] [--async-threads N]
+                  [--snapshot-chunk-bytes N] [--snapshot-rate N] [--async-threads N] [--min-free-disk BYTES]
 
   --data-dir DIR      where the node keeps its data (env SHOAL_DATA_DIR; default ./shoal-data)
   --listen HOST:PORT  gRPC address; port 0 picks a free port (env SHOAL_LISTEN; default 127.0.0.1:7301)
@@ -34,9 +34,13 @@ pub const USAGE: &str = "usage: shoal-node [--data-dir DIR] [--listen HOST:PORT]
                       least 1). Searches and indexing run on their own thread pools; fewer async threads
                       mean fewer cross-thread wake-ups per request, which is most of a request's latency
                       when several nodes share a small machine.
+  --min-free-disk BYTES
+                      refuse writes (StorageError, nothing written) while the data dir's file system has fewer
+                      free bytes; reads go on, writes resume once space is freed (env SHOAL_MIN_FREE_DISK;
+                      default 67108864 = 64 MiB; 0 = never refuse). Suffixes k, M, G (powers of 1024) accepted.
   --config FILE       JSON object with any of: data_dir, listen, advertise, node_id, zone, join, auto_rebalance,
                       load_balancing, hedging, log_level, raft_snapshot_every, snapshot_chunk_bytes,
-                      snapshot_rate, async_threads
+                      snapshot_rate, async_threads, min_free_disk
   --log-level LEVEL   tracing filter, e.g. info or shoal=debug (env SHOAL_LOG; default info)
 
 `shoal-node repair --data-dir DIR --collection NAME --shard N` salvages a damaged shard replica that has no
@@ -76,6 +80,8 @@ pub struct NodeConfig {
     pub snapshot_rate: u64,
     /// Worker threads of the node's tokio runtime, >= 1.
     pub async_threads: usize,
+    /// Writes are refused while the data dir's file system has fewer free bytes (0 = never).
+    pub min_free_disk: u64,
     /// Tracing filter directive.
     pub log_level: String,
     /// `--help` was given.
@@ -99,6 +105,7 @@ impl Default for NodeConfig {
             snapshot_chunk_bytes: shoal_raft::SNAPSHOT_CHUNK_BYTES,
             snapshot_rate: 0,
             async_threads: default_async_threads(),
+            min_free_disk: 64 << 20,
             log_level: "info,openraft=error".into(),
             help: false,
         }
@@ -157,6 +164,7 @@ impl NodeConfig {
                 "SHOAL_LOAD_BALANCING" => "load_balancing",
                 "SHOAL_HEDGING" => "hedging",
                 "SHOAL_ASYNC_THREADS" => "async_threads",
+                "SHOAL_MIN_FREE_DISK" => "min_free_disk",
                 _ => continue,
             };
             cfg.set(key, v).map_err(|e| format!("environment {k}: {e}"))?;
@@ -225,6 +233,7 @@ impl NodeConfig {
                     .filter(|&n: &usize| (1..=1024).contains(&n))
                     .ok_or_else(|| format!("{value:?} is not a thread count in 1..=1024"))?
             }
+            "min_free_disk" => self.min_free_disk = parse_bytes(value)?,
             "auto_rebalance" => self.auto_rebalance = parse_bool(value)?,
             "hedging" => self.hedging = parse_bool(value)?,
             "load_balancing" => {
@@ -236,6 +245,21 @@ impl NodeConfig {
         }
         Ok(())
     }
+}
+
+/// A byte count: digits with an optional k, M or G suffix (powers of 1024).
+fn parse_bytes(value: &str) -> Result<u64, String> {
+    let v = value.trim();
+    let (num, mult) = match v.chars().last() {
+        Some('k' | 'K') => (&v[..v.len() - 1], 1u64 << 10),
+        Some('m' | 'M') => (&v[..v.len() - 1], 1 << 20),
+        Some('g' | 'G') => (&v[..v.len() - 1], 1 << 30),
+        _ => (v, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{value:?} is not a byte count (digits with an optional k, M or G)"))
 }
 
 /// Half the cores this process may use, at least 1.
@@ -280,6 +304,18 @@ mod tests {
         assert_eq!((d.raft_snapshot_every, d.snapshot_chunk_bytes, d.snapshot_rate), (1000, 1 << 20, 0));
         assert!(NodeConfig::parse(&s(&["--raft-snapshot-every", "0"]), &[]).is_err());
         assert!(NodeConfig::parse(&s(&["--snapshot-chunk-bytes", "0"]), &[]).is_err());
+    }
+
+    #[test]
+    fn min_free_disk() {
+        let env = [("SHOAL_MIN_FREE_DISK".to_string(), "8M".to_string())];
+        assert_eq!(NodeConfig::default().min_free_disk, 64 << 20);
+        assert_eq!(NodeConfig::parse(&[], &env).unwrap().min_free_disk, 8 << 20);
+        assert_eq!(NodeConfig::parse(&s(&["--min-free-disk", "0"]), &env).unwrap().min_free_disk, 0);
+        assert_eq!(NodeConfig::parse(&s(&["--min-free-disk", "3k"]), &[]).unwrap().min_free_disk, 3072);
+        let e = NodeConfig::parse(&s(&["--min-free-disk", "lots"]), &[]).unwrap_err();
+        assert!(e.contains("--min-free-disk") && e.contains("byte count"), "{e}");
+        assert!(NodeConfig::parse(&s(&["--min-free-disk", "99999999999G"]), &[]).is_err());
     }
 
     #[test]

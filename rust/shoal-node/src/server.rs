@@ -199,6 +199,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
             auto_rebalance: cfg.auto_rebalance,
             load_balancing: cfg.load_balancing,
             hedging: cfg.hedging,
+            min_free_disk: cfg.min_free_disk,
         },
         net,
         transport.clone(),
