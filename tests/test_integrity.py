@@ -250,3 +250,20 @@ def test_the_only_replica_damaged_refuses_with_a_storage_error(shoal_cluster: sh
         got = c2.get(np.arange(N - 50), timeout=10)
         assert got.missing == []
     assert shoal_cluster.health(timeout=5).status == "green"
+
+
+@pytest.mark.shoal(nodes=3)
+def test_anti_entropy_rebuilds_a_replica_that_diverged_silently(shoal_cluster: shoal.Cluster) -> None:
+    """A replica changed behind Raft's back (what a memory or disk error would do) is noticed by comparing
+    content digests at equal applied indexes, quarantined and rebuilt from its peers."""
+    coll = shoal_cluster.create_collection("drift", dim=DIM, metric="l2", shards=1, replication_factor=3)
+    _load(coll)
+    _wait("replicas converge", lambda: _healed(coll))
+    node = shoal_cluster.node(3)
+    changed = int(node.diverge_replica("drift", 0))
+    log_has = lambda text: text in node.log_path.read_text(errors="replace")  # noqa: E731
+    _wait("anti-entropy notices the divergence", lambda: log_has("anti-entropy"), within=30)
+    _wait("the diverged replica is rebuilt from its peers", lambda: log_has("rebuilt from its peers") and _healed(coll))
+    with shoal.connect(node.address) as c:
+        got = c.collection("drift").get([changed], consistency="eventual", timeout=10)
+        assert "_diverged" not in got.payloads[0], "node 3 serves the peers' content again"

@@ -31,6 +31,8 @@ class Client:
     def set_faults(self, blocked: Sequence[int], timeout: Optional[float] = None) -> list[int]:
         """Fault injection (tests): the node that answers blocks all traffic with the listed node ids (an empty
         list heals); returns its blocklist. Use a client with a single address to target one node."""
+    def diverge_replica(self, collection: str, shard: int, timeout: Optional[float] = None) -> str:
+        """Fault injection (tests): the node that answers changes one point of its replica behind Raft's back."""
     def skew_clock(self, offset_ms: int, timeout: Optional[float] = None) -> int:
         """Fault injection (tests): the node that answers runs its clock offset_ms off its system clock."""
     def create_collection(

@@ -539,6 +539,13 @@ class NodeHandle:
         self._proc.paused = False
         self._cluster._apply_pending_faults(self.id)
 
+    def diverge_replica(self, collection: str, shard: int = 0) -> str:
+        """Fault injection: changes one point of this node's replica of ``shard`` of ``collection`` behind Raft's
+        back, so that the replica silently diverges from its peers (what a memory or disk error would do).
+        Anti-entropy notices within seconds and rebuilds it. Returns the changed point's id."""
+        self._cluster._check_open()
+        return str(_node_client(self._proc.address).diverge_replica(str(collection), int(shard), timeout=5.0))
+
     def skew_clock(self, offset_ms: int) -> None:
         """Runs this node's clock ``offset_ms`` milliseconds ahead of (negative: behind) the machine's clock
         (fault injection; the node's versions then come from a skewed clock). ``0`` undoes it. Lasts until

@@ -471,6 +471,15 @@ impl Client {
         })
     }
 
+    /// Fault injection (tests): the node that answers changes one point of its replica of `shard` behind
+    /// Raft's back. Connect to a single address to target one node.
+    pub async fn diverge_replica(&self, collection: &str, shard: u32, timeout: Duration) -> Result<String> {
+        with_failover!(self, timeout, |ch| |t| {
+            let req = v1::DivergeReplicaRequest { collection: collection.to_string(), shard };
+            async move { ClusterClient::new(ch).diverge_replica(request(req, t)).await.map(|r| r.into_inner().id) }
+        })
+    }
+
     /// Fault injection (tests): the node that answers blocks all traffic with the `blocked` node ids (an
     /// empty list heals). Returns the blocklist now in force. Connect to a single address to target one node.
     pub async fn set_faults(&self, blocked: Vec<u64>, timeout: Duration) -> Result<Vec<u64>> {

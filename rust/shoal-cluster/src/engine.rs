@@ -231,6 +231,8 @@ pub const MAX_CONCURRENT_MOVES: usize = 2;
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 /// Period of the heal pass (damaged replicas, see `heal.rs`).
 const HEAL_EVERY: Duration = Duration::from_millis(500);
+/// Anti-entropy runs every this many heal passes (every 5 s).
+const ANTI_ENTROPY_EVERY_PASSES: u64 = 10;
 /// Period of the free-disk sample that gates writes.
 const DISK_EVERY: Duration = Duration::from_millis(250);
 /// Longest wait between two attempts.
@@ -371,11 +373,16 @@ impl Engine {
         });
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
+            let mut passes = 0u64;
             loop {
                 tokio::time::sleep(HEAL_EVERY).await;
                 let Some(engine) = weak.upgrade() else { break };
                 if engine.closing.load(Ordering::Acquire) || engine.draining.load(Ordering::Acquire) {
                     break;
+                }
+                passes += 1;
+                if passes.is_multiple_of(ANTI_ENTROPY_EVERY_PASSES) {
+                    engine.anti_entropy_pass().await;
                 }
                 engine.heal_pass().await;
             }
@@ -1268,6 +1275,11 @@ impl Engine {
                     snapshot_total_bytes: snap.1,
                     damage: String::new(),
                     repair: String::new(),
+                    digest_ring: if want.with_digest_rings {
+                        r.app.digest_ring().into_iter().flat_map(|(i, d)| [i, d]).collect()
+                    } else {
+                        Vec::new()
+                    },
                 }
             })
             .collect::<Vec<_>>();

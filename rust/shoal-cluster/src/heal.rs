@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shoal_api::internal::{HealReplicaRequest, ReplicaState};
+use shoal_api::internal::{HealReplicaRequest, NodeStateRequest, ReplicaState};
+
+use crate::anti_entropy::{PeerRing, judge};
 
 use crate::catalog::CollectionEntry;
 use crate::engine::{Engine, group_id, shard_dir};
@@ -176,6 +178,67 @@ impl Engine {
                 HealStep::OpenFresh => self.open_fresh(&entry, &key).await,
             }
         }
+    }
+
+    /// Anti-entropy (run every few seconds): compares each open voter replica's recent digests with its
+    /// peers' at common applied indexes (one node-state probe per peer node) and marks a replica that its
+    /// peers outvote damaged; the next heal pass quarantines and rebuilds it.
+    pub(crate) async fn anti_entropy_pass(&self) {
+        let want = NodeStateRequest { with_digest_rings: true, ..Default::default() };
+        let states: Vec<(u64, Vec<ReplicaState>)> = self
+            .probe_nodes(Duration::from_secs(2), want)
+            .await
+            .into_iter()
+            .filter(|(rec, _)| rec.id != self.cfg.node_id)
+            .filter_map(|(rec, st)| st.ok().map(|s| (rec.id, s.replicas)))
+            .collect();
+        let local: Vec<(ReplicaKey, Arc<crate::engine::ShardReplica>)> =
+            self.replicas.read().iter().map(|(k, r)| (k.clone(), r.clone())).collect();
+        for (key, r) in local {
+            let (role, _) = r.group.role_and_last_index();
+            if !(role == "leader" || role == "follower")
+                || r.app.damage().is_some()
+                || self.quarantine.read().contains_key(&key)
+            {
+                continue;
+            }
+            let peers: Vec<PeerRing> = states
+                .iter()
+                .filter_map(|(node, reps)| {
+                    let st = reps.iter().find(|s| s.collection == key.0 && s.uid == key.1 && s.shard == key.2)?;
+                    if !st.damage.is_empty() || !(st.role == "leader" || st.role == "follower") {
+                        return None;
+                    }
+                    let ring = st.digest_ring.chunks_exact(2).map(|p| (p[0], p[1])).collect();
+                    Some(PeerRing { node: *node, leader: st.role == "leader", ring })
+                })
+                .collect();
+            if let Some(why) = judge(&r.app.digest_ring(), &peers) {
+                tracing::error!(group = %r.gid, %why, "anti-entropy: this replica diverged from its peers");
+                r.app.mark_damaged(format!("anti-entropy: {why}"));
+            }
+        }
+    }
+
+    /// Fault injection (tests): changes one point of this node's replica of `key` behind Raft's back (a
+    /// payload patch applied to the store only), so that it diverges from its peers.
+    pub fn diverge_replica(&self, name: &str, shard: u32) -> Result<String> {
+        let entry = self.catalog.get(name).ok_or_else(|| Error::CollectionNotFound(name.to_string()))?;
+        let key = (name.to_string(), entry.uid, shard);
+        let r = self.replica_by_gid(name, entry.uid, shard).ok_or_else(|| self.replica_not_open(&key))?;
+        let store = r.app.store();
+        let Some(p) = store.scroll(None, 1, None, false).pop() else {
+            return Err(Error::InvalidArgument(format!("shard {shard} of {name:?} is empty on this node")));
+        };
+        let patch = serde_json::json!({"_diverged": true}).as_object().cloned().unwrap_or_default();
+        let v = shoal_core::hlc::Version::new(p.version.hlc.saturating_add(1), p.version.node);
+        store.apply(&shoal_core::store::WriteBatch::new(vec![shoal_core::store::WriteOp::PatchPayload {
+            id: p.id.clone(),
+            version: v,
+            patch,
+        }]));
+        tracing::warn!(group = %r.gid, id = %p.id, "fault injection: replica changed behind Raft's back");
+        Ok(p.id.to_string())
     }
 
     /// Opens an empty copy of `key` to be filled by the leader (this node is out of the group).

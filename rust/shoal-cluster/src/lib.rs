@@ -2,6 +2,7 @@
 //! reconciler (pure plan + executor), the background indexer, and the `Engine` that coordinates reads and
 //! writes across a node's shard groups.
 
+pub mod anti_entropy;
 pub mod catalog;
 pub mod engine;
 pub mod error;

@@ -22,7 +22,12 @@ pub struct ShardApp {
     /// Set when a committed entry could not be decoded: the replica no longer matches its log, so it
     /// serves nothing more and the engine quarantines it (never cleared: a fresh copy replaces it).
     damage: parking_lot::Mutex<Option<String>>,
+    /// (applied index, content digest) after the most recent applies, ascending; at most `DIGEST_RING`.
+    ring: parking_lot::Mutex<std::collections::VecDeque<(u64, u64)>>,
 }
+
+/// Applies remembered in the digest ring (anti-entropy compares replicas at an index both remember).
+const DIGEST_RING: usize = 1024;
 
 impl std::fmt::Debug for ShardApp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -39,6 +44,7 @@ impl ShardApp {
             applied: AtomicU64::new(0),
             on_apply,
             damage: parking_lot::Mutex::new(None),
+            ring: parking_lot::Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -47,9 +53,35 @@ impl ShardApp {
         self.store.read().clone()
     }
 
-    /// What is wrong with this replica, once a committed entry could not be applied.
+    /// What is wrong with this replica, once a committed entry could not be applied (or anti-entropy found
+    /// its content differing from its peers').
     pub fn damage(&self) -> Option<String> {
         self.damage.lock().clone()
+    }
+
+    /// Marks the replica damaged (it serves nothing more; the engine quarantines and rebuilds it).
+    pub fn mark_damaged(&self, why: String) {
+        self.damage.lock().get_or_insert(why);
+    }
+
+    /// The recent (applied index, digest) pairs, ascending; the last one is the current digest (so a change
+    /// behind the log's back shows at once, even without new writes).
+    pub fn digest_ring(&self) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = self.ring.lock().iter().copied().collect();
+        let now = (self.applied_index(), self.store().digest());
+        match out.last_mut() {
+            Some(last) if last.0 == now.0 => *last = now,
+            _ => out.push(now),
+        }
+        out
+    }
+
+    fn remember(&self, index: u64, digest: u64) {
+        let mut r = self.ring.lock();
+        if r.len() == DIGEST_RING {
+            r.pop_front();
+        }
+        r.push_back((index, digest));
     }
 
     /// Highest applied log index.
@@ -77,6 +109,7 @@ impl shoal_raft::StateMachineApp for ShardApp {
             }
         };
         self.applied.store(index, Ordering::Release);
+        self.remember(index, self.store().digest());
         (self.on_apply)();
         reply
     }
@@ -95,6 +128,8 @@ impl shoal_raft::StateMachineApp for ShardApp {
         let store = ShardStore::read_snapshot(self.config.clone(), r)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
         *self.store.write() = Arc::new(store);
+        // The restored state's index is not known here: the ring starts again with the next apply.
+        self.ring.lock().clear();
         (self.on_apply)();
         Ok(())
     }

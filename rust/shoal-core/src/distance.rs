@@ -187,9 +187,16 @@ pub fn distance(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
 
 /// Brings a stored vector or a query into the form [`distance`] expects: unit norm for cosine, unchanged
 /// otherwise.
+///
+/// The norm is summed in f64, in order, with no SIMD kernel: the result is bit-identical on every CPU, so
+/// replicas on different machines store identical vectors (and their content digests agree).
 pub fn prepare(metric: Metric, v: &mut [f32]) {
     if metric == Metric::Cosine {
-        normalize(v);
+        let sq: f64 = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+        let norm = sq.sqrt();
+        if norm > 0.0 && norm.is_finite() {
+            v.iter_mut().for_each(|x| *x = (f64::from(*x) / norm) as f32);
+        }
     }
 }
 

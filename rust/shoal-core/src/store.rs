@@ -197,6 +197,8 @@ struct Slot {
     #[allow(clippy::box_collection)]
     // boxed: 8 bytes per slot instead of 48; most slots are never patched
     key_versions: Option<Box<HashMap<String, Version>>>,
+    /// Content hash of the live point (id, version, vector, payload; see `slot_hash`); 0 once dead.
+    hash: u64,
 }
 
 /// Everything guarded by the store's lock.
@@ -218,6 +220,9 @@ struct Inner {
     dedup: DedupTable,
     /// Bumped by every `apply`: equal generations mean the same live points.
     generation: u64,
+    /// Wrapping sum of the live slots' `hash`: an order-independent content digest kept up to date at apply
+    /// time (anti-entropy compares it across replicas at equal applied indexes).
+    content: u64,
     /// Live slots in id order as of `generation` (`None` after a write until a scroll rebuilds it).
     id_order: Mutex<Option<Arc<Vec<u32>>>>,
     /// The generation the previous scroll page saw: a page that sees the same one builds `id_order`.
@@ -325,6 +330,7 @@ impl Inner {
             max_version: Version::ZERO,
             dedup: DedupTable::new(),
             generation: 0,
+            content: 0,
             id_order: Mutex::new(None),
             scrolled_generation: AtomicU64::new(u64::MAX),
         }
@@ -360,11 +366,13 @@ impl Inner {
     fn kill(&mut self, slot: u32) -> Slot {
         let s = &mut self.slots[slot as usize];
         self.alive[slot as usize] = false;
+        self.content = self.content.wrapping_sub(s.hash);
         Slot {
             id: std::mem::replace(&mut s.id, PointId::Int(0)),
             version: s.version,
             payload: s.payload.take(),
             key_versions: s.key_versions.take(),
+            hash: std::mem::take(&mut s.hash),
         }
     }
 
@@ -413,7 +421,9 @@ impl Inner {
                 self.ids.insert(id.clone(), slot);
             }
         }
-        self.slots.push(Slot { id, version, payload: payload.map(Arc::new), key_versions });
+        let hash = slot_hash(&id, version, self.arena.get(slot), payload.as_ref());
+        self.content = self.content.wrapping_add(hash);
+        self.slots.push(Slot { id, version, payload: payload.map(Arc::new), key_versions, hash });
         self.alive.push(true);
     }
 
@@ -458,6 +468,10 @@ impl Inner {
                 payload.insert(k.clone(), v.clone());
             }
         }
+        let s = &self.slots[slot as usize];
+        let hash = slot_hash(&s.id, s.version, self.arena.get(slot), s.payload.as_deref());
+        self.content = self.content.wrapping_sub(s.hash).wrapping_add(hash);
+        self.slots[slot as usize].hash = hash;
         out.applied += 1;
     }
 
@@ -784,33 +798,15 @@ impl ShardStore {
         sel.into_iter().map(|(_, s)| g.record(s, with_vectors)).collect()
     }
 
-    /// Content digest of the live points: xxh3 over (id, version, patched key versions) in id order.
-    /// Replicas that applied the same writes have equal digests.
+    /// Content digest of the live points (id, version, vector, payload of each), maintained at apply time:
+    /// O(1), and independent of slot layout, so replicas holding the same points have equal digests however
+    /// they got them (log replay, snapshot install, reopen).
     pub fn digest(&self) -> u64 {
         let g = self.inner.read();
-        let mut sel: Vec<(&PointId, u32)> = g.ids.iter().map(|(id, &s)| (id, s)).collect();
-        sel.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        let mut buf = Vec::with_capacity(64);
-        for (id, s) in sel {
-            buf.clear();
-            put_id(&mut buf, id);
-            let slot = &g.slots[s as usize];
-            put_version(&mut buf, slot.version);
-            if let Some(kv) = &slot.key_versions {
-                let mut keys: Vec<(&String, &Version)> = kv.iter().collect();
-                keys.sort_unstable();
-                put_u32(&mut buf, keys.len() as u32);
-                for (k, v) in keys {
-                    put_bytes(&mut buf, k.as_bytes());
-                    put_version(&mut buf, *v);
-                }
-            } else {
-                put_u32(&mut buf, 0);
-            }
-            h.update(&buf);
-        }
-        h.digest()
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&g.content.to_le_bytes());
+        b[8..].copy_from_slice(&(g.ids.len() as u64).to_le_bytes());
+        xxhash_rust::xxh3::xxh3_64(&b)
     }
 
     /// The `k` nearest live points to each of `nq` queries (row-major in `queries`), ascending by
@@ -1194,6 +1190,71 @@ fn count_upserts(ops: &[WriteOp]) -> usize {
     ops.iter().filter(|o| matches!(o, WriteOp::Upsert { .. })).count()
 }
 
+/// The content hash of a live point: id, version, vector (as stored) and payload, with xxh3. Payload values
+/// are hashed structurally (type tags, lengths, object keys in map order), so equal payloads hash equal.
+fn slot_hash(id: &PointId, version: Version, vector: &[f32], payload: Option<&Payload>) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut head = Vec::with_capacity(32);
+    put_id(&mut head, id);
+    put_version(&mut head, version);
+    h.update(&head);
+    for x in vector {
+        h.update(&x.to_bits().to_le_bytes());
+    }
+    match payload {
+        None => h.update(&[0]),
+        Some(p) => {
+            h.update(&[1]);
+            hash_object(p, &mut h);
+        }
+    }
+    h.digest()
+}
+
+fn hash_object(m: &Payload, h: &mut xxhash_rust::xxh3::Xxh3) {
+    h.update(&(m.len() as u64).to_le_bytes());
+    for (k, v) in m {
+        h.update(&(k.len() as u64).to_le_bytes());
+        h.update(k.as_bytes());
+        hash_value(v, h);
+    }
+}
+
+fn hash_value(v: &Value, h: &mut xxhash_rust::xxh3::Xxh3) {
+    match v {
+        Value::Null => h.update(&[0]),
+        Value::Bool(b) => h.update(&[1, u8::from(*b)]),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                h.update(&[2]);
+                h.update(&i.to_le_bytes());
+            } else if let Some(u) = n.as_u64() {
+                h.update(&[3]);
+                h.update(&u.to_le_bytes());
+            } else {
+                h.update(&[4]);
+                h.update(&n.as_f64().unwrap_or(f64::NAN).to_bits().to_le_bytes());
+            }
+        }
+        Value::String(s) => {
+            h.update(&[5]);
+            h.update(&(s.len() as u64).to_le_bytes());
+            h.update(s.as_bytes());
+        }
+        Value::Array(a) => {
+            h.update(&[6]);
+            h.update(&(a.len() as u64).to_le_bytes());
+            for x in a {
+                hash_value(x, h);
+            }
+        }
+        Value::Object(m) => {
+            h.update(&[7]);
+            hash_object(m, h);
+        }
+    }
+}
+
 fn op_key(op: &WriteOp) -> (&PointId, Version) {
     match op {
         WriteOp::Upsert { id, version, .. }
@@ -1518,6 +1579,7 @@ impl ShardStore {
                         version: Version::ZERO,
                         payload: None,
                         key_versions: None,
+                        hash: 0,
                     });
                     inner.alive.push(false);
                 }
@@ -1546,7 +1608,7 @@ impl ShardStore {
                     if inner.ids.insert(id.clone(), slot as u32).is_some() {
                         return Err(corrupt(format!("id {id} is live in two slots")));
                     }
-                    inner.slots.push(Slot { id, version, payload: payload.map(Arc::new), key_versions });
+                    inner.slots.push(Slot { id, version, payload: payload.map(Arc::new), key_versions, hash: 0 });
                     inner.alive.push(true);
                 }
                 f => return Err(corrupt(format!("bad slot flag {f} in slot {slot}"))),
@@ -1587,6 +1649,14 @@ impl ShardStore {
             return Err(corrupt(format!("{} unexpected bytes after META", meta.len() - d.p)));
         }
         inner.arena = VectorArena::from_vec(dim, data);
+        for slot in 0..n {
+            if inner.alive[slot] {
+                let s = &inner.slots[slot];
+                let hash = slot_hash(&s.id, s.version, inner.arena.get(slot as u32), s.payload.as_deref());
+                inner.content = inner.content.wrapping_add(hash);
+                inner.slots[slot].hash = hash;
+            }
+        }
 
         // A flat store keeps the watermark as written (it is meaningless there, but re-snapshots stay identical).
         let mut indexed = mark as usize;
@@ -2159,6 +2229,48 @@ mod tests {
         assert_ne!(snapshot_bytes(&s), expected);
         let r = ShardStore::read_snapshot(s.config().clone(), &mut got.as_slice()).unwrap();
         assert_eq!(r.count(), 50);
+    }
+
+    #[test]
+    fn the_incremental_digest_follows_content_not_history() {
+        let a = ShardStore::new(cfg(2, Metric::L2, IndexConfig::Flat));
+        let mut rng = Rng(11);
+        for round in 0..300u64 {
+            let id = rng.next() % 40;
+            let op = match rng.next() % 4 {
+                0 => del(id, 10 + round),
+                1 => patch(id, 10 + round, json!({"k": round % 3, "nested": {"a": [1, 2.5, "x"]}})),
+                _ => up(id, 10 + round, vec![rng.unit(), rng.unit()], Some(json!({"r": round}))),
+            };
+            a.apply(&batch(vec![op]));
+        }
+        // a copy through a snapshot (slots compacted, hashes recomputed) has the same digest
+        let bytes = snapshot_bytes(&a);
+        let b = ShardStore::read_snapshot(a.config().clone(), &mut bytes.as_slice()).unwrap();
+        assert_eq!(a.digest(), b.digest());
+        // the same points written in another order, through other slots: same digest
+        let c = ShardStore::new(cfg(2, Metric::L2, IndexConfig::Flat));
+        let recs: Vec<PointRecord> = a.scroll(None, usize::MAX, None, true);
+        for r in recs.iter().rev() {
+            c.apply(&batch(vec![WriteOp::Upsert {
+                id: r.id.clone(),
+                version: r.version,
+                vector: r.vector.clone(),
+                payload: r.payload.clone(),
+            }]));
+        }
+        assert_eq!(c.count(), a.count());
+        assert_eq!(c.digest(), a.digest());
+        // any difference in a payload value, a vector or a version shows
+        let some = recs[0].clone();
+        let d = ShardStore::read_snapshot(a.config().clone(), &mut bytes.as_slice()).unwrap();
+        d.apply(&batch(vec![WriteOp::PatchPayload {
+            id: some.id.clone(),
+            version: Version::new(some.version.hlc + 1, 0),
+            patch: json!({"r": -1}).as_object().unwrap().clone(),
+        }]));
+        assert_ne!(d.digest(), a.digest());
+        assert_ne!(ShardStore::new(cfg(2, Metric::L2, IndexConfig::Flat)).digest(), a.digest());
     }
 
     #[test]

@@ -19,7 +19,8 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
     let cfg = match NodeConfig::from_args_and_env(&args) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("shoal-node: {e}\n\n{}", config::USAGE);
+            // The error last: log tails (e.g. Cluster.local's startup errors) show it.
+            eprintln!("{}\n\nshoal-node: {e}", config::USAGE);
             return 2;
         }
     };

@@ -201,6 +201,19 @@ impl Client {
         block_on(py, async move { c.set_faults(blocked, t).await })
     }
 
+    #[pyo3(signature = (collection, shard, timeout = None))]
+    fn diverge_replica(
+        &self,
+        py: Python<'_>,
+        collection: String,
+        shard: u32,
+        timeout: Option<f64>,
+    ) -> PyResult<String> {
+        let t = timeout_of(timeout)?;
+        let c = self.inner.clone();
+        block_on(py, async move { c.diverge_replica(&collection, shard, t).await })
+    }
+
     #[pyo3(signature = (offset_ms, timeout = None))]
     fn skew_clock(&self, py: Python<'_>, offset_ms: i64, timeout: Option<f64>) -> PyResult<i64> {
         let t = timeout_of(timeout)?;

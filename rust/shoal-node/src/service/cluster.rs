@@ -132,6 +132,15 @@ impl Cluster for ClusterService {
         Ok(Response::new(v1::SkewClockResponse { offset_ms }))
     }
 
+    async fn diverge_replica(
+        &self,
+        req: Request<v1::DivergeReplicaRequest>,
+    ) -> Result<Response<v1::DivergeReplicaResponse>, Status> {
+        let r = req.get_ref();
+        let id = self.engine.diverge_replica(&r.collection, r.shard).map_err(status)?;
+        Ok(Response::new(v1::DivergeReplicaResponse { id }))
+    }
+
     async fn remove_node(
         &self,
         req: Request<v1::RemoveNodeRequest>,
