@@ -109,6 +109,14 @@ impl GroupOptions {
             // A node that was partitioned or paused must not disrupt a healthy leader by campaigning
             // with a higher term when it comes back: it first asks whether it could win.
             enable_pre_vote: Some(true),
+            // A follower whose disk lost the tail of its log (a torn record truncated at start-up, an
+            // fsync the disk did not honour) answers the leader with a conflict below what it had
+            // acknowledged. Without this the leader keeps probing above the lost entries and the
+            // replica stays behind for as long as that leader lives (the fault matrix's `damage`
+            // scenario: a 6-byte truncated segment left a replica 462 entries behind for 90 s+).
+            // With it the leader restarts its search for the follower's last matching entry and
+            // re-sends what is missing; a quorum-accepted commit point is never lowered.
+            allow_log_reversion: Some(true),
             ..Default::default()
         };
         config.validate().map_err(|e| Error::InvalidArgument(format!("raft config: {e}")))
