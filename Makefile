@@ -20,7 +20,7 @@ PY_TARGET    := $(CURDIR)/target-py
 PYTEST_ARGS  ?=
 DEMO_ARGS    ?=
 
-.PHONY: help venv develop build test test-rust test-py verify fmt-check clippy fix bench demo faults clean
+.PHONY: help venv develop develop-test build test test-rust test-py verify fmt-check clippy fix bench demo faults clean
 
 help:
 	@sed -n '2,11p' Makefile | sed 's/^# \{0,1\}//'
@@ -46,8 +46,9 @@ build:
 	$(CARGO) build --release -p shoal-node
 
 # Default members: every crate but the pyo3 cdylib (its test harness cannot link with extension-module).
+# `make test` uses the `ci` profile (Cargo.toml) for both cargo's tests and the extension, in one target dir.
 test-rust:
-	$(CARGO) test
+	$(CARGO) test --profile ci
 
 fmt-check:
 	$(CARGO) fmt --all --check
@@ -57,7 +58,12 @@ clippy:
 
 # --- tests --------------------------------------------------------------------------------------
 
-test-py: develop
+# The extension the Python tests load: built with the `ci` profile into target/, sharing test-rust's build.
+develop-test: venv
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(VENV)/bin:$$PATH CARGO_TARGET_DIR=$(CURDIR)/target \
+		$(VENV)/bin/maturin develop --profile ci --quiet
+
+test-py: develop-test
 	$(VPY) -m pytest tests/ $(PYTEST_ARGS)
 
 test: venv test-rust test-py
