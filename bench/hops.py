@@ -39,7 +39,7 @@ def hops() -> None:
     with shoal.Cluster.local(nodes=3) as c:
         col = c.create_collection("x", dim=8, shards=3, replication_factor=1, index="flat")
         col.upsert(np.arange(300), np.random.default_rng(0).random((300, 8)))
-        with shoal.connect(c.node(1).address) as via1:
+        with shoal.connect(c.node(1).address, credentials=c.credentials) as via1:
             c1 = via1.collection("x")
             local, remote = [], []
             for i in range(12):
@@ -75,7 +75,7 @@ def local_path() -> None:
         col.upsert(np.arange(len(X)), X)
         col.wait_indexed()
         print(f"3 nodes x RF 3, cluster client (3 addresses), session: p50 {lat(col):.3f} ms")
-        with shoal.connect(c.node(1).address) as via1:
+        with shoal.connect(c.node(1).address, credentials=c.credentials) as via1:
             c1 = via1.collection("x")
             print(f"3 nodes x RF 3, client of node 1, eventual+locality: p50 "
                   f"{lat(c1, consistency='eventual', load_balancing='locality'):.3f} ms")

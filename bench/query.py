@@ -86,7 +86,7 @@ def hedging(X: np.ndarray, Q: np.ndarray, on: bool) -> dict:
             index=shoal.HNSW(m=16, ef_construction=200),
         ).upsert(np.arange(len(X)), X, batch_size=10_000)
         cluster.collection("h").wait_indexed(timeout=3600)
-        with shoal.connect(cluster.node(1).address) as via1:
+        with shoal.connect(cluster.node(1).address, credentials=cluster.credentials) as via1:
             coll = via1.collection("h")
             base = single_latencies(coll, Q, 64, consistency="eventual")
             cluster.node(3).pause()

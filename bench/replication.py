@@ -26,7 +26,7 @@ def start_nodes(root: Path, n: int) -> tuple[list[subprocess.Popen], list[str]]:
     for i in range(1, n + 1):
         d = root / f"node-{i}"
         d.mkdir(parents=True)
-        cmd = [sys.executable, "-m", "shoal.node", "--data-dir", str(d), "--listen", "127.0.0.1:0", "--node-id", str(i)]
+        cmd = [sys.executable, "-m", "shoal.node", "--data-dir", str(d), "--listen", "127.0.0.1:0", "--node-id", str(i), "--insecure"]
         if addrs:
             cmd += ["--join", addrs[0]]
         p = subprocess.Popen(cmd, stdout=open(d / "node.log", "w"), stderr=subprocess.STDOUT)

@@ -93,7 +93,7 @@ def test_connect_to_a_running_node(shoal_cluster: shoal.Cluster) -> None:
     addr = shoal_cluster.node(1).address
     assert addr is not None
     for target in (addr, [addr], f"{addr},{addr}"):
-        other = shoal.connect(target)
+        other = shoal.connect(target, credentials=shoal_cluster.credentials)
         assert other.list_collections() == ["shared"]
         assert not other.is_local and "connected" in repr(other)
         with pytest.raises(shoal.ShoalError, match="Cluster.local"):

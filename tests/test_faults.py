@@ -34,7 +34,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import pytest
@@ -99,8 +99,9 @@ def _vec(i: int) -> np.ndarray:
 class Workload:
     """Client threads recording a register history (``reg``) and an add-only set history (``set``)."""
 
-    def __init__(self, addresses: list[str], coll_name: str, seed: int) -> None:
+    def __init__(self, addresses: list[str], coll_name: str, seed: int, credentials: Optional[shoal.Credentials]) -> None:
         self.addresses = addresses
+        self.credentials = credentials
         self.coll_name = coll_name
         self.seed = seed
         self.reg = History()
@@ -114,7 +115,7 @@ class Workload:
 
     def _client(self, p: int) -> shoal.Collection:
         k = p % len(self.addresses)
-        c = shoal.connect(self.addresses[k:] + self.addresses[:k])
+        c = shoal.connect(self.addresses[k:] + self.addresses[:k], credentials=self.credentials)
         self.clients.append(c)
         return c.collection(self.coll_name, timeout=10)
 
@@ -286,7 +287,7 @@ def wait_green(cluster: shoal.Cluster, within: float) -> shoal.Health | None:
 
 def final_reads(w: Workload, nem: Nemesis) -> None:
     """After healing: a strong read of every register key and of every set id ever attempted (bounded retries)."""
-    with shoal.connect(w.addresses) as c:
+    with shoal.connect(w.addresses, credentials=w.credentials) as c:
         coll = c.collection(w.coll_name, timeout=10)
         deadline = time.monotonic() + FINAL_WITHIN
         for key in KEYS:
@@ -337,7 +338,7 @@ def test_fault_matrix(shoal_cluster: shoal.Cluster, sc: Scenario, round_: int) -
     data_dir = shoal_cluster.data_dir
     assert data_dir is not None
 
-    w = Workload(shoal_cluster.addresses, coll.name, seed)
+    w = Workload(shoal_cluster.addresses(), coll.name, seed, shoal_cluster.credentials)
     out = Outcome(sc.name, seed, DURATION)
     nem.log("scenario", f"{sc.name} seed {seed} for {DURATION:g} s")
     t0 = time.monotonic()

@@ -244,7 +244,7 @@ def test_the_only_replica_damaged_refuses_with_a_storage_error(shoal_cluster: sh
     node.start(timeout=60)
     # The truncation hit the last write batch (50 points): exactly those are gone, the rest serves again. (A new
     # client: this one's session token points at the lost write, which a session read would wait for.)
-    with shoal.connect(shoal_cluster.addresses) as fresh:
+    with shoal.connect(shoal_cluster.addresses(), credentials=shoal_cluster.credentials) as fresh:
         c2 = fresh.collection("single")
         assert _wait("the salvaged shard serves", lambda: c2.count(timeout=5) == N - 50)
         got = c2.get(np.arange(N - 50), timeout=10)
@@ -264,6 +264,6 @@ def test_anti_entropy_rebuilds_a_replica_that_diverged_silently(shoal_cluster: s
     log_has = lambda text: text in node.log_path.read_text(errors="replace")  # noqa: E731
     _wait("anti-entropy notices the divergence", lambda: log_has("anti-entropy"), within=30)
     _wait("the diverged replica is rebuilt from its peers", lambda: log_has("rebuilt from its peers") and _healed(coll))
-    with shoal.connect(node.address) as c:
+    with shoal.connect(node.address, credentials=shoal_cluster.credentials) as c:
         got = c.collection("drift").get([changed], consistency="eventual", timeout=10)
         assert "_diverged" not in got.payloads[0], "node 3 serves the peers' content again"

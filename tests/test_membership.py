@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from collections import Counter
 
 import numpy as np
@@ -100,7 +101,7 @@ def test_add_node_moves_replicas_onto_it_and_every_point_stays_readable(shoal_cl
     np.testing.assert_allclose(after.distances, before.distances, rtol=1e-6)
     _check_present(coll, ids)
     # and node 4 serves them itself
-    with shoal.connect(node4.address) as c:
+    with shoal.connect(node4.address, credentials=shoal_cluster.credentials) as c:
         got = c.collection("grow").get(ids, consistency="eventual", timeout=10)
         on4 = [s.id for s in shards if 4 in s.nodes]
         assert on4
@@ -254,12 +255,19 @@ def test_remove_node_with_drain_moves_every_replica_off_it_first(shoal_cluster: 
     assert coll.upsert([50_000], _vecs([50_000])) == 1
 
 
+# The CA of the cluster under test (health checks need TLS, not a key); set by the test.
+_CA: list[bytes] = []
+
+
 def _grpc_health(address: str) -> str:
-    """`grpc.health.v1.Health/Check` of the whole server (service "") at `address`, through grpcio: the
-    request is an empty message; the reply holds one enum field (1 = SERVING, 2 = NOT_SERVING)."""
+    """`grpc.health.v1.Health/Check` of the whole server (service "") at `address`, through grpcio over TLS
+    (no API key: health is open): the request is an empty message; the reply holds one enum field (1 =
+    SERVING, 2 = NOT_SERVING)."""
     import grpc
 
-    with grpc.insecure_channel(address, options=[("grpc.enable_http_proxy", 0)]) as ch:
+    opts = [("grpc.enable_http_proxy", 0), ("grpc.ssl_target_name_override", "shoal-node")]
+    creds = grpc.ssl_channel_credentials(root_certificates=_CA[0])
+    with grpc.secure_channel(address, creds, options=opts) as ch:
         check = ch.unary_unary("/grpc.health.v1.Health/Check")  # raw bytes in and out
         reply = check(b"", timeout=5)
     status = reply[1] if len(reply) >= 2 and reply[0] == 0x08 else 0
@@ -279,6 +287,9 @@ def _wait_health(address: str, want: str, within: float = 20.0) -> str:
 
 @pytest.mark.shoal(nodes=4, node_args=_SLOW_SNAPSHOTS)
 def test_grpc_health_is_not_serving_while_a_node_drains_and_after_it_left(shoal_cluster: shoal.Cluster) -> None:
+    creds = shoal_cluster.credentials
+    assert creds is not None and creds.ca_cert is not None
+    _CA[:] = [Path(creds.ca_cert).read_bytes()]
     coll = shoal_cluster.create_collection("hc", dim=DIM, metric="l2", shards=4, replication_factor=2, index="flat")
     _wait_shards(coll, lambda ss: all(s.leader is not None for s in ss), "every shard should get a leader")
     ids = _fill(coll, 20_000)
@@ -294,7 +305,7 @@ def test_grpc_health_is_not_serving_while_a_node_drains_and_after_it_left(shoal_
 
     def remove() -> None:
         try:
-            with shoal.connect(addr[other]) as c:
+            with shoal.connect(addr[other], credentials=shoal_cluster.credentials) as c:
                 result["moves"] = c.remove_node(victim, drain=True, timeout=120)
         except BaseException as e:  # reported below
             result["error"] = e

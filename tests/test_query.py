@@ -225,7 +225,7 @@ def test_eventual_reads_spread_by_strategy(shoal_cluster: shoal.Cluster) -> None
     coll = shoal_cluster.create_collection("lb", dim=DIM, shards=1, replication_factor=3, index="flat")
     data = clustered(2000, DIM, seed=41)
     coll.upsert(np.arange(2000), data)
-    via1 = shoal.connect(shoal_cluster.node(1).address)
+    via1 = shoal.connect(shoal_cluster.node(1).address, credentials=shoal_cluster.credentials)
     try:
         c1 = via1.collection("lb")
         queries = clustered(30, DIM, seed=42)
@@ -271,7 +271,7 @@ def test_hedging_answers_around_a_paused_replica(shoal_cluster: shoal.Cluster) -
     coll = shoal_cluster.create_collection("h", dim=DIM, shards=2, replication_factor=3, index="flat")
     data = clustered(4000, DIM, seed=51)
     coll.upsert(np.arange(4000), data)
-    via1 = shoal.connect(shoal_cluster.node(1).address)
+    via1 = shoal.connect(shoal_cluster.node(1).address, credentials=shoal_cluster.credentials)
     try:
         c1 = via1.collection("h")
         queries = clustered(40, DIM, seed=52)

@@ -203,7 +203,7 @@ def test_partition_validates_its_groups(shoal_cluster: shoal.Cluster) -> None:
         shoal_cluster.partition([1], [1])
     with pytest.raises(shoal.InvalidArgument, match="groups\\[0\\]"):
         shoal_cluster.partition(1)  # type: ignore[arg-type]
-    with shoal.connect(shoal_cluster.addresses) as other:
+    with shoal.connect(shoal_cluster.addresses(), credentials=shoal_cluster.credentials) as other:
         with pytest.raises(shoal.ShoalError, match="Cluster.local"):
             other.partition([1])
 
@@ -359,7 +359,7 @@ def test_session_read_sees_own_eventual_write(shoal_cluster: shoal.Cluster) -> N
     shard = _wait_shards(shoal_cluster.collection("sess"), _have_leaders(3), "the shard should get a leader")[0]
     # talk to a node that does not lead the shard: the read may be served by a follower
     node = next(n for n in shard.nodes if n != shard.leader)
-    with shoal.connect(shoal_cluster.node(node).address) as c:
+    with shoal.connect(shoal_cluster.node(node).address, credentials=shoal_cluster.credentials) as c:
         coll = c.collection("sess")
         fixed = np.array([10_000])
         for i in range(30):
@@ -434,13 +434,13 @@ def test_a_paused_node_never_serves_stale_strong_reads(shoal_cluster: shoal.Clus
     handle.pause()
     try:
         time.sleep(2.0)  # far beyond the election timeout (150-300 ms)
-        with shoal.connect([shoal_cluster.node(i).address for i in others]) as rest:
+        with shoal.connect([shoal_cluster.node(i).address for i in others], credentials=shoal_cluster.credentials) as rest:
             rc = rest.collection("pause")
             _retry("write new values while a node is paused", lambda: rc.upsert(ids, _vecs(ids, gen=1), timeout=5))
     finally:
         handle.resume()
 
-    with shoal.connect(handle.address) as c:
+    with shoal.connect(handle.address, credentials=shoal_cluster.credentials) as c:
         pc = c.collection("pause")
         # the first strong read through the resumed node must already see the new values
         for attempt in range(40):
@@ -460,7 +460,7 @@ def test_a_paused_node_never_serves_stale_strong_reads(shoal_cluster: shoal.Clus
         new = np.arange(1000, 1100)
         _retry("write through the resumed node", lambda: pc.upsert(new, _vecs(new, gen=2), timeout=5))
     for i in others:
-        with shoal.connect(shoal_cluster.node(i).address) as c:
+        with shoal.connect(shoal_cluster.node(i).address, credentials=shoal_cluster.credentials) as c:
             got = c.collection("pause").get(new, consistency="strong", timeout=10)
             assert got.missing == [], f"node {i} does not see writes made through node {paused}"
             np.testing.assert_allclose(got.vectors, _vecs(new, gen=2), rtol=1e-6)
@@ -474,8 +474,8 @@ def test_partition_minority_refuses_quorum_writes_then_heals(shoal_cluster: shoa
     ids = np.arange(300)
     assert coll.upsert(ids, _vecs(ids)) == 300
 
-    c1 = shoal.connect(shoal_cluster.node(1).address)
-    c2 = shoal.connect(shoal_cluster.node(2).address)
+    c1 = shoal.connect(shoal_cluster.node(1).address, credentials=shoal_cluster.credentials)
+    c2 = shoal.connect(shoal_cluster.node(2).address, credentials=shoal_cluster.credentials)
     try:
         minority, majority = c1.collection("part"), c2.collection("part")
         shoal_cluster.partition([1], [2, 3])

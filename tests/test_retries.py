@@ -64,7 +64,7 @@ def test_a_retry_through_another_node_never_overwrites_a_newer_write(shoal_clust
 
     def client_a() -> None:
         # A knows X first, then the leader: when X dies its client fails over and re-sends v1.
-        with shoal.connect([addr[x], addr[leader]]) as a:
+        with shoal.connect([addr[x], addr[leader]], credentials=shoal_cluster.credentials) as a:
             try:
                 outcome["result"] = a.collection("register").upsert(
                     [KEY], _vec(1), payloads=[{"v": 1}], consistency="strong", timeout=12
@@ -72,7 +72,7 @@ def test_a_retry_through_another_node_never_overwrites_a_newer_write(shoal_clust
             except shoal.ShoalError as e:
                 outcome["error"] = e
 
-    with shoal.connect([addr[leader]]) as other:
+    with shoal.connect([addr[leader]], credentials=shoal_cluster.credentials) as other:
         reader = other.collection("register")
         a_thread = threading.Thread(target=client_a, daemon=True)
         a_thread.start()
@@ -123,14 +123,14 @@ def test_a_paused_coordinator_fails_over_and_the_retry_applies_once(shoal_cluste
     x = next(n for n in shard.nodes if n != shard.leader)
     shoal_cluster.node(x).pause()
     try:
-        with shoal.connect([addr[x], addr[shard.leader]], connect_timeout=5) as a:
+        with shoal.connect([addr[x], addr[shard.leader]], connect_timeout=5, credentials=shoal_cluster.credentials) as a:
             # The call must not sit on the paused node until its deadline: it fails over and succeeds.
             assert a.collection("counter").upsert([KEY], _vec(1), payloads=[{"v": 1}], timeout=15) == 1
             got = a.collection("counter").get([KEY], consistency="strong", timeout=10)
             assert got.payloads[0]["v"] == 1
     finally:
         shoal_cluster.node(x).resume()
-    with shoal.connect([addr[shard.leader]]) as b:
+    with shoal.connect([addr[shard.leader]], credentials=shoal_cluster.credentials) as b:
         c = b.collection("counter")
         assert c.upsert([KEY], _vec(2), payloads=[{"v": 2}]) == 1
         time.sleep(1.0)  # give a late copy from the resumed node time to arrive (it must not win)

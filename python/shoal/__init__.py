@@ -13,7 +13,7 @@ See DESIGN.md §8 for the full contract.
 
 from __future__ import annotations
 
-from .cluster import Cluster, Health, Node, NodeHandle, connect
+from .cluster import ApiKey, Cluster, Credentials, Health, Node, NodeHandle, connect
 from .collection import Collection, Query
 from .errors import (
     Cancelled,
@@ -25,6 +25,8 @@ from .errors import (
     ShardUnavailable,
     ShoalError,
     StorageError,
+    Unauthenticated,
+    PermissionDenied,
     Timeout,
 )
 from .index import HNSW, Flat
@@ -51,6 +53,8 @@ __version__ = _version()
 __all__ = [
     "Cluster",
     "connect",
+    "Credentials",
+    "ApiKey",
     "Collection",
     "Query",
     "SearchResult",
@@ -72,5 +76,7 @@ __all__ = [
     "ShardUnavailable",
     "NodeUnavailable",
     "StorageError",
+    "Unauthenticated",
+    "PermissionDenied",
     "__version__",
 ]

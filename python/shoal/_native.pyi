@@ -19,7 +19,20 @@ class Client:
     tokens of its own acknowledged writes, per collection, and sends them with every get/count/search, so that
     `session` reads see this client's writes."""
 
-    def __init__(self, addresses: Sequence[str], connect_timeout: float = 10.0) -> None: ...
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        connect_timeout: float = 10.0,
+        api_key: Optional[str] = None,
+        tls_ca_pem: Optional[bytes] = None,
+    ) -> None:
+        """api_key is sent as a bearer token with every call; tls_ca_pem (the cluster CA, PEM) switches to TLS
+        and verifies the nodes against it. Both None: an --insecure cluster."""
+    def create_api_key(self, role: str, name: str = "", timeout: Optional[float] = None) -> tuple[str, str]:
+        """(name, key) of a new key with role "read", "write" or "admin"; the key is returned only here."""
+    def revoke_api_key(self, name: str, timeout: Optional[float] = None) -> bool: ...
+    def list_api_keys(self, timeout: Optional[float] = None) -> list[tuple[str, str]]:
+        """(name, role) of every key, sorted by name."""
     def addresses(self) -> list[str]: ...
     def cluster_info(self, timeout: Optional[float] = None) -> dict[str, Any]:
         """{"node_id": int, "meta_leader": int | None, "nodes": [{"id", "address", "status", "role", "zone",

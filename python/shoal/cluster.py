@@ -25,7 +25,7 @@ from .errors import CollectionNotFound, InvalidArgument, NodeUnavailable, ShoalE
 from .index import HNSW, Flat, parse_index
 from .results import Shard
 
-__all__ = ["Cluster", "connect", "Node", "NodeHandle", "Health"]
+__all__ = ["Cluster", "connect", "ApiKey", "Credentials", "Node", "NodeHandle", "Health"]
 
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -33,6 +33,58 @@ _LOG_TAIL_LINES = 40
 
 
 # --- public value objects -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How a client reaches a secure cluster: the cluster CA certificate (a PEM file: the nodes' TLS
+    certificates are checked against it) and an API key (sent as ``authorization: Bearer <key>``).
+
+    A local cluster's are in ``cluster.credentials``; pass them on with
+    ``shoal.connect(addresses, api_key=creds.api_key, tls_ca=creds.ca_cert)``. The key is not shown by
+    ``repr``."""
+
+    ca_cert: Optional[Path]
+    api_key: Optional[str] = field(default=None, repr=False)
+
+    def _native_kwargs(self) -> dict[str, Any]:
+        pem = None
+        if self.ca_cert is not None:
+            try:
+                pem = Path(self.ca_cert).read_bytes()
+            except OSError as e:
+                raise InvalidArgument(f"tls_ca: cannot read the CA certificate {str(self.ca_cert)!r}: {e}") from e
+        return {"api_key": self.api_key, "tls_ca_pem": pem}
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key as the cluster lists it: its name and role (``"read"`` < ``"write"`` < ``"admin"``),
+    never the key itself (the cluster keeps only its SHA-256 hash)."""
+
+    name: str
+    role: str
+
+
+class NewApiKey(str):
+    """The key ``Cluster.create_api_key`` returns: a ``str`` (the secret, shown only this once) that also
+    carries the key's ``name`` (to revoke it) and ``role``."""
+
+    name: str
+    role: str
+
+    def __new__(cls, key: str, name: str, role: str) -> "NewApiKey":
+        obj = super().__new__(cls, key)
+        obj.name = name
+        obj.role = role
+        return obj
+
+
+def _client(addresses: Sequence[str], creds: Optional[Credentials], connect_timeout: float = 10.0) -> Any:
+    """A native client for ``addresses`` with ``creds`` (None: an --insecure cluster)."""
+    kw = creds._native_kwargs() if creds is not None else {}
+    return native().Client(list(addresses), connect_timeout=connect_timeout, **kw)
+
 
 
 @dataclass
@@ -105,8 +157,19 @@ class _NodeProc:
         extra_args: Sequence[str],
         env: dict[str, str],
         join: Optional[str] = None,
+        certs_dir: Optional[Path] = None,
+        creds: Optional[Credentials] = None,
+        fault_injection: bool = True,
+        host: str = "127.0.0.1",
     ) -> None:
         self.node_id = node_id
+        # The loopback address the node listens on.
+        self.host = host
+        # Secure nodes: the directory of ``shoal-node certs`` (CA, node-<id>.pem/.key, api-keys); None: --insecure.
+        self.certs_dir = certs_dir
+        # What this harness authenticates with (the admin key and the CA); None for an insecure cluster.
+        self.creds = creds
+        self.fault_injection = fault_injection
         self.join = join
         self.data_dir = data_dir
         self.zone = zone
@@ -136,7 +199,7 @@ class _NodeProc:
             "--data-dir",
             str(self.data_dir),
             "--listen",
-            f"127.0.0.1:{port}",
+            f"{self.host}:{port}",
             "--node-id",
             str(self.node_id),
         ]
@@ -146,6 +209,18 @@ class _NodeProc:
             cmd += ["--log-level", self.log_level]
         if self.join:
             cmd += ["--join", self.join]
+        if self.certs_dir is not None:
+            d = self.certs_dir
+            cmd += [
+                "--tls-cert", str(d / f"node-{self.node_id}.pem"),
+                "--tls-key", str(d / f"node-{self.node_id}.key"),
+                "--tls-ca", str(d / "ca.pem"),
+                "--api-keys", str(d / "api-keys"),
+            ]  # fmt: skip
+        else:
+            cmd += ["--insecure"]
+        if self.fault_injection:
+            cmd += ["--enable-fault-injection"]
         return cmd + self.extra_args
 
     def launch(self, port: int) -> None:
@@ -294,21 +369,20 @@ class _NodeProc:
             return self.proc.returncode
 
 
-def _node_client(address: str, timeout: float = 5.0) -> Any:
+def _node_client(address: str, creds: Optional[Credentials], timeout: float = 5.0) -> Any:
     """A native client bound to one node only (no failover): for requests that target that node."""
-    return native().Client([address], connect_timeout=timeout)
+    return _client([address], creds, connect_timeout=timeout)
 
 
 def _check_ready(address: str, deadline: float, proc: _NodeProc, timeout: float) -> Any:
     """Connects a client to ``address`` and waits until ``cluster_info`` answers."""
-    n = native()
     last: Optional[BaseException] = None
     client = None
     while True:
         remaining = deadline - time.monotonic()
         try:
             if client is None:
-                client = n.Client([address], connect_timeout=max(0.5, min(5.0, remaining)))
+                client = _client([address], proc.creds, connect_timeout=max(0.5, min(5.0, remaining)))
             client.cluster_info(timeout=max(0.5, min(5.0, remaining)))
             return client
         except ShoalError as e:
@@ -429,6 +503,29 @@ def _child_env() -> dict[str, str]:
     return env
 
 
+def _ensure_certs(certs_dir: Path, node_ids: Iterable[int], env: dict[str, str]) -> Credentials:
+    """Makes (once) the CA, the admin key and the key file of a local secure cluster in ``certs_dir``, and a
+    certificate for each of ``node_ids`` that has none yet (``shoal-node certs``); returns the credentials."""
+    ids = list(node_ids)
+    have_ca = (certs_dir / "ca.pem").exists() and (certs_dir / "ca.key").exists()
+    missing = [i for i in ids if not (certs_dir / f"node-{i}.pem").exists()]
+    if not have_ca or missing:
+        certs_dir.mkdir(parents=True, exist_ok=True)
+        targets = ids if not have_ca else missing
+        cmd = [sys.executable, "-m", "shoal.node", "certs", "--out", str(certs_dir)]
+        cmd += ["--node-ids", ",".join(str(i) for i in targets)]
+        if have_ca:
+            cmd += ["--ca-dir", str(certs_dir)]
+        r = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise ShoalError(f"making the local cluster's certificates failed ({' '.join(cmd)}):\n{r.stderr.strip()}")
+    try:
+        key = (certs_dir / "admin.key").read_text().strip()
+    except OSError as e:
+        raise ShoalError(f"the local cluster's admin key {certs_dir / 'admin.key'} is unreadable: {e}") from e
+    return Credentials(certs_dir / "ca.pem", key)
+
+
 class _LocalState:
     """What a local cluster must clean up: node processes and (maybe) its temp dir. Referenced by a
     ``weakref.finalize``, so it must never point back at the Cluster."""
@@ -544,7 +641,7 @@ class NodeHandle:
         back, so that the replica silently diverges from its peers (what a memory or disk error would do).
         Anti-entropy notices within seconds and rebuilds it. Returns the changed point's id."""
         self._cluster._check_open()
-        return str(_node_client(self._proc.address).diverge_replica(str(collection), int(shard), timeout=5.0))
+        return str(_node_client(self._proc.address, self._proc.creds).diverge_replica(str(collection), int(shard), timeout=5.0))
 
     def skew_clock(self, offset_ms: int) -> None:
         """Runs this node's clock ``offset_ms`` milliseconds ahead of (negative: behind) the machine's clock
@@ -553,7 +650,7 @@ class NodeHandle:
         self._cluster._check_open()
         if not isinstance(offset_ms, int) or isinstance(offset_ms, bool):
             raise InvalidArgument(f"offset_ms must be an int, got {offset_ms!r}")
-        _node_client(self._proc.address).skew_clock(offset_ms, timeout=5.0)
+        _node_client(self._proc.address, self._proc.creds).skew_clock(offset_ms, timeout=5.0)
 
     def __repr__(self) -> str:
         state = "paused" if self.paused else ("running" if self.running else "stopped")
@@ -567,9 +664,16 @@ class Cluster:
     """A Shoal cluster: ``Cluster.local(...)`` for local node processes, ``shoal.connect(...)`` for an
     existing one. Use as a context manager, or call ``close()``."""
 
-    def __init__(self, client: Any, addresses: Sequence[str], _local: Optional[_LocalState] = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        addresses: Sequence[str],
+        _local: Optional[_LocalState] = None,
+        _creds: Optional[Credentials] = None,
+    ) -> None:
         self._client = client
         self._addresses = list(addresses)
+        self._creds = _creds
         self._local = _local
         self._finalizer = weakref.finalize(self, _local.shutdown) if _local is not None else None
 
@@ -586,6 +690,9 @@ class Cluster:
         startup_timeout: float = STARTUP_TIMEOUT,
         node_args: Iterable[str] = (),
         load_balancing: Optional[str] = None,
+        secure: bool = True,
+        fault_injection: bool = True,
+        hosts: Optional[Sequence[str]] = None,
     ) -> "Cluster":
         """Starts ``nodes`` real node processes on loopback ports and waits until the cluster has formed.
 
@@ -599,12 +706,26 @@ class Cluster:
         group). ``zones``: one zone name per node. ``node_args``: extra flags for every node. Node ids are
         1..=nodes. ``load_balancing``: how reads pick among replicas when a call does not say
         (``"least_loaded"`` (the nodes' default), ``"round_robin"`` or ``"locality"``).
+
+        ``secure`` (default True): the nodes run as a production cluster would, with TLS on every
+        connection (mutual TLS between nodes) and API keys: a CA, one certificate per node and an admin key
+        are made in ``DATA_DIR/certs`` (kept across restarts from the same data dir); this object
+        authenticates with them, and ``cluster.credentials`` hands them to other clients.
+        ``secure=False`` starts the nodes with ``--insecure`` (plaintext, no authentication).
+        ``fault_injection`` (default True): the nodes expose the test-only fault-injection methods that
+        ``partition()``, ``NodeHandle.skew_clock()`` and ``NodeHandle.diverge_replica()`` use. ``hosts``: one
+        listen address per node (e.g. ``["127.0.0.2", "127.0.0.3", "127.0.0.4"]``, so that nodes differ by
+        address and not only by port); default 127.0.0.1 for every node.
         """
         nodes = cv.check_int("nodes", nodes, 1)
         if zones is not None:
             if isinstance(zones, str) or len(zones) != nodes:
                 raise InvalidArgument(f"zones must be a list of {nodes} zone names, one per node, got {zones!r}")
             zones = [str(z) for z in zones]
+        if hosts is not None:
+            if isinstance(hosts, str) or len(hosts) != nodes:
+                raise InvalidArgument(f"hosts must be a list of {nodes} addresses, one per node, got {hosts!r}")
+            hosts = [str(h) for h in hosts]
         startup_timeout = cv.check_timeout(startup_timeout, "startup_timeout") or STARTUP_TIMEOUT
         node_args = list(node_args)
         if load_balancing is not None:
@@ -623,6 +744,15 @@ class Cluster:
         env = _child_env()
         saved = _saved_ports(root)
         deadline = time.monotonic() + startup_timeout
+        certs_dir: Optional[Path] = None
+        creds: Optional[Credentials] = None
+        if secure:
+            certs_dir = root / "certs"
+            try:
+                creds = _ensure_certs(certs_dir, range(1, nodes + 1), env)
+            except BaseException:
+                state.shutdown()
+                raise
 
         def make(i: int, join: Optional[str]) -> _NodeProc:
             proc = _NodeProc(
@@ -633,6 +763,10 @@ class Cluster:
                 extra_args=list(node_args),
                 env=env,
                 join=join,
+                certs_dir=certs_dir,
+                creds=creds,
+                fault_injection=fault_injection,
+                host=hosts[i - 1] if hosts else "127.0.0.1",
             )
             state.procs[i] = proc
             return proc
@@ -641,7 +775,7 @@ class Cluster:
             first = make(1, None)
             if 1 in saved:
                 # Restart from disk: every address is known; launch all nodes, then wait for each.
-                join = f"127.0.0.1:{saved[1]}"
+                join = f"{first.host}:{saved[1]}"
                 group = [(first, saved[1])] + [(make(i, join), saved.get(i, 0)) for i in range(2, nodes + 1)]
                 _start_group(group, deadline, startup_timeout)
             else:
@@ -653,12 +787,12 @@ class Cluster:
             _save_ports(root, state.procs)
             addresses = [p.address for p in state.procs.values() if p.address]
             left = max(0.5, min(10.0, deadline - time.monotonic()))
-            client = native().Client(addresses, connect_timeout=left)
+            client = _client(addresses, creds, connect_timeout=left)
             _wait_members(client, state.procs, deadline, startup_timeout)
         except BaseException:
             state.shutdown()
             raise
-        return cls(client, addresses, _local=state)
+        return cls(client, addresses, _local=state, _creds=creds)
 
     # lifecycle
 
@@ -691,10 +825,15 @@ class Cluster:
 
     # information
 
-    @property
     def addresses(self) -> list[str]:
         """The node addresses this cluster object talks to."""
         return list(self._addresses)
+
+    @property
+    def credentials(self) -> Optional[Credentials]:
+        """The CA certificate and API key this object connects with (None: an insecure cluster). A local
+        secure cluster's key is its admin key; hand out narrower ones with ``create_api_key``."""
+        return self._creds
 
     @property
     def is_local(self) -> bool:
@@ -791,14 +930,20 @@ class Cluster:
             extra_args=list(seed.extra_args),
             env=seed.env,
             join=seed.address,
+            certs_dir=seed.certs_dir,
+            creds=seed.creds,
+            fault_injection=seed.fault_injection,
+            host=seed.host,
         )
+        if seed.certs_dir is not None:
+            _ensure_certs(seed.certs_dir, [nid], seed.env)
         local.procs[nid] = proc
         deadline = time.monotonic() + timeout
         _start(proc, 0, timeout)
         _save_ports(local.root, local.procs)
         assert proc.address is not None
         self._addresses.append(proc.address)
-        self._client = native().Client(self._addresses, connect_timeout=max(0.5, deadline - time.monotonic()))
+        self._client = _client(self._addresses, self._creds, connect_timeout=max(0.5, deadline - time.monotonic()))
         running = {i: p for i, p in local.procs.items() if p.running}
         _wait_members(self._client, running, deadline, timeout)
         return NodeHandle(self, proc)
@@ -823,7 +968,7 @@ class Cluster:
             others = [p.address for i, p in local.procs.items() if i != node_id and p.running and p.address]
             if not others:
                 raise InvalidArgument(f"node {node_id} is the last running node of this cluster")
-            client = native().Client(others)
+            client = _client(others, self._creds)
         else:
             client = self._c
         moves = int(client.remove_node(node_id, drain, timeout))
@@ -852,6 +997,28 @@ class Cluster:
         if proc is None:
             raise InvalidArgument(f"no local node with id {node_id} (ids: {sorted(local.procs)})")
         return NodeHandle(self, proc)
+
+    # API keys
+
+    def create_api_key(self, role: str, name: Optional[str] = None, timeout: Optional[float] = 10.0) -> str:
+        """Creates an API key with ``role``: ``"read"`` (search, get, count, scroll, info), ``"write"`` (also
+        upsert, delete, update_payload) or ``"admin"`` (also collections, nodes and keys). ``name`` (letters,
+        digits, ``_-.``; default a generated one) is how the key is listed and revoked. The key is returned
+        once: store it. The returned ``str`` also has ``.name`` and ``.role``. Needs an admin key."""
+        timeout = cv.check_timeout(timeout)
+        name_, key = self._c.create_api_key(str(role), "" if name is None else str(name), timeout=timeout)
+        return NewApiKey(str(key), str(name_), str(role))
+
+    def revoke_api_key(self, name: str, timeout: Optional[float] = 10.0) -> bool:
+        """Revokes the key named ``name`` (``InvalidArgument`` when no key has that name). Every node refuses
+        it once the revocation has replicated, normally well within a second. Needs an admin key."""
+        timeout = cv.check_timeout(timeout)
+        return bool(self._c.revoke_api_key(str(name), timeout=timeout))
+
+    def api_keys(self, timeout: Optional[float] = 10.0) -> list[ApiKey]:
+        """The cluster's API keys (names and roles, never the keys), sorted by name. Needs an admin key."""
+        timeout = cv.check_timeout(timeout)
+        return [ApiKey(str(n), str(r)) for n, r in self._c.list_api_keys(timeout=timeout)]
 
     # fault injection (local clusters)
 
@@ -910,7 +1077,7 @@ class Cluster:
                 local.faults_pending.add(nid)
                 continue
             try:
-                _node_client(proc.address).set_faults(local.blocked.get(nid, []), timeout=5.0)
+                _node_client(proc.address, proc.creds).set_faults(local.blocked.get(nid, []), timeout=5.0)
                 local.faults_pending.discard(nid)
             except ShoalError as e:
                 local.faults_pending.add(nid)
@@ -1000,9 +1167,22 @@ class Cluster:
         return html_table(["node", "address", "process", "log"], rows, caption=repr(self))
 
 
-def connect(addresses: Union[str, Sequence[str]], connect_timeout: float = 10.0) -> Cluster:
+def connect(
+    addresses: Union[str, Sequence[str]],
+    connect_timeout: float = 10.0,
+    *,
+    api_key: Optional[str] = None,
+    tls_ca: Union[str, os.PathLike, None] = None,
+    credentials: Optional[Credentials] = None,
+) -> Cluster:
     """Attaches to an existing cluster through one or more "host:port" addresses (comma-separated in a
-    string, or a list); requests fail over between them. No process management (``node()`` raises)."""
+    string, or a list); requests fail over between them. No process management (``node()`` raises).
+
+    A secure cluster (the default for nodes) needs ``api_key`` (sent with every call) and ``tls_ca``, the
+    cluster CA certificate (PEM file) the nodes' certificates are checked against; both default to the
+    environment variables ``SHOAL_API_KEY`` and ``SHOAL_TLS_CA``. Without a CA the connection is plaintext
+    (for nodes started with ``--insecure``). ``credentials`` (e.g. a local cluster's ``cluster.credentials``)
+    gives both at once."""
     if isinstance(addresses, str):
         addrs = [a.strip() for a in addresses.split(",") if a.strip()]
     else:
@@ -1010,6 +1190,21 @@ def connect(addresses: Union[str, Sequence[str]], connect_timeout: float = 10.0)
     if not addrs or any(not a for a in addrs):
         raise InvalidArgument(f"connect() needs at least one 'host:port' address, got {addresses!r}")
     t = cv.check_timeout(connect_timeout, "connect_timeout") or 10.0
-    client = native().Client(addrs, connect_timeout=t)
+    if credentials is not None:
+        if not isinstance(credentials, Credentials):
+            raise InvalidArgument(f"credentials must be a shoal.Credentials, got {type(credentials).__name__}")
+        if api_key is not None or tls_ca is not None:
+            raise InvalidArgument("give either credentials or api_key/tls_ca, not both")
+        api_key, tls_ca = credentials.api_key, credentials.ca_cert
+    if api_key is None:
+        api_key = os.environ.get("SHOAL_API_KEY") or None
+    if tls_ca is None:
+        tls_ca = os.environ.get("SHOAL_TLS_CA") or None
+    if api_key is not None and not isinstance(api_key, str):
+        raise InvalidArgument(f"api_key must be a str, got {type(api_key).__name__}")
+    creds = None
+    if api_key is not None or tls_ca is not None:
+        creds = Credentials(Path(tls_ca).expanduser() if tls_ca is not None else None, api_key)
+    client = _client(addrs, creds, connect_timeout=t)
     client.cluster_info(timeout=t)
-    return Cluster(client, addrs)
+    return Cluster(client, addrs, _creds=creds)

@@ -9,11 +9,14 @@
     ├── Cancelled                                   the request was cancelled
     ├── ShardUnavailable                            no eligible replica of a shard answered
     ├── NodeUnavailable      (also ConnectionError) no node could be reached (or a local node failed to start)
-    └── StorageError                                a node's disk failed: a damaged replica, a failed fsync, a full disk
+    ├── StorageError                                a node's disk failed: a damaged replica, a failed fsync, a full disk
+    ├── Unauthenticated      (also PermissionError) no API key, an unknown or revoked key, or plaintext to a TLS node
+    └── PermissionDenied     (also PermissionError) the key's role does not allow the call
 
 Did a failed write happen? (DESIGN §7; each class's docstring says the same.)
 
-- Definite, nothing was written: ``InvalidArgument``, ``CollectionNotFound``, ``CollectionExists``.
+- Definite, nothing was written: ``InvalidArgument``, ``CollectionNotFound``, ``CollectionExists``,
+  ``Unauthenticated``, ``PermissionDenied``.
 - Indeterminate, the write may or may not have been applied: ``Timeout``, ``ConsistencyError``,
   ``Cancelled``, ``ShardUnavailable``, ``NodeUnavailable`` and ``StorageError`` raised by ``upsert``,
   ``delete`` or ``update_payload``. A batch that spans several shards may be applied on some shards and not on others
@@ -38,6 +41,8 @@ __all__ = [
     "ShardUnavailable",
     "NodeUnavailable",
     "StorageError",
+    "Unauthenticated",
+    "PermissionDenied",
 ]
 
 
@@ -101,3 +106,17 @@ class StorageError(ShoalError):
 
     Indeterminate for a write: other shards of the batch, or this one before its disk failed, may have
     applied it."""
+
+
+class Unauthenticated(ShoalError, PermissionError):
+    """The node could not tell who is calling: no API key was given, the key is unknown or revoked, or a
+    plaintext client reached a node that serves TLS. Definite: nothing was changed. Not retried.
+
+    Pass the key and the cluster's CA certificate: ``shoal.connect(addresses, api_key=..., tls_ca=...)``
+    (a local cluster's are in ``cluster.credentials``)."""
+
+
+class PermissionDenied(ShoalError, PermissionError):
+    """The caller is known but its role does not allow the call: a ``read`` key writing, a ``write`` key
+    creating a collection or managing keys, a client key calling a node-to-node service. Definite: nothing
+    was changed. Not retried."""

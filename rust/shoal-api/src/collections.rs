@@ -19,6 +19,9 @@ pub struct CollectionSpec {
     pub replication_factor: u32,
 }
 
+/// Largest replication factor a collection may ask for.
+pub const MAX_REPLICATION_FACTOR: u32 = 16;
+
 /// Checks a collection name; the name is used as a directory name.
 pub fn check_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > 128 {
@@ -76,6 +79,11 @@ impl CollectionSpec {
             return Err(Error::invalid(format!("shards must be in 1..=1024, got {shards}")));
         }
         let replication_factor = if req.replication_factor == 0 { default_rf } else { req.replication_factor };
+        if replication_factor > MAX_REPLICATION_FACTOR {
+            return Err(Error::invalid(format!(
+                "replication_factor must be in 1..={MAX_REPLICATION_FACTOR}, got {replication_factor}"
+            )));
+        }
         Ok(CollectionSpec {
             name: req.name.clone(),
             shard: ShardConfig { dim, metric, id_type, index: index_from_proto(req.index.as_ref())? },
@@ -84,8 +92,26 @@ impl CollectionSpec {
         })
     }
 
-    /// Decodes a stored `CollectionInfo` (trusted: written by `to_info`).
+    /// Decodes a stored or proposed `CollectionInfo`, validated like a create request (it may come from a
+    /// peer's MetaPropose or a damaged log: the name becomes a directory, `dim` sizes every vector).
     pub fn from_info(info: &v1::CollectionInfo) -> Result<Self> {
+        check_name(&info.name)?;
+        let dim = info.dim as usize;
+        if dim == 0 || dim > MAX_DIM {
+            return Err(Error::invalid(format!("collection {:?}: dim must be in 1..={MAX_DIM}, got {dim}", info.name)));
+        }
+        if !(1..=1024).contains(&info.shards) {
+            return Err(Error::invalid(format!(
+                "collection {:?}: shards must be in 1..=1024, got {}",
+                info.name, info.shards
+            )));
+        }
+        if !(1..=MAX_REPLICATION_FACTOR).contains(&info.replication_factor) {
+            return Err(Error::invalid(format!(
+                "collection {:?}: replication_factor must be in 1..={MAX_REPLICATION_FACTOR}, got {}",
+                info.name, info.replication_factor
+            )));
+        }
         Ok(CollectionSpec {
             name: info.name.clone(),
             shard: ShardConfig {
@@ -94,8 +120,8 @@ impl CollectionSpec {
                 id_type: IdType::parse(&info.id_type)?,
                 index: index_from_proto(info.index.as_ref())?,
             },
-            shards: info.shards.max(1),
-            replication_factor: info.replication_factor.max(1),
+            shards: info.shards,
+            replication_factor: info.replication_factor,
         })
     }
 

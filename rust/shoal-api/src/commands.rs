@@ -6,7 +6,7 @@ use shoal_core::hlc::Version;
 use shoal_core::store::{ApplyOutcome, WriteBatch, WriteOp};
 use shoal_core::{IdType, PointId};
 
-use crate::collections::CollectionSpec;
+use crate::collections::{CollectionSpec, check_name};
 use crate::internal::{self, OpKind, meta_command::Op};
 use crate::points::{ids_from_proto, ids_to_proto, payloads_from_text};
 use crate::{COMMAND_FORMAT, Error, Result};
@@ -126,6 +126,10 @@ pub enum MetaCommand {
     RemoveNode(u64),
     /// Make a replica the preferred leader of its shard.
     PreferLeader(internal::PreferLeader),
+    /// Add or replace an API key (name, role, hash).
+    PutApiKey(internal::ApiKey),
+    /// Revoke the API key of that name.
+    RevokeApiKey(String),
 }
 
 /// Encodes a metadata command.
@@ -138,6 +142,8 @@ pub fn encode_meta(cmd: &MetaCommand) -> Vec<u8> {
         MetaCommand::FinishMove(m) => Op::FinishMove(m.clone()),
         MetaCommand::RemoveNode(id) => Op::RemoveNode(*id),
         MetaCommand::PreferLeader(p) => Op::PreferLeader(p.clone()),
+        MetaCommand::PutApiKey(k) => Op::PutApiKey(k.clone()),
+        MetaCommand::RevokeApiKey(n) => Op::RevokeApiKey(n.clone()),
     };
     internal::MetaCommand { format: COMMAND_FORMAT, op: Some(op) }.encode_to_vec()
 }
@@ -148,15 +154,71 @@ pub fn decode_meta(bytes: &[u8]) -> Result<MetaCommand> {
     check_format("MetaCommand", msg.format)?;
     match msg.op {
         Some(Op::CreateCollection(info)) => Ok(MetaCommand::CreateCollection(CollectionSpec::from_info(&info)?)),
-        Some(Op::DropCollection(name)) => Ok(MetaCommand::DropCollection(name)),
-        Some(Op::UpsertNode(n)) if n.id == 0 => Err(Error::invalid("UpsertNode with node id 0")),
-        Some(Op::UpsertNode(n)) => Ok(MetaCommand::UpsertNode(n)),
-        Some(Op::MoveReplica(m)) => Ok(MetaCommand::MoveReplica(m)),
-        Some(Op::FinishMove(m)) => Ok(MetaCommand::FinishMove(m)),
+        Some(Op::DropCollection(name)) => {
+            check_name(&name)?;
+            Ok(MetaCommand::DropCollection(name))
+        }
+        Some(Op::UpsertNode(n)) => {
+            check_node(n.id, &n.address)?;
+            if !["up", "joining", "leaving"].contains(&n.state.as_str()) || n.zone.len() > 128 || n.version.len() > 64 {
+                return Err(Error::invalid(format!("UpsertNode {}: bad state, zone or version", n.id)));
+            }
+            Ok(MetaCommand::UpsertNode(n))
+        }
+        Some(Op::MoveReplica(m)) => {
+            check_name(&m.collection)?;
+            Ok(MetaCommand::MoveReplica(m))
+        }
+        Some(Op::FinishMove(m)) => {
+            check_name(&m.collection)?;
+            Ok(MetaCommand::FinishMove(m))
+        }
+        Some(Op::RemoveNode(0)) => Err(Error::invalid("RemoveNode with node id 0")),
         Some(Op::RemoveNode(id)) => Ok(MetaCommand::RemoveNode(id)),
-        Some(Op::PreferLeader(p)) => Ok(MetaCommand::PreferLeader(p)),
+        Some(Op::PreferLeader(p)) => {
+            check_name(&p.collection)?;
+            Ok(MetaCommand::PreferLeader(p))
+        }
+        Some(Op::PutApiKey(k)) => {
+            check_key_name(&k.name)?;
+            if !["read", "write", "admin"].contains(&k.role.as_str()) || k.hash.len() != 32 {
+                return Err(Error::invalid(format!("API key {:?}: bad role or hash", k.name)));
+            }
+            Ok(MetaCommand::PutApiKey(k))
+        }
+        Some(Op::RevokeApiKey(n)) => {
+            check_key_name(&n)?;
+            Ok(MetaCommand::RevokeApiKey(n))
+        }
         None => Err(Error::invalid("MetaCommand without op")),
     }
+}
+
+/// Largest node id (ids travel as u64 but are stamped into 32-bit versions).
+pub const MAX_NODE_ID: u64 = u32::MAX as u64;
+
+/// Checks a node id (1..=[`MAX_NODE_ID`]) and its address (`HOST:PORT`, port 1..=65535, at most 256 bytes).
+pub fn check_node(id: u64, address: &str) -> Result<()> {
+    if !(1..=MAX_NODE_ID).contains(&id) {
+        return Err(Error::invalid(format!("node id {id} is out of range (1..={MAX_NODE_ID})")));
+    }
+    let port =
+        address.rsplit_once(':').and_then(|(h, p)| (!h.is_empty()).then_some(p)).and_then(|p| p.parse::<u16>().ok());
+    if address.len() > 256 || address.chars().any(|c| c.is_whitespace() || c.is_control()) || !matches!(port, Some(1..))
+    {
+        return Err(Error::invalid(format!(
+            "node {id}: address {address:?} is not HOST:PORT with a port in 1..=65535"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks an API key's name: 1..=64 chars of `[A-Za-z0-9_.-]`.
+pub fn check_key_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+        return Err(Error::invalid(format!("API key name {name:?} must be 1 to 64 letters, digits, '_', '-', '.'")));
+    }
+    Ok(())
 }
 
 /// Encodes a metadata reply: `Err(text)` when refused, `Ok(changed)` otherwise.
@@ -172,4 +234,75 @@ pub fn encode_meta_reply(r: std::result::Result<bool, String>) -> Vec<u8> {
 pub fn decode_meta_reply(bytes: &[u8]) -> Result<std::result::Result<bool, String>> {
     let r = internal::MetaReply::decode(bytes).map_err(|source| Error::Decode { what: "MetaReply", source })?;
     Ok(if r.error.is_empty() { Ok(r.changed) } else { Err(r.error) })
+}
+
+#[cfg(test)]
+mod fuzz_tests {
+    use super::*;
+
+    /// Bounded decoder fuzz of the commands peers propose (issue 11): random bytes and mutations of valid
+    /// encodings give Ok or Err, never a panic; a decoded create never names a path outside its directory.
+    #[test]
+    fn command_decoders_never_panic() {
+        let info = crate::v1::CollectionInfo {
+            name: "docs".into(),
+            dim: 4,
+            metric: "l2".into(),
+            id_type: "int".into(),
+            shards: 2,
+            replication_factor: 1,
+            index: None,
+        };
+        let seeds = [
+            internal::MetaCommand { format: crate::COMMAND_FORMAT, op: Some(Op::CreateCollection(info)) }
+                .encode_to_vec(),
+            internal::MetaCommand { format: crate::COMMAND_FORMAT, op: Some(Op::DropCollection("docs".into())) }
+                .encode_to_vec(),
+            encode_write_batch(&WriteBatch {
+                ops: vec![WriteOp::Upsert {
+                    id: PointId::Int(7),
+                    version: Version::new(1 << 20, 1),
+                    vector: vec![0.5; 4],
+                    payload: None,
+                }],
+                write_id: None,
+            }),
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let start = std::time::Instant::now();
+        let mut cases = 0u64;
+        while cases < 200_000 && start.elapsed() < std::time::Duration::from_secs(5) {
+            let mut buf = if next().is_multiple_of(4) {
+                (0..next() % 48).map(|_| next() as u8).collect::<Vec<u8>>()
+            } else {
+                seeds[(next() % seeds.len() as u64) as usize].clone()
+            };
+            for _ in 0..=next() % 3 {
+                if buf.is_empty() {
+                    break;
+                }
+                let i = (next() % buf.len() as u64) as usize;
+                match next() % 3 {
+                    0 => buf[i] = next() as u8,
+                    1 => buf.truncate(i),
+                    _ => buf.insert(i, next() as u8),
+                }
+            }
+            if let Ok(MetaCommand::CreateCollection(spec)) = decode_meta(&buf) {
+                assert!(!spec.name.starts_with('.') && !spec.name.contains('/'), "{:?}", spec.name);
+                assert!(spec.shard.dim >= 1 && spec.shards >= 1);
+            }
+            let _ = decode_write_batch(&buf, 4, IdType::Int);
+            let _ = decode_write_reply(&buf);
+            let _ = decode_meta_reply(&buf);
+            cases += 1;
+        }
+        assert!(cases > 1000);
+    }
 }

@@ -6,6 +6,7 @@ pub mod commands;
 pub mod error;
 pub mod points;
 pub mod scroll;
+pub mod tls;
 
 pub use error::{Error, Result};
 

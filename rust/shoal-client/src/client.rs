@@ -8,6 +8,7 @@ use shoal_api::v1::{
     self, cluster_client::ClusterClient, collections_client::CollectionsClient, points_client::PointsClient,
 };
 use shoal_core::dedup::WriteId;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::scroll::ScrollStream;
@@ -23,8 +24,46 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a ping may go unanswered before the node counts as not answering: its calls fail over to the
 /// next address (writes with their write id, so the retry cannot apply twice).
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long setting up a connection (TCP connect and TLS handshake) may take before the node counts as not
+/// answering (at most the connect timeout given to `connect`).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A write is re-sent (to another node, same write id) only within this span of its first attempt.
 pub const RETRY_SPAN: Duration = Duration::from_millis(shoal_core::dedup::RETRY_SPAN_MS);
+
+/// A channel to one node that sends this client's API key with every call.
+pub(crate) type Ch = InterceptedService<Channel, Credentials>;
+
+/// Adds `authorization: Bearer <key>` to every call (when the client has a key).
+#[derive(Clone)]
+pub struct Credentials {
+    /// The header value, checked to be valid ASCII once.
+    bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("api_key", &self.bearer.as_ref().map(|_| "<hidden>")).finish()
+    }
+}
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(&mut self, mut req: tonic::Request<()>) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        if let Some(b) = &self.bearer {
+            req.metadata_mut().insert("authorization", b.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// How a client reaches and authenticates to the nodes.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// An API key, sent as `authorization: Bearer <key>` (`None`: no key, for an `--insecure` cluster).
+    pub api_key: Option<String>,
+    /// The cluster CA certificate (PEM): connect with TLS and verify the nodes against it (`None`: plain
+    /// text, for an `--insecure` cluster).
+    pub tls_ca_pem: Option<Vec<u8>>,
+}
 
 pub use v1::ReadConsistency as ReadLevel;
 pub use v1::WriteConsistency as WriteLevel;
@@ -35,8 +74,9 @@ pub use v1::WriteConsistency as WriteLevel;
 pub struct Client {
     /// Node addresses ("host:port"), in the order given.
     addresses: Vec<String>,
-    /// One lazily-connected channel per address; same order as `addresses`.
-    channels: Vec<Channel>,
+    /// One lazily-connected channel per address (adding the API key to every call); same order as
+    /// `addresses`.
+    channels: Vec<Ch>,
     /// Index of the address used last successfully.
     current: AtomicUsize,
     /// Session tokens of this client's acknowledged writes, sent with every read.
@@ -112,7 +152,9 @@ macro_rules! with_failover {
         let n = $self.channels.len();
         let start = $self.current.load(Ordering::Relaxed);
         let mut out = None;
-        for attempt in 0..n {
+        let mut busy_backoff = Duration::from_millis(10);
+        let mut attempt = 0;
+        while attempt < n {
             let i = (start + attempt) % n;
             let $ch = $self.channels[i].clone();
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -151,6 +193,16 @@ macro_rules! with_failover {
                             $self.addresses[i],
                             status.message()
                         )));
+                        attempt += 1;
+                        continue;
+                    }
+                    // The node refused to start the call (too many in flight): back off and ask again, within
+                    // the deadline (nothing was done, so a write keeps its write id and cannot apply twice).
+                    let busy = status.metadata().get("x-shoal-error").is_some_and(|k| k == "resource_exhausted");
+                    if busy && tokio::time::Instant::now() + busy_backoff < deadline {
+                        tokio::time::sleep(busy_backoff).await;
+                        busy_backoff = (busy_backoff * 2).min(Duration::from_millis(500));
+                        last = Some(err);
                         continue;
                     }
                     out = Some(Err(err));
@@ -166,28 +218,69 @@ macro_rules! with_failover {
 }
 
 impl Client {
-    /// Creates a client for `addresses` and checks that at least one answers within `connect_timeout`.
+    /// Creates a client for `addresses` of an `--insecure` cluster and checks that at least one answers
+    /// within `connect_timeout`.
     pub async fn connect(addresses: Vec<String>, connect_timeout: Duration) -> Result<Client> {
+        Self::connect_with(addresses, connect_timeout, ConnectOptions::default()).await
+    }
+
+    /// Creates a client for `addresses` with `opts` (TLS, API key) and checks that at least one node answers
+    /// within `connect_timeout`.
+    pub async fn connect_with(
+        addresses: Vec<String>,
+        connect_timeout: Duration,
+        opts: ConnectOptions,
+    ) -> Result<Client> {
         if addresses.is_empty() {
             return Err(Error::InvalidArgument("connect needs at least one address".into()));
         }
+        let bearer = match &opts.api_key {
+            None => None,
+            Some(k) => Some(format!("Bearer {k}").parse().map_err(|_| {
+                Error::InvalidArgument("api_key must be printable ASCII without spaces or newlines".into())
+            })?),
+        };
+        let creds = Credentials { bearer };
+        if opts.tls_ca_pem.is_some() {
+            shoal_api::tls::install_crypto();
+        }
         let mut channels = Vec::with_capacity(addresses.len());
         for a in &addresses {
-            let ep = Endpoint::from_shared(format!("http://{a}"))
-                .map_err(|e| Error::InvalidArgument(format!("address {a:?} is not HOST:PORT: {e}")))?
+            let mut ep = Endpoint::from_shared(format!("{}://{a}", shoal_api::tls::scheme(opts.tls_ca_pem.is_some())))
+                .map_err(|e| Error::InvalidArgument(format!("address {a:?} is not HOST:PORT: {e}")))?;
+            if let Some(ca) = &opts.tls_ca_pem {
+                ep = ep
+                    .tls_config(shoal_api::tls::client_config(ca))
+                    .map_err(|e| Error::InvalidArgument(format!("TLS settings for {a:?}: {e}")))?;
+            }
+            let ep = ep
                 .connect_timeout(connect_timeout)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
                 .keep_alive_timeout(KEEPALIVE_TIMEOUT)
                 .initial_stream_window_size(8 * 1024 * 1024)
                 .initial_connection_window_size(32 * 1024 * 1024);
-            channels.push(ep.connect_lazy());
+            let ch = shoal_api::tls::lazy_channel(ep, connect_timeout.min(HANDSHAKE_TIMEOUT), true);
+            channels.push(InterceptedService::new(ch, creds.clone()));
         }
         let client = Client { addresses, channels, current: AtomicUsize::new(0), sessions: Sessions::default() };
+        let tls = opts.tls_ca_pem.is_some();
         client.cluster_info(connect_timeout).await.map_err(|e| match e {
+            Error::NodeUnavailable(m) | Error::Timeout(m) if !tls => Error::NodeUnavailable(format!(
+                "no node of {:?} answered a plaintext connection: {m} (nodes started without --insecure serve TLS \
+                 only: connect with the cluster CA certificate (tls_ca) and an API key)",
+                client.addresses
+            )),
             Error::NodeUnavailable(m) | Error::Timeout(m) => {
                 Error::NodeUnavailable(format!("no node of {:?} answered: {m}", client.addresses))
             }
+            // A TLS server answers a plaintext HTTP/2 preface with a TLS alert, which h2 reports as a protocol
+            // error: say what it means.
+            Error::Internal(m) if !tls && m.contains("h2 protocol error") => Error::Unauthenticated(format!(
+                "{:?} did not accept a plaintext connection ({m}): the nodes serve TLS; connect with the cluster \
+                 CA certificate (tls_ca) and an API key",
+                client.addresses
+            )),
             other => other,
         })?;
         Ok(client)
@@ -198,7 +291,7 @@ impl Client {
         &self.addresses
     }
 
-    pub(crate) fn points(ch: Channel) -> PointsClient<Channel> {
+    pub(crate) fn points(ch: Ch) -> PointsClient<Ch> {
         PointsClient::new(ch)
             .max_decoding_message_size(MAX_RESPONSE_BYTES)
             .max_encoding_message_size(MAX_RESPONSE_BYTES)
@@ -459,6 +552,39 @@ impl Client {
         with_failover!(self, timeout, |ch| |t| {
             let req = req.clone();
             async move { Self::points(ch).scroll(request(req, t)).await.map(|r| r.into_inner()) }
+        })
+    }
+
+    /// Creates an API key with `role` ("read", "write" or "admin") and `name` ("" for a generated one); returns
+    /// (name, key). The key is shown only here: the cluster keeps its SHA-256 hash. Needs an admin key.
+    pub async fn create_api_key(&self, role: &str, name: &str, timeout: Duration) -> Result<(String, String)> {
+        with_failover!(self, timeout, |ch| |t| {
+            let req = v1::CreateApiKeyRequest { role: role.to_string(), name: name.to_string() };
+            async move {
+                ClusterClient::new(ch).create_api_key(request(req, t)).await.map(|r| {
+                    let r = r.into_inner();
+                    (r.name, r.key)
+                })
+            }
+        })
+    }
+
+    /// Revokes the API key named `name`; returns whether it existed. Every node refuses it once the
+    /// revocation has replicated (group 0). Needs an admin key.
+    pub async fn revoke_api_key(&self, name: &str, timeout: Duration) -> Result<bool> {
+        with_failover!(self, timeout, |ch| |t| {
+            let req = v1::RevokeApiKeyRequest { name: name.to_string() };
+            async move { ClusterClient::new(ch).revoke_api_key(request(req, t)).await.map(|r| r.into_inner().revoked) }
+        })
+    }
+
+    /// The cluster's API keys as (name, role), sorted by name; never the keys. Needs an admin key.
+    pub async fn list_api_keys(&self, timeout: Duration) -> Result<Vec<(String, String)>> {
+        with_failover!(self, timeout, |ch| |t| async move {
+            ClusterClient::new(ch)
+                .list_api_keys(request(v1::ListApiKeysRequest {}, t))
+                .await
+                .map(|r| r.into_inner().keys.into_iter().map(|k| (k.name, k.role)).collect())
         })
     }
 

@@ -32,6 +32,14 @@ pub enum Error {
     /// A node's disk failed the request (a damaged replica, a failed fsync, a full disk); not retryable.
     #[error("{0}")]
     Storage(String),
+    /// The node could not tell who is calling: no API key, an unknown or revoked key, a plaintext
+    /// connection to a TLS node. Nothing was changed.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller is known but its role does not allow the call (a `read` key writing, a client key calling
+    /// a node-to-node service). Nothing was changed.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// Anything else reported by a node.
     #[error("{0}")]
     Internal(String),
@@ -62,8 +70,11 @@ impl Error {
             ("timeout", _) | (_, Code::DeadlineExceeded) => Error::Timeout(msg),
             ("shard_unavailable", _) => Error::ShardUnavailable(msg),
             ("storage", _) | (_, Code::DataLoss) => Error::Storage(msg),
+            ("unauthenticated", _) | (_, Code::Unauthenticated) => Error::Unauthenticated(msg),
+            ("permission_denied", _) | (_, Code::PermissionDenied) => Error::PermissionDenied(msg),
             (_, Code::Cancelled) => Error::Cancelled(msg),
             ("node_unavailable", _) | (_, Code::Unavailable) => Error::NodeUnavailable(msg),
+            ("resource_exhausted", _) => Error::NodeUnavailable(msg),
             _ => Error::Internal(format!("{:?}: {msg}", s.code())),
         }
     }

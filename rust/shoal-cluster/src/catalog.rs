@@ -8,7 +8,7 @@ use prost::Message;
 use shoal_api::collections::CollectionSpec;
 use shoal_api::commands::{MetaCommand, decode_meta, encode_meta_reply};
 use shoal_api::internal::{
-    CatalogCollection, CatalogSnapshot, FinishMove, MoveReplica, NodeRecord, PreferLeader, ShardReplicas,
+    ApiKey, CatalogCollection, CatalogSnapshot, FinishMove, MoveReplica, NodeRecord, PreferLeader, ShardReplicas,
 };
 use tokio::sync::watch;
 
@@ -52,6 +52,10 @@ struct CatalogState {
     collections: BTreeMap<String, CollectionEntry>,
     /// Registered nodes by id.
     nodes: BTreeMap<u64, NodeRecord>,
+    /// API keys by name: (role, SHA-256 of the key).
+    api_keys: BTreeMap<String, (String, Vec<u8>)>,
+    /// Names of revoked keys.
+    revoked_keys: std::collections::BTreeSet<String>,
 }
 
 /// The catalog, applied from group 0's log. Every change bumps `changes` so the reconciler wakes.
@@ -96,6 +100,22 @@ impl Catalog {
     /// Every registered node, by id.
     pub fn nodes(&self) -> Vec<NodeRecord> {
         self.state.read().nodes.values().cloned().collect()
+    }
+
+    /// The role of the API key whose SHA-256 is `hash`, with its name (`None`: unknown or revoked).
+    pub fn api_key_role(&self, hash: &[u8]) -> Option<(String, String)> {
+        let st = self.state.read();
+        st.api_keys.iter().find(|(_, (_, h))| h.as_slice() == hash).map(|(n, (r, _))| (n.clone(), r.clone()))
+    }
+
+    /// Whether the key named `name` was revoked.
+    pub fn api_key_revoked(&self, name: &str) -> bool {
+        self.state.read().revoked_keys.contains(name)
+    }
+
+    /// (name, role) of every API key in the cluster.
+    pub fn api_keys(&self) -> Vec<(String, String)> {
+        self.state.read().api_keys.iter().map(|(n, (r, _))| (n.clone(), r.clone())).collect()
     }
 
     /// The registered node `id`.
@@ -235,6 +255,17 @@ impl shoal_raft::StateMachineApp for Catalog {
             Ok(MetaCommand::FinishMove(m)) => apply_finish(&mut self.state.write(), &m),
             Ok(MetaCommand::RemoveNode(id)) => Ok(self.state.write().nodes.remove(&id).is_some()),
             Ok(MetaCommand::PreferLeader(p)) => apply_prefer(&mut self.state.write(), &p),
+            Ok(MetaCommand::PutApiKey(k)) => {
+                let mut st = self.state.write();
+                st.revoked_keys.remove(&k.name);
+                st.api_keys.insert(k.name, (k.role, k.hash));
+                Ok(true)
+            }
+            Ok(MetaCommand::RevokeApiKey(name)) => {
+                let mut st = self.state.write();
+                let had = st.api_keys.remove(&name).is_some();
+                Ok(st.revoked_keys.insert(name) || had)
+            }
             Ok(MetaCommand::UpsertNode(n)) => {
                 let mut st = self.state.write();
                 let changed = st.nodes.get(&n.id) != Some(&n);
@@ -262,6 +293,12 @@ impl shoal_raft::StateMachineApp for Catalog {
                 })
                 .collect(),
             nodes: st.nodes.values().cloned().collect(),
+            api_keys: st
+                .api_keys
+                .iter()
+                .map(|(name, (role, hash))| ApiKey { name: name.clone(), role: role.clone(), hash: hash.clone() })
+                .collect(),
+            revoked_keys: st.revoked_keys.iter().cloned().collect(),
         };
         w.write_all(CATALOG_MAGIC)?;
         w.write_all(&CATALOG_FORMAT.to_le_bytes())?;
@@ -329,6 +366,8 @@ impl shoal_raft::StateMachineApp for Catalog {
                 st.collections.insert(spec.name.clone(), CollectionEntry { spec, uid: c.uid, placement, leaving });
             }
             st.nodes = snap.nodes.into_iter().map(|n| (n.id, n)).collect();
+            st.api_keys = snap.api_keys.into_iter().map(|k| (k.name, (k.role, k.hash))).collect();
+            st.revoked_keys = snap.revoked_keys.into_iter().collect();
         }
         *self.state.write() = st;
         self.bump();

@@ -128,6 +128,13 @@ pub struct EngineConfig {
     pub hedging: bool,
     /// Writes are refused (StorageError) while the data dir's file system has fewer free bytes (0 = never).
     pub min_free_disk: u64,
+    /// How far (ms) ahead of this node's clock a version received from a peer may be (DESIGN §3's max
+    /// clock offset): a forwarded write stamped further ahead is refused, and the clock never moves past it.
+    pub max_clock_offset_ms: u64,
+    /// Mutual TLS towards peers (`None`: plain text, insecure mode).
+    pub tls: Option<shoal_raft::NodeTls>,
+    /// The API keys this node starts with (its `--api-keys` file).
+    pub api_keys: crate::api_keys::KeyFile,
 }
 
 /// One local shard replica: its Raft group and its state machine.
@@ -269,7 +276,7 @@ impl Engine {
                 })
             },
             clock_offset,
-            peers: Peers::new(cfg.node_id, net.blocklist().clone()),
+            peers: Peers::new(cfg.node_id, net.blocklist().clone(), cfg.tls.clone()),
             cfg,
             meta,
             catalog,
@@ -741,8 +748,10 @@ impl Engine {
     /// up), and promotes it to voter while group 0 has fewer than 5 voters.
     pub async fn handle_join(&self, req: JoinRequest, timeout: Duration) -> Result<()> {
         self.check_running()?;
-        if req.node_id == 0 || req.address.is_empty() {
-            return Err(Error::InvalidArgument("join needs a node id >= 1 and an address".into()));
+        shoal_api::commands::check_node(req.node_id, &req.address)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        if req.zone.len() > 128 || req.version.len() > 64 {
+            return Err(Error::InvalidArgument(format!("join of node {}: zone or version too long", req.node_id)));
         }
         if !self.meta.is_leader() {
             return self.forward_join(req, timeout).await;
@@ -766,9 +775,16 @@ impl Engine {
         };
         self.meta_propose(&MetaCommand::UpsertNode(record), deadline).await?;
         let left = deadline.saturating_duration_since(Instant::now());
-        tokio::time::timeout(left, self.meta.add_learner(req.node_id, req.address))
+        tokio::time::timeout(left, self.meta.add_learner(req.node_id, req.address.clone()))
             .await
             .map_err(|_| Error::Timeout(format!("node {} did not catch up with group 0 in time", req.node_id)))??;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !self.meta.wait_member_replicated(req.node_id, left).await {
+            return Err(Error::Timeout(format!(
+                "node {} at {} did not receive group 0's log in time (unreachable?); it stays a learner",
+                req.node_id, req.address
+            )));
+        }
         let mut voters: BTreeSet<u64> = self.meta.voter_ids().into_iter().collect();
         if !voters.contains(&req.node_id) && voters.len() < 5 {
             voters.insert(req.node_id);
@@ -1064,7 +1080,11 @@ impl Engine {
             }
         }
         // Never stamp a write older than what this shard already holds (e.g. after a clock step back).
-        self.hlc.observe(app.store().max_version());
+        let newest = app.store().max_version();
+        if !self.hlc.observe_bounded(newest, self.cfg.max_clock_offset_ms) {
+            tracing::warn!(collection = %key.0, shard = key.2, newest = %newest,
+                "the shard holds a version stamped far ahead of this node's clock; the clock does not follow it");
+        }
         tracing::info!(collection = %key.0, shard = key.2, applied = app.applied_index(), "shard replica open");
         self.replicas.write().insert(key.clone(), Arc::new(ShardReplica { gid, group, app }));
         Ok(())
@@ -1096,6 +1116,11 @@ impl Engine {
                 let _ = std::fs::remove_dir_all(d.path());
             }
         }
+    }
+
+    /// The API keys this node started with.
+    pub(crate) fn key_file(&self) -> &crate::api_keys::KeyFile {
+        &self.cfg.api_keys
     }
 
     /// Samples the data dir's free space (statvfs; cheap).

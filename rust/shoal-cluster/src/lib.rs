@@ -3,6 +3,7 @@
 //! writes across a node's shard groups.
 
 pub mod anti_entropy;
+pub mod api_keys;
 pub mod catalog;
 pub mod engine;
 pub mod error;

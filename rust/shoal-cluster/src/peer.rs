@@ -38,12 +38,14 @@ pub struct Peers {
     blocklist: Blocklist,
     /// Channels by address; created on first use, reconnect by themselves.
     channels: RwLock<HashMap<String, Channel>>,
+    /// Mutual TLS towards peers (`None`: plain text, insecure mode).
+    tls: Option<shoal_raft::NodeTls>,
 }
 
 impl Peers {
     /// Clients of node `me`, honouring `blocklist`.
-    pub fn new(me: u64, blocklist: Blocklist) -> Peers {
-        Peers { me, blocklist, channels: RwLock::new(HashMap::new()) }
+    pub fn new(me: u64, blocklist: Blocklist, tls: Option<shoal_raft::NodeTls>) -> Peers {
+        Peers { me, blocklist, channels: RwLock::new(HashMap::new()), tls }
     }
 
     fn client(&self, node: u64, addr: &str) -> Result<NodeInternalClient<Channel>> {
@@ -53,8 +55,14 @@ impl Peers {
         if let Some(ch) = self.channels.read().get(addr) {
             return Ok(Self::wrap(ch.clone()));
         }
-        let ep = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Error::Internal(format!("bad address {addr:?} of node {node}: {e}")))?
+        let mut ep = Endpoint::from_shared(format!("{}://{addr}", shoal_raft::tls::scheme(self.tls.is_some())))
+            .map_err(|e| Error::Internal(format!("bad address {addr:?} of node {node}: {e}")))?;
+        if let Some(t) = &self.tls {
+            ep = ep
+                .tls_config(t.client_config())
+                .map_err(|e| Error::Internal(format!("TLS towards node {node}: {e}")))?;
+        }
+        let ep = ep
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             // A peer that stops answering (paused, hung) fails its requests within a few seconds instead of
@@ -63,7 +71,7 @@ impl Peers {
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .initial_stream_window_size(8 * 1024 * 1024)
             .initial_connection_window_size(32 * 1024 * 1024);
-        let ch = ep.connect_lazy();
+        let ch = shoal_raft::tls::lazy_channel(ep, Duration::from_secs(1), true);
         self.channels.write().insert(addr.to_string(), ch.clone());
         Ok(Self::wrap(ch))
     }

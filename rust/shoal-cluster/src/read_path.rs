@@ -168,11 +168,12 @@ fn level_to_proto(level: ReadLevel) -> ReadConsistency {
     }
 }
 
-fn level_from_proto(v: i32) -> ReadLevel {
-    match ReadConsistency::try_from(v).unwrap_or_default() {
-        ReadConsistency::Eventual => ReadLevel::Eventual,
-        ReadConsistency::Strong => ReadLevel::Strong,
-        _ => ReadLevel::Session,
+fn level_from_proto(v: i32) -> Result<ReadLevel> {
+    match ReadConsistency::try_from(v) {
+        Ok(ReadConsistency::Eventual) => Ok(ReadLevel::Eventual),
+        Ok(ReadConsistency::Strong) => Ok(ReadLevel::Strong),
+        Ok(_) => Ok(ReadLevel::Session),
+        Err(_) => Err(Error::InvalidArgument(format!("unknown read consistency value {v}"))),
     }
 }
 
@@ -696,7 +697,7 @@ impl Engine {
         self.check_open()?;
         let _busy = self.counters.enter();
         let deadline = Instant::now() + timeout;
-        let level = level_from_proto(req.level);
+        let level = level_from_proto(req.level)?;
         let entry = self.catalog.get(&req.collection).filter(|e| e.uid == req.uid).ok_or_else(|| {
             Error::ShardUnavailable(format!(
                 "collection {:?} (uid {}) is not known on node {} yet",

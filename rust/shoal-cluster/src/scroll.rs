@@ -35,6 +35,9 @@ pub const DEFAULT_SCROLL_BATCH: u32 = 1000;
 pub const MAX_SCROLL_BATCH: u32 = 100_000;
 /// Batches produced ahead of the reader.
 pub const SCROLL_QUEUE: usize = 2;
+/// A stream whose reader takes no batch for this long is closed (its producer stops and frees what it holds);
+/// the reader then gets the batches already queued and a Timeout error, and resumes with its last token.
+pub const SCROLL_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 /// A batch carries at most this many bytes of vectors (large dims get fewer points per batch).
 pub const MAX_SCROLL_VECTOR_BYTES: usize = 64 << 20;
 
@@ -73,6 +76,9 @@ pub struct Scroll {
     pub dim: u32,
     /// The batches, then the end of the channel (or one error, then the end).
     pub batches: mpsc::Receiver<Result<ScrollBatch>>,
+    /// Set when the producer gave up on an idle reader ([`SCROLL_IDLE`]): the end of `batches` is then not
+    /// the end of the collection.
+    pub idle_closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What the producer needs, fixed at the start.
@@ -105,18 +111,26 @@ impl Engine {
         let plan = Plan { name: name.to_string(), uid: view.entry.uid, shards: spec.shards, limit, filter, params };
         let (tx, rx) = mpsc::channel(SCROLL_QUEUE);
         let engine = Arc::clone(self);
+        let idle_closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let idle = Arc::clone(&idle_closed);
         tokio::spawn(async move {
             let closed = tx.clone();
             tokio::select! {
                 _ = closed.closed() => {}
-                _ = engine.produce(plan, start, tx) => {}
+                _ = engine.produce(plan, start, tx, idle) => {}
             }
         });
-        Ok(Scroll { dim: spec.shard.dim as u32, batches: rx })
+        Ok(Scroll { dim: spec.shard.dim as u32, batches: rx, idle_closed })
     }
 
     /// Produces the batches of `plan` from `pos` into `tx` until the end, an error, or a closed channel.
-    async fn produce(&self, plan: Plan, mut pos: ScrollPosition, tx: mpsc::Sender<Result<ScrollBatch>>) {
+    async fn produce(
+        &self,
+        plan: Plan,
+        mut pos: ScrollPosition,
+        tx: mpsc::Sender<Result<ScrollBatch>>,
+        idle: Arc<std::sync::atomic::AtomicBool>,
+    ) {
         let tokens = tokens_of(&plan.params.session, plan.uid);
         // The replica a shard is being paged from (kept while it answers).
         let mut sticky: Option<u64> = None;
@@ -161,8 +175,14 @@ impl Engine {
                 return;
             }
             let batch = ScrollBatch { records, resume_token: pos.encode() };
-            if tx.send(Ok(batch)).await.is_err() {
-                return;
+            match tokio::time::timeout(SCROLL_IDLE, tx.send(Ok(batch))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::info!(collection = %plan.name, "scroll stream idle for {SCROLL_IDLE:?}: closed");
+                    idle.store(true, std::sync::atomic::Ordering::Release);
+                    return;
+                }
             }
         }
     }

@@ -72,11 +72,12 @@ fn level_to_proto(level: WriteLevel) -> WriteConsistency {
     }
 }
 
-fn level_from_proto(v: i32) -> WriteLevel {
-    match WriteConsistency::try_from(v).unwrap_or_default() {
-        WriteConsistency::Eventual => WriteLevel::Eventual,
-        WriteConsistency::Strong => WriteLevel::Strong,
-        _ => WriteLevel::Quorum,
+fn level_from_proto(v: i32) -> Result<WriteLevel> {
+    match WriteConsistency::try_from(v) {
+        Ok(WriteConsistency::Eventual) => Ok(WriteLevel::Eventual),
+        Ok(WriteConsistency::Strong) => Ok(WriteLevel::Strong),
+        Ok(_) => Ok(WriteLevel::Quorum),
+        Err(_) => Err(Error::InvalidArgument(format!("unknown write consistency value {v}"))),
     }
 }
 
@@ -285,6 +286,39 @@ impl Engine {
         }
     }
 
+    /// A batch another node asks this leader to propose is checked as a public write would be before it can
+    /// reach the log: it decodes for this shard (ids of its id type, `dim`-sized finite vectors, payloads,
+    /// write id), and its version is not stamped beyond the bounded clock offset ahead of this node (a version
+    /// near u64::MAX would make its points impossible to overwrite, and pin the HLC of every replica).
+    fn check_forwarded_batch(&self, r: &ShardReplica, req: &ShardWriteRequest) -> Result<()> {
+        let config = r.app.store().config().clone();
+        let batch = shoal_api::commands::decode_write_batch(&req.batch, config.dim, config.id_type)
+            .map_err(|e| Error::InvalidArgument(format!("forwarded write to {}: {e}", r.gid)))?;
+        for op in &batch.ops {
+            if let WriteOp::Upsert { vector, .. } = op {
+                validate::check_vectors(vector, config.dim, 1)
+                    .map_err(|e| Error::InvalidArgument(format!("forwarded write to {}: {e}", r.gid)))?;
+            }
+        }
+        // Every op of a batch carries the batch's one version.
+        let version = match batch.ops.first() {
+            Some(
+                WriteOp::Upsert { version, .. }
+                | WriteOp::Delete { version, .. }
+                | WriteOp::PatchPayload { version, .. },
+            ) => *version,
+            None => return Ok(()),
+        };
+        if let Some(ahead) = self.hlc.too_far_ahead(version, self.cfg.max_clock_offset_ms) {
+            return Err(Error::InvalidArgument(format!(
+                "forwarded write to {} is stamped {ahead} ms ahead of node {}'s clock (at most {} ms allowed: \
+                 --max-clock-offset-ms); refused",
+                r.gid, self.cfg.node_id, self.cfg.max_clock_offset_ms
+            )));
+        }
+        Ok(())
+    }
+
     /// Serves a shard write forwarded by a coordinator: this node must lead the group.
     pub async fn handle_shard_write(&self, req: ShardWriteRequest, timeout: Duration) -> Result<ShardWriteReply> {
         self.check_open()?;
@@ -296,9 +330,10 @@ impl Engine {
         if !r.group.is_leader() {
             return Err(Error::NotLeader { leader: r.group.leader_id() });
         }
+        self.check_forwarded_batch(&r, &req)?;
         let deadline = Instant::now() + timeout;
         let (applied, index) =
-            self.propose_local(&r, req.batch, req.ops, level_from_proto(req.level), deadline).await?;
+            self.propose_local(&r, req.batch, req.ops, level_from_proto(req.level)?, deadline).await?;
         Ok(ShardWriteReply { applied, index })
     }
 

@@ -19,6 +19,9 @@ pub const LOGICAL_BITS: u32 = 16;
 pub const LOGICAL_MASK: u64 = (1 << LOGICAL_BITS) - 1;
 /// Largest representable wall-clock millisecond value (48 bits).
 pub const MAX_WALL_MS: u64 = (1 << 48) - 1;
+/// Default bound on how far ahead of a node's clock a received version may be (DESIGN §3's max clock
+/// offset): writes stamped further ahead are refused (`--max-clock-offset-ms`).
+pub const DEFAULT_MAX_AHEAD_MS: u64 = 60_000;
 
 /// The version of a write: a hybrid logical timestamp and the node that issued it.
 /// Ordered by `hlc`, then `node`.
@@ -125,9 +128,49 @@ impl Hlc {
         self.last.fetch_max(v.hlc, Ordering::AcqRel);
     }
 
+    /// This clock's wall time in milliseconds (the system clock unless injected or skewed).
+    pub fn wall_ms(&self) -> u64 {
+        (self.clock)().min(MAX_WALL_MS)
+    }
+
+    /// How far (ms) `v` is ahead of this clock's wall time, when it is more than `max_ahead_ms` ahead: such a
+    /// version comes from a broken clock or a forged message, and must neither be stamped on data nor pushed
+    /// into the clock (it would pin every later version near u64::MAX).
+    pub fn too_far_ahead(&self, v: Version, max_ahead_ms: u64) -> Option<u64> {
+        let wall = self.wall_ms();
+        let ahead = v.wall_ms().saturating_sub(wall);
+        (ahead > max_ahead_ms).then_some(ahead)
+    }
+
+    /// [`Hlc::observe`] for a version that is at most `max_ahead_ms` ahead of this clock; returns false (and
+    /// leaves the clock alone) for one further ahead.
+    pub fn observe_bounded(&self, v: Version, max_ahead_ms: u64) -> bool {
+        if self.too_far_ahead(v, max_ahead_ms).is_some() {
+            return false;
+        }
+        self.observe(v);
+        true
+    }
+
     /// The last `hlc` value issued or observed, as a version of this node (no advance).
     pub fn last(&self) -> Version {
         Version { hlc: self.last.load(Ordering::Acquire), node: self.node }
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+
+    #[test]
+    fn versions_far_ahead_are_refused_and_never_observed() {
+        let c = Hlc::with_clock(1, || 1_000_000);
+        assert_eq!(c.too_far_ahead(Version::from_parts(1_050_000, 0, 2), 60_000), None);
+        assert_eq!(c.too_far_ahead(Version::from_parts(1_070_000, 0, 2), 60_000), Some(70_000));
+        assert!(!c.observe_bounded(Version::new(u64::MAX, 2), 60_000));
+        assert!(c.now().wall_ms() < 1_000_001, "a refused version does not move the clock");
+        assert!(c.observe_bounded(Version::from_parts(1_010_000, 5, 2), 60_000));
+        assert!(c.now() > Version::from_parts(1_010_000, 5, 2));
     }
 }
 

@@ -110,17 +110,29 @@ pub fn check_k(k: i64) -> Result<()> {
     }
 }
 
-/// Checks a search `ef`: positive.
-pub fn check_ef(ef: i64) -> Result<()> {
-    if ef > 0 { Ok(()) } else { Err(Error::invalid(format!("ef must be positive, got {ef}"))) }
-}
+/// Largest search `ef` (beam width): far above any useful value, and well inside u32.
+pub const MAX_EF: i64 = 100_000;
 
-/// Checks a timeout in seconds: positive and finite.
-pub fn check_timeout(secs: f64) -> Result<()> {
-    if secs > 0.0 && secs.is_finite() {
+/// Checks a search `ef`: `1..=MAX_EF`.
+pub fn check_ef(ef: i64) -> Result<()> {
+    if (1..=MAX_EF).contains(&ef) {
         Ok(())
     } else {
-        Err(Error::invalid(format!("timeout must be a positive finite number of seconds, got {secs}")))
+        Err(Error::invalid(format!("ef must be between 1 and {MAX_EF}, got {ef}")))
+    }
+}
+
+/// Longest timeout a call may ask for, in seconds (about 11.6 days): deadlines stay far from overflowing.
+pub const MAX_TIMEOUT_SECS: f64 = 1_000_000.0;
+
+/// Checks a timeout in seconds: positive, finite and at most [`MAX_TIMEOUT_SECS`].
+pub fn check_timeout(secs: f64) -> Result<()> {
+    if secs > 0.0 && secs <= MAX_TIMEOUT_SECS {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "timeout must be a positive number of seconds up to {MAX_TIMEOUT_SECS}, got {secs}"
+        )))
     }
 }
 
@@ -234,7 +246,9 @@ mod tests {
         assert!(msg(check_k(0)).contains("between 1 and 16384"));
         assert!(check_k(16_385).is_err() && check_k(-1).is_err());
         assert!(check_ef(1).is_ok());
-        assert_eq!(msg(check_ef(0)), "ef must be positive, got 0");
+        assert_eq!(msg(check_ef(0)), "ef must be between 1 and 100000, got 0");
+        assert!(check_ef(100_000).is_ok() && check_ef((1 << 32) + 1).is_err());
+        assert!(check_timeout(1e6).is_ok() && check_timeout(1e300).is_err());
         assert!(check_timeout(0.5).is_ok());
         assert!(check_timeout(0.0).is_err());
         assert!(check_timeout(-1.0).is_err());

@@ -1,5 +1,7 @@
-//! Admission of public requests: a tower layer in front of every service that counts the public calls in
-//! flight and, once the node drains (a graceful stop), refuses new ones before they do anything.
+//! Admission of requests: a tower layer in front of every service that authenticates the caller (a peer's
+//! node certificate, or a client's API key in `authorization: Bearer <key>`) and applies `auth.rs`'s verdict,
+//! counts the public calls in flight and, once the node drains (a graceful stop), refuses new ones before
+//! they do anything.
 //!
 //! ```text
 //!   serving ──begin_drain──> draining: new public calls get UNAVAILABLE (kind node_unavailable: nothing
@@ -18,18 +20,51 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use shoal_cluster::Error;
+use shoal_cluster::api_keys::Role;
+use shoal_cluster::peer::FROM_KEY;
+use shoal_raft::PeerNode;
 use tokio::sync::Notify;
 
-use crate::status::status;
+use crate::auth::{self, Caller, Refusal};
+use crate::status::{ERROR_KIND_KEY, status};
+
+/// A status with its `x-shoal-error` kind.
+fn kinded(mut s: tonic::Status, kind: &'static str) -> tonic::Status {
+    s.metadata_mut().insert(ERROR_KIND_KEY, tonic::metadata::MetadataValue::from_static(kind));
+    s
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("node_id", &self.node_id)
+            .field("secure", &self.secure)
+            .finish_non_exhaustive()
+    }
+}
 
 /// gRPC path prefix of the public services.
 const PUBLIC_PREFIX: &str = "/shoal.v1.";
 
+/// Most public calls a node serves at once; more get RESOURCE_EXHAUSTED (kind `resource_exhausted`: nothing
+/// was done; the client backs off and retries within its deadline). Each call's body is bounded by the
+/// message size limit, so this also bounds the memory of requests in flight.
+pub const MAX_PUBLIC_IN_FLIGHT: usize = 1024;
+
+/// Finds the role of an API key (the engine's key registry); `None` for an unknown or revoked key.
+pub type KeyLookup = Arc<dyn Fn(&str) -> Option<(String, Role)> + Send + Sync>;
+
 /// The node's admission state, shared by the layer and the shutdown sequence.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Admission {
     /// This node's id (named in refusals).
     node_id: u64,
+    /// Whether callers are authenticated (TLS on; false with `--insecure`).
+    secure: bool,
+    /// Whether the test-only fault-injection methods exist.
+    faults_enabled: bool,
+    /// The API key registry (`None`: no key is valid).
+    keys: Option<KeyLookup>,
     /// Set once the node drains; never cleared.
     draining: AtomicBool,
     /// Public calls admitted and not yet answered.
@@ -39,9 +74,34 @@ pub struct Admission {
 }
 
 impl Admission {
-    /// Admission for node `node_id`: serving.
+    /// Admission for node `node_id`, serving everyone (insecure, no fault injection).
     pub fn new(node_id: u64) -> Arc<Admission> {
         Arc::new(Admission { node_id, ..Default::default() })
+    }
+
+    /// Admission for node `node_id`: `secure` authenticates every caller against `keys` and node certificates;
+    /// `faults_enabled` exposes the fault-injection methods.
+    pub fn with_auth(node_id: u64, secure: bool, faults_enabled: bool, keys: KeyLookup) -> Arc<Admission> {
+        Arc::new(Admission { node_id, secure, faults_enabled, keys: Some(keys), ..Default::default() })
+    }
+
+    /// Who sent `req`: a peer with a valid node certificate, a client with a key, or nobody known.
+    fn caller<B>(&self, req: &http::Request<B>) -> Caller {
+        type Tls = tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>;
+        if let Some(certs) = req.extensions().get::<Tls>().and_then(|i| i.peer_certs())
+            && let Some(id) = certs.first().and_then(|c| shoal_raft::tls::node_id_of(c.as_ref()))
+        {
+            return Caller::Member(id);
+        }
+        let Some(auth) = req.headers().get("authorization") else { return Caller::Anonymous };
+        let key = auth.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+        match (key, &self.keys) {
+            (Some(k), Some(lookup)) => match lookup(k) {
+                Some((name, role)) => Caller::Key { name, role },
+                None => Caller::BadKey,
+            },
+            _ => Caller::BadKey,
+        }
     }
 
     /// Refuses new public calls from now on.
@@ -121,13 +181,51 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
+        let a = Arc::clone(&self.admission);
+        // A deadline that does not parse (or would overflow) is refused rather than ignored.
+        if let Some(v) = req.headers().get("grpc-timeout")
+            && v.to_str().ok().and_then(crate::service::parse_grpc_timeout).is_none()
+        {
+            let m = format!("grpc-timeout header {v:?} is not a gRPC timeout (1 to 8 digits and a unit: H M S m u n)");
+            let refusal = kinded(tonic::Status::invalid_argument(m), "invalid_argument").into_http();
+            return Box::pin(async move { Ok(refusal) });
+        }
+        let caller = if a.secure { a.caller(&req) } else { Caller::Anonymous };
+        if let Err(refusal) = auth::decide(req.uri().path(), &caller, a.secure, a.faults_enabled) {
+            let status = match refusal {
+                Refusal::Unauthenticated(m) => kinded(tonic::Status::unauthenticated(m), "unauthenticated"),
+                Refusal::PermissionDenied(m) => kinded(tonic::Status::permission_denied(m), "permission_denied"),
+                Refusal::Unimplemented(m) => tonic::Status::unimplemented(m),
+            };
+            let refusal = status.into_http();
+            return Box::pin(async move { Ok(refusal) });
+        }
+        if let Caller::Member(id) = caller {
+            // A peer's node-to-node requests name their sender: it must be the certificate's node.
+            let from = req.headers().get(FROM_KEY).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+            if from.is_some_and(|f| f != id) {
+                let m = format!("node {id}'s certificate cannot speak as node {}", from.unwrap_or(0));
+                let refusal = kinded(tonic::Status::permission_denied(m), "permission_denied").into_http();
+                return Box::pin(async move { Ok(refusal) });
+            }
+            req.extensions_mut().insert(PeerNode(id));
+        }
         if !req.uri().path().starts_with(PUBLIC_PREFIX) {
             return Box::pin(self.inner.call(req));
         }
         let a = &self.admission;
-        a.in_flight.fetch_add(1, Ordering::AcqRel);
+        let before = a.in_flight.fetch_add(1, Ordering::AcqRel);
         let guard = Admitted(Arc::clone(a));
+        if before >= MAX_PUBLIC_IN_FLIGHT {
+            let m = format!(
+                "node {} is serving {MAX_PUBLIC_IN_FLIGHT} calls already: this one was not started (retry later)",
+                a.node_id
+            );
+            let refusal = kinded(tonic::Status::resource_exhausted(m), "resource_exhausted").into_http();
+            drop(guard);
+            return Box::pin(async move { Ok(refusal) });
+        }
         // Checked after counting, so that a drain that starts now either sees this call or refuses it.
         if a.draining.load(Ordering::Acquire) {
             let refusal = a.refusal().into_http();

@@ -8,6 +8,22 @@ pub const USAGE: &str = "usage: shoal-node [--data-dir DIR] [--listen HOST:PORT]
                   [--zone Z] [--join HOST:PORT] [--shards-default N] [--config FILE.json]
                   [--load-balancing S] [--hedging B] [--log-level LEVEL] [--raft-snapshot-every N]
                   [--snapshot-chunk-bytes N] [--snapshot-rate N] [--async-threads N] [--min-free-disk BYTES]
+                  (--tls-cert F --tls-key F --tls-ca F --api-keys F | --insecure) [--enable-fault-injection]
+
+Secure by default: a node needs its TLS certificate and key, the cluster CA and an API key file (make them
+all with `shoal-node certs --nodes 3 --out DIR`), or --insecure, which turns TLS and authentication off (for
+loopback test clusters).
+
+  --tls-cert FILE     this node's certificate (PEM), signed by the cluster CA, naming its node id
+                      (env SHOAL_TLS_CERT)
+  --tls-key FILE      this node's private key (PEM) (env SHOAL_TLS_KEY)
+  --tls-ca FILE       the cluster CA certificate (PEM): peers must present certificates it signed
+                      (env SHOAL_TLS_CA)
+  --api-keys FILE     API keys this node accepts: NAME ROLE SHA256-OF-KEY lines (env SHOAL_API_KEYS); more
+                      keys are added and revoked at runtime by an admin (replicated through the cluster)
+  --insecure          no TLS, no authentication: anyone who reaches the port can do anything
+  --enable-fault-injection
+                      expose the test-only fault-injection methods (partitions, clock skew); off by default
 
   --data-dir DIR      where the node keeps its data (env SHOAL_DATA_DIR; default ./shoal-data)
   --listen HOST:PORT  gRPC address; port 0 picks a free port (env SHOAL_LISTEN; default 127.0.0.1:7301)
@@ -38,9 +54,12 @@ pub const USAGE: &str = "usage: shoal-node [--data-dir DIR] [--listen HOST:PORT]
                       refuse writes (StorageError, nothing written) while the data dir's file system has fewer
                       free bytes; reads go on, writes resume once space is freed (env SHOAL_MIN_FREE_DISK;
                       default 67108864 = 64 MiB; 0 = never refuse). Suffixes k, M, G (powers of 1024) accepted.
+  --max-clock-offset-ms N
+                      refuse a forwarded write stamped more than N ms ahead of this node's clock, and never
+                      advance the clock past that bound (env SHOAL_MAX_CLOCK_OFFSET_MS; default 60000)
   --config FILE       JSON object with any of: data_dir, listen, advertise, node_id, zone, join, auto_rebalance,
                       load_balancing, hedging, log_level, raft_snapshot_every, snapshot_chunk_bytes,
-                      snapshot_rate, async_threads, min_free_disk
+                      snapshot_rate, async_threads, min_free_disk, max_clock_offset_ms
   --log-level LEVEL   tracing filter, e.g. info or shoal=debug (env SHOAL_LOG; default info)
 
 `shoal-node repair --data-dir DIR --collection NAME --shard N` salvages a damaged shard replica that has no
@@ -48,6 +67,9 @@ other replica (run `shoal-node repair --help`).
 
 When ready the node writes DATA_DIR/node.json ({\"address\", \"pid\", \"node_id\"}) and logs
 `shoal-node ready on ADDR`. SIGTERM or SIGINT stop it gracefully.";
+
+/// Flags that take no value.
+const SWITCHES: &[&str] = &["insecure", "enable-fault-injection"];
 
 /// Effective node configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +104,20 @@ pub struct NodeConfig {
     pub async_threads: usize,
     /// Writes are refused while the data dir's file system has fewer free bytes (0 = never).
     pub min_free_disk: u64,
+    /// How far (ms) ahead of this node's clock a received version may be, >= 1000.
+    pub max_clock_offset_ms: u64,
+    /// This node's certificate (PEM, signed by the cluster CA, naming its node id).
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// The cluster CA certificate (PEM).
+    pub tls_ca: Option<PathBuf>,
+    /// The API keys this node starts with (NAME ROLE SHA256 lines).
+    pub api_keys: Option<PathBuf>,
+    /// No TLS and no authentication (loopback tests only).
+    pub insecure: bool,
+    /// Expose the test-only fault-injection methods (SetFaults, SkewClock, DivergeReplica).
+    pub enable_fault_injection: bool,
     /// Tracing filter directive.
     pub log_level: String,
     /// `--help` was given.
@@ -106,6 +142,13 @@ impl Default for NodeConfig {
             snapshot_rate: 0,
             async_threads: default_async_threads(),
             min_free_disk: 64 << 20,
+            max_clock_offset_ms: shoal_core::hlc::DEFAULT_MAX_AHEAD_MS,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            api_keys: None,
+            insecure: false,
+            enable_fault_injection: false,
             log_level: "info,openraft=error".into(),
             help: false,
         }
@@ -132,6 +175,8 @@ impl NodeConfig {
             let Some(name) = a.strip_prefix("--") else { return Err(format!("unexpected argument {a:?}")) };
             let (name, value) = match name.split_once('=') {
                 Some((n, v)) => (n.to_string(), v.to_string()),
+                // Switches take no value.
+                None if SWITCHES.contains(&name) => (name.to_string(), "true".to_string()),
                 None => (name.to_string(), it.next().ok_or_else(|| format!("--{name} needs a value"))?.clone()),
             };
             flags.push((name.replace('-', "_"), value));
@@ -165,6 +210,13 @@ impl NodeConfig {
                 "SHOAL_HEDGING" => "hedging",
                 "SHOAL_ASYNC_THREADS" => "async_threads",
                 "SHOAL_MIN_FREE_DISK" => "min_free_disk",
+                "SHOAL_MAX_CLOCK_OFFSET_MS" => "max_clock_offset_ms",
+                "SHOAL_TLS_CERT" => "tls_cert",
+                "SHOAL_TLS_KEY" => "tls_key",
+                "SHOAL_TLS_CA" => "tls_ca",
+                "SHOAL_API_KEYS" => "api_keys",
+                "SHOAL_INSECURE" => "insecure",
+                "SHOAL_ENABLE_FAULT_INJECTION" => "enable_fault_injection",
                 _ => continue,
             };
             cfg.set(key, v).map_err(|e| format!("environment {k}: {e}"))?;
@@ -234,6 +286,19 @@ impl NodeConfig {
                     .ok_or_else(|| format!("{value:?} is not a thread count in 1..=1024"))?
             }
             "min_free_disk" => self.min_free_disk = parse_bytes(value)?,
+            "max_clock_offset_ms" => {
+                self.max_clock_offset_ms = value
+                    .parse()
+                    .ok()
+                    .filter(|n: &u64| (1000..=86_400_000).contains(n))
+                    .ok_or_else(|| format!("{value:?} is not a clock offset in 1000..=86400000 ms"))?
+            }
+            "tls_cert" => self.tls_cert = Some(PathBuf::from(value)),
+            "tls_key" => self.tls_key = Some(PathBuf::from(value)),
+            "tls_ca" => self.tls_ca = Some(PathBuf::from(value)),
+            "api_keys" => self.api_keys = Some(PathBuf::from(value)),
+            "insecure" => self.insecure = parse_bool(value)?,
+            "enable_fault_injection" => self.enable_fault_injection = parse_bool(value)?,
             "auto_rebalance" => self.auto_rebalance = parse_bool(value)?,
             "hedging" => self.hedging = parse_bool(value)?,
             "load_balancing" => {

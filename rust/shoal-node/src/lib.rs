@@ -2,6 +2,8 @@
 //! graceful shutdown). `shoal-node` (the binary) and `python -m shoal.node` both call [`main_with_args`].
 
 pub mod admission;
+pub mod auth;
+pub mod certs;
 pub mod config;
 pub mod repair;
 pub mod server;
@@ -15,6 +17,9 @@ pub use config::NodeConfig;
 pub fn main_with_args(args: Vec<String>) -> i32 {
     if args.first().is_some_and(|a| a == "repair") {
         return repair::run(&args[1..]);
+    }
+    if args.first().is_some_and(|a| a == "certs") {
+        return certs::run(&args[1..]);
     }
     let cfg = match NodeConfig::from_args_and_env(&args) {
         Ok(c) => c,

@@ -19,6 +19,8 @@ use shoal_cluster::{Engine, EngineConfig};
 use shoal_raft::{Blocklist, GroupOptions, GrpcNetwork, GrpcNetworkOptions, RaftTransportService};
 use tokio::net::TcpListener;
 
+use shoal_cluster::api_keys::KeyFile;
+
 use crate::NodeConfig;
 use crate::admission::{Admission, AdmissionLayer};
 use crate::service::cluster::ClusterService;
@@ -63,6 +65,86 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The security settings are missing or unusable.
+    #[error("{0}")]
+    Security(String),
+}
+
+/// The node's security material: TLS files and its API key file, or nothing with `--insecure`.
+fn load_security(cfg: &NodeConfig) -> Result<(Option<shoal_raft::NodeTls>, KeyFile), ServeError> {
+    let files = [&cfg.tls_cert, &cfg.tls_key, &cfg.tls_ca];
+    if cfg.insecure {
+        if files.iter().any(|f| f.is_some()) || cfg.api_keys.is_some() {
+            return Err(ServeError::Security(
+                "--insecure turns TLS and API keys off: do not pass --tls-* or --api-keys with it".into(),
+            ));
+        }
+        tracing::warn!(
+            "running with --insecure: no TLS, no authentication; anyone who reaches the port can do anything"
+        );
+        return Ok((None, KeyFile::default()));
+    }
+    let (Some(cert), Some(key), Some(ca), Some(keys)) = (&cfg.tls_cert, &cfg.tls_key, &cfg.tls_ca, &cfg.api_keys)
+    else {
+        return Err(ServeError::Security(
+            "secure by default: pass --tls-cert, --tls-key, --tls-ca and --api-keys (make them with `shoal-node \
+             certs --nodes N --out DIR`), or --insecure for a test node on loopback"
+                .into(),
+        ));
+    };
+    let read = |p: &PathBuf, what: &str| {
+        std::fs::read(p).map_err(|e| ServeError::Security(format!("cannot read {what} {}: {e}", p.display())))
+    };
+    let tls = shoal_raft::NodeTls {
+        cert_pem: read(cert, "--tls-cert")?,
+        key_pem: read(key, "--tls-key")?,
+        ca_pem: read(ca, "--tls-ca")?,
+    };
+    let id = pem_node_id(&tls.cert_pem)
+        .ok_or_else(|| ServeError::Security(format!("--tls-cert {} names no shoal node id", cert.display())))?;
+    if id != cfg.node_id {
+        return Err(ServeError::Security(format!(
+            "--tls-cert {} is node {id}'s certificate, but this node is --node-id {}",
+            cert.display(),
+            cfg.node_id
+        )));
+    }
+    let text = String::from_utf8(read(keys, "--api-keys")?)
+        .map_err(|_| ServeError::Security(format!("--api-keys {} is not text", keys.display())))?;
+    let keys =
+        KeyFile::parse(&text).map_err(|e| ServeError::Security(format!("--api-keys {}: {e}", keys.display())))?;
+    Ok((Some(tls), keys))
+}
+
+/// The node id named by the first certificate of a PEM file.
+fn pem_node_id(pem: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(pem).ok()?;
+    let b64: String = text
+        .split("-----BEGIN CERTIFICATE-----")
+        .nth(1)?
+        .split("-----END CERTIFICATE-----")
+        .next()?
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let der = base64_decode(&b64)?;
+    shoal_raft::tls::node_id_of(&der)
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes().filter(|&c| c != b'=') {
+        let v = T.iter().position(|&t| t == c)? as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
 }
 
 fn write_ready_file(dir: &Path, address: &str, node_id: u64) -> std::io::Result<()> {
@@ -160,6 +242,8 @@ impl RunningNode {
 
 /// Starts a node: locks the data dir, binds, recovers the engine, serves, writes `node.json`.
 pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
+    shoal_raft::tls::install_crypto();
+    let (tls, api_keys) = load_security(&cfg)?;
     let dir = cfg.data_dir.clone();
     let dir_err = |source| ServeError::DataDir { path: dir.display().to_string(), source };
     std::fs::create_dir_all(&dir).map_err(dir_err)?;
@@ -183,10 +267,14 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
     let net_opts = GrpcNetworkOptions {
         snapshot_chunk_bytes: cfg.snapshot_chunk_bytes,
         snapshot_bytes_per_sec: cfg.snapshot_rate,
+        tls: tls.clone(),
         ..GrpcNetworkOptions::default()
     };
     let net = GrpcNetwork::new(cfg.node_id, blocklist.clone(), net_opts);
-    let transport = RaftTransportService::new(cfg.node_id, blocklist);
+    let mut transport = RaftTransportService::new(cfg.node_id, blocklist);
+    if tls.is_some() {
+        transport = transport.authenticated();
+    }
     let engine = Engine::open(
         EngineConfig {
             node_id: cfg.node_id,
@@ -200,6 +288,9 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
             load_balancing: cfg.load_balancing,
             hedging: cfg.hedging,
             min_free_disk: cfg.min_free_disk,
+            max_clock_offset_ms: cfg.max_clock_offset_ms,
+            tls: tls.clone(),
+            api_keys,
         },
         net,
         transport.clone(),
@@ -215,10 +306,18 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
-    let admission = Admission::new(cfg.node_id);
+    let lookup = {
+        let engine = Arc::downgrade(&engine);
+        Arc::new(move |key: &str| engine.upgrade().and_then(|e| e.authenticate_key(key)))
+    };
+    let admission = Admission::with_auth(cfg.node_id, tls.is_some(), cfg.enable_fault_injection, lookup);
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(t) = &tls {
+        builder = builder.tls_config(t.server_config())?;
+    }
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .layer(AdmissionLayer(Arc::clone(&admission)))
             .tcp_nodelay(true)
             // Large flow-control windows: a 1000-query batch is 512 KB, far above HTTP/2's 64 KB default,

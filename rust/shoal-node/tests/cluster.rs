@@ -200,7 +200,16 @@ struct Cluster {
 }
 
 fn config(dir: &Path, id: u64, listen: &str, join: Option<String>) -> NodeConfig {
-    NodeConfig { data_dir: dir.to_path_buf(), listen: listen.into(), node_id: id, join, ..Default::default() }
+    // In-process tests of the cluster logic over plain text (TLS and keys have their own tests).
+    NodeConfig {
+        data_dir: dir.to_path_buf(),
+        listen: listen.into(),
+        node_id: id,
+        join,
+        insecure: true,
+        enable_fault_injection: true,
+        ..Default::default()
+    }
 }
 
 impl Cluster {

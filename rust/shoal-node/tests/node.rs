@@ -83,7 +83,8 @@ fn init_tracing() {
 
 async fn start_node(dir: &Path) -> RunningNode {
     init_tracing();
-    let cfg = NodeConfig { data_dir: dir.to_path_buf(), listen: "127.0.0.1:0".into(), ..Default::default() };
+    let cfg =
+        NodeConfig { data_dir: dir.to_path_buf(), listen: "127.0.0.1:0".into(), insecure: true, ..Default::default() };
     start(cfg).await.expect("node starts")
 }
 
@@ -708,7 +709,12 @@ async fn data_dir_is_locked_while_a_node_runs() {
         let dir = tempfile::tempdir().unwrap();
         let node = start_node(dir.path()).await;
         assert!(dir.path().join("node.json").exists(), "node.json written when ready");
-        let cfg = NodeConfig { data_dir: dir.path().to_path_buf(), listen: "127.0.0.1:0".into(), ..Default::default() };
+        let cfg = NodeConfig {
+            data_dir: dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".into(),
+            insecure: true,
+            ..Default::default()
+        };
         match start(cfg.clone()).await {
             Err(shoal_node::server::ServeError::Locked(_)) => {}
             other => panic!("a second node on the same data dir must fail with Locked, got {other:?}"),
@@ -741,7 +747,7 @@ impl NodeProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal-node"));
         cmd.arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "--log-level", "warn"])
+            .args(["--listen", "127.0.0.1:0", "--log-level", "warn", "--insecure"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file);

@@ -17,6 +17,8 @@ fn class_name(e: &Error) -> &'static str {
         Error::ShardUnavailable(_) => "ShardUnavailable",
         Error::NodeUnavailable(_) => "NodeUnavailable",
         Error::Storage(_) => "StorageError",
+        Error::Unauthenticated(_) => "Unauthenticated",
+        Error::PermissionDenied(_) => "PermissionDenied",
         Error::Internal(_) => "ShoalError",
     }
 }

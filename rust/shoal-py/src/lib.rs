@@ -107,11 +107,45 @@ struct Client {
 #[pymethods]
 impl Client {
     #[new]
-    #[pyo3(signature = (addresses, connect_timeout = 10.0))]
-    fn new(py: Python<'_>, addresses: Vec<String>, connect_timeout: f64) -> PyResult<Self> {
+    #[pyo3(signature = (addresses, connect_timeout = 10.0, api_key = None, tls_ca_pem = None))]
+    fn new(
+        py: Python<'_>,
+        addresses: Vec<String>,
+        connect_timeout: f64,
+        api_key: Option<String>,
+        tls_ca_pem: Option<Vec<u8>>,
+    ) -> PyResult<Self> {
         let t = timeout_of(Some(connect_timeout))?;
-        let inner = block_on(py, async move { shoal_client::Client::connect(addresses, t).await })?;
+        let opts = shoal_client::client::ConnectOptions { api_key, tls_ca_pem };
+        let inner = block_on(py, async move { shoal_client::Client::connect_with(addresses, t, opts).await })?;
         Ok(Client { inner: Arc::new(inner) })
+    }
+
+    #[pyo3(signature = (role, name = String::new(), timeout = None))]
+    fn create_api_key(
+        &self,
+        py: Python<'_>,
+        role: String,
+        name: String,
+        timeout: Option<f64>,
+    ) -> PyResult<(String, String)> {
+        let t = timeout_of(timeout)?;
+        let c = self.inner.clone();
+        block_on(py, async move { c.create_api_key(&role, &name, t).await })
+    }
+
+    #[pyo3(signature = (name, timeout = None))]
+    fn revoke_api_key(&self, py: Python<'_>, name: String, timeout: Option<f64>) -> PyResult<bool> {
+        let t = timeout_of(timeout)?;
+        let c = self.inner.clone();
+        block_on(py, async move { c.revoke_api_key(&name, t).await })
+    }
+
+    #[pyo3(signature = (timeout = None))]
+    fn list_api_keys(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Vec<(String, String)>> {
+        let t = timeout_of(timeout)?;
+        let c = self.inner.clone();
+        block_on(py, async move { c.list_api_keys(t).await })
     }
 
     fn addresses(&self) -> Vec<String> {

@@ -125,9 +125,9 @@ impl<'a> Dec<'a> {
         self.take(n, what)
     }
     pub(crate) fn log_id(&mut self) -> std::result::Result<LogId, String> {
-        let term = self.u64("log id term")?;
+        let term = bounded(self.u64("log id term")?, MAX_TERM, "log id term")?;
         let node = self.u64("log id node")?;
-        let index = self.u64("log id index")?;
+        let index = bounded(self.u64("log id index")?, MAX_INDEX, "log id index")?;
         Ok(LogId::new(LeaderId { term, node_id: node }, index))
     }
     pub(crate) fn opt_log_id(&mut self) -> std::result::Result<Option<LogId>, String> {
@@ -138,7 +138,7 @@ impl<'a> Dec<'a> {
         }
     }
     pub(crate) fn vote(&mut self) -> std::result::Result<Vote, String> {
-        let term = self.u64("vote term")?;
+        let term = bounded(self.u64("vote term")?, MAX_TERM, "vote term")?;
         let node = self.u64("vote node")?;
         let committed = match self.u8("vote committed flag")? {
             0 => false,
@@ -245,6 +245,16 @@ pub(crate) fn write_state_file(dir: &Path, name: &str, kind: u8, body: &[u8]) ->
 /// fsyncs a directory so that entries created, renamed or removed in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Largest Raft term accepted from the disk or the wire: far beyond any real election count, far below
+/// where openraft's `term + 1` arithmetic would overflow (a forged term near u64::MAX is refused here).
+pub(crate) const MAX_TERM: u64 = 1 << 48;
+/// Largest log index accepted from the disk or the wire (same reason).
+pub(crate) const MAX_INDEX: u64 = 1 << 62;
+
+fn bounded(v: u64, max: u64, what: &str) -> std::result::Result<u64, String> {
+    if v > max { Err(format!("{what} {v} is out of range (at most {max})")) } else { Ok(v) }
 }
 
 #[cfg(test)]

@@ -401,6 +401,28 @@ impl RaftGroup {
         }
     }
 
+    /// On the leader: waits until member `node` (a learner) has acknowledged the log up to this leader's
+    /// last index at the time of the call; false after `timeout`. A learner that never answered is not caught
+    /// up, whatever openraft's lag threshold says about a short log (a join naming an unreachable address
+    /// must not become a voter: with a single voter it would leave the group without a majority).
+    pub async fn wait_member_replicated(&self, node: u64, timeout: Duration) -> bool {
+        let target = self.role_and_last_index().1;
+        self.raft
+            .wait(Some(timeout))
+            .metrics(
+                move |m| {
+                    m.replication
+                        .as_ref()
+                        .and_then(|rep| rep.get(&node))
+                        .and_then(|l| l.as_ref())
+                        .is_some_and(|l| l.index >= target)
+                },
+                "the member replicated the log",
+            )
+            .await
+            .is_ok()
+    }
+
     /// This node's role and log position: (role, last log index), role being `leader`,
     /// `follower`, `learner` or `candidate`.
     pub fn role_and_last_index(&self) -> (&'static str, u64) {

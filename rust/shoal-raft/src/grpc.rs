@@ -105,6 +105,8 @@ pub struct GrpcNetworkOptions {
     /// transfer from taking the disk and network a node's foreground traffic needs, and lets tests watch
     /// (and interrupt) a transfer mid-stream.
     pub snapshot_bytes_per_sec: u64,
+    /// Mutual TLS towards peers (`None`: plain text, insecure mode).
+    pub tls: Option<crate::tls::NodeTls>,
 }
 
 impl Default for GrpcNetworkOptions {
@@ -113,6 +115,7 @@ impl Default for GrpcNetworkOptions {
             connect_timeout: Duration::from_secs(1),
             snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES,
             snapshot_bytes_per_sec: 0,
+            tls: None,
         }
     }
 }
@@ -166,15 +169,20 @@ impl GrpcNetwork {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let ep = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("invalid peer address {addr:?}: {e}"))?
+        let tls = self.inner.opts.tls.as_ref();
+        let mut ep = Endpoint::from_shared(format!("{}://{addr}", crate::tls::scheme(tls.is_some())))
+            .map_err(|e| format!("invalid peer address {addr:?}: {e}"))?;
+        if let Some(t) = tls {
+            ep = ep.tls_config(t.client_config()).map_err(|e| format!("TLS towards {addr:?}: {e}"))?;
+        }
+        let ep = ep
             .connect_timeout(self.inner.opts.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .initial_stream_window_size(HTTP2_STREAM_WINDOW)
             .initial_connection_window_size(HTTP2_CONNECTION_WINDOW);
-        let channel = ep.connect_lazy();
+        let channel = crate::tls::lazy_channel(ep, self.inner.opts.connect_timeout, true);
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }

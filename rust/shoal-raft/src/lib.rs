@@ -37,6 +37,8 @@ pub use log_store::LogStoreOptions;
 pub use log_store::SalvageReport;
 pub use log_store::salvage;
 pub use network::NoPeersNetwork;
+pub use shoal_api::tls;
+pub use shoal_api::tls::{NodeTls, PeerNode};
 pub use state_machine::SnapshotWriter;
 pub use state_machine::StateMachineApp;
 pub use state_machine::StateMachineStore;

@@ -27,6 +27,7 @@ use tonic::Streaming;
 use crate::group::RaftGroup;
 use crate::grpc::Blocklist;
 use crate::grpc::MAX_MESSAGE_BYTES;
+use crate::tls::PeerNode;
 use crate::types::NodeId;
 use crate::types::Raft;
 use crate::types::Snapshot;
@@ -45,6 +46,9 @@ struct ServiceInner {
     node_id: NodeId,
     /// Peers whose requests are refused.
     blocklist: Blocklist,
+    /// Whether requests must come from an authenticated peer (a [`PeerNode`] in their extensions, put
+    /// there by the node's TLS admission layer) whose id is the sender the request and its Raft message claim.
+    authenticated: bool,
     /// The groups open on this node.
     groups: RwLock<HashMap<String, Registered>>,
     /// Source of unique names of received snapshot files.
@@ -77,11 +81,19 @@ impl RaftTransportService {
             inner: Arc::new(ServiceInner {
                 node_id,
                 blocklist,
+                authenticated: false,
                 groups: RwLock::new(HashMap::new()),
                 seq: AtomicU64::new(0),
                 snapshot_progress: RwLock::new(HashMap::new()),
             }),
         }
+    }
+
+    /// The same service, requiring every request to come from the authenticated peer it claims to be (mutual
+    /// TLS): set once, before the service is shared.
+    pub fn authenticated(self) -> RaftTransportService {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| panic!("authenticated() on a shared service"));
+        RaftTransportService { inner: Arc::new(ServiceInner { authenticated: true, ..inner }) }
     }
 
     /// Routes RPCs for `group` to `g` (replacing an earlier registration of that id).
@@ -135,10 +147,35 @@ impl RaftTransportService {
         }
     }
 
-    fn unpack(&self, req: Request<RaftRequest>) -> Result<(Registered, String, Vec<u8>), Status> {
+    /// Checks that `from` is the authenticated peer (when required).
+    fn check_sender(&self, peer: Option<PeerNode>, from: NodeId) -> Result<(), Status> {
+        if !self.inner.authenticated {
+            return Ok(());
+        }
+        match peer {
+            Some(PeerNode(id)) if id == from => Ok(()),
+            Some(PeerNode(id)) => Err(Status::permission_denied(format!(
+                "node {id}'s certificate cannot speak as node {from} (raft message refused by node {})",
+                self.inner.node_id
+            ))),
+            None => Err(Status::unauthenticated("raft messages need a cluster member's certificate")),
+        }
+    }
+
+    /// Checks that the node a Raft message names as its author is its sender.
+    fn check_author(&self, from: NodeId, author: NodeId, what: &str) -> Result<(), Status> {
+        if self.inner.authenticated && author != from {
+            return Err(Status::permission_denied(format!("{what} from node {from} claims to be from node {author}")));
+        }
+        Ok(())
+    }
+
+    fn unpack(&self, req: Request<RaftRequest>) -> Result<(Registered, String, NodeId, Vec<u8>), Status> {
+        let peer = req.extensions().get::<PeerNode>().copied();
         let r = req.into_inner();
+        self.check_sender(peer, r.from)?;
         let reg = self.route(r.format, &r.group, r.from, r.to)?;
-        Ok((reg, r.group, r.body))
+        Ok((reg, r.group, r.from, r.body))
     }
 
     fn stopped(&self, group: &str, e: impl std::fmt::Display) -> Status {
@@ -169,41 +206,48 @@ impl Drop for StagedFile {
 #[tonic::async_trait]
 impl RaftTransport for RaftTransportService {
     async fn append_entries(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let (reg, group, body) = self.unpack(req)?;
+        let (reg, group, from, body) = self.unpack(req)?;
         let rpc = wire::decode_append(&body).map_err(|e| malformed("append request", e))?;
         drop(body);
+        self.check_author(from, rpc.vote.leader_id.node_id, "append request")?;
         let resp = reg.raft.append_entries(rpc).await.map_err(|e| self.stopped(&group, e))?;
         Ok(reply(wire::encode_append_response(&resp)))
     }
 
     async fn vote(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let (reg, group, body) = self.unpack(req)?;
+        let (reg, group, from, body) = self.unpack(req)?;
         let rpc = wire::decode_vote(&body).map_err(|e| malformed("vote request", e))?;
+        self.check_author(from, rpc.vote.leader_id.node_id, "vote request")?;
         let resp = reg.raft.vote(rpc).await.map_err(|e| self.stopped(&group, e))?;
         Ok(reply(wire::encode_vote_response(&resp)))
     }
 
     async fn pre_vote(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let (reg, group, body) = self.unpack(req)?;
+        let (reg, group, from, body) = self.unpack(req)?;
         let rpc = wire::decode_vote(&body).map_err(|e| malformed("pre-vote request", e))?;
+        self.check_author(from, rpc.vote.leader_id.node_id, "pre-vote request")?;
         let resp = reg.raft.pre_vote(rpc).await.map_err(|e| self.stopped(&group, e))?;
         Ok(reply(wire::encode_vote_response(&resp)))
     }
 
     async fn transfer_leader(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let (reg, group, body) = self.unpack(req)?;
+        let (reg, group, from, body) = self.unpack(req)?;
         let rpc = wire::decode_transfer(&body).map_err(|e| malformed("transfer leader request", e))?;
+        self.check_author(from, rpc.from_leader().leader_id.node_id, "transfer leader request")?;
         let resp = reg.raft.handle_transfer_leader(rpc).await.map_err(|e| self.stopped(&group, e))?;
         Ok(reply(wire::encode_transfer_response(&resp)))
     }
 
     async fn install_snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<Response<RaftReply>, Status> {
+        let peer = req.extensions().get::<PeerNode>().copied();
         let mut stream = req.into_inner();
         let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         let header = first.header.ok_or_else(|| Status::invalid_argument("first snapshot chunk has no header"))?;
+        self.check_sender(peer, header.from)?;
         let reg = self.route(header.format, &header.group, header.from, header.to)?;
         let group = header.group;
         let vote = wire::decode_vote_only(&header.vote).map_err(|e| malformed("snapshot vote", e))?;
+        self.check_author(header.from, vote.leader_id.node_id, "snapshot")?;
         let meta = wire::decode_snapshot_meta(&header.meta).map_err(|e| malformed("snapshot meta", e))?;
 
         let io = |e: std::io::Error| Status::internal(format!("staging a snapshot of group {group:?}: {e}"));

@@ -310,6 +310,86 @@ mod tests {
         LogId::new(LeaderId { term, node_id }, index)
     }
 
+    /// xorshift64*: a tiny deterministic generator for the fuzz loop below.
+    struct Xs(u64);
+    impl Xs {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+    }
+
+    /// Bounded decoder fuzz (issue 11): random bytes and random mutations of valid encodings (byte flips,
+    /// truncations, huge lengths and terms) fed to every wire decoder must give Ok or Err, never a panic,
+    /// and never a term or index past the codec's bounds. Capped at ~5 s.
+    #[test]
+    fn decoders_never_panic_on_mutated_input() {
+        let nodes = BTreeMap::from([(1u64, Node { addr: "a:1".into() }), (2u64, Node { addr: "b:2".into() })]);
+        let m = Membership::new(vec![BTreeSet::from([1u64, 2])], nodes).unwrap();
+        let append = encode_append(&AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new_committed(3, 1),
+            prev_log_id: Some(lid(2, 1, 10)),
+            entries: vec![
+                Entry { log_id: lid(3, 1, 11), payload: EntryPayload::Normal(Command(b"hello".to_vec())) },
+                Entry { log_id: lid(3, 1, 12), payload: EntryPayload::Membership(m) },
+            ],
+            leader_commit: Some(lid(3, 1, 11)),
+        });
+        let vote = encode_vote(&VoteRequest::<TypeConfig> {
+            vote: Vote::new(5, 2),
+            last_log_id: Some(lid(4, 1, 100)),
+            leadership_transfer: false,
+        });
+        let transfer = encode_transfer(&TransferLeaderRequest::<TypeConfig>::new(
+            Vote::new_committed(3, 1),
+            2,
+            Some(lid(3, 1, 40)),
+        ));
+        let seeds = [append, vote, transfer, encode_snapshot_meta(&SnapshotMeta::default())];
+        type Decoder<'a> = &'a dyn Fn(&[u8]) -> bool;
+        let decoders: [Decoder; 9] = [
+            &|b| decode_append(b).is_ok(),
+            &|b| decode_append_response(b).is_ok(),
+            &|b| decode_vote(b).is_ok_and(|v| v.vote.leader_id.term <= crate::codec::MAX_TERM),
+            &|b| decode_vote_response(b).is_ok(),
+            &|b| decode_vote_only(b).is_ok(),
+            &|b| decode_snapshot_meta(b).is_ok(),
+            &|b| decode_snapshot_response(b).is_ok(),
+            &|b| decode_transfer(b).is_ok(),
+            &|b| decode_transfer_response(b).is_ok(),
+        ];
+        let mut rng = Xs(0x5eed_1234_abcd_0001);
+        let start = std::time::Instant::now();
+        let mut cases = 0u64;
+        while cases < 400_000 && start.elapsed() < std::time::Duration::from_secs(5) {
+            let mut buf = if rng.next().is_multiple_of(4) {
+                (0..rng.next() % 64).map(|_| rng.next() as u8).collect::<Vec<u8>>()
+            } else {
+                seeds[(rng.next() % seeds.len() as u64) as usize].clone()
+            };
+            for _ in 0..=rng.next() % 4 {
+                if buf.is_empty() {
+                    break;
+                }
+                let i = (rng.next() % buf.len() as u64) as usize;
+                match rng.next() % 4 {
+                    0 => buf[i] = rng.next() as u8,
+                    1 => buf.truncate(i),
+                    // a u32 length or u64 value run of 0xff: huge counts, terms near u64::MAX
+                    2 => buf[i..].iter_mut().take(8).for_each(|b| *b = 0xff),
+                    _ => buf.insert(i, rng.next() as u8),
+                }
+            }
+            for d in &decoders {
+                let _ = d(&buf);
+            }
+            cases += 1;
+        }
+        assert!(cases > 1000, "the fuzz loop ran {cases} cases");
+    }
+
     #[test]
     fn append_round_trip() {
         let nodes = BTreeMap::from([(1u64, Node { addr: "a:1".into() }), (2u64, Node { addr: "b:2".into() })]);

@@ -132,6 +132,34 @@ impl Cluster for ClusterService {
         Ok(Response::new(v1::SkewClockResponse { offset_ms }))
     }
 
+    async fn create_api_key(
+        &self,
+        req: Request<v1::CreateApiKeyRequest>,
+    ) -> Result<Response<v1::CreateApiKeyResponse>, Status> {
+        let t = deadline(&req);
+        let r = req.into_inner();
+        let name = (!r.name.is_empty()).then_some(r.name);
+        let (name, key) = self.engine.create_api_key(&r.role, name, t).await.map_err(status)?;
+        Ok(Response::new(v1::CreateApiKeyResponse { name, key }))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        req: Request<v1::RevokeApiKeyRequest>,
+    ) -> Result<Response<v1::RevokeApiKeyResponse>, Status> {
+        let t = deadline(&req);
+        let revoked = self.engine.revoke_api_key(&req.get_ref().name, t).await.map_err(status)?;
+        Ok(Response::new(v1::RevokeApiKeyResponse { revoked }))
+    }
+
+    async fn list_api_keys(
+        &self,
+        _req: Request<v1::ListApiKeysRequest>,
+    ) -> Result<Response<v1::ListApiKeysResponse>, Status> {
+        let keys = self.engine.list_api_keys().into_iter().map(|(name, role)| v1::ApiKeyInfo { name, role }).collect();
+        Ok(Response::new(v1::ListApiKeysResponse { keys }))
+    }
+
     async fn diverge_replica(
         &self,
         req: Request<v1::DivergeReplicaRequest>,

@@ -45,6 +45,15 @@ impl NodeInternal for InternalService {
 
     async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::JoinReply>, Status> {
         self.admit(&req)?;
+        // With TLS, a node joins only as the node its certificate names.
+        if let Some(shoal_raft::PeerNode(id)) = req.extensions().get::<shoal_raft::PeerNode>().copied()
+            && id != req.get_ref().node_id
+        {
+            return Err(Status::permission_denied(format!(
+                "node {id}'s certificate cannot join as node {}",
+                req.get_ref().node_id
+            )));
+        }
         let t = deadline(&req);
         self.engine.handle_join(req.into_inner(), t).await.map_err(status)?;
         Ok(Response::new(pb::JoinReply {}))

@@ -21,24 +21,40 @@ pub struct PointsService {
     pub engine: Arc<Engine>,
 }
 
-fn write_level(v: i32) -> WriteLevel {
-    match v1::WriteConsistency::try_from(v).unwrap_or_default() {
-        v1::WriteConsistency::Eventual => WriteLevel::Eventual,
-        v1::WriteConsistency::Strong => WriteLevel::Strong,
-        _ => WriteLevel::Quorum,
+/// A request's write consistency; an unknown value is refused, never silently downgraded (DESIGN §3).
+fn write_level(v: i32) -> Result<WriteLevel, Status> {
+    match v1::WriteConsistency::try_from(v) {
+        Ok(v1::WriteConsistency::Eventual) => Ok(WriteLevel::Eventual),
+        Ok(v1::WriteConsistency::Strong) => Ok(WriteLevel::Strong),
+        Ok(_) => Ok(WriteLevel::Quorum),
+        Err(_) => Err(invalid_enum("write consistency", v)),
     }
 }
 
-fn write_opts(level: i32, timeout: std::time::Duration, write_id: Option<WriteId>) -> WriteOptions {
-    WriteOptions { level: write_level(level), timeout, write_id }
+fn write_opts(level: i32, timeout: std::time::Duration, write_id: Option<WriteId>) -> Result<WriteOptions, Status> {
+    Ok(WriteOptions { level: write_level(level)?, timeout, write_id })
 }
 
-fn read_level(v: i32) -> ReadLevel {
-    match v1::ReadConsistency::try_from(v).unwrap_or_default() {
-        v1::ReadConsistency::Eventual => ReadLevel::Eventual,
-        v1::ReadConsistency::Strong => ReadLevel::Strong,
-        _ => ReadLevel::Session,
+/// A request's read consistency; an unknown value is refused.
+fn read_level(v: i32) -> Result<ReadLevel, Status> {
+    match v1::ReadConsistency::try_from(v) {
+        Ok(v1::ReadConsistency::Eventual) => Ok(ReadLevel::Eventual),
+        Ok(v1::ReadConsistency::Strong) => Ok(ReadLevel::Strong),
+        Ok(_) => Ok(ReadLevel::Session),
+        Err(_) => Err(invalid_enum("read consistency", v)),
     }
+}
+
+/// A request's load-balancing strategy (UNSPECIFIED: the node's default); an unknown value is refused.
+fn strategy(v: i32) -> Result<Option<LoadBalancing>, Status> {
+    if v1::LoadBalancing::try_from(v).is_err() {
+        return Err(invalid_enum("load_balancing", v));
+    }
+    Ok((v != 0).then(|| LoadBalancing::from_proto(v, Default::default())))
+}
+
+fn invalid_enum(what: &str, v: i32) -> Status {
+    status(shoal_cluster::Error::InvalidArgument(format!("unknown {what} value {v}")))
 }
 
 fn write_response(out: WriteOutcome) -> v1::WriteResponse {
@@ -63,7 +79,7 @@ impl Points for PointsService {
         let wid = write_id_from_bytes(&r.write_id, "write_id").map_err(status)?;
         let out = self
             .engine
-            .upsert(&r.collection, ids, r.vectors, payloads, write_opts(r.consistency, t, wid))
+            .upsert(&r.collection, ids, r.vectors, payloads, write_opts(r.consistency, t, wid)?)
             .await
             .map_err(status)?;
         Ok(Response::new(write_response(out)))
@@ -74,7 +90,7 @@ impl Points for PointsService {
         let r = req.into_inner();
         let ids = self.ids(&r.collection, r.ids.as_ref())?;
         let wid = write_id_from_bytes(&r.write_id, "write_id").map_err(status)?;
-        let out = self.engine.delete(&r.collection, ids, write_opts(r.consistency, t, wid)).await.map_err(status)?;
+        let out = self.engine.delete(&r.collection, ids, write_opts(r.consistency, t, wid)?).await.map_err(status)?;
         Ok(Response::new(write_response(out)))
     }
 
@@ -93,7 +109,7 @@ impl Points for PointsService {
         let wid = write_id_from_bytes(&r.write_id, "write_id").map_err(status)?;
         let out = self
             .engine
-            .update_payload(&r.collection, ids, patch, write_opts(r.consistency, t, wid))
+            .update_payload(&r.collection, ids, patch, write_opts(r.consistency, t, wid)?)
             .await
             .map_err(status)?;
         Ok(Response::new(write_response(out)))
@@ -105,7 +121,7 @@ impl Points for PointsService {
         let ids = self.ids(&r.collection, r.ids.as_ref())?;
         let records = self
             .engine
-            .get(&r.collection, ids, r.with_vectors, read_level(r.consistency), &r.session, t)
+            .get(&r.collection, ids, r.with_vectors, read_level(r.consistency)?, &r.session, t)
             .await
             .map_err(status)?;
         let dim = self.engine.get_collection(&r.collection).map_err(status)?.shard.dim as u32;
@@ -115,21 +131,25 @@ impl Points for PointsService {
     async fn count(&self, req: Request<v1::CountRequest>) -> Result<Response<v1::CountResponse>, Status> {
         let t = deadline(&req);
         let r = req.get_ref();
-        let count = self.engine.count(&r.collection, read_level(r.consistency), &r.session, t).await.map_err(status)?;
+        let count =
+            self.engine.count(&r.collection, read_level(r.consistency)?, &r.session, t).await.map_err(status)?;
         Ok(Response::new(v1::CountResponse { count }))
     }
 
     async fn search(&self, req: Request<v1::SearchRequest>) -> Result<Response<v1::SearchResponse>, Status> {
         let t = deadline(&req);
         let r = req.into_inner();
+        if r.ef > 0 {
+            shoal_core::validate::check_ef(i64::from(r.ef)).map_err(|e| status(shoal_cluster::Error::from(e)))?;
+        }
         let q = SearchQuery {
             queries: r.queries,
             k: r.k as usize,
             filter: r.filter,
             ef: (r.ef > 0).then_some(r.ef as usize),
             with_payload: r.with_payload,
-            level: read_level(r.consistency),
-            strategy: (r.load_balancing != 0).then(|| LoadBalancing::from_proto(r.load_balancing, Default::default())),
+            level: read_level(r.consistency)?,
+            strategy: strategy(r.load_balancing)?,
             allow_partial: r.allow_partial,
         };
         let out = self.engine.search(&r.collection, q, &r.session, t).await.map_err(status)?;
@@ -160,15 +180,31 @@ impl Points for PointsService {
             batch_size: r.batch_size,
             filter: r.filter,
             with_vectors: r.with_vectors,
-            level: read_level(r.consistency),
+            level: read_level(r.consistency)?,
             session: r.session,
             resume_token: r.resume_token,
             batch_timeout,
         };
-        let Scroll { dim, batches } = self.engine.scroll(&r.collection, params).map_err(status)?;
-        let stream = futures::stream::unfold(batches, move |mut rx| async move {
-            let item = rx.recv().await?;
-            Some((item.map(|b| scroll_response(b.records, dim, b.resume_token)).map_err(status), rx))
+        let Scroll { dim, batches, idle_closed } = self.engine.scroll(&r.collection, params).map_err(status)?;
+        let stream = futures::stream::unfold(Some(batches), move |rx| {
+            let idle_closed = Arc::clone(&idle_closed);
+            async move {
+                let mut rx = rx?;
+                match rx.recv().await {
+                    Some(item) => {
+                        Some((item.map(|b| scroll_response(b.records, dim, b.resume_token)).map_err(status), Some(rx)))
+                    }
+                    // The producer stopped on an idle reader: say so rather than end as if complete.
+                    None if idle_closed.load(std::sync::atomic::Ordering::Acquire) => Some((
+                        Err(status(shoal_cluster::Error::Timeout(format!(
+                            "scroll stream closed after {:?} without a read; resume with the last resume_token",
+                            shoal_cluster::scroll::SCROLL_IDLE
+                        )))),
+                        None,
+                    )),
+                    None => None,
+                }
+            }
         });
         Ok(Response::new(Box::pin(stream)))
     }
