@@ -271,3 +271,62 @@ def test_insecure_cluster_and_node_refusing_to_start_without_security(tmp_path: 
     )
     assert r.returncode != 0
     assert "--insecure" in (r.stderr + r.stdout) and "certs" in (r.stderr + r.stdout), r.stderr
+
+
+@pytest.mark.shoal(nodes=1)
+def test_no_silent_coercion_and_no_panic_on_extreme_values(shoal_cluster: shoal.Cluster) -> None:
+    coll = shoal_cluster.create_collection("v", dim=4)
+    coll.upsert(np.arange(3), _vec(3))
+    with pytest.raises(shoal.InvalidArgument, match="timeout"):
+        coll.count(timeout=1e300)
+    with pytest.raises(shoal.InvalidArgument, match="ef must be between 1 and 100000"):
+        coll.search(_vec(1), k=3, ef=2**32 + 1)
+    with pytest.raises(shoal.InvalidArgument, match="strings"):
+        coll.upsert([5], [["1", "2", "3", "4"]])
+    with pytest.raises(shoal.InvalidArgument, match="at most 33554432 bytes"):
+        coll.upsert([6], _vec(1), payloads=[{"blob": "x" * (40 << 20)}])
+    with pytest.raises(shoal.InvalidArgument, match="patch is empty"):
+        coll.update_payload([1], {})
+    strs = shoal_cluster.create_collection("s", dim=4, id_type="str")
+    with pytest.raises(shoal.InvalidArgument, match="at most 1024 bytes"):
+        strs.upsert(["x" * 1025], _vec(1))
+    # an unknown consistency enum value is refused, never silently downgraded to the default
+    creds = shoal_cluster.credentials
+    assert creds is not None and creds.ca_cert is not None
+    ch = _channel(shoal_cluster.addresses()[0], Path(creds.ca_cert).read_bytes())
+    count = "/shoal.v1.Points/Count"
+    assert _call(ch, count, _msg((1, "v"), (2, 1)), api_key=creds.api_key) == grpc.StatusCode.OK
+    assert _call(ch, count, _msg((1, "v"), (2, 99)), api_key=creds.api_key) == grpc.StatusCode.INVALID_ARGUMENT
+    # a body that is not protobuf: INVALID_ARGUMENT, not INTERNAL
+    assert _call(ch, count, b"\xff\xff\xff\xff", api_key=creds.api_key) == grpc.StatusCode.INVALID_ARGUMENT
+    ch.close()
+    assert coll.count() == 3
+
+
+@pytest.mark.shoal(nodes=1)
+def test_open_scroll_streams_are_bounded_per_connection(shoal_cluster: shoal.Cluster) -> None:
+    import gc
+
+    # 12k x 256-d: each stream carries more vectors than HTTP/2 lets a server send unread (8 MiB per
+    # stream), so an unread stream stays open on the node
+    n, dim = 12_000, 256
+    coll = shoal_cluster.create_collection("s", dim=dim)
+    coll.upsert(np.arange(n), np.random.default_rng(0).random((n, dim), dtype=np.float32))
+    open_ = [coll.scroll(batch_size=500, with_vectors=True, timeout=5) for _ in range(16)]  # unread
+    with pytest.raises(shoal.ShoalError, match="16 scroll streams are open on this connection"):
+        coll.scroll(batch_size=500, timeout=2)  # a scroll opens its stream at once
+    # closed streams give their slots back (unread streams also hold the connection's HTTP/2 window, so a
+    # client that keeps many of them open stalls its own connection: close what you do not read)
+    for it in open_:
+        it.close()
+    del open_, it
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            coll.scroll(batch_size=500, timeout=2).close()  # opens: a slot is free again
+            break
+        except shoal.NodeUnavailable:
+            assert time.monotonic() < deadline, "closed scroll streams did not give their slots back"
+    with shoal.connect(shoal_cluster.addresses(), credentials=shoal_cluster.credentials) as fresh:
+        assert sum(len(b.ids) for b in fresh["s"].scroll(batch_size=5000, timeout=10)) == n

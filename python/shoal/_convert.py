@@ -212,6 +212,14 @@ def as_matrix(x: Any, dim: int, what: str = "vectors", collection: str = "") -> 
         raise InvalidArgument(f"{what} must not be None")
     if isinstance(x, np.ndarray) and x.dtype.kind == "c":
         raise InvalidArgument(f"{what} must be real numbers, got complex dtype {x.dtype}")
+    if not isinstance(x, np.ndarray) and not hasattr(x, "__array__"):
+        try:
+            x = np.asarray(x)  # lists: see what they hold before casting (a str would be parsed as a number)
+        except (ValueError, TypeError) as e:
+            raise InvalidArgument(f"{what} must be an array-like of real numbers: {e}") from None
+    if isinstance(x, np.ndarray) and x.dtype.kind in "USb":
+        kind = {"U": "strings", "S": "bytes", "b": "booleans"}[x.dtype.kind]
+        raise InvalidArgument(f"{what} must be real numbers, got {kind} (dtype {x.dtype}); nothing is converted")
     try:
         with np.errstate(over="ignore", invalid="ignore"):
             arr = np.asarray(x, dtype=np.float32)

@@ -34,7 +34,12 @@ pub fn ids_from_proto(ids: Option<&PointIds>, id_type: IdType) -> Result<Vec<Poi
                 .enumerate()
                 .map(|(i, &v)| {
                     if v > i64::MAX as u64 {
-                        Err(Error::invalid(format!("ids[{i}] is negative ({})", v as i64)))
+                        // The wire type is u64; int ids are 0..=i64::MAX (what NumPy's int64 holds).
+                        Err(Error::invalid(format!(
+                            "ids[{i}] is out of range: {v} (as an int64: {}) is not in 0..={}",
+                            v as i64,
+                            i64::MAX
+                        )))
                     } else {
                         Ok(PointId::Int(v))
                     }

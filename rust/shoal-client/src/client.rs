@@ -388,15 +388,30 @@ impl Client {
         if n == 0 {
             return Ok(0);
         }
-        let payload_bytes: usize = payloads.iter().map(|p| p.len() + 4).sum();
-        let per_row =
-            dim * 4 + 16 + payload_bytes / n.max(1) + ids.strs.iter().map(|s| s.len()).sum::<usize>() / n.max(1);
-        let rows = (MAX_REQUEST_BYTES / per_row.max(1)).max(1);
+        // Each request holds whole points up to MAX_REQUEST_BYTES (by their actual sizes); a single point
+        // larger than that is refused here, naming it, rather than failing in the transport.
+        let row_bytes = |i: usize| {
+            dim * 4 + 16 + payloads.get(i).map_or(0, |p| p.len() + 4) + ids.strs.get(i).map_or(0, |s| s.len() + 4)
+        };
+        for i in 0..n {
+            if row_bytes(i) > MAX_REQUEST_BYTES {
+                return Err(Error::InvalidArgument(format!(
+                    "point {i} (its id, vector and payloads[{i}]) is {} bytes: a point may be at most \
+                     {MAX_REQUEST_BYTES} bytes",
+                    row_bytes(i)
+                )));
+            }
+        }
         let deadline = tokio::time::Instant::now() + timeout;
         let mut written = 0;
         let mut start = 0;
         while start < n {
-            let end = (start + rows).min(n);
+            let mut end = start;
+            let mut bytes = 0;
+            while end < n && (end == start || bytes + row_bytes(end) <= MAX_REQUEST_BYTES) {
+                bytes += row_bytes(end);
+                end += 1;
+            }
             let part = v1::PointIds {
                 ints: if ids.ints.is_empty() { vec![] } else { ids.ints[start..end].to_vec() },
                 strs: if ids.strs.is_empty() { vec![] } else { ids.strs[start..end].to_vec() },

@@ -387,6 +387,9 @@ impl Engine {
     ) -> Result<WriteOutcome> {
         let view = self.view(name)?;
         validate::check_ids(&ids, view.entry.spec.shard.id_type)?;
+        if patch.is_empty() {
+            return Err(Error::InvalidArgument("the payload patch is empty: give at least one key to set".into()));
+        }
         let ops = ids.into_iter().map(|id| (id, OpBody::Patch(patch.clone()))).collect();
         self.write(&view, ops, opts.level, opts.timeout, opts.write_id).await
     }

@@ -51,7 +51,11 @@ pub fn int_id(i: usize, v: i64) -> Result<PointId> {
     u64::try_from(v).map(PointId::Int).map_err(|_| Error::invalid(format!("ids[{i}] is negative ({v})")))
 }
 
-/// Checks ids: each of the collection's `id_type`, no empty string, no duplicates within the batch.
+/// Longest str id, in UTF-8 bytes.
+pub const MAX_STR_ID_BYTES: usize = 1024;
+
+/// Checks ids: each of the collection's `id_type`, no empty or over-long string, no duplicates within the
+/// batch.
 pub fn check_ids(ids: &[PointId], id_type: IdType) -> Result<()> {
     for (i, id) in ids.iter().enumerate() {
         if id.id_type() != id_type {
@@ -62,8 +66,16 @@ pub fn check_ids(ids: &[PointId], id_type: IdType) -> Result<()> {
                 id_type.as_str()
             )));
         }
-        if matches!(id, PointId::Str(s) if s.is_empty()) {
-            return Err(Error::invalid(format!("ids[{i}] is an empty string")));
+        if let PointId::Str(s) = id {
+            if s.is_empty() {
+                return Err(Error::invalid(format!("ids[{i}] is an empty string")));
+            }
+            if s.len() > MAX_STR_ID_BYTES {
+                return Err(Error::invalid(format!(
+                    "ids[{i}] is {} bytes long: str ids are at most {MAX_STR_ID_BYTES} bytes",
+                    s.len()
+                )));
+            }
         }
     }
     let mut seen: HashMap<&PointId, usize> = HashMap::with_capacity(ids.len());
@@ -247,6 +259,8 @@ mod tests {
         assert!(check_k(16_385).is_err() && check_k(-1).is_err());
         assert!(check_ef(1).is_ok());
         assert_eq!(msg(check_ef(0)), "ef must be between 1 and 100000, got 0");
+        let long = PointId::Str("x".repeat(MAX_STR_ID_BYTES + 1));
+        assert!(msg(check_ids(&[long], IdType::Str)).contains("at most 1024 bytes"));
         assert!(check_ef(100_000).is_ok() && check_ef((1 << 32) + 1).is_err());
         assert!(check_timeout(1e6).is_ok() && check_timeout(1e300).is_err());
         assert!(check_timeout(0.5).is_ok());

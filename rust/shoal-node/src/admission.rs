@@ -212,7 +212,8 @@ where
             req.extensions_mut().insert(PeerNode(id));
         }
         if !req.uri().path().starts_with(PUBLIC_PREFIX) {
-            return Box::pin(self.inner.call(req));
+            let fut = self.inner.call(req);
+            return Box::pin(async move { fut.await.map(decode_errors_are_invalid_argument) });
         }
         let a = &self.admission;
         let before = a.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -236,9 +237,20 @@ where
         Box::pin(async move {
             let out = fut.await;
             drop(guard);
-            out
+            out.map(decode_errors_are_invalid_argument)
         })
     }
+}
+
+/// tonic answers a request body that does not decode as protobuf with INTERNAL; it is the caller's bad input,
+/// so it becomes INVALID_ARGUMENT (the message, naming the field, is kept).
+fn decode_errors_are_invalid_argument<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let decode_failure = resp.headers().get("grpc-status").is_some_and(|v| v == "13")
+        && resp.headers().get("grpc-message").is_some_and(|m| m.as_bytes().starts_with(b"failed%20to%20decode"));
+    if decode_failure {
+        resp.headers_mut().insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
+    resp
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod certs;
 pub mod config;
 pub mod repair;
+pub mod scroll_slots;
 pub mod server;
 pub mod service;
 pub mod status;

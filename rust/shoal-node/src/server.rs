@@ -297,7 +297,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
     )
     .await?;
 
-    let points = PointsServer::new(PointsService { engine: engine.clone() })
+    let points = PointsServer::new(PointsService { engine: engine.clone(), scrolls: Default::default() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let collections = CollectionsServer::new(CollectionsService { engine: engine.clone() });

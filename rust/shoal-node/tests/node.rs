@@ -1009,7 +1009,7 @@ async fn errors_map_to_their_kinds_and_change_nothing() {
         // Negative ids (as the int64 the Python API would send).
         let mut neg = mixed.clone();
         neg[4] = -5i64 as u64;
-        assert_invalid(c.upsert(name, ints(neg), &good, dim, &[], w, T).await, &["ids[4]", "negative"]);
+        assert_invalid(c.upsert(name, ints(neg), &good, dim, &[], w, T).await, &["ids[4]", "out of range", "-5"]);
         assert_unchanged(&c, name, &model, &fresh).await;
 
         // String ids on an int collection.

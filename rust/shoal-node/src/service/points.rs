@@ -19,6 +19,8 @@ use crate::status::status;
 pub struct PointsService {
     /// The node's engine.
     pub engine: Arc<Engine>,
+    /// The open Scroll streams, bounded per connection and per node.
+    pub scrolls: Arc<crate::scroll_slots::ScrollSlots>,
 }
 
 /// A request's write consistency; an unknown value is refused, never silently downgraded (DESIGN §3).
@@ -175,6 +177,14 @@ impl Points for PointsService {
     /// (`grpc-timeout`, else 10 s) applies to each batch, not to the whole stream.
     async fn scroll(&self, req: Request<v1::ScrollRequest>) -> Result<Response<Self::ScrollStream>, Status> {
         let batch_timeout = deadline(&req);
+        let slot = self.scrolls.take(req.remote_addr()).map_err(|m| {
+            let mut s = Status::resource_exhausted(format!("{m}: finish or drop one, then retry"));
+            s.metadata_mut().insert(
+                crate::status::ERROR_KIND_KEY,
+                tonic::metadata::MetadataValue::from_static("resource_exhausted"),
+            );
+            s
+        })?;
         let r = req.into_inner();
         let params = ScrollParams {
             batch_size: r.batch_size,
@@ -186,14 +196,16 @@ impl Points for PointsService {
             batch_timeout,
         };
         let Scroll { dim, batches, idle_closed } = self.engine.scroll(&r.collection, params).map_err(status)?;
-        let stream = futures::stream::unfold(Some(batches), move |rx| {
+        let stream = futures::stream::unfold(Some((batches, slot)), move |state| {
             let idle_closed = Arc::clone(&idle_closed);
             async move {
-                let mut rx = rx?;
+                // The slot lives in the stream's state: released when the stream ends or is dropped.
+                let (mut rx, slot) = state?;
                 match rx.recv().await {
-                    Some(item) => {
-                        Some((item.map(|b| scroll_response(b.records, dim, b.resume_token)).map_err(status), Some(rx)))
-                    }
+                    Some(item) => Some((
+                        item.map(|b| scroll_response(b.records, dim, b.resume_token)).map_err(status),
+                        Some((rx, slot)),
+                    )),
                     // The producer stopped on an idle reader: say so rather than end as if complete.
                     None if idle_closed.load(std::sync::atomic::Ordering::Acquire) => Some((
                         Err(status(shoal_cluster::Error::Timeout(format!(
