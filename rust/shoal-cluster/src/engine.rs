@@ -219,6 +219,26 @@ pub(crate) fn shard_dir(root: &Path, key: &ReplicaKey) -> PathBuf {
     root.join("shards").join(format!("{}@{}", key.0, key.1)).join(key.2.to_string())
 }
 
+/// Whether `dir` is a shard directory strictly inside `root/shards`: relative to it, two plain components (no
+/// `..`, no root, no prefix). Collection names are validated before they reach the catalog; this checks the
+/// path as well, right before anything is created or deleted there.
+pub(crate) fn inside_shards(root: &Path, dir: &Path) -> bool {
+    dir.strip_prefix(root.join("shards")).is_ok_and(|rel| {
+        let parts: Vec<_> = rel.components().collect();
+        parts.len() == 2 && parts.iter().all(|c| matches!(c, std::path::Component::Normal(_)))
+    })
+}
+
+#[cfg(test)]
+#[test]
+fn shard_dirs_stay_inside_the_data_dir() {
+    let root = Path::new("/data");
+    assert!(inside_shards(root, &shard_dir(root, &("docs".into(), 3, 1))));
+    assert!(!inside_shards(root, &shard_dir(root, &("../../../../x".into(), 3, 1))));
+    assert!(!inside_shards(root, &shard_dir(root, &("a/b".into(), 3, 1))));
+    assert!(!inside_shards(root, &shard_dir(root, &("/etc".into(), 3, 1))));
+}
+
 /// The transport id of a shard group.
 pub(crate) fn group_id(key: &ReplicaKey) -> String {
     format!("{}@{}/{}", key.0, key.1, key.2)
@@ -993,7 +1013,9 @@ impl Engine {
                         }
                     }
                     let dir = shard_dir(&self.cfg.data_dir, &key);
-                    if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    if !inside_shards(&self.cfg.data_dir, &dir) {
+                        tracing::error!(dir = %dir.display(), "refusing to delete a shard dir outside the data dir");
+                    } else if let Err(e) = std::fs::remove_dir_all(&dir) {
                         tracing::warn!(dir = %dir.display(), error = %e, "could not remove shard data");
                     }
                     // The collection's directory goes with its last shard (fails harmlessly while not empty).
@@ -1026,6 +1048,13 @@ impl Engine {
     pub(crate) async fn open_replica(&self, entry: &CollectionEntry, key: &ReplicaKey, fresh: bool) -> Result<()> {
         let app = Arc::new(ShardApp::new(entry.spec.shard.clone(), Box::new(self.indexer.waker())));
         let dir = shard_dir(&self.cfg.data_dir, key);
+        if !inside_shards(&self.cfg.data_dir, &dir) {
+            return Err(Error::InvalidArgument(format!(
+                "shard dir {} of collection {:?} would be outside the data dir",
+                dir.display(),
+                key.0
+            )));
+        }
         let gid = group_id(key);
         if !fresh && self.manifest.contains(&gid) {
             let log = dir.join("log");

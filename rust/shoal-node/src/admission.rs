@@ -51,6 +51,11 @@ const PUBLIC_PREFIX: &str = "/shoal.v1.";
 /// message size limit, so this also bounds the memory of requests in flight.
 pub const MAX_PUBLIC_IN_FLIGHT: usize = 1024;
 
+/// Most bytes of public request bodies a node holds at once (from their arrival until their calls are
+/// answered); a call whose body would go past it fails with RESOURCE_EXHAUSTED (kind `resource_exhausted`),
+/// which the client retries with backoff within its deadline.
+pub const MAX_IN_FLIGHT_BYTES: usize = 1 << 30;
+
 /// Finds the role of an API key (the engine's key registry); `None` for an unknown or revoked key.
 pub type KeyLookup = Arc<dyn Fn(&str) -> Option<(String, Role)> + Send + Sync>;
 
@@ -69,6 +74,10 @@ pub struct Admission {
     draining: AtomicBool,
     /// Public calls admitted and not yet answered.
     in_flight: AtomicUsize,
+    /// Bytes of public request bodies received by calls not yet answered; at most `max_body_bytes`.
+    body_bytes: AtomicUsize,
+    /// The budget of `body_bytes` ([`MAX_IN_FLIGHT_BYTES`]; smaller in tests).
+    max_body_bytes: usize,
     /// Signalled whenever `in_flight` drops to zero.
     idle: Notify,
 }
@@ -76,13 +85,20 @@ pub struct Admission {
 impl Admission {
     /// Admission for node `node_id`, serving everyone (insecure, no fault injection).
     pub fn new(node_id: u64) -> Arc<Admission> {
-        Arc::new(Admission { node_id, ..Default::default() })
+        Arc::new(Admission { node_id, max_body_bytes: MAX_IN_FLIGHT_BYTES, ..Default::default() })
     }
 
     /// Admission for node `node_id`: `secure` authenticates every caller against `keys` and node certificates;
     /// `faults_enabled` exposes the fault-injection methods.
     pub fn with_auth(node_id: u64, secure: bool, faults_enabled: bool, keys: KeyLookup) -> Arc<Admission> {
-        Arc::new(Admission { node_id, secure, faults_enabled, keys: Some(keys), ..Default::default() })
+        Arc::new(Admission {
+            node_id,
+            secure,
+            faults_enabled,
+            keys: Some(keys),
+            max_body_bytes: MAX_IN_FLIGHT_BYTES,
+            ..Default::default()
+        })
     }
 
     /// Who sent `req`: a peer with a valid node certificate, a client with a key, or nobody known.
@@ -135,14 +151,87 @@ impl Admission {
     }
 }
 
-/// Decrements the in-flight count when the call's response is ready (or the call is dropped).
-struct Admitted(Arc<Admission>);
+/// Decrements the in-flight count when the call's response is ready (or the call is dropped), and gives
+/// back the body bytes the call took from the node's budget.
+struct Admitted(Arc<Admission>, Arc<AtomicUsize>);
 
 impl Drop for Admitted {
     fn drop(&mut self) {
+        self.0.body_bytes.fetch_sub(self.1.swap(0, Ordering::AcqRel), Ordering::AcqRel);
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle.notify_waiters();
         }
+    }
+}
+
+/// A request body whose bytes count against the node's budget of request bytes in flight
+/// ([`MAX_IN_FLIGHT_BYTES`]) from when they arrive until the call is answered (the decoded request lives that
+/// long). A frame that would exceed the budget fails the body with RESOURCE_EXHAUSTED.
+pub trait BudgetedBody: Sized {
+    /// The body, counting its bytes into `held` (the call's share) and the admission's total.
+    fn budgeted(self, admission: Arc<Admission>, held: Arc<AtomicUsize>) -> Self;
+}
+
+impl BudgetedBody for tonic::body::Body {
+    fn budgeted(self, admission: Arc<Admission>, held: Arc<AtomicUsize>) -> Self {
+        tonic::body::Body::new(Budgeted { inner: self, admission, held })
+    }
+}
+
+/// Unit bodies (tests) carry no bytes.
+impl BudgetedBody for () {
+    fn budgeted(self, _: Arc<Admission>, _: Arc<AtomicUsize>) -> Self {}
+}
+
+/// See [`BudgetedBody`].
+struct Budgeted {
+    /// The request body as received.
+    inner: tonic::body::Body,
+    /// Whose budget.
+    admission: Arc<Admission>,
+    /// Bytes this call holds; given back by [`Admitted`].
+    held: Arc<AtomicUsize>,
+}
+
+impl http_body::Body for Budgeted {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+            Poll::Ready(Some(Ok(f))) => f,
+        };
+        if let Some(data) = frame.data_ref() {
+            let n = data.len();
+            let before = self.admission.body_bytes.fetch_add(n, Ordering::AcqRel);
+            if before + n > self.admission.max_body_bytes {
+                self.admission.body_bytes.fetch_sub(n, Ordering::AcqRel);
+                let m = format!(
+                    "node {} holds {} MiB of requests in flight already (at most {} MiB): this one was not started \
+                     (retry later)",
+                    self.admission.node_id,
+                    before >> 20,
+                    self.admission.max_body_bytes >> 20
+                );
+                return Poll::Ready(Some(Err(kinded(tonic::Status::resource_exhausted(m), "resource_exhausted"))));
+            }
+            self.held.fetch_add(n, Ordering::AcqRel);
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -168,6 +257,7 @@ type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
 impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for AdmissionService<S>
 where
+    ReqBody: BudgetedBody,
     S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
@@ -217,7 +307,8 @@ where
         }
         let a = &self.admission;
         let before = a.in_flight.fetch_add(1, Ordering::AcqRel);
-        let guard = Admitted(Arc::clone(a));
+        let held = Arc::new(AtomicUsize::new(0));
+        let guard = Admitted(Arc::clone(a), Arc::clone(&held));
         if before >= MAX_PUBLIC_IN_FLIGHT {
             let m = format!(
                 "node {} is serving {MAX_PUBLIC_IN_FLIGHT} calls already: this one was not started (retry later)",
@@ -233,6 +324,7 @@ where
             drop(guard);
             return Box::pin(async move { Ok(refusal) });
         }
+        let req = req.map(|b| b.budgeted(Arc::clone(a), held));
         let fut = self.inner.call(req);
         Box::pin(async move {
             let out = fut.await;
@@ -281,6 +373,46 @@ mod tests {
 
     fn req(path: &str) -> http::Request<()> {
         http::Request::builder().uri(path).body(()).unwrap()
+    }
+
+    /// Reads the whole request body; answers "read N" or "error CODE".
+    #[derive(Clone)]
+    struct Drain;
+
+    impl Service<http::Request<tonic::body::Body>> for Drain {
+        type Response = http::Response<String>;
+        type Error = Infallible;
+        type Future = BoxFuture<Self::Response, Infallible>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+            Box::pin(async move {
+                let mut body = req.into_body();
+                let mut n = 0;
+                loop {
+                    match std::future::poll_fn(|cx| http_body::Body::poll_frame(Pin::new(&mut body), cx)).await {
+                        None => return Ok(http::Response::new(format!("read {n}"))),
+                        Some(Ok(f)) => n += f.data_ref().map_or(0, |d| d.len()),
+                        Some(Err(s)) => return Ok(http::Response::new(format!("error {}", s.code() as i32))),
+                    }
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn request_bytes_in_flight_are_bounded() {
+        let admission = Arc::new(Admission { node_id: 1, max_body_bytes: 100, ..Default::default() });
+        let mut svc = AdmissionLayer(Arc::clone(&admission)).layer(Drain);
+        let call = |n: usize| {
+            http::Request::builder().uri("/shoal.v1.Points/Upsert").body(tonic::body::Body::new("x".repeat(n))).unwrap()
+        };
+        assert_eq!(svc.call(call(60)).await.unwrap().into_body(), "read 60");
+        assert_eq!(admission.body_bytes.load(Ordering::Acquire), 0, "given back when the call is answered");
+        assert_eq!(svc.call(call(150)).await.unwrap().into_body(), "error 8", "RESOURCE_EXHAUSTED");
+        assert_eq!(admission.body_bytes.load(Ordering::Acquire), 0);
+        assert_eq!(svc.call(call(100)).await.unwrap().into_body(), "read 100");
     }
 
     #[tokio::test]
