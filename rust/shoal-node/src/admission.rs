@@ -29,7 +29,7 @@ use crate::auth::{self, Caller, Refusal};
 use crate::status::{ERROR_KIND_KEY, status};
 
 /// A status with its `x-shoal-error` kind.
-fn kinded(mut s: tonic::Status, kind: &'static str) -> tonic::Status {
+pub(crate) fn kinded(mut s: tonic::Status, kind: &'static str) -> tonic::Status {
     s.metadata_mut().insert(ERROR_KIND_KEY, tonic::metadata::MetadataValue::from_static(kind));
     s
 }

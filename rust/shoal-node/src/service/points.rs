@@ -12,6 +12,7 @@ use shoal_core::dedup::WriteId;
 use tonic::{Request, Response, Status};
 
 use super::deadline;
+use crate::admission::kinded;
 use crate::status::status;
 
 /// The points service.
@@ -178,12 +179,7 @@ impl Points for PointsService {
     async fn scroll(&self, req: Request<v1::ScrollRequest>) -> Result<Response<Self::ScrollStream>, Status> {
         let batch_timeout = deadline(&req);
         let slot = self.scrolls.take(req.remote_addr()).map_err(|m| {
-            let mut s = Status::resource_exhausted(format!("{m}: finish or drop one, then retry"));
-            s.metadata_mut().insert(
-                crate::status::ERROR_KIND_KEY,
-                tonic::metadata::MetadataValue::from_static("resource_exhausted"),
-            );
-            s
+            kinded(Status::resource_exhausted(format!("{m}: finish or drop one, then retry")), "resource_exhausted")
         })?;
         let r = req.into_inner();
         let params = ScrollParams {
