@@ -6,6 +6,7 @@ health says so. Every wait is bounded; no duration is asserted."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -91,14 +92,10 @@ def _vote_file(d: Path) -> None:
 
 
 def _delete_log_dir(d: Path) -> None:
-    import shutil
-
     shutil.rmtree(d / "log")
 
 
 def _delete_shard_dir(d: Path) -> None:
-    import shutil
-
     shutil.rmtree(d)
 
 
@@ -267,3 +264,62 @@ def test_anti_entropy_rebuilds_a_replica_that_diverged_silently(shoal_cluster: s
     with shoal.connect(node.address, credentials=shoal_cluster.credentials) as c:
         got = c.collection("drift").get([changed], consistency="eventual", timeout=10)
         assert "_diverged" not in got.payloads[0], "node 3 serves the peers' content again"
+
+
+def _meta_segments(node: shoal.NodeHandle) -> list[Path]:
+    return sorted((node.data_dir / "meta" / "log").glob("*.seg"))
+
+@pytest.mark.parametrize("victim", [1, 2], ids=["first-node-no-join-flag", "joined-node"])
+@pytest.mark.shoal(nodes=3)
+def test_a_damaged_group_zero_is_rebuilt_from_the_other_members(shoal_cluster: shoal.Cluster, victim: int) -> None:
+    """Group 0 (the catalog) of one node damaged in the middle of its log, then deleted outright: the node sets
+    the files aside, has itself removed from group 0 (it must not vote with a log it forgot), joins again as a
+    learner, is promoted, and serves its replicas and the catalog's later changes. Node 1 started the cluster
+    (no --join: it finds the others in DATA_DIR/peers) and led group 0."""
+    coll = shoal_cluster.create_collection("meta_heal", dim=DIM, metric="l2", shards=2, replication_factor=3)
+    _load(coll)
+    node = shoal_cluster.node(victim)
+    _wait(f"node {victim} recorded its peers", lambda: len((node.data_dir / "peers").read_text().split("\n")) >= 3)
+
+    def voter(n: int) -> bool:
+        return any(x.id == n and x.role in ("leader", "follower") for x in shoal_cluster.nodes())
+
+    for round_, damage in enumerate(("flip_middle_record", "delete_meta_dir")):
+        node.stop()
+        if damage == "flip_middle_record":
+            seg = _meta_segments(node)[-1]
+            offs = _record_offsets(seg)
+            assert len(offs) >= 3, f"group 0's log holds too few records to damage the middle one: {offs}"
+            _flip(seg, offs[len(offs) // 2] + 12)
+        else:
+
+            shutil.rmtree(node.data_dir / "meta")
+        node.start(timeout=60)
+        _wait(f"{damage}: node {victim} is a voter of group 0 again", lambda: voter(victim))
+        log = node.log_path.read_text(errors="replace")
+        assert log.count("group 0 rebuilt from the other members") == round_ + 1, node.log_tail(30)
+        kept = list((node.data_dir / "damaged").glob("meta-*"))
+        assert len(kept) == 1, f"{damage}: the damaged group 0 is kept aside (a deleted one has nothing to keep): {kept}"
+        # the catalog is back on the node: a collection created now is served through it alone
+        later = shoal_cluster.create_collection(f"later{round_}", dim=DIM, metric="l2", shards=1)
+        later.upsert([7], _vecs(np.array([7])))
+        with shoal.connect([node.address], credentials=shoal_cluster.credentials) as direct:
+            assert direct.collection(f"later{round_}").get([7], consistency="strong", timeout=10).missing == []
+            got = direct.collection("meta_heal").get(np.arange(N), consistency="strong", timeout=10)
+            assert got.missing == [], f"{damage}: points lost: {got.missing[:10]}"
+        _wait(f"{damage}: health green", lambda: shoal_cluster.health(timeout=5).status == "green")
+
+@pytest.mark.shoal(nodes=1)
+def test_a_damaged_group_zero_without_peers_refuses_to_start(shoal_cluster: shoal.Cluster) -> None:
+    """A single node has nobody to rebuild group 0 from: it refuses to start, naming the damage and the way out."""
+    shoal_cluster.create_collection("alone", dim=DIM, metric="l2", shards=1)
+    node = shoal_cluster.node(1)
+    node.stop()
+    seg = _meta_segments(node)[-1]
+    offs = _record_offsets(seg)
+    _flip(seg, offs[len(offs) // 2] + 12)
+    with pytest.raises(shoal.ShoalError):
+        node.start(timeout=30)
+    log = node.log_path.read_text(errors="replace")
+    assert "group 0" in log and "--join" in log and str(seg.name) in log, node.log_tail(20)
+    _flip(seg, offs[len(offs) // 2] + 12)  # undo, so that the fixture's teardown finds a node that starts

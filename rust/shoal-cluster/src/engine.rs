@@ -177,6 +177,12 @@ pub struct Engine {
     pub(crate) quarantine: RwLock<BTreeMap<ReplicaKey, crate::quarantine::Quarantine>>,
     /// The replicas this node created on its disk (a listed replica whose files are gone is damaged).
     manifest: crate::manifest::Manifest,
+    /// The other members of the cluster as last seen in the registry (kept outside group 0, see
+    /// `known_peers.rs`): whom to rebuild group 0 from.
+    pub(crate) known_peers: crate::known_peers::KnownPeers,
+    /// Why group 0 is being rebuilt from the other members (`meta_rebuild.rs`); `None` once it is not (or
+    /// never was). While `Some`, group 0 is not registered with the transport.
+    pub(crate) meta_rebuild: parking_lot::Mutex<Option<String>>,
     /// Leader hints of shard groups this node learnt from other nodes, by group id.
     pub(crate) leader_hints: RwLock<HashMap<String, u64>>,
     /// Serialises reconcile and heal passes.
@@ -273,19 +279,56 @@ impl Engine {
         std::fs::create_dir_all(cfg.data_dir.join("shards")).map_err(|e| Error::Internal(e.to_string()))?;
         let manifest = crate::manifest::Manifest::load(&cfg.data_dir)
             .map_err(|e| Error::Storage(format!("reading {}: {e}", cfg.data_dir.join("replicas").display())))?;
-        let catalog = Arc::new(Catalog::default());
+        let known_peers = crate::known_peers::KnownPeers::load(&cfg.data_dir);
+        let meta_dir = cfg.data_dir.join("meta");
+        let was_member = !manifest.is_empty() || !known_peers.is_empty();
+        let mut rebuild = crate::meta_rebuild::unfinished_or_missing(&meta_dir, was_member);
         let mut opts = cfg.raft.clone();
         opts.bootstrap_single = cfg.join.is_none();
-        let meta = RaftGroup::open_with_network(
-            &cfg.data_dir.join("meta"),
-            cfg.node_id,
-            cfg.advertise.clone(),
-            catalog.clone(),
-            opts,
-            net.factory("meta"),
-        )
-        .await?;
-        transport.register("meta", &meta);
+        let mut catalog = Arc::new(Catalog::default());
+        let mut meta = None;
+        if rebuild.is_none() {
+            match RaftGroup::open_with_network(
+                &meta_dir,
+                cfg.node_id,
+                cfg.advertise.clone(),
+                catalog.clone(),
+                opts.clone(),
+                net.factory("meta"),
+            )
+            .await
+            {
+                Ok(g) => meta = Some(g),
+                Err(shoal_raft::Error::Corrupt { path, reason }) => {
+                    rebuild = Some(format!("{}: {reason}", path.display()));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let meta = match meta {
+            Some(g) => {
+                transport.register("meta", &g);
+                g
+            }
+            None => {
+                // Group 0 is damaged: set it aside and open an empty one, which is not served to peers until
+                // this node is out of group 0's membership (see meta_rebuild.rs).
+                let reason = rebuild.clone().unwrap_or_default();
+                let seeds = !known_peers.is_empty() || cfg.join.is_some();
+                crate::meta_rebuild::set_aside(&cfg.data_dir, cfg.node_id, &reason, seeds)?;
+                catalog = Arc::new(Catalog::default());
+                opts.bootstrap_single = false;
+                RaftGroup::open_with_network(
+                    &meta_dir,
+                    cfg.node_id,
+                    cfg.advertise.clone(),
+                    catalog.clone(),
+                    opts,
+                    net.factory("meta"),
+                )
+                .await?
+            }
+        };
         let clock_offset = Arc::new(std::sync::atomic::AtomicI64::new(0));
         Ok(Arc::new_cyclic(|me| Engine {
             me: me.clone(),
@@ -305,6 +348,8 @@ impl Engine {
             replicas: RwLock::default(),
             quarantine: RwLock::default(),
             manifest,
+            known_peers,
+            meta_rebuild: parking_lot::Mutex::new(rebuild),
             leader_hints: RwLock::default(),
             reconcile_lock: AsyncMutex::new(()),
             join_lock: AsyncMutex::new(()),
@@ -326,6 +371,10 @@ impl Engine {
     /// and keeps them in line with it from then on. Returns once requests can be served.
     pub async fn start(self: &Arc<Engine>, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
+        let rebuild = self.meta_rebuild.lock().clone();
+        if let Some(reason) = rebuild {
+            self.rebuild_meta(&reason, deadline).await?;
+        }
         if !self.meta.is_initialized().await? {
             let Some(seed) = self.cfg.join.clone() else {
                 return Err(Error::Internal("group 0 is not initialised and no --join address was given".into()));
@@ -355,6 +404,7 @@ impl Engine {
             });
         }
         self.reconcile().await?;
+        self.note_peers();
         self.remove_orphan_dirs();
         let weak = Arc::downgrade(self);
         let mut changes = self.catalog.subscribe();
@@ -373,6 +423,7 @@ impl Engine {
                 if let Err(e) = engine.reconcile().await {
                     tracing::error!(error = %e, "reconcile failed");
                 }
+                engine.note_peers();
             }
         });
         let weak = Arc::downgrade(self);
@@ -726,10 +777,15 @@ impl Engine {
 
     /// Asks the cluster reachable at `seed` to add this node, then waits until this node's copy of
     /// group 0 holds its own registry entry (it has caught up).
-    async fn join_through(&self, seed: &str, deadline: Instant) -> Result<()> {
+    pub(crate) async fn join_through(&self, seed: &str, deadline: Instant) -> Result<()> {
         let me = self.node_record();
-        let req =
-            JoinRequest { node_id: me.id, address: me.address.clone(), zone: me.zone.clone(), version: me.version };
+        let req = JoinRequest {
+            node_id: me.id,
+            address: me.address.clone(),
+            zone: me.zone.clone(),
+            version: me.version,
+            forget: false,
+        };
         let mut backoff = Duration::from_millis(50);
         let mut target: (u64, String) = (0, seed.to_string());
         loop {
@@ -780,6 +836,9 @@ impl Engine {
         let _guard = tokio::time::timeout(timeout, self.join_lock.lock())
             .await
             .map_err(|_| Error::Timeout("another join is in progress".into()))?;
+        if req.forget {
+            return self.forget_member(req.node_id, deadline).await;
+        }
         if let Some(existing) = self.catalog.node(req.node_id)
             && existing.address != req.address
             && self.meta.voter_ids().contains(&req.node_id)
@@ -947,7 +1006,12 @@ impl Engine {
         &self.cfg.advertise
     }
 
-    /// Whether this node currently leads group 0.
+    /// Whether node `id` is in group 0's registry (as this node knows it).
+    pub fn is_registered(&self, id: u64) -> bool {
+        self.catalog.node(id).is_some()
+    }
+
+    /// Whether this node leads group 0.
     pub fn is_meta_leader(&self) -> bool {
         self.meta.is_leader()
     }

@@ -29,6 +29,11 @@ impl Manifest {
         Ok(Manifest { path, ids: Mutex::new(ids) })
     }
 
+    /// Whether no replica is listed.
+    pub fn is_empty(&self) -> bool {
+        self.ids.lock().is_empty()
+    }
+
     /// Whether `gid` is listed.
     pub fn contains(&self, gid: &str) -> bool {
         self.ids.lock().contains(gid)

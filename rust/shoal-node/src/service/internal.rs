@@ -45,9 +45,11 @@ impl NodeInternal for InternalService {
 
     async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::JoinReply>, Status> {
         self.admit(&req)?;
-        // With TLS, a node joins only as the node its certificate names.
+        // With TLS, a node joins only as the node its certificate names, or through a registered member
+        // that forwards its join to the group-0 leader.
         if let Some(shoal_raft::PeerNode(id)) = req.extensions().get::<shoal_raft::PeerNode>().copied()
             && id != req.get_ref().node_id
+            && !self.engine.is_registered(id)
         {
             return Err(Status::permission_denied(format!(
                 "node {id}'s certificate cannot join as node {}",
