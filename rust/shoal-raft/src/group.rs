@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use std::collections::BTreeSet;
 
@@ -31,6 +32,7 @@ use crate::log_store::LogReader;
 use crate::log_store::LogStore;
 use crate::log_store::LogStoreOptions;
 use crate::network::NoPeersNetwork;
+use crate::purge_guard::{Observation, PurgeGuard};
 use crate::state_machine::StateMachineApp;
 use crate::state_machine::StateMachineStore;
 use crate::types::Command;
@@ -86,7 +88,6 @@ impl GroupOptions {
         if self.snapshot_every == 0 {
             return Err(Error::InvalidArgument("snapshot_every must be > 0".into()));
         }
-        let keep = (self.snapshot_every / 2).min(1000);
         let config = Config {
             cluster_name: "shoal".to_string(),
             heartbeat_interval: self.heartbeat_ms,
@@ -99,9 +100,9 @@ impl GroupOptions {
             // before it received anything; promoted, it then stalled every write of the group until its
             // snapshot was installed or its log replayed (seconds for a 100 MB shard).
             replication_lag_threshold: LEARNER_CAUGHT_UP_ENTRIES,
-            max_in_snapshot_log_to_keep: keep,
-            // Each purge persists the purge point (two fsyncs): purge in batches.
-            purge_batch_size: (self.snapshot_every / 4).clamp(1, 256),
+            // Purging is ours (`purge_guard.rs`, driven by `run_purge_guard`): openraft's rule would purge
+            // the log a member catching up under sustained writes still needs. This turns its rule off.
+            max_in_snapshot_log_to_keep: u64::MAX,
             // A restarted leader must win a new election (and commit a blank entry in its new
             // term) before serving: our `committed` file may lag, so a restored leader could
             // otherwise serve reads from a state machine behind acknowledged writes.
@@ -134,6 +135,97 @@ pub struct RaftGroup {
     /// A reader of the group's log store, kept to close the store (join its I/O thread, release
     /// its directory lock) at shutdown.
     log: LogReader,
+    /// Set when the group is shut down or dropped: ends its purge task.
+    stopped: Arc<AtomicBool>,
+    /// When a leader last reached this node for the group (see [`RaftGroup::leader_contact_age`]).
+    contact: ContactClock,
+}
+
+/// When a leader of a group last reached this node: touched by the transport on each append request this
+/// node answers; starts at the group's open (a group just opened has not missed its leader yet).
+#[derive(Debug, Clone)]
+pub struct ContactClock {
+    /// The reference instant.
+    base: Instant,
+    /// Milliseconds from `base` to the last contact.
+    last_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ContactClock {
+    fn new() -> ContactClock {
+        ContactClock { base: Instant::now(), last_ms: Arc::default() }
+    }
+
+    /// Records a contact now.
+    pub fn touch(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Time since the last contact (or since the group opened).
+    pub fn age(&self) -> Duration {
+        self.base.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+impl Drop for RaftGroup {
+    fn drop(&mut self) {
+        self.stopped.store(true, Ordering::Release);
+    }
+}
+
+/// How often a group's purge task looks at the group.
+const PURGE_EVERY: Duration = Duration::from_millis(250);
+
+impl GroupOptions {
+    /// Entries kept after the newest snapshot for followers that lag a little.
+    fn purge_keep(&self) -> u64 {
+        (self.snapshot_every / 2).min(1000)
+    }
+
+    /// The most entries kept behind the fixed tail for a member catching up (`purge_guard.rs`).
+    fn purge_cap(&self) -> u64 {
+        self.snapshot_every.saturating_mul(4).max(4096)
+    }
+
+    /// Purge only when at least this many entries go (each purge persists the purge point: two fsyncs).
+    fn purge_batch(&self) -> u64 {
+        (self.snapshot_every / 4).clamp(1, 256)
+    }
+}
+
+/// Purges the group's log as far as [`PurgeGuard`] allows, every [`PURGE_EVERY`], until `stopped` or the
+/// Raft core stops.
+async fn run_purge_guard(raft: Raft, stopped: Arc<AtomicBool>, keep: u64, cap: u64, batch: u64) {
+    let mut guard = PurgeGuard::default();
+    loop {
+        tokio::time::sleep(PURGE_EVERY).await;
+        if stopped.load(Ordering::Acquire) {
+            return;
+        }
+        let obs = {
+            let m = raft.metrics().borrow_watched().clone();
+            if m.running_state.is_err() {
+                return;
+            }
+            Observation {
+                snapshot: m.snapshot.map(|l| l.index),
+                purged: m.purged.map(|l| l.index),
+                last_log: m.last_log_index.unwrap_or(0),
+                matched: m.replication.as_ref().map(|rep| {
+                    rep.iter()
+                        .filter(|(id, _)| **id != m.id)
+                        .map(|(id, l)| (*id, l.as_ref().map(|l| l.index)))
+                        .collect()
+                }),
+            }
+        };
+        if let Some(upto) = guard.next(Instant::now(), &obs, keep, cap, batch)
+            && raft.trigger().purge_log(upto).await.is_err()
+        {
+            return;
+        }
+    }
 }
 
 /// What the log says about the snapshot and the reverse (DESIGN §6: a file the node's own state says must
@@ -232,7 +324,16 @@ impl RaftGroup {
                 return Err(e.into());
             }
         };
-        let group = RaftGroup { raft, node_id, dir: dir.to_path_buf(), log: reader };
+        let stopped = Arc::new(AtomicBool::new(false));
+        tokio::spawn(run_purge_guard(
+            raft.clone(),
+            stopped.clone(),
+            opts.purge_keep(),
+            opts.purge_cap(),
+            opts.purge_batch(),
+        ));
+        let group =
+            RaftGroup { raft, node_id, dir: dir.to_path_buf(), log: reader, stopped, contact: ContactClock::new() };
 
         if !group.raft.is_initialized().await? {
             if opts.bootstrap_single {
@@ -470,6 +571,23 @@ impl RaftGroup {
         self.node_id
     }
 
+    /// The group's leader-contact clock (the transport touches it).
+    pub fn contact_clock(&self) -> ContactClock {
+        self.contact.clone()
+    }
+
+    /// How long this node has been without a working leader for the group: on the leader, the time since a
+    /// quorum last acknowledged it; elsewhere, since a leader's last append request reached this node (both
+    /// count from the group's open at most). A node cut off from the majority sees it grow without bound.
+    pub fn leader_contact_age(&self) -> Duration {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        match (m.state, &m.last_quorum_acked) {
+            (ServerState::Leader, Some(at)) => openraft::Instant::elapsed(&**at),
+            _ => self.contact.age(),
+        }
+    }
+
     /// The group's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -504,6 +622,7 @@ impl RaftGroup {
     /// Stops the group: openraft shuts down, then the log store flushes and releases its
     /// directory. The group can be reopened afterwards. Idempotent.
     pub async fn shutdown(&self) -> Result<()> {
+        self.stopped.store(true, Ordering::Release);
         let res = self.raft.shutdown().await;
         let log = self.log.clone();
         tokio::task::spawn_blocking(move || log.close())

@@ -17,6 +17,7 @@ pub mod group;
 pub mod grpc;
 pub mod log_store;
 pub mod network;
+pub mod purge_guard;
 pub mod state_machine;
 pub mod transport;
 pub mod types;
