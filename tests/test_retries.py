@@ -135,3 +135,32 @@ def test_a_paused_coordinator_fails_over_and_the_retry_applies_once(shoal_cluste
         assert c.upsert([KEY], _vec(2), payloads=[{"v": 2}]) == 1
         time.sleep(1.0)  # give a late copy from the resumed node time to arrive (it must not win)
         assert _value(c) == 2
+
+
+@pytest.mark.shoal(nodes=3)
+def test_a_client_whose_first_node_is_cut_off_fails_over(shoal_cluster: shoal.Cluster) -> None:
+    """Node 3 is partitioned from the other two, but still answers its clients. A client that lists it first
+    does not wait for its requests' deadlines there: node 3 knows it hears from no group-0 leader, answers
+    NodeUnavailable, and the client moves on to a node of the majority (the write with its write id, so it
+    applies once). Reads at `eventual` that node 3 can serve from its own replica still work there."""
+    coll = shoal_cluster.create_collection("cut", dim=DIM, metric="l2", shards=1, replication_factor=3)
+    coll.upsert([KEY], _vec(0), consistency="strong")
+    n3 = shoal_cluster.node(3).address
+    others = [a for a in shoal_cluster.addresses() if a != n3]
+    shoal_cluster.partition([3])
+    try:
+        with shoal.connect([n3, *others], credentials=shoal_cluster.credentials) as c:
+            w = c.collection("cut")
+            for gen in range(1, 4):
+                # 30 s deadlines: before, each call waited them out on node 3 and failed.
+                assert w.upsert([KEY], _vec(gen), consistency="quorum", timeout=30) == 1
+                got = w.get([KEY], consistency="strong", timeout=30)
+                assert got.vectors[0][0] == gen + 1, got
+        with shoal.connect([n3], credentials=shoal_cluster.credentials) as only3:
+            with pytest.raises(shoal.NodeUnavailable, match="cut off"):
+                only3.collection("cut").upsert([KEY + 1], _vec(9), consistency="quorum", timeout=30)
+            assert only3.collection("cut").get([KEY], consistency="eventual", timeout=10).missing == []
+    finally:
+        shoal_cluster.heal()
+    _until("node 3 catches up after the heal", lambda: coll.shards(timeout=5)[0].replicas,
+           lambda reps: len({(r.applied_index, r.digest) for r in reps}) == 1)

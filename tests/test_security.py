@@ -228,9 +228,19 @@ def test_forged_and_impersonating_peers_are_refused(shoal_cluster: shoal.Cluster
         _call(real2, "/shoal.internal.RaftTransport/Vote", _raft_request("meta", 2, 1, _vote_body(1000, 3)))
         == grpc.StatusCode.PERMISSION_DENIED
     )
-    assert _call(real2, "/shoal.internal.NodeInternal/Join", _msg((1, 3), (2, "127.0.0.1:2"))) in (
+    # a certificate of the cluster's CA for a node that is not a member yet (node 4) joins only as node 4; a
+    # registered member may forward another node's join to the group-0 leader (members are trusted with group 0)
+    later = tmp_path / "later"
+    subprocess.run(
+        [sys.executable, "-m", "shoal.certs", "--node-ids", "4", "--ca-dir", str(certs), "--out", str(later)],
+        check=True,
+        capture_output=True,
+    )
+    real4 = _channel(addr1, ca, (later / "node-4.pem").read_bytes(), (later / "node-4.key").read_bytes())
+    assert _call(real4, "/shoal.internal.NodeInternal/Join", _msg((1, 5), (2, "127.0.0.1:2"))) in (
         grpc.StatusCode.PERMISSION_DENIED,
     )
+    real4.close()
     # a real member sending a term near u64::MAX: refused at decode, nothing reaches openraft
     for term in (2**64 - 2, 2**63, 2**49):
         code = _call(real2, "/shoal.internal.RaftTransport/Vote", _raft_request("meta", 2, 1, _vote_body(term, 2)))

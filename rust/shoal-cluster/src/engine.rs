@@ -268,6 +268,8 @@ const HEAL_EVERY: Duration = Duration::from_millis(500);
 const ANTI_ENTROPY_EVERY_PASSES: u64 = 10;
 /// Period of the free-disk sample that gates writes.
 const DISK_EVERY: Duration = Duration::from_millis(250);
+/// How long without a group-0 leader makes a node consider itself cut off from the majority (see `cut_off`).
+const CUT_OFF_AFTER: Duration = Duration::from_secs(2);
 /// Longest wait between two attempts.
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_millis(200);
 
@@ -1004,6 +1006,25 @@ impl Engine {
     /// The advertised address.
     pub fn address(&self) -> &str {
         &self.cfg.advertise
+    }
+
+    /// `Some(NodeUnavailable)` while this node is cut off from the cluster's majority: a member of a group 0 with
+    /// several voters that has heard from no group-0 leader (or, leading it, from no quorum) for
+    /// [`CUT_OFF_AFTER`]. A request that cannot be served here then fails with it at once instead of at its
+    /// deadline, and the client fails over to a node that may reach the majority (writes keep their write id).
+    pub(crate) fn cut_off(&self) -> Option<Error> {
+        if self.meta.voter_ids().len() < 2 {
+            return None;
+        }
+        let age = self.meta.leader_contact_age();
+        (age > CUT_OFF_AFTER).then(|| {
+            Error::NodeUnavailable(format!(
+                "node {} has heard from no group-0 leader for {:.1} s: it is cut off from the cluster's majority \
+                 (partitioned?); another node may serve the request",
+                self.cfg.node_id,
+                age.as_secs_f64()
+            ))
+        })
     }
 
     /// Whether node `id` is in group 0's registry (as this node knows it).

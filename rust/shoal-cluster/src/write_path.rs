@@ -219,6 +219,14 @@ impl Engine {
                     return Ok(v);
                 }
                 Err(e) if e.is_retryable() || matches!(e, Error::Timeout(_)) => {
+                    if let Some(cut) = self.cut_off() {
+                        // Another node may reach the leader: the client fails over on NodeUnavailable and
+                        // re-sends with the same write id, which cannot apply twice.
+                        return Err(cut.context(&format!(
+                            "{} write to shard {shard} of collection {name:?} (it may have been applied: {e})",
+                            level.as_str()
+                        )));
+                    }
                     failed.insert(target);
                     if let Some(l) = e.leader_hint().filter(|l| *l != target) {
                         hint = Some(l);

@@ -65,6 +65,8 @@ struct Registered {
     /// Where received snapshots are staged (the group's snapshot directory, whose `*.tmp`
     /// leftovers are removed when the group opens).
     snapshot_dir: PathBuf,
+    /// The group's leader-contact clock, touched on every append request it answers.
+    contact: crate::group::ContactClock,
 }
 
 impl std::fmt::Debug for RaftTransportService {
@@ -98,7 +100,8 @@ impl RaftTransportService {
 
     /// Routes RPCs for `group` to `g` (replacing an earlier registration of that id).
     pub fn register(&self, group: impl Into<String>, g: &RaftGroup) {
-        let reg = Registered { raft: g.raft().clone(), snapshot_dir: g.dir().join("snapshots") };
+        let reg =
+            Registered { raft: g.raft().clone(), snapshot_dir: g.dir().join("snapshots"), contact: g.contact_clock() };
         self.inner.groups.write().insert(group.into(), reg);
     }
 
@@ -211,6 +214,7 @@ impl RaftTransport for RaftTransportService {
         drop(body);
         self.check_author(from, rpc.vote.leader_id.node_id, "append request")?;
         let resp = reg.raft.append_entries(rpc).await.map_err(|e| self.stopped(&group, e))?;
+        reg.contact.touch();
         Ok(reply(wire::encode_append_response(&resp)))
     }
 
