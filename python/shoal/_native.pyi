@@ -107,6 +107,7 @@ class Client:
         timeout: Optional[float] = None,
         allow_partial: bool = False,
         load_balancing: Optional[str] = None,
+        exact: bool = False,
     ) -> SearchArrays:
         """queries: C-contiguous float32 (nq, dim); filter: JSON text; load_balancing: "round_robin",
         "least_loaded", "locality" or None (the node's default). Returns (ids, distances, payloads,
@@ -126,6 +127,7 @@ class Client:
         timeout: Optional[float] = None,
         allow_partial: bool = False,
         load_balancing: Optional[str] = None,
+        exact: bool = False,
     ) -> PendingSearch:
         """As search, but returns at once with a handle on the running search."""
     def search_async(
@@ -141,6 +143,7 @@ class Client:
         timeout: Optional[float] = None,
         allow_partial: bool = False,
         load_balancing: Optional[str] = None,
+        exact: bool = False,
     ) -> Awaitable[SearchReply]:
         """As search, as an asyncio awaitable; cancelling it cancels the search."""
     def scroll(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -200,6 +200,7 @@ class Collection:
         load_balancing: Optional[str] = None,
         with_payload: bool = False,
         with_vectors: bool = False,
+        exact: bool = False,
     ) -> SearchResult:
         """k nearest neighbours of each query (smaller distance is better).
 
@@ -212,10 +213,12 @@ class Collection:
         "round_robin" or "locality" (default: the cluster's). ``allow_partial``: when some shards fail or miss
         the deadline, return what the others found with ``partial=True``, ``coverage`` (answered / all
         shards) and ``failed_shards``; without it such a search raises ``ShardUnavailable`` (no replica
-        reachable) or ``Timeout``. Ctrl-C cancels the search on the nodes too.
+        reachable) or ``Timeout``. Ctrl-C cancels the search on the nodes too. ``exact=True``: brute force
+        instead of the graph (every live point matching the filter is compared; ``ef`` is ignored), still one
+        replica per shard, merged: the exact answer to measure recall against (slow on large collections).
         """
         call = self._search_call(queries, k, filter, consistency, timeout, allow_partial, ef, load_balancing,
-                                 with_payload, with_vectors)
+                                 with_payload, with_vectors, exact)
         if call.empty is not None:
             return call.empty
         return call.finish(self._client.search(*call.args, **call.kwargs))
@@ -232,12 +235,13 @@ class Collection:
         load_balancing: Optional[str] = None,
         with_payload: bool = False,
         with_vectors: bool = False,
+        exact: bool = False,
     ) -> "Query":
         """Starts a search in the background and returns a ``Query`` at once: ``result(timeout=None)`` waits
         for the ``SearchResult``, ``done()`` polls, ``cancel()`` stops the search on every node it reached.
         Arguments as ``search``; bad arguments raise here, before anything is sent."""
         call = self._search_call(queries, k, filter, consistency, timeout, allow_partial, ef, load_balancing,
-                                 with_payload, with_vectors)
+                                 with_payload, with_vectors, exact)
         if call.empty is not None:
             return Query(None, call)
         return Query(self._client.search_start(*call.args, **call.kwargs), call)
@@ -254,12 +258,13 @@ class Collection:
         load_balancing: Optional[str] = None,
         with_payload: bool = False,
         with_vectors: bool = False,
+        exact: bool = False,
     ) -> SearchResult:
         """``search`` as a coroutine (asyncio, Jupyter's top-level ``await``): the search runs on the client's
         own runtime, so many can be in flight from one event loop; cancelling the awaiting task cancels the
         search on the nodes. Arguments as ``search``."""
         call = self._search_call(queries, k, filter, consistency, timeout, allow_partial, ef, load_balancing,
-                                 with_payload, with_vectors)
+                                 with_payload, with_vectors, exact)
         if call.empty is not None:
             return call.empty
         reply = await self._client.search_async(*call.args, **call.kwargs)
@@ -271,7 +276,7 @@ class Collection:
         return call.finish(reply.arrays())
 
     def _search_call(self, queries, k, filter, consistency, timeout, allow_partial, ef, load_balancing,
-                     with_payload, with_vectors) -> "_SearchCall":
+                     with_payload, with_vectors, exact=False) -> "_SearchCall":
         """Checks a search's arguments (nothing is sent when one is bad) and prepares the native call."""
         q, _ = cv.as_matrix(queries, self.dim, "queries", self.name)
         k = cv.check_int("k", k, 1, cv.MAX_K)
@@ -283,6 +288,8 @@ class Collection:
             cv.check_choice("load_balancing", load_balancing, cv.LOAD_BALANCING)
         if not isinstance(allow_partial, (bool, np.bool_)):
             raise InvalidArgument(f"allow_partial must be a bool, got {allow_partial!r}")
+        if not isinstance(exact, (bool, np.bool_)):
+            raise InvalidArgument(f"exact must be a bool, got {exact!r}")
         ftext = cv.filter_text(filter)
         cv.check_finite(q, "queries")
         call = _SearchCall(self, q.shape[0], k, consistency, timeout, bool(with_payload), bool(with_vectors))
@@ -296,7 +303,7 @@ class Collection:
             )
             return call
         call.args = (self.name, self.id_type, q, k, ftext, ef, bool(with_payload), consistency, timeout)
-        call.kwargs = {"allow_partial": bool(allow_partial), "load_balancing": load_balancing}
+        call.kwargs = {"allow_partial": bool(allow_partial), "load_balancing": load_balancing, "exact": bool(exact)}
         return call
 
     def scroll(
@@ -357,6 +364,66 @@ class Collection:
                 payloads=[cv.parse_payload(t) or {} for t in texts],
                 resume_token=bytes(token),
             )
+
+    def tune(
+        self,
+        queries: Any,
+        k: int = 10,
+        target_recall: float = 0.95,
+        efs: Optional[Iterable[int]] = None,
+        consistency: str = "session",
+        timeout: Optional[float] = None,
+        latency_queries: int = 50,
+    ) -> Any:
+        """Which ``ef`` gives the recall you need, at what latency? Measures, for each beam width in ``efs``
+        (default 10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512; values below ``k`` act as ``k``), the
+        mean recall@k of ``queries`` against ``search(..., exact=True)``, the median latency of single-query
+        searches (the first ``latency_queries`` queries, one call each) and the throughput of one batch call
+        with every query. Returns a pandas DataFrame with columns ``ef``, ``recall``, ``p50_ms``, ``qps``,
+        ``meets_target``; ``df.attrs["best_ef"]`` is the smallest ``ef`` whose recall reaches
+        ``target_recall`` (None when none does). Pass it to ``search(..., ef=...)``. Use queries that look like
+        yours (e.g. held-out vectors of the same data); timings come from this client's machine, so they
+        include the network.
+        """
+        from .results import _pandas
+
+        pd = _pandas()
+        q, _ = cv.as_matrix(queries, self.dim, "queries", self.name)
+        if q.shape[0] == 0:
+            raise InvalidArgument("tune needs at least one query")
+        k = cv.check_int("k", k, 1, cv.MAX_K)
+        if isinstance(target_recall, bool) or not isinstance(target_recall, (int, float)) or not 0 < target_recall <= 1:
+            raise InvalidArgument(f"target_recall must be a number in (0, 1], got {target_recall!r}")
+        latency_queries = cv.check_int("latency_queries", latency_queries, 1)
+        grid = [10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512] if efs is None else list(efs)
+        if not grid:
+            raise InvalidArgument("efs must name at least one ef")
+        grid = sorted({cv.check_int("ef", e, 1) for e in grid})
+
+        def found(ids: Any, row: int) -> set:
+            return {x for x in ids[row] if x is not None and not (isinstance(x, (int, np.integer)) and x < 0)}
+
+        truth = self.search(q, k, exact=True, consistency=consistency, timeout=timeout)
+        want = [found(truth.ids, i) for i in range(q.shape[0])]
+        rows = []
+        for ef in grid:
+            t0 = time.perf_counter()
+            res = self.search(q, k, ef=ef, consistency=consistency, timeout=timeout)
+            batch_s = time.perf_counter() - t0
+            hits = [len(found(res.ids, i) & want[i]) / len(want[i]) for i in range(q.shape[0]) if want[i]]
+            lat = []
+            for i in range(min(latency_queries, q.shape[0])):
+                t0 = time.perf_counter()
+                self.search(q[i : i + 1], k, ef=ef, consistency=consistency, timeout=timeout)
+                lat.append(time.perf_counter() - t0)
+            recall = float(np.mean(hits)) if hits else 1.0
+            rows.append((ef, recall, float(np.median(lat)) * 1e3, q.shape[0] / batch_s if batch_s > 0 else float("inf")))
+        df = pd.DataFrame(rows, columns=["ef", "recall", "p50_ms", "qps"])
+        df["meets_target"] = df["recall"] >= target_recall
+        meets = df.loc[df["meets_target"], "ef"]
+        df.attrs["best_ef"] = int(meets.iloc[0]) if len(meets) else None
+        df.attrs["target_recall"] = float(target_recall)
+        return df
 
     def index_status(self, timeout: Optional[float] = None) -> tuple[int, int]:
         """(live points, live points not yet covered by the index)."""

@@ -64,6 +64,8 @@ pub(crate) enum ReadOp {
         filter_text: String,
         /// Beam width override.
         ef: Option<usize>,
+        /// Brute force instead of the graph (`ef` unused).
+        exact: bool,
         /// Whether hits carry payloads.
         with_payload: bool,
     },
@@ -127,6 +129,8 @@ pub struct SearchQuery {
     pub filter: String,
     /// Beam width override.
     pub ef: Option<usize>,
+    /// Brute force on every point of one replica per shard, merged (no graph; `ef` unused).
+    pub exact: bool,
     /// Whether hits carry payloads.
     pub with_payload: bool,
     /// The read level.
@@ -420,6 +424,14 @@ impl Engine {
                         }
                     }
                     Err(e) if e.is_retryable() || matches!(e, Error::Timeout(_) | Error::Consistency(_)) => {
+                        // Cut off from the majority: a read this node cannot serve from its own replicas fails
+                        // over (reads change nothing) to a node that may reach the others. An eventual read of a
+                        // shard held here is retried on the local replica as usual.
+                        let local_will_do = level == ReadLevel::Eventual
+                            && node_shards.iter().all(|&s| view.local[s as usize].is_some());
+                        if !local_will_do && let Some(cut) = self.cut_off() {
+                            return Err(cut.context(&format!("reading collection {name:?}: {e}")));
+                        }
                         let down = matches!(e, Error::NodeUnavailable(_));
                         for &s in &node_shards {
                             if done.contains(&s) || failed.contains(&s) {
@@ -523,13 +535,14 @@ impl Engine {
         }
         let addr = self.node_addr(node).ok_or_else(|| Error::NodeUnavailable(format!("node {node} has no address")))?;
         let op_proto = match op {
-            ReadOp::Search { queries, k, filter_text, ef, with_payload, .. } => {
+            ReadOp::Search { queries, k, filter_text, ef, exact, with_payload, .. } => {
                 shard_read_request::Op::Search(v1::SearchRequest {
                     collection: e.spec.name.clone(),
                     queries: queries.as_ref().clone(),
                     k: *k as u32,
                     filter: filter_text.clone(),
                     ef: ef.unwrap_or(0) as u32,
+                    exact: *exact,
                     with_payload: *with_payload,
                     ..Default::default()
                 })
@@ -639,9 +652,9 @@ impl Engine {
                 }
                 Ok(NodeReadOut::Get(out))
             }
-            ReadOp::Search { queries, nq, k, filter, ef, with_payload, .. } => {
-                let (queries, nq, k, filter, ef, with_payload) =
-                    (queries.clone(), *nq, *k, filter.clone(), *ef, *with_payload);
+            ReadOp::Search { queries, nq, k, filter, ef, exact, with_payload, .. } => {
+                let (queries, nq, k, filter, ef, exact, with_payload) =
+                    (queries.clone(), *nq, *k, filter.clone(), *ef, *exact, *with_payload);
                 // The shard work stops (between blocks of its scans and graph walks) at the deadline, or as soon
                 // as this future is dropped: a cancelled client call, a coordinator that no longer waits.
                 let cancel = CancelToken::with_deadline(deadline);
@@ -649,13 +662,17 @@ impl Engine {
                 // A small search (a few graph walks) runs right here, one shard after the other: handing it to
                 // rayon and back costs two thread wake-ups, more than the search itself. Anything larger runs
                 // on a rayon worker, where the store's parallel loops run inline for small batches.
-                let cost: f64 = stores.iter().map(|s| s.search_cost(filter.as_deref(), k, ef)).sum();
+                let cost: f64 = stores.iter().map(|s| s.search_cost_of(filter.as_deref(), k, ef, exact)).sum();
                 let inline = cost * nq as f64 <= INLINE_SEARCH_MAX_COST;
                 let counters = self.counters.clone();
                 let run = move || {
                     let _busy = counters.enter_shared();
                     let one = |s: &Arc<shoal_core::store::ShardStore>| {
-                        s.search_cancellable(&queries, nq, k, filter.as_deref(), ef, with_payload, &cancel)
+                        if exact {
+                            s.search_exact_cancellable(&queries, nq, k, filter.as_deref(), with_payload, &cancel)
+                        } else {
+                            s.search_cancellable(&queries, nq, k, filter.as_deref(), ef, with_payload, &cancel)
+                        }
                     };
                     let per_shard: std::result::Result<Vec<Vec<Vec<Hit>>>, shoal_core::Error> =
                         if inline { stores.iter().map(one).collect() } else { stores.par_iter().map(one).collect() };
@@ -716,6 +733,7 @@ impl Engine {
                     filter: filter.map(Arc::new),
                     filter_text: s.filter,
                     ef: (s.ef > 0).then_some(s.ef as usize),
+                    exact: s.exact,
                     with_payload: s.with_payload,
                 };
                 (op, s.with_payload)
@@ -817,7 +835,8 @@ impl Engine {
         timeout: Duration,
     ) -> Result<SearchOutcome> {
         let _busy = self.counters.enter();
-        let SearchQuery { queries, k, filter: filter_text, ef, with_payload, level, strategy, allow_partial } = q;
+        let SearchQuery { queries, k, filter: filter_text, ef, exact, with_payload, level, strategy, allow_partial } =
+            q;
         let filter_text = filter_text.as_str();
         let view = self.view(name)?;
         let dim = view.entry.spec.shard.dim;
@@ -842,6 +861,7 @@ impl Engine {
             filter: filter.map(Arc::new),
             filter_text: filter_text.to_string(),
             ef,
+            exact,
             with_payload,
         };
         let all: Vec<u32> = (0..view.entry.spec.shards).collect();

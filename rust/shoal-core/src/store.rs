@@ -842,6 +842,35 @@ impl ShardStore {
         with_payload: bool,
         cancel: &CancelToken,
     ) -> Result<Vec<Vec<Hit>>> {
+        self.search_impl(queries, nq, k, filter, ef, with_payload, false, cancel)
+    }
+
+    /// [`ShardStore::search_cancellable`] by brute force: every live (matching) point is compared, whatever
+    /// the cost model would choose. The reference that recall is measured against (`search(exact=True)`).
+    pub fn search_exact_cancellable(
+        &self,
+        queries: &[f32],
+        nq: usize,
+        k: usize,
+        filter: Option<&Filter>,
+        with_payload: bool,
+        cancel: &CancelToken,
+    ) -> Result<Vec<Vec<Hit>>> {
+        self.search_impl(queries, nq, k, filter, None, with_payload, true, cancel)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn search_impl(
+        &self,
+        queries: &[f32],
+        nq: usize,
+        k: usize,
+        filter: Option<&Filter>,
+        ef: Option<usize>,
+        with_payload: bool,
+        exact: bool,
+        cancel: &CancelToken,
+    ) -> Result<Vec<Vec<Hit>>> {
         cancel.check()?;
         let dim = self.config.dim;
         let metric = self.config.metric;
@@ -860,7 +889,11 @@ impl ShardStore {
         let g = self.inner.read_recursive();
         let w = self.indexed.load(Ordering::Acquire).min(g.slots.len());
         let filter = filter.filter(|f| !f.is_match_all());
-        let route = self.route(&g, filter, k, ef, w, cancel)?;
+        let route = if exact {
+            Route { path: AccessPath::Exact, matched: None }
+        } else {
+            self.route(&g, filter, k, ef, w, cancel)?
+        };
         let cands = self.search_routed(&g, &prepared, k, filter, w, route, cancel)?;
         results.par_extend(cands.into_par_iter().map(|list| {
             list.into_iter()
@@ -894,12 +927,17 @@ impl ShardStore {
     /// (see [`crate::cost`]): the cost of the path the cost model picks on the sampled selectivity. Cheap
     /// (no exact filter count); callers use it to size work, e.g. to run a small search inline.
     pub fn search_cost(&self, filter: Option<&Filter>, k: usize, ef: Option<usize>) -> f64 {
+        self.search_cost_of(filter, k, ef, false)
+    }
+
+    /// [`ShardStore::search_cost`], of an exact search when `exact`.
+    pub fn search_cost_of(&self, filter: Option<&Filter>, k: usize, ef: Option<usize>, exact: bool) -> f64 {
         let g = self.inner.read_recursive();
         let w = self.indexed.load(Ordering::Acquire).min(g.slots.len());
         let shape = self.shape(&g, w);
         let filter = filter.filter(|f| !f.is_match_all());
         let sel = filter.map_or(1.0, |f| self.estimate_selectivity(&g, f, COST_FILTER_SAMPLE));
-        match choose_path(&shape, sel, k, ef, self.hnsw.is_none()) {
+        match if exact { AccessPath::Exact } else { choose_path(&shape, sel, k, ef, self.hnsw.is_none()) } {
             AccessPath::Exact => exact_cost(&shape, sel),
             AccessPath::Graph { ef } => graph_cost(&shape, sel, ef),
         }

@@ -461,7 +461,7 @@ impl Client {
     /// A blocking search: (ids, distances, payload texts or None, failed shards, shards searched).
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     #[pyo3(signature = (collection, id_type, queries, k, filter, ef, with_payload, consistency, timeout = None,
-                        allow_partial = false, load_balancing = None))]
+                        allow_partial = false, load_balancing = None, exact = false))]
     fn search<'py>(
         &self,
         py: Python<'py>,
@@ -476,8 +476,9 @@ impl Client {
         timeout: Option<f64>,
         allow_partial: bool,
         load_balancing: Option<&str>,
+        exact: bool,
     ) -> PyResult<SearchArrays<'py>> {
-        let args = (collection, id_type, queries, k, filter, ef, with_payload, consistency, allow_partial);
+        let args = (collection, id_type, queries, k, filter, ef, with_payload, consistency, allow_partial, exact);
         let (req, shape, t) = search_request(args, load_balancing, timeout)?;
         let c = self.inner.clone();
         let resp = block_on(py, async move { c.search(req, t).await })?;
@@ -487,7 +488,7 @@ impl Client {
     /// Starts a search in the background and returns its handle (Collection.query).
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (collection, id_type, queries, k, filter, ef, with_payload, consistency, timeout = None,
-                        allow_partial = false, load_balancing = None))]
+                        allow_partial = false, load_balancing = None, exact = false))]
     fn search_start<'py>(
         &self,
         collection: String,
@@ -501,8 +502,9 @@ impl Client {
         timeout: Option<f64>,
         allow_partial: bool,
         load_balancing: Option<&str>,
+        exact: bool,
     ) -> PyResult<PendingSearch> {
-        let args = (collection, id_type, queries, k, filter, ef, with_payload, consistency, allow_partial);
+        let args = (collection, id_type, queries, k, filter, ef, with_payload, consistency, allow_partial, exact);
         let (req, shape, t) = search_request(args, load_balancing, timeout)?;
         let c = self.inner.clone();
         let task = runtime::spawn(async move { c.search(req, t).await });
@@ -512,7 +514,7 @@ impl Client {
     /// An awaitable search (asyncio): resolves to a SearchReply; cancelling the awaitable cancels the search.
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (collection, id_type, queries, k, filter, ef, with_payload, consistency, timeout = None,
-                        allow_partial = false, load_balancing = None))]
+                        allow_partial = false, load_balancing = None, exact = false))]
     fn search_async<'py>(
         &self,
         py: Python<'py>,
@@ -527,8 +529,9 @@ impl Client {
         timeout: Option<f64>,
         allow_partial: bool,
         load_balancing: Option<&str>,
+        exact: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let args = (collection, id_type, queries, k, filter, ef, with_payload, consistency, allow_partial);
+        let args = (collection, id_type, queries, k, filter, ef, with_payload, consistency, allow_partial, exact);
         let (req, shape, t) = search_request(args, load_balancing, timeout)?;
         let c = self.inner.clone();
         runtime::init_async();
@@ -580,9 +583,9 @@ impl Client {
 }
 
 /// Search arguments as Python passes them: collection, id_type, queries, k, filter, ef, with_payload,
-/// consistency, allow_partial.
+/// consistency, allow_partial, exact.
 type SearchArgs<'py> =
-    (String, &'py str, PyReadonlyArray2<'py, f32>, i64, Option<String>, Option<i64>, bool, &'py str, bool);
+    (String, &'py str, PyReadonlyArray2<'py, f32>, i64, Option<String>, Option<i64>, bool, &'py str, bool, bool);
 
 /// What Python gets back from a search: ids, distances, payload texts (or None), failed shards, shards.
 type SearchArrays<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>, Option<Vec<Vec<String>>>, Vec<u32>, u32);
@@ -593,7 +596,7 @@ fn search_request(
     load_balancing: Option<&str>,
     timeout: Option<f64>,
 ) -> PyResult<(v1::SearchRequest, SearchShape, Duration)> {
-    let (collection, id_type, queries, k, filter, ef, with_payload, consistency, allow_partial) = args;
+    let (collection, id_type, queries, k, filter, ef, with_payload, consistency, allow_partial, exact) = args;
     let t = timeout_of(timeout)?;
     let level = read_level(consistency).map_err(to_py)?;
     let lb = shoal_client::client::load_balancing(load_balancing.unwrap_or("")).map_err(to_py)?;
@@ -618,6 +621,7 @@ fn search_request(
         session: Vec::new(),
         allow_partial,
         load_balancing: lb as i32,
+        exact,
     };
     Ok((req, SearchShape { nq, k: k as usize, id_type, with_payload }, t))
 }

@@ -150,6 +150,7 @@ impl Points for PointsService {
             k: r.k as usize,
             filter: r.filter,
             ef: (r.ef > 0).then_some(r.ef as usize),
+            exact: r.exact,
             with_payload: r.with_payload,
             level: read_level(r.consistency)?,
             strategy: strategy(r.load_balancing)?,
