@@ -5,6 +5,7 @@
 #   make verify   read-only checks: rustfmt --check, clippy -D warnings, then the tests
 #   make fix      rustfmt + clippy --fix
 #   make build    release build of the shoal-node binary
+#   make wheel    an abi3 wheel in dist/ (installs and runs with no Rust toolchain: python -m shoal.node)
 #   make bench    bench/run.sh (benchmarks are never part of the tests)
 #   make faults   the long fault matrix (tests/test_faults.py, ~25 min; the bounded one is part of make test)
 #
@@ -15,12 +16,13 @@ PYTHON       ?= python3
 VENV         := .venv
 VPY          := $(VENV)/bin/python
 PY_DEPS      := maturin numpy pytest tqdm pandas grpcio
+NB_DEPS      := nbmake ipykernel matplotlib scikit-learn
 CARGO        ?= cargo
 PY_TARGET    := $(CURDIR)/target-py
 PYTEST_ARGS  ?=
 DEMO_ARGS    ?=
 
-.PHONY: help venv develop develop-test build test test-rust test-py verify fmt-check clippy fix bench demo faults clean
+.PHONY: help venv notebook-deps develop develop-test wheel wheel-test build test test-rust test-py verify fmt-check clippy fix bench demo faults clean
 
 help:
 	@sed -n '2,11p' Makefile | sed 's/^# \{0,1\}//'
@@ -34,11 +36,24 @@ $(VENV)/.deps-ok: Makefile
 	$(VPY) -m pip install --quiet $(PY_DEPS)
 	@touch $@
 
+# What the notebooks use (data, plots) and what executes them in `make test` (nbmake).
+notebook-deps: $(VENV)/.nb-deps-ok
+
+$(VENV)/.nb-deps-ok: $(VENV)/.deps-ok
+	$(VPY) -m pip install --quiet $(NB_DEPS)
+	@touch $@
+
 # Builds shoal._native (release) and installs the package into .venv in editable mode:
 # the .so lands in python/shoal/, Python sources are used in place.
 develop: venv
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(VENV)/bin:$$PATH CARGO_TARGET_DIR=$(PY_TARGET) \
 		$(VENV)/bin/maturin develop --release --quiet
+
+# An abi3 wheel (CPython >= 3.10, this platform) in dist/. The node binary is the wheel's own extension
+# (`python -m shoal.node`), so nothing else is needed where it is installed.
+wheel: venv
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(VENV)/bin:$$PATH CARGO_TARGET_DIR=$(PY_TARGET) \
+		$(VENV)/bin/maturin build --release --quiet --out dist
 
 # --- Rust ---------------------------------------------------------------------------------------
 
@@ -63,8 +78,15 @@ develop-test: venv
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(VENV)/bin:$$PATH CARGO_TARGET_DIR=$(CURDIR)/target \
 		$(VENV)/bin/maturin develop --profile ci --quiet
 
-test-py: develop-test
-	$(VPY) -m pytest tests/ $(PYTEST_ARGS)
+# The same build packed as a wheel (no recompilation): tests/test_wheel.py installs it into a fresh venv
+# without cargo on PATH and runs a 3-node cluster from it.
+wheel-test: develop-test
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(VENV)/bin:$$PATH CARGO_TARGET_DIR=$(CURDIR)/target \
+		$(VENV)/bin/maturin build --profile ci --quiet --out target/wheels-ci
+
+test-py: develop-test wheel-test notebook-deps
+	SHOAL_WHEEL_DIR=$(CURDIR)/target/wheels-ci $(VPY) -m pytest tests/ notebooks/ --nbmake --nbmake-timeout=600 \
+		$(PYTEST_ARGS)
 
 test: venv test-rust test-py
 
@@ -76,6 +98,7 @@ faults: develop
 	SHOAL_FAULTS_LONG=1 SHOAL_FAULTS_TABLE=$(CURDIR)/faults-table.md $(VPY) -m pytest tests/test_faults.py -s -p no:cacheprovider $(PYTEST_ARGS)
 
 fix:
+	$(PYTHON) tools/strip_notebooks.py
 	$(CARGO) fmt --all
 	$(CARGO) clippy --workspace --all-targets --fix --allow-dirty --allow-staged -- -D warnings
 	$(CARGO) fmt --all

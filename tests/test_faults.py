@@ -14,7 +14,7 @@ inserts lost), also appended to the file named by ``SHOAL_FAULTS_TABLE`` when se
 explanations and the nemesis timeline of each scenario are saved in the cluster's data dir (``history-*``), which
 the ``shoal_cluster`` fixture keeps when the test fails.
 
-    .venv/bin/python -m pytest tests/test_faults.py -s                          # bounded: ~15 s per scenario
+    .venv/bin/python -m pytest tests/test_faults.py -s                          # bounded: ~10 s per scenario
     SHOAL_FAULTS_LONG=1 .venv/bin/python -m pytest tests/test_faults.py -s      # 90 s per scenario, 2 runs each
 
 Environment: ``SHOAL_FAULTS_LONG=1`` (long matrix), ``SHOAL_FAULTS_SECONDS`` (workload seconds per scenario),
@@ -43,7 +43,7 @@ from shoal.history import History, Op, check_register, check_set
 from shoal.nemesis import DAMAGE_KINDS, FAULTS, Nemesis, NemesisError
 
 LONG = os.environ.get("SHOAL_FAULTS_LONG", "") not in ("", "0")
-DURATION = float(os.environ.get("SHOAL_FAULTS_SECONDS") or (90.0 if LONG else 15.0))
+DURATION = float(os.environ.get("SHOAL_FAULTS_SECONDS") or (90.0 if LONG else 10.0))
 ROUNDS = int(os.environ.get("SHOAL_FAULTS_ROUNDS") or (2 if LONG else 1))
 BASE_SEED = int(os.environ.get("SHOAL_FAULTS_SEED") or random.SystemRandom().randrange(1 << 30))
 TABLE_FILE = os.environ.get("SHOAL_FAULTS_TABLE")
