@@ -100,6 +100,9 @@ class Node:
     resources: Optional[dict] = None
     stats: Optional[dict] = None
     replicas: Optional[list] = None
+    # "host:port" where the node serves Prometheus metrics (/metrics) and the probes /healthz and /readyz
+    # over plain HTTP; None when it runs without --metrics-listen or is down.
+    metrics_address: Optional[str] = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Node":
@@ -113,6 +116,7 @@ class Node:
             resources=d.get("resources"),
             stats=d.get("stats"),
             replicas=d.get("replicas"),
+            metrics_address=d.get("metrics_address") or None,
         )
 
 
@@ -179,6 +183,8 @@ class _NodeProc:
         self.log_path = data_dir / "node.log"
         self.proc: Optional[subprocess.Popen] = None
         self.address: Optional[str] = None
+        # Where the node serves /metrics, /healthz, /readyz (from node.json; None until ready).
+        self.metrics_address: Optional[str] = None
         self.port: int = 0
         self.paused = False
         self._log_offset = 0
@@ -221,6 +227,8 @@ class _NodeProc:
             cmd += ["--insecure"]
         if self.fault_injection:
             cmd += ["--enable-fault-injection"]
+        # Metrics on a free port of the node's own loopback address (plain HTTP, read-only).
+        cmd += ["--metrics-listen", f"{self.host}:0"]
         return cmd + self.extra_args
 
     def launch(self, port: int) -> None:
@@ -288,6 +296,8 @@ class _NodeProc:
                                 addr = addr[len(prefix) :]
                         self.address = addr
                         self.port = int(addr.rsplit(":", 1)[1])
+                        m = info.get("metrics_address")
+                        self.metrics_address = str(m) if m else None
                         return addr
             if time.monotonic() >= deadline:
                 self.kill()

@@ -135,6 +135,48 @@ pub struct EngineConfig {
     pub tls: Option<shoal_raft::NodeTls>,
     /// The API keys this node starts with (its `--api-keys` file).
     pub api_keys: crate::api_keys::KeyFile,
+    /// Where this node serves metrics and HTTP probes (reported in its node state; `None` = off).
+    pub metrics_address: Option<String>,
+}
+
+/// One Raft group of this node as the metrics show it ([`Engine::metrics_view`]).
+#[derive(Debug, Clone)]
+pub struct GroupMetrics {
+    /// The group id: "meta" for group 0, `<collection>@<uid>/<shard>` for a shard.
+    pub group: String,
+    /// The collection ("" for group 0).
+    pub collection: String,
+    /// The shard number ("" for group 0).
+    pub shard: String,
+    /// Raft state (term, commit, applied, leader, replication lag on the leader).
+    pub status: shoal_raft::GroupStatus,
+    /// Live points of the replica (0 for group 0).
+    pub points: u64,
+    /// Live points not yet in the replica's graph.
+    pub unindexed: u64,
+    /// Bytes received of the snapshot being (or last) installed here.
+    pub snapshot_bytes: u64,
+}
+
+/// What a metrics scrape reads from the engine: its groups and its work counters.
+#[derive(Debug, Clone)]
+pub struct MetricsView {
+    /// Group 0 first, then each open shard replica.
+    pub groups: Vec<GroupMetrics>,
+    /// Searches run on this node's replicas.
+    pub searches: u64,
+    /// Gets, counts and scans served by this node's replicas.
+    pub reads: u64,
+    /// Write requests this node coordinated.
+    pub writes: u64,
+    /// Requests executing now.
+    pub in_flight: u64,
+    /// Replica searches stopped by a cancel or their deadline.
+    pub cancelled: u64,
+    /// Hedged shard requests sent as coordinator.
+    pub hedged: u64,
+    /// Replicas quarantined on this node (damaged, being rebuilt or refused).
+    pub quarantined: u64,
 }
 
 /// One local shard replica: its Raft group and its state machine.
@@ -1027,6 +1069,21 @@ impl Engine {
         })
     }
 
+    /// Whether this node should get traffic (a `/readyz` probe): `Err` says why not (starting, draining, cut
+    /// off from the cluster's majority).
+    pub fn readiness(&self) -> std::result::Result<(), String> {
+        if !self.ready.load(Ordering::Acquire) {
+            return Err("starting: not joined or recovered yet".into());
+        }
+        if self.draining.load(Ordering::Acquire) || self.closing.load(Ordering::Acquire) {
+            return Err("draining: the node is stopping".into());
+        }
+        match self.cut_off() {
+            Some(e) => Err(e.to_string()),
+            None => Ok(()),
+        }
+    }
+
     /// Whether node `id` is in group 0's registry (as this node knows it).
     pub fn is_registered(&self, id: u64) -> bool {
         self.catalog.node(id).is_some()
@@ -1386,6 +1443,44 @@ impl Engine {
         Ok(existed)
     }
 
+    /// What a metrics scrape shows of this node: every local Raft group's state and the work counters. Cheap
+    /// (no digest, no walk of the data dir).
+    pub fn metrics_view(&self) -> MetricsView {
+        let mut groups = vec![GroupMetrics {
+            group: "meta".into(),
+            collection: String::new(),
+            shard: String::new(),
+            status: self.meta.status(),
+            points: 0,
+            unindexed: 0,
+            snapshot_bytes: 0,
+        }];
+        for ((name, _, shard), r) in self.replicas.read().iter() {
+            let store = r.app.store();
+            groups.push(GroupMetrics {
+                group: r.gid.clone(),
+                collection: name.clone(),
+                shard: shard.to_string(),
+                status: r.group.status(),
+                points: store.count() as u64,
+                unindexed: store.unindexed() as u64,
+                snapshot_bytes: self.transport.snapshot_progress(&r.gid).map_or(0, |p| p.0),
+            });
+        }
+        let c = &self.counters;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        MetricsView {
+            groups,
+            searches: load(&c.searches),
+            reads: load(&c.reads),
+            writes: load(&c.writes),
+            in_flight: load(&c.in_flight),
+            cancelled: load(&c.cancelled),
+            hedged: load(&c.hedged),
+            quarantined: self.quarantine.read().len() as u64,
+        }
+    }
+
     /// This node's state for the cluster views: its group-0 role and every local replica. Replica digests
     /// and resource figures cost O(data) (sorting every id, walking the data dir): only computed when `want`
     /// asks for them, so frequent probes (index-status polls, health) stay cheap.
@@ -1439,6 +1534,7 @@ impl Engine {
             meta_leader: self.meta.leader_id().unwrap_or(0),
             resources: want.with_resources.then(|| crate::resources::sample(&self.cfg.data_dir)),
             stats: Some(self.counters.to_proto()),
+            metrics_address: self.cfg.metrics_address.clone().unwrap_or_default(),
         }
     }
 

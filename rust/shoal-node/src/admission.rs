@@ -26,6 +26,7 @@ use shoal_raft::PeerNode;
 use tokio::sync::Notify;
 
 use crate::auth::{self, Caller, Refusal};
+use crate::metrics::Rejection;
 use crate::status::{ERROR_KIND_KEY, status};
 
 /// A status with its `x-shoal-error` kind.
@@ -80,6 +81,8 @@ pub struct Admission {
     max_body_bytes: usize,
     /// Signalled whenever `in_flight` drops to zero.
     idle: Notify,
+    /// Where finished calls and refusals are counted (set when the node serves metrics).
+    metrics: std::sync::OnceLock<Arc<crate::metrics::NodeMetrics>>,
 }
 
 impl Admission {
@@ -99,6 +102,17 @@ impl Admission {
             max_body_bytes: MAX_IN_FLIGHT_BYTES,
             ..Default::default()
         })
+    }
+
+    /// Counts calls and refusals into `m` from now on (once; later calls are ignored).
+    pub fn set_metrics(&self, m: Arc<crate::metrics::NodeMetrics>) {
+        let _ = self.metrics.set(m);
+    }
+
+    fn reject(&self, why: crate::metrics::Rejection) {
+        if let Some(m) = self.metrics.get() {
+            m.record_rejection(why);
+        }
     }
 
     /// Who sent `req`: a peer with a valid node certificate, a client with a key, or nobody known.
@@ -279,14 +293,24 @@ where
         {
             let m = format!("grpc-timeout header {v:?} is not a gRPC timeout (1 to 8 digits and a unit: H M S m u n)");
             let refusal = kinded(tonic::Status::invalid_argument(m), "invalid_argument").into_http();
+            a.reject(Rejection::BadTimeout);
             return Box::pin(async move { Ok(refusal) });
         }
         let caller = if a.secure { a.caller(&req) } else { Caller::Anonymous };
         if let Err(refusal) = auth::decide(req.uri().path(), &caller, a.secure, a.faults_enabled) {
             let status = match refusal {
-                Refusal::Unauthenticated(m) => kinded(tonic::Status::unauthenticated(m), "unauthenticated"),
-                Refusal::PermissionDenied(m) => kinded(tonic::Status::permission_denied(m), "permission_denied"),
-                Refusal::Unimplemented(m) => tonic::Status::unimplemented(m),
+                Refusal::Unauthenticated(m) => {
+                    a.reject(Rejection::Unauthenticated);
+                    kinded(tonic::Status::unauthenticated(m), "unauthenticated")
+                }
+                Refusal::PermissionDenied(m) => {
+                    a.reject(Rejection::PermissionDenied);
+                    kinded(tonic::Status::permission_denied(m), "permission_denied")
+                }
+                Refusal::Unimplemented(m) => {
+                    a.reject(Rejection::Unimplemented);
+                    tonic::Status::unimplemented(m)
+                }
             };
             let refusal = status.into_http();
             return Box::pin(async move { Ok(refusal) });
@@ -297,13 +321,17 @@ where
             if from.is_some_and(|f| f != id) {
                 let m = format!("node {id}'s certificate cannot speak as node {}", from.unwrap_or(0));
                 let refusal = kinded(tonic::Status::permission_denied(m), "permission_denied").into_http();
+                a.reject(Rejection::PermissionDenied);
                 return Box::pin(async move { Ok(refusal) });
             }
             req.extensions_mut().insert(PeerNode(id));
         }
+        let timing = a.metrics.get().map(|m| (Arc::clone(m), req.uri().path().to_string(), std::time::Instant::now()));
         if !req.uri().path().starts_with(PUBLIC_PREFIX) {
             let fut = self.inner.call(req);
-            return Box::pin(async move { fut.await.map(decode_errors_are_invalid_argument) });
+            return Box::pin(async move {
+                fut.await.map(decode_errors_are_invalid_argument).inspect(|r| record(timing, r))
+            });
         }
         let a = &self.admission;
         let before = a.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -315,12 +343,14 @@ where
                 a.node_id
             );
             let refusal = kinded(tonic::Status::resource_exhausted(m), "resource_exhausted").into_http();
+            a.reject(Rejection::Overloaded);
             drop(guard);
             return Box::pin(async move { Ok(refusal) });
         }
         // Checked after counting, so that a drain that starts now either sees this call or refuses it.
         if a.draining.load(Ordering::Acquire) {
             let refusal = a.refusal().into_http();
+            a.reject(Rejection::Draining);
             drop(guard);
             return Box::pin(async move { Ok(refusal) });
         }
@@ -329,9 +359,22 @@ where
         Box::pin(async move {
             let out = fut.await;
             drop(guard);
-            out.map(decode_errors_are_invalid_argument)
+            out.map(decode_errors_are_invalid_argument).inspect(|r| record(timing, r))
         })
     }
+}
+
+/// Counts a finished call: its method, its gRPC status (a trailers-only answer carries it in the headers; an
+/// answer with a body carries it in the trailers, which are not seen here: counted as OK) and its latency.
+fn record<B>(timing: Option<(Arc<crate::metrics::NodeMetrics>, String, std::time::Instant)>, resp: &http::Response<B>) {
+    let Some((m, method, start)) = timing else { return };
+    let code = resp
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(tonic::Code::Ok, tonic::Code::from_i32);
+    m.record_call(&method, code, start.elapsed());
 }
 
 /// tonic answers a request body that does not decode as protobuf with INTERNAL; it is the caller's bad input,

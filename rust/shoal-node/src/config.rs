@@ -57,9 +57,13 @@ loopback test clusters).
   --max-clock-offset-ms N
                       refuse a forwarded write stamped more than N ms ahead of this node's clock, and never
                       advance the clock past that bound (env SHOAL_MAX_CLOCK_OFFSET_MS; default 60000)
+  --metrics-listen HOST:PORT
+                      serve Prometheus metrics (GET /metrics, OpenMetrics text) and the probes GET /healthz and
+                      GET /readyz over plain HTTP on this address (env SHOAL_METRICS_LISTEN; default off; port
+                      0 picks a free port, written to node.json as metrics_address)
   --config FILE       JSON object with any of: data_dir, listen, advertise, node_id, zone, join, auto_rebalance,
                       load_balancing, hedging, log_level, raft_snapshot_every, snapshot_chunk_bytes,
-                      snapshot_rate, async_threads, min_free_disk, max_clock_offset_ms
+                      snapshot_rate, async_threads, min_free_disk, max_clock_offset_ms, metrics_listen
   --log-level LEVEL   tracing filter, e.g. info or shoal=debug (env SHOAL_LOG; default info)
 
 `shoal-node repair --data-dir DIR --collection NAME --shard N` salvages a damaged shard replica that has no
@@ -106,6 +110,8 @@ pub struct NodeConfig {
     pub min_free_disk: u64,
     /// How far (ms) ahead of this node's clock a received version may be, >= 1000.
     pub max_clock_offset_ms: u64,
+    /// Where to serve /metrics, /healthz and /readyz over HTTP (`None` = off).
+    pub metrics_listen: Option<String>,
     /// This node's certificate (PEM, signed by the cluster CA, naming its node id).
     pub tls_cert: Option<PathBuf>,
     /// This node's private key (PEM).
@@ -143,6 +149,7 @@ impl Default for NodeConfig {
             async_threads: default_async_threads(),
             min_free_disk: 64 << 20,
             max_clock_offset_ms: shoal_core::hlc::DEFAULT_MAX_AHEAD_MS,
+            metrics_listen: None,
             tls_cert: None,
             tls_key: None,
             tls_ca: None,
@@ -211,6 +218,7 @@ impl NodeConfig {
                 "SHOAL_ASYNC_THREADS" => "async_threads",
                 "SHOAL_MIN_FREE_DISK" => "min_free_disk",
                 "SHOAL_MAX_CLOCK_OFFSET_MS" => "max_clock_offset_ms",
+                "SHOAL_METRICS_LISTEN" => "metrics_listen",
                 "SHOAL_TLS_CERT" => "tls_cert",
                 "SHOAL_TLS_KEY" => "tls_key",
                 "SHOAL_TLS_CA" => "tls_ca",
@@ -252,6 +260,12 @@ impl NodeConfig {
                     return Err(format!("{value:?} is not HOST:PORT"));
                 }
                 self.join = Some(value.to_string());
+            }
+            "metrics_listen" => {
+                if value.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+                    return Err(format!("{value:?} is not HOST:PORT"));
+                }
+                self.metrics_listen = Some(value.to_string());
             }
             "shards_default" => {
                 self.shards_default = value

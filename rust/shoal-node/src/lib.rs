@@ -5,6 +5,8 @@ pub mod admission;
 pub mod auth;
 pub mod certs;
 pub mod config;
+pub mod metrics;
+pub mod metrics_listener;
 pub mod repair;
 pub mod scroll_slots;
 pub mod server;

@@ -147,8 +147,10 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn write_ready_file(dir: &Path, address: &str, node_id: u64) -> std::io::Result<()> {
-    let body = serde_json::json!({ "address": address, "pid": std::process::id(), "node_id": node_id });
+fn write_ready_file(dir: &Path, address: &str, node_id: u64, metrics: Option<&str>) -> std::io::Result<()> {
+    let body = serde_json::json!({
+        "address": address, "pid": std::process::id(), "node_id": node_id, "metrics_address": metrics,
+    });
     let tmp = dir.join("node.json.tmp");
     std::fs::write(&tmp, body.to_string())?;
     std::fs::rename(&tmp, dir.join("node.json"))
@@ -259,6 +261,15 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
         listener.local_addr().map_err(|source| ServeError::Bind { addr: cfg.listen.clone(), source })?;
     let advertise = cfg.advertise.clone().unwrap_or_else(|| bound.to_string());
     tracing::info!(node_id = cfg.node_id, %advertise, data_dir = %dir.display(), "starting");
+    let metrics_listener = match &cfg.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let l = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr: addr.clone(), source })?;
+            let at = l.local_addr().map_err(|source| ServeError::Bind { addr: addr.clone(), source })?;
+            Some((l, at.to_string()))
+        }
+    };
+    let metrics_address = metrics_listener.as_ref().map(|(_, a)| a.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
@@ -291,6 +302,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
             max_clock_offset_ms: cfg.max_clock_offset_ms,
             tls: tls.clone(),
             api_keys,
+            metrics_address: metrics_address.clone(),
         },
         net,
         transport.clone(),
@@ -311,6 +323,10 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
         Arc::new(move |key: &str| engine.upgrade().and_then(|e| e.authenticate_key(key)))
     };
     let admission = Admission::with_auth(cfg.node_id, tls.is_some(), cfg.enable_fault_injection, lookup);
+    let metrics = Arc::new(crate::metrics::NodeMetrics::new(&dir));
+    if metrics_listener.is_some() {
+        admission.set_metrics(Arc::clone(&metrics));
+    }
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut builder = tonic::transport::Server::builder();
     if let Some(t) = &tls {
@@ -369,7 +385,11 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
             }
         });
     }
-    write_ready_file(&dir, &advertise, cfg.node_id).map_err(dir_err)?;
+    if let Some((listener, at)) = metrics_listener {
+        tracing::info!(%at, "serving /metrics, /healthz and /readyz");
+        tokio::spawn(crate::metrics_listener::serve(listener, Arc::downgrade(&engine), metrics));
+    }
+    write_ready_file(&dir, &advertise, cfg.node_id, metrics_address.as_deref()).map_err(dir_err)?;
     tracing::info!("shoal-node ready on {advertise}");
     Ok(RunningNode { address: advertise, engine, health, admission, stop, server, dir, _lock: lock })
 }

@@ -168,6 +168,7 @@ impl Client {
             nd.set_item("role", &n.role)?;
             nd.set_item("zone", &n.zone)?;
             nd.set_item("version", &n.version)?;
+            nd.set_item("metrics_address", (!n.metrics_address.is_empty()).then_some(&n.metrics_address))?;
             if n.status != "down" {
                 let r = PyDict::new(py);
                 r.set_item("cpu_seconds", n.cpu_seconds)?;

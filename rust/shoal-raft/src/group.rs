@@ -174,6 +174,25 @@ impl Drop for RaftGroup {
     }
 }
 
+/// One group's Raft state as this node sees it ([`RaftGroup::status`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// "leader", "follower", "learner" or "candidate".
+    pub role: &'static str,
+    /// The current term.
+    pub term: u64,
+    /// Index of the last entry a quorum granted as committed, as this node knows it (0 = none).
+    pub committed: u64,
+    /// Index of the last entry applied here (0 = none).
+    pub applied: u64,
+    /// Index of the last entry in this node's log (0 = none).
+    pub last_log: u64,
+    /// The leader's node id (0 = none known).
+    pub leader: u64,
+    /// On the leader: (member, entries it is behind this node's log); empty elsewhere.
+    pub lags: Vec<(u64, u64)>,
+}
+
 /// How often a group's purge task looks at the group.
 const PURGE_EVERY: Duration = Duration::from_millis(250);
 
@@ -541,6 +560,32 @@ impl RaftGroup {
             }
         };
         (role, m.last_log_index.unwrap_or(0))
+    }
+
+    /// The group's Raft state as this node sees it (for metrics).
+    pub fn status(&self) -> GroupStatus {
+        let (role, last_log) = self.role_and_last_index();
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let lags = m
+            .replication
+            .as_ref()
+            .map(|rep| {
+                rep.iter()
+                    .filter(|(id, _)| **id != m.id)
+                    .map(|(id, l)| (*id, last_log.saturating_sub(l.as_ref().map_or(0, |l| l.index))))
+                    .collect()
+            })
+            .unwrap_or_default();
+        GroupStatus {
+            role,
+            term: m.current_term,
+            committed: m.cluster_committed.as_ref().map_or(0, |l| l.index),
+            applied: m.last_applied.as_ref().map_or(0, |l| l.index),
+            last_log,
+            leader: m.current_leader.unwrap_or(0),
+            lags,
+        }
     }
 
     /// Linearizable read barrier: returns once this node is the leader (confirmed by a quorum)

@@ -26,6 +26,7 @@ mod wire;
 pub use error::Error;
 pub use error::Result;
 pub use group::GroupOptions;
+pub use group::GroupStatus;
 pub use group::RaftGroup;
 pub use grpc::Blocklist;
 pub use grpc::GrpcNetwork;

@@ -39,6 +39,7 @@ impl Cluster for ClusterService {
                 };
                 let res = st.as_ref().ok().and_then(|s| s.resources).unwrap_or_default();
                 let stats = st.as_ref().ok().and_then(|s| s.stats);
+                let metrics_address = st.as_ref().map(|s| s.metrics_address.clone()).unwrap_or_default();
                 v1::NodeInfo {
                     id: rec.id,
                     address: rec.address,
@@ -52,6 +53,7 @@ impl Cluster for ClusterService {
                     disk_bytes: res.disk_bytes,
                     disk_free_bytes: res.disk_free_bytes,
                     stats,
+                    metrics_address,
                 }
             })
             .collect();
