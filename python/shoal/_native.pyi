@@ -38,6 +38,8 @@ class Client:
         """{"node_id": int, "meta_leader": int | None, "nodes": [{"id", "address", "status", "role", "zone",
         "version"}]}: status "up" | "down" | "joining" | "leaving"; role (group 0) "leader" | "follower" |
         "learner" ("" when down); meta_leader None when the answering node knows no group-0 leader."""
+    def health(self, timeout: Optional[float] = None) -> dict[str, Any]:
+        """{"status": "green"|"yellow"|"red", "reasons": [str], "nodes": [node dicts as cluster_info]}"""
     def shards(self, collection: str, timeout: Optional[float] = None) -> list[dict[str, Any]]:
         """One dict per shard: {"id", "leader" (node id, None when none is known), "count", "replicas": [{"node",
         "role", "state", "applied_index", "lag", "count", "unindexed", "digest"}]}."""

@@ -142,7 +142,8 @@ class Health:
         return f"Health({self.status!r}, nodes_up={up}/{len(self.nodes)}{extra})"
 
 
-#: A replica this many log entries behind its leader counts as lagging in ``Cluster.health()``.
+#: A replica this many log entries behind its leader counts as lagging in ``Cluster.health()`` (the nodes
+#: assess health: shoal-cluster's cluster_view.rs holds the rule; this mirrors its constant for readers).
 LAG_WARN_ENTRIES = 100
 
 
@@ -860,66 +861,18 @@ class Cluster:
         return [Node.from_dict(d) for d in info.get("nodes", [])]
 
     def health(self, timeout: Optional[float] = 5.0) -> Health:
-        """green / yellow / red with reasons: nodes down, shards without a leader, under-replicated shards,
-        lagging replicas (more than ``LAG_WARN_ENTRIES`` entries behind), replica transfers in flight. See
-        :class:`Health`."""
+        """green / yellow / red with reasons: nodes down, no majority, shards without a leader, quarantined or
+        under-replicated shards, lagging replicas (more than ``LAG_WARN_ENTRIES`` entries behind), replica
+        transfers in flight. The node the client reaches computes it (the ``Cluster.Health`` RPC, the same
+        verdict for every client); "red" with the error as reason when no node answers. See :class:`Health`."""
         timeout = cv.check_timeout(timeout)
         try:
-            info = self._c.cluster_info(timeout=timeout)
+            h = self._c.health(timeout=timeout)
         except ShoalError as e:
             return Health("red", [], detail=str(e), reasons=[f"cluster unreachable: {e}"])
-        nodes = [Node.from_dict(d) for d in info.get("nodes", [])]
-        up = sum(1 for n in nodes if n.status == "up")
-        red: list[str] = []
-        yellow: list[str] = []
-        if nodes and 2 * up <= len(nodes):
-            red.append(f"only {up} of {len(nodes)} nodes up: no majority")
-        for n in nodes:
-            if n.status != "up":
-                yellow.append(f"node {n.id} is {n.status}")
-        try:
-            names = [str(i["name"]) for i in self._c.list_collections(timeout)]
-        except ShoalError as e:
-            names = []
-            yellow.append(f"collections not listed: {e}")
-        for name in names:
-            try:
-                shards = [Shard.from_dict(d) for d in self._c.shards(name, timeout)]
-                rf = int(self._c.get_collection(name, timeout).get("replication_factor", 0) or 0)
-            except ShoalError as e:
-                yellow.append(f"collection {name!r}: shards not reported ({e})")
-                continue
-            for sh in shards:
-                where = f"collection {name!r} shard {sh.id}"
-                if sh.leader is None:
-                    red.append(f"{where} has no leader")
-                for r in sh.replicas:
-                    if r.state == "quarantined":
-                        # The only copy damaged: its data is unavailable (red); else the shard runs on its
-                        # other replicas while this one is rebuilt (yellow).
-                        (red if len(sh.replicas) == 1 else yellow).append(
-                            f"{where}: replica on node {r.node} is quarantined ({r.repair}): {r.damage}"
-                        )
-                active = [r for r in sh.replicas if r.state == "active"]
-                moving = [r for r in sh.replicas if r.state in ("joining", "leaving")]
-                if moving:
-                    yellow.append(
-                        f"{where}: transfer in flight ("
-                        + ", ".join(f"node {r.node} {r.state}" for r in moving)
-                        + ")"
-                    )
-                if len(active) < rf:
-                    down = [r.node for r in sh.replicas if r.state == "down"]
-                    yellow.append(
-                        f"{where} is under-replicated: {len(active)} of {rf} replicas active"
-                        + (f" (down: {down})" if down else "")
-                    )
-                for r in active:
-                    if r.lag > LAG_WARN_ENTRIES:
-                        yellow.append(f"{where}: replica on node {r.node} lags {r.lag} entries")
-        reasons = red + yellow
-        status = "red" if red else ("yellow" if yellow else "green")
-        return Health(status, nodes, detail="; ".join(reasons), reasons=reasons)
+        reasons = [str(r) for r in h.get("reasons", [])]
+        nodes = [Node.from_dict(d) for d in h.get("nodes", [])]
+        return Health(str(h.get("status", "red")), nodes, detail="; ".join(reasons), reasons=reasons)
 
     def add_node(self, zone: Optional[str] = None, timeout: float = STARTUP_TIMEOUT) -> NodeHandle:
         """Local clusters: starts one more node process (next free id) that joins the cluster, waits until

@@ -304,6 +304,13 @@ impl Client {
         })
     }
 
+    /// The cluster's health as the answering node assesses it (one probe of every node).
+    pub async fn health(&self, timeout: Duration) -> Result<v1::HealthResponse> {
+        with_failover!(self, timeout, |ch| |t| async move {
+            ClusterClient::new(ch).health(request(v1::HealthRequest {}, t)).await.map(|r| r.into_inner())
+        })
+    }
+
     /// Creates a collection.
     pub async fn create_collection(
         &self,

@@ -1538,6 +1538,75 @@ impl Engine {
         }
     }
 
+    /// The shards of collection `name` with their replicas' states (digests included), from one probe of every
+    /// node bounded by `timeout` (see `cluster_view::shard_infos`).
+    pub async fn shards_view(&self, name: &str, timeout: Duration) -> Result<Vec<shoal_api::v1::ShardInfo>> {
+        let entry = self.collection_entry(name)?;
+        let want = NodeStateRequest { with_digests: true, ..Default::default() };
+        let mut states = BTreeMap::new();
+        for (rec, st) in self.probe_nodes(timeout, want).await {
+            let Ok(st) = st else { continue };
+            for r in st.replicas {
+                if r.collection == entry.spec.name && r.uid == entry.uid {
+                    states.insert((r.shard, rec.id), r);
+                }
+            }
+        }
+        Ok(crate::cluster_view::shard_infos(&entry, &states))
+    }
+
+    /// The cluster's health from one probe of every node bounded by `timeout` (see `cluster_view::assess`).
+    pub async fn health(&self, timeout: Duration) -> shoal_api::v1::HealthResponse {
+        let probed = self.probe_nodes(timeout, NodeStateRequest::default()).await;
+        let mut states: BTreeMap<(String, u64, u32, u64), ReplicaState> = BTreeMap::new();
+        let mut nodes = Vec::with_capacity(probed.len());
+        for (rec, st) in probed {
+            let (status, role, metrics_address) = match &st {
+                Ok(s) => (
+                    if rec.state.is_empty() { "up".to_string() } else { rec.state.clone() },
+                    s.meta_role.clone(),
+                    s.metrics_address.clone(),
+                ),
+                Err(_) => ("down".to_string(), String::new(), String::new()),
+            };
+            nodes.push(shoal_api::v1::NodeInfo {
+                id: rec.id,
+                address: rec.address.clone(),
+                status,
+                role,
+                zone: rec.zone.clone(),
+                version: st.as_ref().map(|s| s.version.clone()).unwrap_or(rec.version.clone()),
+                metrics_address,
+                ..Default::default()
+            });
+            if let Ok(st) = st {
+                for r in st.replicas {
+                    states.insert((r.collection.clone(), r.uid, r.shard, rec.id), r);
+                }
+            }
+        }
+        let collections: Vec<crate::cluster_view::CollectionShards> = self
+            .catalog
+            .list()
+            .into_iter()
+            .map(|entry| {
+                let mine: BTreeMap<(u32, u64), ReplicaState> = states
+                    .iter()
+                    .filter(|((c, uid, _, _), _)| *c == entry.spec.name && *uid == entry.uid)
+                    .map(|((_, _, s, n), r)| ((*s, *n), r.clone()))
+                    .collect();
+                crate::cluster_view::CollectionShards {
+                    name: entry.spec.name.clone(),
+                    replication_factor: entry.spec.replication_factor,
+                    shards: crate::cluster_view::shard_infos(&entry, &mine),
+                }
+            })
+            .collect();
+        let ids: Vec<(u64, String)> = nodes.iter().map(|n| (n.id, n.status.clone())).collect();
+        let v = crate::cluster_view::assess(&ids, &collections);
+        shoal_api::v1::HealthResponse { status: v.status.into(), reasons: v.reasons, nodes }
+    }
+
     /// Every registered node's state, probed in parallel (`Err` for a node that did not answer); `want` says
     /// which costly parts to include (see [`Engine::node_state`]).
     pub async fn probe_nodes(

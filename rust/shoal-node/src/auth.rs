@@ -72,7 +72,7 @@ pub fn need(path: &str) -> Need {
             ("Points", "Upsert" | "Delete" | "UpdatePayload") => Need::Role(Role::Write),
             ("Points", _) => Need::Role(Role::Read),
             ("Collections", "Get" | "List") => Need::Role(Role::Read),
-            ("Cluster", "Info" | "Shards") => Need::Role(Role::Read),
+            ("Cluster", "Info" | "Shards" | "Health") => Need::Role(Role::Read),
             ("Cluster", "SetFaults" | "SkewClock" | "DivergeReplica") => Need::Fault,
             _ => Need::Role(Role::Admin),
         };

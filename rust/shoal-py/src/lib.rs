@@ -159,39 +159,22 @@ impl Client {
         let info = block_on(py, async move { c.cluster_info(t).await })?;
         let d = PyDict::new(py);
         d.set_item("node_id", info.node_id)?;
-        let nodes = PyList::empty(py);
-        for n in &info.nodes {
-            let nd = PyDict::new(py);
-            nd.set_item("id", n.id)?;
-            nd.set_item("address", &n.address)?;
-            nd.set_item("status", &n.status)?;
-            nd.set_item("role", &n.role)?;
-            nd.set_item("zone", &n.zone)?;
-            nd.set_item("version", &n.version)?;
-            nd.set_item("metrics_address", (!n.metrics_address.is_empty()).then_some(&n.metrics_address))?;
-            if n.status != "down" {
-                let r = PyDict::new(py);
-                r.set_item("cpu_seconds", n.cpu_seconds)?;
-                r.set_item("cpu_cores", n.cpu_cores)?;
-                r.set_item("memory_bytes", n.memory_bytes)?;
-                r.set_item("disk_bytes", n.disk_bytes)?;
-                r.set_item("disk_free_bytes", n.disk_free_bytes)?;
-                nd.set_item("resources", r)?;
-            }
-            if let Some(st) = &n.stats {
-                let sd = PyDict::new(py);
-                sd.set_item("searches", st.searches)?;
-                sd.set_item("reads", st.reads)?;
-                sd.set_item("writes", st.writes)?;
-                sd.set_item("in_flight", st.in_flight)?;
-                sd.set_item("cancelled", st.cancelled)?;
-                sd.set_item("hedged", st.hedged)?;
-                nd.set_item("stats", sd)?;
-            }
-            nodes.append(nd)?;
-        }
+        let nodes = node_list(py, &info.nodes)?;
         d.set_item("nodes", nodes)?;
         d.set_item("meta_leader", (info.meta_leader != 0).then_some(info.meta_leader))?;
+        Ok(d)
+    }
+
+    /// The cluster's health as a node assesses it: {status, reasons, nodes}.
+    #[pyo3(signature = (timeout = None))]
+    fn health<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyDict>> {
+        let t = timeout_of(timeout)?;
+        let c = self.inner.clone();
+        let h = block_on(py, async move { c.health(t).await })?;
+        let d = PyDict::new(py);
+        d.set_item("status", &h.status)?;
+        d.set_item("reasons", &h.reasons)?;
+        d.set_item("nodes", node_list(py, &h.nodes)?)?;
         Ok(d)
     }
 
@@ -581,6 +564,42 @@ impl Client {
     fn __repr__(&self) -> String {
         format!("Client({:?})", self.inner.addresses())
     }
+}
+
+/// Nodes as Python dicts (`Cluster.nodes()`, `Health.nodes`).
+fn node_list<'py>(py: Python<'py>, infos: &[v1::NodeInfo]) -> PyResult<Bound<'py, PyList>> {
+    let nodes = PyList::empty(py);
+    for n in infos {
+        let nd = PyDict::new(py);
+        nd.set_item("id", n.id)?;
+        nd.set_item("address", &n.address)?;
+        nd.set_item("status", &n.status)?;
+        nd.set_item("role", &n.role)?;
+        nd.set_item("zone", &n.zone)?;
+        nd.set_item("version", &n.version)?;
+        nd.set_item("metrics_address", (!n.metrics_address.is_empty()).then_some(&n.metrics_address))?;
+        if n.status != "down" && n.cpu_cores > 0 {
+            let r = PyDict::new(py);
+            r.set_item("cpu_seconds", n.cpu_seconds)?;
+            r.set_item("cpu_cores", n.cpu_cores)?;
+            r.set_item("memory_bytes", n.memory_bytes)?;
+            r.set_item("disk_bytes", n.disk_bytes)?;
+            r.set_item("disk_free_bytes", n.disk_free_bytes)?;
+            nd.set_item("resources", r)?;
+        }
+        if let Some(st) = &n.stats {
+            let sd = PyDict::new(py);
+            sd.set_item("searches", st.searches)?;
+            sd.set_item("reads", st.reads)?;
+            sd.set_item("writes", st.writes)?;
+            sd.set_item("in_flight", st.in_flight)?;
+            sd.set_item("cancelled", st.cancelled)?;
+            sd.set_item("hedged", st.hedged)?;
+            nd.set_item("stats", sd)?;
+        }
+        nodes.append(nd)?;
+    }
+    Ok(nodes)
 }
 
 /// Search arguments as Python passes them: collection, id_type, queries, k, filter, ef, with_payload,

@@ -1,7 +1,6 @@
-//! `shoal.v1.Cluster`: the nodes (each probed), the shards of a collection with their replicas, and the
-//! fault-injection switch.
+//! `shoal.v1.Cluster`: the nodes (each probed), the shards of a collection with their replicas, the cluster's
+//! health, API keys, and the fault-injection switch.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,66 +61,13 @@ impl Cluster for ClusterService {
 
     async fn shards(&self, req: Request<v1::ShardsRequest>) -> Result<Response<v1::ShardsResponse>, Status> {
         let t = deadline(&req).min(PROBE_TIMEOUT);
-        let entry = self.engine.collection_entry(&req.get_ref().collection).map_err(status)?;
-        let mut states: BTreeMap<(u32, u64), shoal_api::internal::ReplicaState> = BTreeMap::new();
-        // Digests let callers check that replicas converged (the only probe that computes them).
-        let want = NodeStateRequest { with_digests: true, ..Default::default() };
-        for (rec, st) in self.engine.probe_nodes(t, want).await {
-            let Ok(st) = st else { continue };
-            for r in st.replicas {
-                if r.collection == entry.spec.name && r.uid == entry.uid {
-                    states.insert((r.shard, rec.id), r);
-                }
-            }
-        }
-        let shards = (0..entry.spec.shards)
-            .map(|s| {
-                let reps: Vec<(u64, Option<&shoal_api::internal::ReplicaState>)> =
-                    entry.replicas(s).iter().map(|&n| (n, states.get(&(s, n)))).collect();
-                // The leader as the replicas that answered see it (a leader claims itself).
-                let leader =
-                    reps.iter().filter_map(|(n, r)| r.filter(|r| r.role == "leader").map(|_| *n)).next().unwrap_or(0);
-                let head = reps.iter().filter_map(|(_, r)| r.map(|r| r.last_log_index)).max().unwrap_or(0);
-                let lead_state = reps.iter().find(|(n, _)| *n == leader).and_then(|(_, r)| *r);
-                let most_applied = reps.iter().filter_map(|(_, r)| *r).max_by_key(|r| r.applied_index);
-                let count = lead_state.or(most_applied).map_or(0, |r| r.count);
-                let replicas = reps
-                    .iter()
-                    .map(|(n, r)| match r {
-                        Some(r) => v1::ReplicaInfo {
-                            node: *n,
-                            role: if r.role == "candidate" { "follower".into() } else { r.role.clone() },
-                            state: if !r.damage.is_empty() {
-                                "quarantined".into()
-                            } else if entry.leaving(s).contains(n) {
-                                "leaving".into()
-                            } else if r.role == "learner" || (leader != 0 && r.applied_index == 0 && head > 0) {
-                                "joining".into()
-                            } else {
-                                "active".into()
-                            },
-                            applied_index: r.applied_index,
-                            lag: head.saturating_sub(r.applied_index),
-                            count: r.count,
-                            unindexed: r.unindexed,
-                            digest: r.digest,
-                            transfer_bytes: r.snapshot_bytes,
-                            transfer_total_bytes: r.snapshot_total_bytes,
-                            damage: r.damage.clone(),
-                            repair: r.repair.clone(),
-                        },
-                        None => v1::ReplicaInfo {
-                            node: *n,
-                            role: "follower".into(),
-                            state: "down".into(),
-                            ..Default::default()
-                        },
-                    })
-                    .collect();
-                v1::ShardInfo { id: s, leader, replicas, count }
-            })
-            .collect();
+        let shards = self.engine.shards_view(&req.get_ref().collection, t).await.map_err(status)?;
         Ok(Response::new(v1::ShardsResponse { shards }))
+    }
+
+    async fn health(&self, req: Request<v1::HealthRequest>) -> Result<Response<v1::HealthResponse>, Status> {
+        let t = deadline(&req).min(PROBE_TIMEOUT);
+        Ok(Response::new(self.engine.health(t).await))
     }
 
     async fn set_faults(&self, req: Request<v1::SetFaultsRequest>) -> Result<Response<v1::SetFaultsResponse>, Status> {
