@@ -85,7 +85,7 @@ wheel-test: develop-test
 		$(VENV)/bin/maturin build --profile ci --quiet --out target/wheels-ci
 
 test-py: develop-test wheel-test notebook-deps
-	SHOAL_WHEEL_DIR=$(CURDIR)/target/wheels-ci $(VPY) -m pytest tests/ notebooks/ --nbmake --nbmake-timeout=600 \
+	SHOAL_WHEEL_DIR=$(CURDIR)/target/wheels-ci $(VPY) -m pytest tests/ notebooks/ --nbmake --nbmake-timeout=600 --durations=15 \
 		$(PYTEST_ARGS)
 
 test: venv test-rust test-py

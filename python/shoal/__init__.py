@@ -30,7 +30,7 @@ from .errors import (
     Timeout,
 )
 from .index import HNSW, Flat
-from .results import Points, Replica, SearchResult, Shard
+from .results import Points, Replica, SearchResult, Shard, ShardList
 
 
 def _version() -> str:
@@ -60,6 +60,7 @@ __all__ = [
     "SearchResult",
     "Points",
     "Shard",
+    "ShardList",
     "Replica",
     "Node",
     "NodeHandle",

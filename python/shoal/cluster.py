@@ -3,6 +3,7 @@ an existing cluster (DESIGN §8)."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 from . import _convert as cv
 from ._loader import native
 from .collection import Collection
-from .display import html_table
+from .display import grid_cell, html_grid, html_table
 from .errors import CollectionNotFound, InvalidArgument, NodeUnavailable, ShoalError, Timeout
 from .index import HNSW, Flat, parse_index
 from .results import Shard
@@ -1121,13 +1122,31 @@ class Cluster:
         return f"Cluster({kind}, addresses={self._addresses})"
 
     def _repr_html_(self) -> str:
-        if self._client is None or self._local is None:
+        """Jupyter: the health line, a nodes x shards grid (leader / follower / learner / down / quarantined,
+        colour-coded; one row per shard of each collection) and, for a local cluster, its processes."""
+        if self._client is None:
             return "<pre>" + repr(self) + "</pre>"
-        rows = []
-        for p in self._local.procs.values():
-            state = "paused" if p.paused else ("running" if p.running else "stopped")
-            rows.append([p.node_id, p.address or "", state, str(p.log_path)])
-        return html_table(["node", "address", "process", "log"], rows, caption=repr(self))
+        parts = []
+        try:
+            h = self.health(timeout=5)
+            parts.append(f"<div><b>{html.escape(h.status)}</b> {html.escape('; '.join(h.reasons[:5]))}</div>")
+            node_ids = sorted(n.id for n in h.nodes)
+            grid = []
+            for info in self._c.list_collections(5.0):
+                name = str(info["name"])
+                for s in sorted((Shard.from_dict(d) for d in self._c.shards(name, 5.0)), key=lambda s: s.id):
+                    grid.append((f"{name} / {s.id}", {r.node: grid_cell(r.role, r.state) for r in s.replicas}))
+            if grid:
+                parts.append(html_grid(node_ids, grid, caption="replicas (rows: collection / shard)"))
+        except ShoalError as e:
+            parts.append(f"<pre>{html.escape(str(e))}</pre>")
+        if self._local is not None:
+            rows = []
+            for p in self._local.procs.values():
+                state = "paused" if p.paused else ("running" if p.running else "stopped")
+                rows.append([p.node_id, p.address or "", p.metrics_address or "", state, str(p.log_path)])
+            parts.append(html_table(["node", "address", "metrics", "process", "log"], rows, caption=repr(self)))
+        return "".join(parts)
 
 
 def connect(

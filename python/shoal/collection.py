@@ -10,7 +10,7 @@ import numpy as np
 from . import _convert as cv
 from .errors import InvalidArgument, Timeout
 from .index import Flat, HNSW, index_from_info
-from .results import Points, SearchResult, Shard
+from .results import Points, SearchResult, Shard, ShardList
 
 if TYPE_CHECKING:  # pragma: no cover
     from .cluster import Cluster
@@ -431,30 +431,70 @@ class Collection:
         points, unindexed = self._client.index_status(self.name, timeout)
         return int(points), int(unindexed)
 
-    def shards(self, timeout: Optional[float] = None) -> list[Shard]:
+    def shards(self, timeout: Optional[float] = None) -> ShardList:
         """The shards of this collection, sorted by id, each with its leader (None while there is none) and
-        the state of every replica (role, state, applied index, lag, count, digest)."""
+        the state of every replica (role, state, applied index, lag, count, digest). A list of ``Shard`` that
+        Jupyter shows as one table; ``.to_pandas()`` gives a DataFrame with a row per replica."""
         timeout = cv.check_timeout(timeout)
         shards = [Shard.from_dict(d) for d in self._client.shards(self.name, timeout)]
-        return sorted(shards, key=lambda s: s.id)
+        return ShardList(sorted(shards, key=lambda s: s.id))
 
-    def rebalance(self, timeout: Optional[float] = None) -> list[dict]:
+    def rebalance(self, timeout: Optional[float] = None, progress: Optional[bool] = None,
+                  wait: Optional[float] = None) -> list[dict]:
         """Starts the replica moves that balance this collection over the cluster's nodes (replica and
         leader counts per node, zones; never below the replication factor) and returns them as dicts
         ``{collection, shard, from, to}``. Moves run in the background: each adds the target as a learner
         (snapshot, then log), promotes it, then removes the source; watch ``shards()`` for progress. Moves
         are started a few at a time; call again (or let the cluster do it after ``add_node``) for more. A move
         whose ``from`` and ``to`` both already hold the shard only changes its preferred leader (the current
-        leader hands over)."""
-        timeout = cv.check_timeout(timeout)
-        return list(self._client.rebalance(self.name, timeout))
+        leader hands over).
 
-    def wait_indexed(self, timeout: Optional[float] = None, poll_interval: float = 0.05) -> int:
+        ``progress=True`` waits for the started moves and shows a tqdm bar of moves finished (a move is
+        finished when its target holds an active replica and its source none); ``wait`` bounds that wait in
+        seconds (default 600; ``shoal.Timeout`` after it, the moves go on in the background)."""
+        timeout = cv.check_timeout(timeout)
+        moves = list(self._client.rebalance(self.name, timeout))
+        bar = _progress_bar(progress, len(moves), f"rebalance {self.name}", unit="move")
+        if bar is None:
+            return moves
+        limit = 600.0 if wait is None else float(cv.check_timeout(wait) or 600.0)
+        deadline = time.monotonic() + limit
+        try:
+            while True:
+                by_shard = {s.id: s for s in self.shards(timeout=timeout)}
+                done = 0
+                for m in moves:
+                    sh = by_shard.get(int(m["shard"]))
+                    if sh is None:
+                        continue
+                    states = {r.node: r.state for r in sh.replicas}
+                    target_ok = states.get(int(m["to"])) == "active"
+                    source_gone = int(m["from"]) == int(m["to"]) or int(m["from"]) not in states
+                    done += int(target_ok and source_gone)
+                bar.update(done - bar.n)
+                if done == len(moves):
+                    return moves
+                if time.monotonic() >= deadline:
+                    raise Timeout(f"collection {self.name!r}: {done} of {len(moves)} moves finished after {limit:g} s")
+                time.sleep(0.2)
+        finally:
+            bar.close()
+
+    def wait_indexed(self, timeout: Optional[float] = None, poll_interval: float = 0.05,
+                     progress: Optional[bool] = None) -> int:
         """Blocks until the index covers every point; returns the number of live points.
 
         Raises ``shoal.Timeout`` when ``timeout`` seconds pass first (None: wait as long as it takes).
-        Interruptible with Ctrl-C.
+        Interruptible with Ctrl-C. ``progress=True`` shows a tqdm bar of indexed points.
         """
+        bar = _progress_bar(progress, 0, f"index {self.name}")
+        try:
+            return self._wait_indexed(timeout, poll_interval, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _wait_indexed(self, timeout: Optional[float], poll_interval: float, bar: Any) -> int:
         timeout = cv.check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         interval = min(max(float(poll_interval), 0.001), 1.0)
@@ -469,6 +509,9 @@ class Collection:
                         f"collection {self.name!r}: not indexed after {timeout:g} s ({status})"
                     ) from e
                 continue
+            if bar is not None:
+                bar.total = points
+                bar.update(points - unindexed - bar.n)
             if unindexed == 0:
                 return points
             status = f"{unindexed} of {points} points still not indexed"
@@ -611,7 +654,7 @@ def _search_payloads(ids: np.ndarray, ptexts: Any, id_type: str) -> list[list[Op
     return rows
 
 
-def _progress_bar(progress: Any, total: int, desc: str) -> Any:
+def _progress_bar(progress: Any, total: int, desc: str, unit: str = "pt") -> Any:
     if progress is None or progress is False:
         return None
     if progress is not True:
@@ -620,4 +663,4 @@ def _progress_bar(progress: Any, total: int, desc: str) -> Any:
         from tqdm.auto import tqdm
     except ImportError as e:
         raise ImportError("progress=True needs tqdm: pip install tqdm (or shoal[tqdm])") from e
-    return tqdm(total=total, desc=desc, unit="pt", unit_scale=True, leave=True)
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=unit == "pt", leave=True)

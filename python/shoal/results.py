@@ -245,3 +245,24 @@ class Shard:
         ]
         cols = ["node", "role", "state", "applied_index", "lag", "count", "unindexed", "digest"]
         return html_table(cols, rows, caption=repr(self))
+
+
+class ShardList(list):
+    """``Collection.shards()``: a list of :class:`Shard` that Jupyter shows as one table (a row per replica)
+    and ``to_pandas()`` turns into a DataFrame."""
+
+    _COLS = ["shard", "leader", "node", "role", "state", "applied_index", "lag", "count", "unindexed", "digest"]
+
+    def _rows(self) -> list[list]:
+        return [
+            [s.id, s.leader, r.node, r.role, r.state, r.applied_index, r.lag, r.count, r.unindexed, f"{r.digest:016x}"]
+            for s in self
+            for r in s.replicas
+        ]
+
+    def _repr_html_(self) -> str:
+        return html_table(self._COLS, self._rows(), caption=f"{len(self)} shards")
+
+    def to_pandas(self) -> Any:
+        """One row per replica: shard, leader, node, role, state, applied_index, lag, count, unindexed, digest."""
+        return _pandas().DataFrame(self._rows(), columns=self._COLS)
