@@ -53,12 +53,16 @@ def test_each_node_serves_metrics_that_parse_and_follow_the_work(shoal_cluster: 
         "shoal_shard_points", "shoal_shard_unindexed_points", "shoal_snapshot_received_bytes", "shoal_searches",
         "shoal_reads", "shoal_writes", "shoal_hedged_requests", "shoal_cancelled_searches",
         "shoal_in_flight_requests", "shoal_quarantined_replicas", "shoal_data_dir_bytes",
+        "shoal_fsync_duration_seconds", "shoal_snapshot_sent_bytes",
     }
     for nid, f in fams.items():
         assert documented <= set(f), f"node {nid} lacks {sorted(documented - set(f))}"
         # one group-0 entry per node, in the same term as the others see
         assert _value(f, "shoal_raft_is_leader", "shoal_raft_is_leader", group="meta") in (0, 1)
         assert _value(f, "shoal_data_dir_bytes", "shoal_data_dir_bytes") > 0
+        # every node appended to its logs (group 0 at least), so it fsynced
+        assert _value(f, "shoal_fsync_duration_seconds", "shoal_fsync_duration_seconds_count") > 0
+        assert _value(f, "shoal_fsync_duration_seconds", "shoal_fsync_duration_seconds_sum") > 0
     # replication lag is reported by the leaders of groups (the group-0 leader at least)
     assert any("shoal_raft_replication_lag_entries" in f for f in fams.values())
     # exactly one node leads group 0; every replica of the 400 points is counted once per copy (RF 2)

@@ -99,6 +99,26 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
 }
 
+/// The log store's fsync latency histogram, read from shoal-raft's process-wide counters at encode time.
+#[derive(Debug, Default)]
+struct FsyncHistogram;
+
+impl prometheus_client::encoding::EncodeMetric for FsyncHistogram {
+    fn encode(&self, mut encoder: prometheus_client::encoding::MetricEncoder) -> Result<(), std::fmt::Error> {
+        let s = shoal_raft::io_stats::IO_STATS.snapshot();
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            s.fsync_seconds,
+            s.fsyncs,
+            &s.fsync_buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
+    }
+}
+
 /// The node's metrics. Cheap to record into from any thread.
 pub struct NodeMetrics {
     /// Every metric below, for encoding.
@@ -136,6 +156,8 @@ pub struct NodeMetrics {
     writes: Counter,
     hedged: Counter,
     cancelled: Counter,
+    /// Snapshot bytes this node sent to peers (set from shoal-raft's counter at each scrape).
+    snapshot_sent: Counter,
     /// Requests executing now; replicas quarantined; bytes under the data dir.
     in_flight: Gauge,
     quarantined: Gauge,
@@ -176,6 +198,7 @@ impl NodeMetrics {
             writes: Counter::default(),
             hedged: Counter::default(),
             cancelled: Counter::default(),
+            snapshot_sent: Counter::default(),
             in_flight: Gauge::default(),
             quarantined: Gauge::default(),
             data_dir_bytes: Gauge::default(),
@@ -211,6 +234,8 @@ impl NodeMetrics {
         r.register("in_flight_requests", "requests executing now (client and node-to-node)", m.in_flight.clone());
         r.register("quarantined_replicas", "replicas quarantined on this node", m.quarantined.clone());
         r.register("data_dir_bytes", "bytes of the files under the data dir", m.data_dir_bytes.clone());
+        r.register("snapshot_sent_bytes", "snapshot bytes sent to peers", m.snapshot_sent.clone());
+        r.register("fsync_duration_seconds", "latency of the Raft logs' fsyncs (batched appends)", FsyncHistogram);
         for why in [
             Rejection::Unauthenticated,
             Rejection::PermissionDenied,
@@ -310,6 +335,9 @@ impl NodeMetrics {
         self.writes.inner().store(view.writes, Ordering::Relaxed);
         self.hedged.inner().store(view.hedged, Ordering::Relaxed);
         self.cancelled.inner().store(view.cancelled, Ordering::Relaxed);
+        self.snapshot_sent
+            .inner()
+            .store(shoal_raft::io_stats::IO_STATS.snapshot().snapshot_bytes_sent, Ordering::Relaxed);
         self.in_flight.set(gauge(view.in_flight));
         self.quarantined.set(gauge(view.quarantined));
         self.data_dir_bytes.set(gauge(dir_bytes(&self.data_dir, 0)));

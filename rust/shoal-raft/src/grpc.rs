@@ -456,6 +456,7 @@ fn snapshot_chunks(
             if n == 0 && header.is_none() {
                 return None;
             }
+            crate::io_stats::IO_STATS.snapshot_sent(n as u64);
             Some((SnapshotChunk { header, data }, (file, None, eof, sent + n as u64)))
         }
     })

@@ -15,6 +15,7 @@ mod codec;
 pub mod error;
 pub mod group;
 pub mod grpc;
+pub mod io_stats;
 pub mod log_store;
 pub mod network;
 pub mod purge_guard;

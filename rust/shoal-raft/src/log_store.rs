@@ -449,7 +449,9 @@ fn io_loop(rx: mpsc::Receiver<IoMsg>, dir: PathBuf, health: Arc<Health>) {
             }
         }
         if !callbacks.is_empty() {
+            let started = std::time::Instant::now();
             let res = health.check().and_then(|()| files.iter().try_for_each(|f| f.sync_data()));
+            crate::io_stats::IO_STATS.fsync(started.elapsed());
             if let Err(e) = &res {
                 health.fail(format!("fsync of {}: {e}", dir.display()));
             }
