@@ -11,6 +11,10 @@
 //!   disagree == agree + 1 and a peer leads     -> this replica is wrong (a tie: the leader wins)
 //!   otherwise                                  -> fine (or the other replica is the one to heal itself)
 //! ```
+//!
+//! A replica judged wrong is rebuilt only when its group can spare it: the peers that are voters, healthy
+//! and close enough to compare must form a majority of the group without it ([`can_spare`]). Otherwise the
+//! rebuild would stall the shard's writes (a 3-replica shard with one node down would keep one voter).
 
 /// One peer's view of the same shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +55,13 @@ pub fn judge(mine: &[(u64, u64)], peers: &[PeerRing]) -> Option<String> {
     Some(format!("content digest differs from its peers' ({}); {agree} peer(s) agree", detail.join("; ")))
 }
 
+/// Whether a group of `voters` voters (this replica among them) keeps a majority while this replica is
+/// rebuilt, given `healthy_peers` other voters that are up, undamaged and caught up.
+pub fn can_spare(voters: usize, healthy_peers: usize) -> bool {
+    let rest = voters.saturating_sub(1);
+    rest > 0 && healthy_peers > rest / 2
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +88,14 @@ mod tests {
         assert_eq!(judge(&me, &[peer(2, true, &[(11, 0xb)]), peer(3, false, &[(11, 0xc)])]), None);
         // all agree
         assert_eq!(judge(&me, &[peer(2, true, &[(11, 0xb)]), peer(3, false, &[(10, 0xa)])]), None);
+    }
+
+    #[test]
+    fn a_replica_is_rebuilt_only_when_the_group_keeps_a_majority() {
+        assert!(can_spare(3, 2));
+        assert!(!can_spare(3, 1), "one node down: the other two are the majority");
+        assert!(can_spare(5, 3) && !can_spare(5, 2), "four left need three");
+        assert!(!can_spare(1, 0) && can_spare(2, 1));
     }
 
     #[test]

@@ -307,7 +307,7 @@ impl shoal_raft::StateMachineApp for Catalog {
         w.write_all(&bytes)
     }
 
-    fn restore(&self, r: &mut dyn Read) -> std::io::Result<()> {
+    fn restore(&self, _index: u64, r: &mut dyn Read) -> std::io::Result<()> {
         let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("catalog snapshot: {m}"));
         let mut magic = [0u8; 8];
         r.read_exact(&mut magic)?;
@@ -425,7 +425,7 @@ mod tests {
         let mut buf = Vec::new();
         c.snapshot(&mut buf).unwrap();
         let d = Catalog::default();
-        d.restore(&mut buf.as_slice()).unwrap();
+        d.restore(0, &mut buf.as_slice()).unwrap();
         assert_eq!(d.list(), c.list());
     }
 
@@ -499,10 +499,10 @@ mod tests {
         let mut buf = Vec::new();
         c.snapshot(&mut buf).unwrap();
         let d = Catalog::default();
-        d.restore(&mut buf.as_slice()).unwrap();
+        d.restore(0, &mut buf.as_slice()).unwrap();
         assert_eq!(d.list(), c.list());
         assert_eq!(d.nodes(), c.nodes());
         assert_eq!(c.get("a").unwrap().replicas(0), &[1]);
-        assert!(d.restore(&mut &buf[..10]).is_err());
+        assert!(d.restore(0, &mut &buf[..10]).is_err());
     }
 }

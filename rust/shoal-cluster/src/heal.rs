@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use shoal_api::internal::{HealReplicaRequest, NodeStateRequest, ReplicaState};
 
-use crate::anti_entropy::{PeerRing, judge};
+use crate::anti_entropy::{PeerRing, can_spare, judge, newest_common};
 
 use crate::catalog::CollectionEntry;
 use crate::engine::{Engine, group_id, shard_dir};
@@ -213,7 +213,18 @@ impl Engine {
                     Some(PeerRing { node: *node, leader: st.role == "leader", ring })
                 })
                 .collect();
-            if let Some(why) = judge(&r.app.digest_ring(), &peers) {
+            let mine = r.app.digest_ring();
+            if let Some(why) = judge(&mine, &peers) {
+                let voters = r.group.voter_ids();
+                let healthy = peers
+                    .iter()
+                    .filter(|p| voters.contains(&p.node) && newest_common(&mine, &p.ring).is_some())
+                    .count();
+                if !can_spare(voters.len(), healthy) {
+                    tracing::warn!(group = %r.gid, %why, voters = voters.len(), healthy,
+                        "anti-entropy: this replica differs from its peers; rebuild deferred until the group keeps a majority without it");
+                    continue;
+                }
                 tracing::error!(group = %r.gid, %why, "anti-entropy: this replica diverged from its peers");
                 r.app.mark_damaged(format!("anti-entropy: {why}"));
             }

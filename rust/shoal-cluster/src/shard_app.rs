@@ -23,6 +23,8 @@ pub struct ShardApp {
     /// serves nothing more and the engine quarantines it (never cleared: a fresh copy replaces it).
     damage: parking_lot::Mutex<Option<String>>,
     /// (applied index, content digest) after the most recent applies, ascending; at most `DIGEST_RING`.
+    /// Held across each apply and restore, so a reader sees `applied` and the store's digest as one pair
+    /// (a digest read mid-apply paired with the previous index would look like a divergence).
     ring: parking_lot::Mutex<std::collections::VecDeque<(u64, u64)>>,
 }
 
@@ -67,8 +69,10 @@ impl ShardApp {
     /// The recent (applied index, digest) pairs, ascending; the last one is the current digest (so a change
     /// behind the log's back shows at once, even without new writes).
     pub fn digest_ring(&self) -> Vec<(u64, u64)> {
-        let mut out: Vec<(u64, u64)> = self.ring.lock().iter().copied().collect();
+        let ring = self.ring.lock();
         let now = (self.applied_index(), self.store().digest());
+        let mut out: Vec<(u64, u64)> = ring.iter().copied().collect();
+        drop(ring);
         match out.last_mut() {
             Some(last) if last.0 == now.0 => *last = now,
             _ => out.push(now),
@@ -76,8 +80,7 @@ impl ShardApp {
         out
     }
 
-    fn remember(&self, index: u64, digest: u64) {
-        let mut r = self.ring.lock();
+    fn remember(r: &mut std::collections::VecDeque<(u64, u64)>, index: u64, digest: u64) {
         if r.len() == DIGEST_RING {
             r.pop_front();
         }
@@ -92,6 +95,7 @@ impl ShardApp {
 
 impl shoal_raft::StateMachineApp for ShardApp {
     fn apply(&self, index: u64, command: &[u8]) -> Vec<u8> {
+        let mut ring = self.ring.lock();
         let reply = match decode_write_batch(command, self.config.dim, self.config.id_type) {
             Ok(batch) => {
                 let out = self.store().apply_logged(batch);
@@ -109,7 +113,8 @@ impl shoal_raft::StateMachineApp for ShardApp {
             }
         };
         self.applied.store(index, Ordering::Release);
-        self.remember(index, self.store().digest());
+        Self::remember(&mut ring, index, self.store().digest());
+        drop(ring);
         (self.on_apply)();
         reply
     }
@@ -124,12 +129,17 @@ impl shoal_raft::StateMachineApp for ShardApp {
         Ok(Box::new(Captured { store, capture }))
     }
 
-    fn restore(&self, r: &mut dyn Read) -> std::io::Result<()> {
+    fn restore(&self, index: u64, r: &mut dyn Read) -> std::io::Result<()> {
         let store = ShardStore::read_snapshot(self.config.clone(), r)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        let digest = store.digest();
+        let mut ring = self.ring.lock();
         *self.store.write() = Arc::new(store);
-        // The restored state's index is not known here: the ring starts again with the next apply.
-        self.ring.lock().clear();
+        // The ring starts again at the snapshot's index: the history before it is another replica's.
+        ring.clear();
+        self.applied.store(index, Ordering::Release);
+        Self::remember(&mut ring, index, digest);
+        drop(ring);
         (self.on_apply)();
         Ok(())
     }
@@ -146,5 +156,54 @@ struct Captured {
 impl shoal_raft::SnapshotWriter for Captured {
     fn write_to(self: Box<Self>, w: &mut dyn Write) -> std::io::Result<()> {
         self.capture.write(&self.store, w).map_err(std::io::Error::other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_api::commands::encode_write_batch;
+    use shoal_core::hlc::Version;
+    use shoal_core::store::{WriteBatch, WriteOp};
+    use shoal_core::{IdType, IndexConfig, Metric, PointId};
+    use shoal_raft::StateMachineApp;
+
+    #[test]
+    fn the_digest_ring_never_pairs_an_index_with_another_index_s_digest() {
+        // A reader racing the applies (anti-entropy probes a busy shard) must see (index, digest) pairs
+        // that the replica really had: a digest read mid-apply paired with the previous index would make
+        // an equal peer look diverged.
+        let cfg = ShardConfig { dim: 4, metric: Metric::L2, id_type: IdType::Int, index: IndexConfig::Flat };
+        let app = Arc::new(ShardApp::new(cfg, Box::new(|| {})));
+        let n = 600u64;
+        let reader = {
+            let app = app.clone();
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                while app.applied_index() < n {
+                    if let Some(last) = app.digest_ring().last() {
+                        seen.push(*last);
+                    }
+                }
+                seen
+            })
+        };
+        for i in 1..=n {
+            let ops = (0..64)
+                .map(|j| WriteOp::Upsert {
+                    id: PointId::Int(i * 64 + j),
+                    version: Version::new(i, 1),
+                    vector: vec![i as f32, j as f32, 0.0, 1.0],
+                    payload: None,
+                })
+                .collect();
+            app.apply(i, &encode_write_batch(&WriteBatch::new(ops)));
+        }
+        let seen = reader.join().unwrap();
+        let truth: std::collections::HashMap<u64, u64> = app.digest_ring().into_iter().collect();
+        assert!(!seen.is_empty());
+        for (i, d) in seen.into_iter().filter(|(i, _)| *i > 0) {
+            assert_eq!(truth.get(&i), Some(&d), "pair read at index {i}");
+        }
     }
 }

@@ -79,8 +79,9 @@ pub trait StateMachineApp: Send + Sync + 'static {
         self.snapshot(&mut buf)?;
         Ok(Box::new(buf))
     }
-    /// Replace the whole state with a snapshot previously written by `snapshot`.
-    fn restore(&self, r: &mut dyn std::io::Read) -> std::io::Result<()>;
+    /// Replace the whole state with a snapshot previously written by `snapshot`; `index` is the log index
+    /// the snapshot covers (0 = none), i.e. the state is as if every entry up to `index` had been applied.
+    fn restore(&self, index: u64, r: &mut dyn std::io::Read) -> std::io::Result<()>;
 }
 
 /// Serialises a state captured by [`StateMachineApp::capture`].
@@ -409,7 +410,7 @@ fn restore_app(app: &dyn StateMachineApp, path: &Path, meta: &SnapshotMeta) -> R
     }
     let mut cr = CrcReader { inner: &mut r, remaining: app_len, crc: 0 };
     // The app checks its own part; what it cannot read is damage of this file, not an I/O failure.
-    app.restore(&mut cr).map_err(|e| match e.kind() {
+    app.restore(meta.last_log_id.map_or(0, |l| l.index), &mut cr).map_err(|e| match e.kind() {
         io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => Error::corrupt(path, e.to_string()),
         _ => Error::Io(e),
     })?;

@@ -77,7 +77,7 @@ impl StateMachineApp for KvApp {
         Ok(())
     }
 
-    fn restore(&self, r: &mut dyn Read) -> std::io::Result<()> {
+    fn restore(&self, _index: u64, r: &mut dyn Read) -> std::io::Result<()> {
         let mut n = [0u8; 8];
         r.read_exact(&mut n)?;
         let mut map = BTreeMap::new();
