@@ -196,6 +196,36 @@ pub fn plan_nodes(
     (plan, unserved)
 }
 
+/// Splits a round's plan into requests: one per node, except that each shard in `solo` goes alone (its
+/// last request failed together with other shards, so which one the error was about is unknown).
+pub fn requests(plan: BTreeMap<u64, Vec<u32>>, solo: &HashSet<u32>) -> Vec<(u64, Vec<u32>)> {
+    let mut out = Vec::new();
+    for (node, shards) in plan {
+        let (alone, together): (Vec<u32>, Vec<u32>) = shards.into_iter().partition(|s| solo.contains(s));
+        if !together.is_empty() {
+            out.push((node, together));
+        }
+        out.extend(alone.into_iter().map(|s| (node, vec![s])));
+    }
+    out
+}
+
+/// What a failed read request says about its shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The node failed as a whole (unreachable), or the request held one shard: the error is about each of
+    /// its shards (exclude the node for them, follow the leader hint).
+    EachShard,
+    /// One of several shards failed (e.g. "not the leader" of one of them): which one is unknown, so no
+    /// shard's leader guess changes and no replica is excluded; the shards are retried one per request.
+    Unknown,
+}
+
+/// Whom a failed request of `shards` shards blames; `node_down` when the node could not be reached.
+pub fn blame(shards: usize, node_down: bool) -> Blame {
+    if node_down || shards <= 1 { Blame::EachShard } else { Blame::Unknown }
+}
+
 /// Samples a node needs before its p95 is trusted for hedging.
 pub const MIN_SAMPLES: usize = 8;
 /// Never hedge sooner than this: below it the second request costs more than it can save.
@@ -261,6 +291,24 @@ mod tests {
         fn ctx(&self, level: ReadLevel, strategy: LoadBalancing, turn: usize) -> PlanContext<'_> {
             PlanContext { me: 1, zones: &self.zones, loads: &self.loads, level, strategy, turn }
         }
+    }
+
+    #[test]
+    fn solo_shards_get_their_own_request() {
+        let plan: BTreeMap<u64, Vec<u32>> = [(1, vec![0, 1, 2]), (2, vec![3])].into_iter().collect();
+        assert_eq!(requests(plan.clone(), &HashSet::new()), vec![(1, vec![0, 1, 2]), (2, vec![3])]);
+        let solo: HashSet<u32> = [0, 2, 3].into_iter().collect();
+        assert_eq!(requests(plan, &solo), vec![(1, vec![1]), (1, vec![0]), (1, vec![2]), (2, vec![3])]);
+    }
+
+    #[test]
+    fn a_failure_of_several_shards_blames_none_of_them() {
+        // Strong reads of shards 0 (led by node 1) and 1 (led by node 2) sent together to node 1: "not the
+        // leader (leader: 2)" is about shard 1 only; applied to both, it sends shard 0 to node 2, which answers
+        // "leader: 1", and the two guesses chase each other until the deadline.
+        assert_eq!(blame(2, false), Blame::Unknown);
+        assert_eq!(blame(1, false), Blame::EachShard);
+        assert_eq!(blame(3, true), Blame::EachShard, "an unreachable node fails every shard it holds");
     }
 
     #[test]

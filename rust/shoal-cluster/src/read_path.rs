@@ -300,6 +300,8 @@ impl Engine {
         let mut retry_at = Instant::now();
         let mut backoff = FIRST_BACKOFF;
         let mut hedges: Vec<(Instant, u64, Vec<u32>)> = Vec::new();
+        // Shards read one per request from now on: a request holding them with others failed (see `Blame`).
+        let mut solo: HashSet<u32> = HashSet::new();
         let mut last: Option<Error> = None;
         let mut running = futures::stream::FuturesUnordered::new();
 
@@ -348,7 +350,7 @@ impl Engine {
                 if retry_at > now {
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
-                for (node, node_shards) in plan {
+                for (node, node_shards) in planner::requests(plan, &solo) {
                     for s in &node_shards {
                         waiting.remove(s);
                         *flying.entry(*s).or_default() += 1;
@@ -433,6 +435,18 @@ impl Engine {
                             return Err(cut.context(&format!("reading collection {name:?}: {e}")));
                         }
                         let down = matches!(e, Error::NodeUnavailable(_));
+                        let open: Vec<u32> =
+                            node_shards.iter().copied().filter(|s| !done.contains(s) && !failed.contains(s)).collect();
+                        if planner::blame(open.len(), down) == planner::Blame::Unknown {
+                            for s in open {
+                                solo.insert(s);
+                                if flying.get(&s).copied().unwrap_or(0) == 0 {
+                                    waiting.insert(s);
+                                }
+                            }
+                            last = Some(e);
+                            continue;
+                        }
                         for &s in &node_shards {
                             if done.contains(&s) || failed.contains(&s) {
                                 continue;
@@ -627,9 +641,8 @@ impl Engine {
                 _ => Ok(()),
             }
         });
-        for r in futures::future::join_all(barriers).await {
-            r?;
-        }
+        // The first shard that cannot be served fails the request at once (the others are not waited for).
+        futures::future::try_join_all(barriers).await?;
         let stores: Vec<_> = replicas.iter().map(|r| r.app.store()).collect();
         NodeCounters::bump(match op {
             ReadOp::Search { .. } => &self.counters.searches,
