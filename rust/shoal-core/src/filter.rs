@@ -25,8 +25,12 @@
 
 use std::cmp::Ordering;
 
+use std::ops::Bound;
+
+use roaring::RoaringBitmap;
 use serde_json::{Map, Number, Value};
 
+use crate::payload_index::PayloadIndexes;
 use crate::{Error, Result};
 
 /// A parsed filter over JSON payloads. Cheap to evaluate; immutable and `Send + Sync`.
@@ -127,6 +131,111 @@ impl Filter {
     /// Whether `payload` satisfies the filter.
     pub fn matches(&self, payload: &Map<String, Value>) -> bool {
         eval(&self.root, payload)
+    }
+
+    /// The slots matching this filter as far as the payload indexes in `ix` can tell, or `None` when no
+    /// part of it is indexed. `all` is every live slot (for negations); `slots` the store's slot count (an
+    /// index answers only once built over all of them). An [`IndexAnswer`] that is not `exact` is a superset:
+    /// the filter must still be evaluated on its slots. `all` is called at most once, for a negation.
+    pub fn answer(&self, ix: &PayloadIndexes, slots: usize, all: &dyn Fn() -> RoaringBitmap) -> Option<IndexAnswer> {
+        if ix.is_empty() {
+            return None;
+        }
+        let all = Universe { make: all, cell: std::cell::OnceCell::new() };
+        answer_node(&self.root, ix, slots, &all)
+    }
+}
+
+/// What payload indexes say about a filter (see [`Filter::answer`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexAnswer {
+    /// Live slots that may match (exactly those that match when `exact`).
+    pub slots: RoaringBitmap,
+    /// Whether `slots` is exact (no per-point evaluation needed).
+    pub exact: bool,
+}
+
+/// Every live slot, computed on first use.
+struct Universe<'a> {
+    make: &'a dyn Fn() -> RoaringBitmap,
+    cell: std::cell::OnceCell<RoaringBitmap>,
+}
+
+impl Universe<'_> {
+    fn get(&self) -> &RoaringBitmap {
+        self.cell.get_or_init(self.make)
+    }
+}
+
+fn answer_node(n: &Node, ix: &PayloadIndexes, slots: usize, all: &Universe<'_>) -> Option<IndexAnswer> {
+    match n {
+        Node::And(children) => {
+            let mut acc: Option<IndexAnswer> = None;
+            let mut exact = true;
+            for c in children {
+                match answer_node(c, ix, slots, all) {
+                    Some(a) => {
+                        exact &= a.exact;
+                        acc = Some(match acc {
+                            Some(mut x) => {
+                                x.slots &= &a.slots;
+                                x
+                            }
+                            None => a,
+                        });
+                    }
+                    None => exact = false,
+                }
+            }
+            acc.map(|a| IndexAnswer { slots: a.slots, exact })
+        }
+        Node::Or(children) => {
+            let mut out = RoaringBitmap::new();
+            let mut exact = true;
+            for c in children {
+                let a = answer_node(c, ix, slots, all)?;
+                exact &= a.exact;
+                out |= a.slots;
+            }
+            Some(IndexAnswer { slots: out, exact })
+        }
+        Node::Not(c) => {
+            let a = answer_node(c, ix, slots, all).filter(|a| a.exact)?;
+            Some(IndexAnswer { slots: all.get() - a.slots, exact: true })
+        }
+        Node::Field(path, pred) => {
+            let fi = ix.get(&path.text).filter(|f| f.usable(slots))?;
+            let bits = match pred {
+                Pred::Eq(x) => fi.eq(x)?,
+                Pred::Ne(x) => all.get() - fi.eq(x)?,
+                Pred::In(xs) => {
+                    let mut out = RoaringBitmap::new();
+                    for x in xs {
+                        out |= fi.eq(x)?;
+                    }
+                    out
+                }
+                Pred::Nin(xs) => {
+                    let mut out = RoaringBitmap::new();
+                    for x in xs {
+                        out |= fi.eq(x)?;
+                    }
+                    all.get() - out
+                }
+                Pred::Cmp(op, x) => {
+                    let (lo, hi) = match op {
+                        CmpOp::Gt => (Bound::Excluded(x), Bound::Unbounded),
+                        CmpOp::Gte => (Bound::Included(x), Bound::Unbounded),
+                        CmpOp::Lt => (Bound::Unbounded, Bound::Excluded(x)),
+                        CmpOp::Lte => (Bound::Unbounded, Bound::Included(x)),
+                    };
+                    fi.range(lo, hi)?
+                }
+                Pred::Exists(_) => return None,
+            };
+            // The lists hold only live slots; `all` bounds the negations.
+            Some(IndexAnswer { slots: bits, exact: true })
+        }
     }
 }
 
@@ -244,7 +353,7 @@ fn eval(node: &Node, payload: &Map<String, Value>) -> bool {
 }
 
 /// The value at `parts`, walking objects by key and arrays by numeric index.
-fn lookup<'a>(payload: &'a Map<String, Value>, parts: &[String]) -> Option<&'a Value> {
+pub(crate) fn lookup<'a>(payload: &'a Map<String, Value>, parts: &[String]) -> Option<&'a Value> {
     let (first, rest) = parts.split_first()?;
     let mut cur = payload.get(first)?;
     for p in rest {

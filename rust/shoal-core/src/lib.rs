@@ -15,6 +15,7 @@ pub mod error;
 pub mod filter;
 pub mod hlc;
 pub mod hnsw;
+pub mod payload_index;
 pub mod point;
 pub mod store;
 pub mod validate;

@@ -45,6 +45,7 @@ use crate::distance;
 use crate::filter::Filter;
 use crate::hlc::Version;
 use crate::hnsw::{Hnsw, HnswParams};
+use crate::payload_index::{IndexKind, PayloadIndexes};
 use crate::{Error, IdType, IndexConfig, Metric, PointId, Result, ShardConfig};
 
 /// A JSON object payload.
@@ -227,6 +228,8 @@ struct Inner {
     id_order: Mutex<Option<Arc<Vec<u32>>>>,
     /// The generation the previous scroll page saw: a page that sees the same one builds `id_order`.
     scrolled_generation: AtomicU64,
+    /// Payload indexes; each covers exactly the live slots below its build edge (kept so at apply time).
+    pindex: PayloadIndexes,
 }
 
 /// The store of one shard replica. `Send + Sync`; share it behind an `Arc`.
@@ -243,6 +246,23 @@ pub struct ShardStore {
     /// Indexed watermark: every slot below it is settled (in the graph, or was dead when reached).
     /// Only advanced under `index_lock` while holding the read lock; never above `slots.len()`.
     indexed: AtomicUsize,
+}
+
+/// One payload index of a replica ([`ShardStore::payload_indexes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadIndexInfo {
+    /// The field path.
+    pub field: String,
+    /// The kind.
+    pub kind: IndexKind,
+    /// Slots indexed so far (`<= slots`).
+    pub built: usize,
+    /// Slots in the store.
+    pub slots: usize,
+    /// Distinct values indexed.
+    pub values: usize,
+    /// Whether filters use it (built over every slot, every value keyed exactly).
+    pub ready: bool,
 }
 
 impl fmt::Debug for ShardStore {
@@ -333,6 +353,7 @@ impl Inner {
             content: 0,
             id_order: Mutex::new(None),
             scrolled_generation: AtomicU64::new(u64::MAX),
+            pindex: PayloadIndexes::default(),
         }
     }
 
@@ -365,6 +386,7 @@ impl Inner {
     /// Marks a live slot dead and returns its metadata (id, payload, key versions).
     fn kill(&mut self, slot: u32) -> Slot {
         let s = &mut self.slots[slot as usize];
+        self.pindex.on_remove(slot, s.payload.as_deref());
         self.alive[slot as usize] = false;
         self.content = self.content.wrapping_sub(s.hash);
         Slot {
@@ -423,6 +445,7 @@ impl Inner {
         }
         let hash = slot_hash(&id, version, self.arena.get(slot), payload.as_ref());
         self.content = self.content.wrapping_add(hash);
+        self.pindex.on_add(slot, payload.as_ref());
         self.slots.push(Slot { id, version, payload: payload.map(Arc::new), key_versions, hash });
         self.alive.push(true);
     }
@@ -460,6 +483,9 @@ impl Inner {
             out.skipped_stale += 1;
             return;
         }
+        if !self.pindex.is_empty() {
+            self.pindex.on_remove(slot, s.payload.as_deref());
+        }
         let kv = s.key_versions.get_or_insert_with(Default::default);
         let payload = Arc::make_mut(s.payload.get_or_insert_with(Default::default));
         for (k, v) in patch {
@@ -469,6 +495,9 @@ impl Inner {
             }
         }
         let s = &self.slots[slot as usize];
+        if !self.pindex.is_empty() {
+            self.pindex.on_readd(slot, s.payload.as_deref());
+        }
         let hash = slot_hash(&s.id, s.version, self.arena.get(slot), s.payload.as_deref());
         self.content = self.content.wrapping_sub(s.hash).wrapping_add(hash);
         self.slots[slot as usize].hash = hash;
@@ -684,7 +713,57 @@ impl ShardStore {
     pub fn count_matching(&self, filter: &Filter) -> usize {
         // Recursive for the reason given in `search_cancellable`: this parallel loop may run on rayon workers.
         let g = self.inner.read_recursive();
+        if let Some(slots) = indexed_matches(&g, filter) {
+            return slots.len() as usize;
+        }
         g.ids.par_iter().filter(|&(_, &s)| filter.matches(g.payload_or_empty(s))).count()
+    }
+
+    /// Makes this replica's payload indexes exactly `wanted` (field, kind); new ones start unbuilt (see
+    /// [`ShardStore::build_payload_indexes`]). Returns whether anything changed.
+    pub fn set_payload_indexes(&self, wanted: &[(String, IndexKind)]) -> bool {
+        self.inner.write().pindex.set(wanted)
+    }
+
+    /// One step of building the payload indexes: indexes up to `budget` slots of each unbuilt index under
+    /// the write lock (so applies wait at most one step). Returns true when every index is built.
+    pub fn build_payload_indexes(&self, budget: usize) -> bool {
+        let mut g = self.inner.write();
+        let g = &mut *g;
+        let n = g.slots.len();
+        let mut done = true;
+        for f in g.pindex.iter().map(|f| f.field().to_string()).collect::<Vec<_>>() {
+            let Some(ix) = g.pindex.get_mut(&f) else { continue };
+            let from = ix.built();
+            let to = (from + budget.max(1)).min(n);
+            for slot in from..to {
+                if g.alive[slot]
+                    && let Some(p) = g.slots[slot].payload.as_deref()
+                {
+                    ix.add(slot as u32, p);
+                }
+            }
+            ix.set_built(to);
+            done &= to >= n;
+        }
+        done
+    }
+
+    /// Each payload index's state, by field.
+    pub fn payload_indexes(&self) -> Vec<PayloadIndexInfo> {
+        let g = self.inner.read();
+        let n = g.slots.len();
+        g.pindex
+            .iter()
+            .map(|f| PayloadIndexInfo {
+                field: f.field().to_string(),
+                kind: f.kind(),
+                built: f.built().min(n),
+                slots: n,
+                values: f.values(),
+                ready: f.usable(n),
+            })
+            .collect()
     }
 
     /// Live points not yet in the graph (0 for a flat index).
@@ -770,7 +849,11 @@ impl ShardStore {
         // waiting inside such a loop may pick up another page's job, whose plain read() would queue behind a
         // waiting writer that waits for us (the deadlock `search_cancellable` describes).
         let g = self.inner.read_recursive();
-        let keep = |s: u32| filter.is_none_or(|f| f.matches(g.payload_or_empty(s)));
+        let indexed = filter.and_then(|f| indexed_matches(&g, f));
+        let keep = |s: u32| match &indexed {
+            Some(bits) => bits.contains(s),
+            None => filter.is_none_or(|f| f.matches(g.payload_or_empty(s))),
+        };
         if let Some(order) = g.id_order_for_scroll() {
             let start = after.map_or(0, |a| order.partition_point(|&s| &g.slots[s as usize].id <= a));
             return order[start..]
@@ -971,6 +1054,12 @@ impl ShardStore {
         let Some(f) = filter else {
             return Ok(Route { path: choose_path(&shape, 1.0, k, ef, flat), matched: None });
         };
+        if let Some(bits) = indexed_matches(g, f) {
+            // Indexed: the matches are known exactly, at the cost of the lists (no payload is read).
+            let matched: Vec<u32> = bits.iter().collect();
+            let selectivity = if shape.live == 0 { 0.0 } else { matched.len() as f64 / shape.live as f64 };
+            return Ok(Route { path: choose_path(&shape, selectivity, k, ef, flat), matched: Some(matched) });
+        }
         let path = choose_path(&shape, self.estimate_selectivity(g, f, FILTER_SAMPLE), k, ef, flat);
         if path != AccessPath::Exact {
             return Ok(Route { path, matched: None });
@@ -1032,6 +1121,9 @@ impl ShardStore {
 
     /// Live slots matching `f`, ascending (evaluated in parallel, polling `cancel` per block).
     fn matching_slots(&self, g: &Inner, f: &Filter, cancel: &CancelToken) -> Result<Vec<u32>> {
+        if let Some(bits) = indexed_matches(g, f) {
+            return Ok(bits.iter().collect());
+        }
         let alive = &g.alive;
         collect_slots(0..alive.len(), &|s| alive[s] && f.matches(g.payload_or_empty(s as u32)), cancel)
     }
@@ -1063,6 +1155,9 @@ impl ShardStore {
     /// Estimated fraction of live points matching `f`, from a deterministic sample of about `samples`
     /// slots (0 for an empty store).
     fn estimate_selectivity(&self, g: &Inner, f: &Filter, samples: usize) -> f64 {
+        if let Some(bits) = indexed_matches(g, f) {
+            return if g.live() == 0 { 0.0 } else { bits.len() as f64 / g.live() as f64 };
+        }
         let n = g.alive.len();
         let step = (n / samples.max(1)).max(1);
         let (mut seen, mut hit) = (0usize, 0usize);
@@ -1230,6 +1325,21 @@ fn count_upserts(ops: &[WriteOp]) -> usize {
 
 /// The content hash of a live point: id, version, vector (as stored) and payload, with xxh3. Payload values
 /// are hashed structurally (type tags, lengths, object keys in map order), so equal payloads hash equal.
+/// The live slots matching `f` when the payload indexes can tell (evaluating the filter only on the
+/// candidates of a partial answer); `None` when no indexed field is involved.
+fn indexed_matches(g: &Inner, f: &Filter) -> Option<roaring::RoaringBitmap> {
+    if g.pindex.is_empty() {
+        return None;
+    }
+    // Every live slot: built only for a negation.
+    let all = || g.alive.iter().enumerate().filter(|(_, a)| **a).map(|(s, _)| s as u32).collect();
+    let a = f.answer(&g.pindex, g.slots.len(), &all)?;
+    if a.exact {
+        return Some(a.slots);
+    }
+    Some(a.slots.iter().filter(|&s| g.alive[s as usize] && f.matches(g.payload_or_empty(s))).collect())
+}
+
 fn slot_hash(id: &PointId, version: Version, vector: &[f32], payload: Option<&Payload>) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     let mut head = Vec::with_capacity(32);
@@ -2969,5 +3079,115 @@ mod tests {
         token.cancel();
         let r = s.search_cancellable(&queries[..dim], 1, 10, Some(&even), Some(200), false, &token);
         assert!(matches!(r, Err(Error::Cancelled)));
+    }
+
+    #[test]
+    fn payload_indexes_answer_exactly_what_the_filter_evaluation_answers() {
+        // Random payloads, updates, patches and deletes; every filter gives the same counts, scroll pages
+        // and search results with the indexes as without, before and after a partial build.
+        let dim = 8;
+        let langs = ["en", "fr", "de", "es"];
+        let mut rng = Rng(11);
+        let plain = ShardStore::new(hnsw_cfg(dim, Metric::L2));
+        let indexed = ShardStore::new(hnsw_cfg(dim, Metric::L2));
+        let wanted = vec![
+            ("lang".to_string(), IndexKind::Keyword),
+            ("year".to_string(), IndexKind::Integer),
+            ("score".to_string(), IndexKind::Float),
+            ("ok".to_string(), IndexKind::Bool),
+            ("meta.tag".to_string(), IndexKind::Keyword),
+        ];
+        let mut ver = 1;
+        let step = |ops: Vec<WriteOp>| {
+            plain.apply(&batch(ops.clone()));
+            indexed.apply(&batch(ops));
+        };
+        for round in 0..4 {
+            let mut ops = Vec::new();
+            for _ in 0..600 {
+                let id = rng.next() % 1500;
+                ver += 1;
+                let vector: Vec<f32> = (0..dim).map(|_| rng.gauss()).collect();
+                let lang = langs[(rng.next() % 4) as usize];
+                let payload = match rng.next() % 6 {
+                    0 => None,
+                    1 => Some(json!({"lang": [lang, "xx"], "year": 2000 + (rng.next() % 25) as i64})),
+                    2 => Some(json!({"lang": 7, "year": 2010.5, "ok": "yes"})),
+                    _ => Some(json!({
+                        "lang": lang,
+                        "year": 2000 + (rng.next() % 25) as i64,
+                        "score": rng.unit() as f64,
+                        "ok": rng.next().is_multiple_of(2),
+                        "meta": {"tag": format!("t{}", rng.next() % 30)},
+                    })),
+                };
+                ops.push(match rng.next() % 10 {
+                    0 => del(id, ver),
+                    1 => patch(id, ver, json!({"lang": "fr", "year": 1999})),
+                    _ => up(id, ver, vector, payload),
+                });
+            }
+            step(ops);
+            if round == 0 {
+                // an index created on a store with points starts unbuilt
+                assert!(indexed.set_payload_indexes(&wanted));
+                assert!(indexed.payload_indexes().iter().all(|i| !i.ready && i.built == 0));
+            }
+            if round == 1 {
+                // half built: the indexes answer nothing yet (the filters are evaluated) and results agree
+                indexed.build_payload_indexes(300);
+                assert!(indexed.payload_indexes().iter().all(|i| !i.ready));
+            }
+            if round >= 2 {
+                while !indexed.build_payload_indexes(500) {}
+                assert!(indexed.payload_indexes().iter().all(|i| i.ready && i.built == i.slots));
+            }
+            plain.index_step(usize::MAX);
+            indexed.index_step(usize::MAX);
+            let filters = [
+                json!({"lang": "en"}),
+                json!({"lang": {"$in": ["fr", "de"]}}),
+                json!({"lang": {"$ne": "en"}}),
+                json!({"lang": {"$nin": ["en", "xx"]}}),
+                json!({"lang": {"$gte": "en", "$lt": "f"}}),
+                json!({"year": {"$gte": 2010, "$lt": 2015}}),
+                json!({"year": 2010.5}),
+                json!({"year": {"$gt": 2010}, "lang": "en"}),
+                json!({"score": {"$lt": 0.1}}),
+                json!({"ok": true}),
+                json!({"ok": {"$ne": false}}),
+                json!({"meta.tag": "t3"}),
+                json!({"$or": [{"lang": "de"}, {"year": 2001}]}),
+                json!({"$or": [{"lang": "de"}, {"unindexed": 1}]}),
+                json!({"$not": {"lang": "en"}}),
+                json!({"lang": "en", "ok": {"$exists": true}}),
+                json!({"lang": 7}),
+                json!({"year": {"$gt": "a"}}),
+            ];
+            let queries: Vec<f32> = (0..3 * dim).map(|_| rng.gauss()).collect();
+            for fj in &filters {
+                let f = Filter::parse(fj).unwrap();
+                assert_eq!(indexed.count_matching(&f), plain.count_matching(&f), "count of {fj}");
+                let ids = |st: &ShardStore| -> Vec<PointId> {
+                    st.scroll(None, 100_000, Some(&f), false).into_iter().map(|r| r.id).collect()
+                };
+                assert_eq!(ids(&indexed), ids(&plain), "scroll of {fj}");
+                let exact = |st: &ShardStore| -> Vec<Vec<PointId>> {
+                    st.search_exact_cancellable(&queries, 3, 10, Some(&f), false, &CancelToken::never())
+                        .unwrap()
+                        .into_iter()
+                        .map(|h| h.into_iter().map(|h| h.id).collect())
+                        .collect()
+                };
+                assert_eq!(exact(&indexed), exact(&plain), "exact search with {fj}");
+                let approx = indexed.search(&queries, 3, 10, Some(&f), Some(200), false);
+                let want = exact(&plain);
+                for (got, want) in approx.iter().zip(&want) {
+                    assert_eq!(got.len(), want.len(), "filtered search returns every match up to k: {fj}");
+                    let hit = got.iter().filter(|h| want.contains(&h.id)).count();
+                    assert!(hit * 10 >= want.len() * 9, "recall {hit}/{} with {fj}", want.len());
+                }
+            }
+        }
     }
 }
