@@ -27,8 +27,8 @@ class Collection:
     """A handle on a collection of a cluster. Get one from ``cluster.create_collection`` or ``cluster.collection``.
 
     Attributes: ``name``, ``dim``, ``metric`` ("cosine" | "l2" | "dot"), ``id_type`` ("int" | "str"),
-    ``shard_count``, ``replication_factor``, ``index`` (``HNSW(...)`` or ``Flat()``). ``shards()`` reports the
-    shards and the state of their replicas.
+    ``shard_count``, ``replication_factor``, ``index`` (``HNSW(...)`` or ``Flat()``). ``payload_indexes()``
+    lists the payload indexes; ``shards()`` reports the shards and the state of their replicas.
     """
 
     def __init__(self, cluster: "Cluster", info: dict[str, Any]) -> None:
@@ -40,6 +40,7 @@ class Collection:
         self.shard_count: int = int(info.get("shards", 1) or 1)
         self.replication_factor: int = int(info.get("replication_factor", 1) or 1)
         self.index: HNSW | Flat = index_from_info(info)
+        self._payload_indexes: dict[str, str] = dict(info.get("payload_indexes") or {})
 
     @property
     def _client(self) -> Any:
@@ -425,8 +426,46 @@ class Collection:
         df.attrs["target_recall"] = float(target_recall)
         return df
 
+    # --- payload indexes ---------------------------------------------------------------------------
+
+    def create_payload_index(self, field: str, kind: str, wait: bool = True, timeout: Optional[float] = None,
+                             progress: Optional[bool] = None) -> dict[str, str]:
+        """Indexes payload field ``field`` (a dotted path, as in filters) so that filters on it are answered
+        from inverted lists instead of each point's payload, with exact match counts for the query planner.
+
+        ``kind``: ``"keyword"`` (strings: equality, ``$in``, ``$ne``/``$nin``, ranges), ``"integer"`` or
+        ``"float"`` (numbers: equality, ``$in``, ranges), ``"bool"``. Values of another type are not indexed;
+        a filter comparing the field with another type is evaluated per point, as without an index. Creating
+        an index that exists with another kind replaces it; with the same kind it is a no-op.
+
+        Every replica builds the index in the background (filters work meanwhile, unindexed). ``wait=True``
+        returns once every replica has built it (``wait_indexed``; ``progress=True`` shows a bar). Returns
+        the collection's payload indexes, ``{field: kind}``."""
+        timeout = cv.check_timeout(timeout)
+        info = self._client.set_payload_index(self.name, field, kind, timeout)
+        self._payload_indexes = dict(info.get("payload_indexes") or {})
+        if wait:
+            self.wait_indexed(timeout=timeout, progress=progress)
+        return dict(self._payload_indexes)
+
+    def drop_payload_index(self, field: str, timeout: Optional[float] = None) -> dict[str, str]:
+        """Drops the payload index of ``field`` (a no-op when there is none); filters on it are then evaluated
+        per point. Returns the remaining payload indexes, ``{field: kind}``."""
+        timeout = cv.check_timeout(timeout)
+        info = self._client.set_payload_index(self.name, field, None, timeout)
+        self._payload_indexes = dict(info.get("payload_indexes") or {})
+        return dict(self._payload_indexes)
+
+    def payload_indexes(self, timeout: Optional[float] = None) -> dict[str, str]:
+        """The collection's payload indexes as the cluster has them now, ``{field: kind}``."""
+        timeout = cv.check_timeout(timeout)
+        info = self._client.get_collection(self.name, timeout)
+        self._payload_indexes = dict(info.get("payload_indexes") or {})
+        return dict(self._payload_indexes)
+
     def index_status(self, timeout: Optional[float] = None) -> tuple[int, int]:
-        """(live points, live points not yet covered by the index)."""
+        """(live points, live points not yet covered by every index: the vector index and the payload
+        indexes)."""
         timeout = cv.check_timeout(timeout)
         points, unindexed = self._client.index_status(self.name, timeout)
         return int(points), int(unindexed)

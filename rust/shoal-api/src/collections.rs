@@ -1,5 +1,6 @@
 //! Collection configuration: `CollectionInfo` / `CreateCollectionRequest` <-> `CollectionSpec`.
 
+use shoal_core::payload_index::{IndexKind, MAX_INDEXES, validate_field};
 use shoal_core::point::MAX_DIM;
 use shoal_core::{IdType, IndexConfig, Metric, ShardConfig};
 
@@ -17,6 +18,8 @@ pub struct CollectionSpec {
     pub shards: u32,
     /// Copies of each shard, >= 1.
     pub replication_factor: u32,
+    /// Payload indexes (field, kind), sorted by field, fields unique and valid, at most `MAX_INDEXES`.
+    pub payload_indexes: Vec<(String, IndexKind)>,
 }
 
 /// Largest replication factor a collection may ask for.
@@ -89,6 +92,7 @@ impl CollectionSpec {
             shard: ShardConfig { dim, metric, id_type, index: index_from_proto(req.index.as_ref())? },
             shards,
             replication_factor,
+            payload_indexes: Vec::new(),
         })
     }
 
@@ -122,6 +126,7 @@ impl CollectionSpec {
             },
             shards: info.shards,
             replication_factor: info.replication_factor,
+            payload_indexes: payload_indexes_from_proto(&info.name, &info.payload_indexes)?,
         })
     }
 
@@ -135,8 +140,35 @@ impl CollectionSpec {
             shards: self.shards,
             replication_factor: self.replication_factor,
             index: Some(index_to_proto(self.shard.index)),
+            payload_indexes: self
+                .payload_indexes
+                .iter()
+                .map(|(f, k)| v1::PayloadIndex { field: f.clone(), kind: k.as_str().to_string() })
+                .collect(),
         }
     }
+}
+
+/// Validates a collection's payload index list: valid fields and kinds, no field twice, at most
+/// [`MAX_INDEXES`]. Sorted by field.
+fn payload_indexes_from_proto(name: &str, list: &[v1::PayloadIndex]) -> Result<Vec<(String, IndexKind)>> {
+    if list.len() > MAX_INDEXES {
+        return Err(Error::invalid(format!(
+            "collection {name:?}: at most {MAX_INDEXES} payload indexes, got {}",
+            list.len()
+        )));
+    }
+    let mut out: Vec<(String, IndexKind)> = Vec::with_capacity(list.len());
+    for p in list {
+        validate_field(&p.field)?;
+        let kind = IndexKind::parse(&p.kind)?;
+        if out.iter().any(|(f, _)| f == &p.field) {
+            return Err(Error::invalid(format!("collection {name:?}: payload index on {:?} listed twice", p.field)));
+        }
+        out.push((p.field.clone(), kind));
+    }
+    out.sort();
+    Ok(out)
 }
 
 #[cfg(test)]

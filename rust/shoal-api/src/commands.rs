@@ -3,6 +3,7 @@
 use prost::Message;
 use shoal_core::dedup::WriteId;
 use shoal_core::hlc::Version;
+use shoal_core::payload_index::{IndexKind, validate_field};
 use shoal_core::store::{ApplyOutcome, WriteBatch, WriteOp};
 use shoal_core::{IdType, PointId};
 
@@ -130,6 +131,17 @@ pub enum MetaCommand {
     PutApiKey(internal::ApiKey),
     /// Revoke the API key of that name.
     RevokeApiKey(String),
+    /// Add, replace (kind `Some`) or drop (`None`) a collection's payload index.
+    SetPayloadIndex {
+        /// The collection.
+        collection: String,
+        /// Its uid.
+        uid: u64,
+        /// The field path (validated).
+        field: String,
+        /// The kind; `None` drops the index.
+        kind: Option<IndexKind>,
+    },
 }
 
 /// Encodes a metadata command.
@@ -144,6 +156,14 @@ pub fn encode_meta(cmd: &MetaCommand) -> Vec<u8> {
         MetaCommand::PreferLeader(p) => Op::PreferLeader(p.clone()),
         MetaCommand::PutApiKey(k) => Op::PutApiKey(k.clone()),
         MetaCommand::RevokeApiKey(n) => Op::RevokeApiKey(n.clone()),
+        MetaCommand::SetPayloadIndex { collection, uid, field, kind } => {
+            Op::SetPayloadIndex(internal::SetPayloadIndex {
+                collection: collection.clone(),
+                uid: *uid,
+                field: field.clone(),
+                kind: kind.map_or_else(String::new, |k| k.as_str().to_string()),
+            })
+        }
     };
     internal::MetaCommand { format: COMMAND_FORMAT, op: Some(op) }.encode_to_vec()
 }
@@ -185,6 +205,12 @@ pub fn decode_meta(bytes: &[u8]) -> Result<MetaCommand> {
                 return Err(Error::invalid(format!("API key {:?}: bad role or hash", k.name)));
             }
             Ok(MetaCommand::PutApiKey(k))
+        }
+        Some(Op::SetPayloadIndex(p)) => {
+            check_name(&p.collection)?;
+            validate_field(&p.field)?;
+            let kind = if p.kind.is_empty() { None } else { Some(IndexKind::parse(&p.kind)?) };
+            Ok(MetaCommand::SetPayloadIndex { collection: p.collection, uid: p.uid, field: p.field, kind })
         }
         Some(Op::RevokeApiKey(n)) => {
             check_key_name(&n)?;
@@ -252,10 +278,21 @@ mod fuzz_tests {
             shards: 2,
             replication_factor: 1,
             index: None,
+            payload_indexes: vec![crate::v1::PayloadIndex { field: "lang".into(), kind: "keyword".into() }],
         };
         let seeds = [
             internal::MetaCommand { format: crate::COMMAND_FORMAT, op: Some(Op::CreateCollection(info)) }
                 .encode_to_vec(),
+            internal::MetaCommand {
+                format: crate::COMMAND_FORMAT,
+                op: Some(Op::SetPayloadIndex(internal::SetPayloadIndex {
+                    collection: "docs".into(),
+                    uid: 3,
+                    field: "meta.lang".into(),
+                    kind: "keyword".into(),
+                })),
+            }
+            .encode_to_vec(),
             internal::MetaCommand { format: crate::COMMAND_FORMAT, op: Some(Op::DropCollection("docs".into())) }
                 .encode_to_vec(),
             encode_write_batch(&WriteBatch {

@@ -369,6 +369,35 @@ impl Client {
         })
     }
 
+    /// Adds (or changes the kind of) the payload index of `field` (`kind` = "keyword", "integer", "float"
+    /// or "bool"); `None` drops it. Idempotent, so retried like a read. Returns the collection as it is now.
+    pub async fn set_payload_index(
+        &self,
+        collection: &str,
+        field: &str,
+        kind: Option<&str>,
+        timeout: Duration,
+    ) -> Result<v1::CollectionInfo> {
+        let req = v1::PayloadIndexRequest {
+            collection: collection.to_string(),
+            field: field.to_string(),
+            kind: kind.unwrap_or_default().to_string(),
+        };
+        let create = kind.is_some();
+        with_failover!(self, timeout, |ch| |t| {
+            let req = req.clone();
+            async move {
+                let mut c = CollectionsClient::new(ch);
+                let r = if create {
+                    c.create_payload_index(request(req, t)).await
+                } else {
+                    c.drop_payload_index(request(req, t)).await
+                };
+                r.map(|r| r.into_inner())
+            }
+        })
+    }
+
     /// Upserts `ids` with row-major `vectors` (n x dim) and optional JSON payload texts, split into
     /// requests below [`MAX_REQUEST_BYTES`]. Returns the number of points written.
     #[allow(clippy::too_many_arguments)]

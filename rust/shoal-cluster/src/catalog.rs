@@ -206,6 +206,38 @@ fn apply_prefer(st: &mut CatalogState, p: &PreferLeader) -> std::result::Result<
     Ok(true)
 }
 
+/// Adds, changes (`kind` given) or drops a collection's payload index; refused past `MAX_INDEXES`.
+fn apply_payload_index(
+    st: &mut CatalogState,
+    collection: &str,
+    uid: u64,
+    field: &str,
+    kind: Option<shoal_core::payload_index::IndexKind>,
+) -> std::result::Result<bool, String> {
+    let e =
+        st.collections.get_mut(collection).filter(|e| e.uid == uid).ok_or_else(|| {
+            format!("payload index change refused: collection {collection:?} (uid {uid}) does not exist")
+        })?;
+    let list = &mut e.spec.payload_indexes;
+    let Some(kind) = kind else {
+        let before = list.len();
+        list.retain(|(f, _)| f != field);
+        return Ok(list.len() != before);
+    };
+    if let Some(x) = list.iter_mut().find(|(f, _)| f == field) {
+        let changed = x.1 != kind;
+        x.1 = kind;
+        return Ok(changed);
+    }
+    let max = shoal_core::payload_index::MAX_INDEXES;
+    if list.len() >= max {
+        return Err(format!("collection {collection:?} already has {max} payload indexes (the most allowed)"));
+    }
+    list.push((field.to_string(), kind));
+    list.sort();
+    Ok(true)
+}
+
 /// Ends a move: each leaving replica leaves; the target takes its position (inheriting preferred leadership).
 fn apply_finish(st: &mut CatalogState, m: &FinishMove) -> std::result::Result<bool, String> {
     let Some(e) = st.collections.get_mut(&m.collection).filter(|e| e.uid == m.uid) else {
@@ -255,6 +287,9 @@ impl shoal_raft::StateMachineApp for Catalog {
             Ok(MetaCommand::FinishMove(m)) => apply_finish(&mut self.state.write(), &m),
             Ok(MetaCommand::RemoveNode(id)) => Ok(self.state.write().nodes.remove(&id).is_some()),
             Ok(MetaCommand::PreferLeader(p)) => apply_prefer(&mut self.state.write(), &p),
+            Ok(MetaCommand::SetPayloadIndex { collection, uid, field, kind }) => {
+                apply_payload_index(&mut self.state.write(), &collection, uid, &field, kind)
+            }
             Ok(MetaCommand::PutApiKey(k)) => {
                 let mut st = self.state.write();
                 st.revoked_keys.remove(&k.name);
@@ -388,6 +423,7 @@ mod tests {
             shard: ShardConfig { dim: 4, metric: Metric::L2, id_type: IdType::Int, index: IndexConfig::Flat },
             shards: 2,
             replication_factor: 1,
+            payload_indexes: Vec::new(),
         }
     }
 
@@ -427,6 +463,39 @@ mod tests {
         let d = Catalog::default();
         d.restore(0, &mut buf.as_slice()).unwrap();
         assert_eq!(d.list(), c.list());
+    }
+
+    #[test]
+    fn payload_indexes_are_added_changed_and_dropped() {
+        use shoal_core::payload_index::{IndexKind, MAX_INDEXES};
+        let c = Catalog::default();
+        c.apply(1, &encode_meta(&node(1)));
+        c.apply(9, &encode_meta(&MetaCommand::CreateCollection(spec("p"))));
+        let set = |field: &str, kind: Option<IndexKind>, uid: u64| {
+            let cmd = MetaCommand::SetPayloadIndex { collection: "p".into(), uid, field: field.into(), kind };
+            shoal_api::commands::decode_meta_reply(&c.apply(10, &encode_meta(&cmd))).unwrap()
+        };
+        assert!(set("lang", Some(IndexKind::Keyword), 9).unwrap());
+        assert!(!set("lang", Some(IndexKind::Keyword), 9).unwrap(), "unchanged");
+        assert!(set("year", Some(IndexKind::Integer), 9).unwrap());
+        assert!(set("lang", Some(IndexKind::Bool), 9).unwrap(), "kind changed");
+        assert_eq!(
+            c.get("p").unwrap().spec.payload_indexes,
+            vec![("lang".to_string(), IndexKind::Bool), ("year".to_string(), IndexKind::Integer)]
+        );
+        assert!(set("lang", None, 9).unwrap());
+        assert!(!set("lang", None, 9).unwrap(), "dropping a missing index is a no-op");
+        assert!(set("x", Some(IndexKind::Bool), 8).unwrap_err().contains("does not exist"), "another uid");
+        for i in 0..MAX_INDEXES - 1 {
+            set(&format!("f{i}"), Some(IndexKind::Float), 9).unwrap();
+        }
+        assert!(set("one_more", Some(IndexKind::Float), 9).unwrap_err().contains("already has"));
+        // the list survives the snapshot
+        let mut buf = Vec::new();
+        c.snapshot(&mut buf).unwrap();
+        let d = Catalog::default();
+        d.restore(0, &mut buf.as_slice()).unwrap();
+        assert_eq!(d.get("p").unwrap().spec.payload_indexes.len(), MAX_INDEXES);
     }
 
     #[test]

@@ -1181,6 +1181,14 @@ impl Engine {
                 }
             }
         }
+        // Payload indexes follow the catalog (the indexer builds new ones).
+        for ((name, uid, _), r) in self.replicas.read().iter() {
+            if let Some(e) = entries.get(name).filter(|e| e.uid == *uid)
+                && r.app.set_payload_indexes(&e.spec.payload_indexes)
+            {
+                tracing::info!(group = %r.gid, indexes = ?e.spec.payload_indexes, "payload indexes changed");
+            }
+        }
         self.refresh_indexer();
         Ok(())
     }
@@ -1189,6 +1197,7 @@ impl Engine {
     /// or log is gone is reported as corrupt, unless `fresh` (the heal opens an empty copy on purpose).
     pub(crate) async fn open_replica(&self, entry: &CollectionEntry, key: &ReplicaKey, fresh: bool) -> Result<()> {
         let app = Arc::new(ShardApp::new(entry.spec.shard.clone(), Box::new(self.indexer.waker())));
+        app.set_payload_indexes(&entry.spec.payload_indexes);
         let dir = shard_dir(&self.cfg.data_dir, key);
         if !inside_shards(&self.cfg.data_dir, &dir) {
             return Err(Error::InvalidArgument(format!(
@@ -1418,6 +1427,39 @@ impl Engine {
         }
     }
 
+    /// Adds or changes (`kind` given) or drops (`None`) the payload index of `field` of collection `name`;
+    /// returns the collection's spec once this node's catalog has the change. Replicas build a new index
+    /// in the background (`index_status` reports it).
+    pub async fn set_payload_index(
+        &self,
+        name: &str,
+        field: &str,
+        kind: Option<shoal_core::payload_index::IndexKind>,
+        timeout: Duration,
+    ) -> Result<CollectionSpec> {
+        shoal_core::payload_index::validate_field(field)?;
+        let entry = self.collection_entry(name)?;
+        let deadline = Instant::now() + timeout;
+        let cmd = MetaCommand::SetPayloadIndex { collection: name.into(), uid: entry.uid, field: field.into(), kind };
+        self.meta_propose(&cmd, deadline).await?;
+        loop {
+            let e = self.collection_entry(name)?;
+            let now = e.spec.payload_indexes.iter().find(|(f, _)| f == field).map(|(_, k)| *k);
+            if e.uid != entry.uid {
+                return Err(Error::CollectionNotFound(name.to_string()));
+            }
+            if now == kind {
+                return Ok(e.spec);
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Timeout(format!(
+                    "the payload index change of {field:?} on {name:?} was proposed but is not applied here yet"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// The spec of a collection.
     pub fn get_collection(&self, name: &str) -> Result<CollectionSpec> {
         self.check_open()?;
@@ -1503,7 +1545,8 @@ impl Engine {
                     applied_index: r.group.applied_index(),
                     last_log_index: last,
                     count: store.count() as u64,
-                    unindexed: store.unindexed() as u64,
+                    // Points some index (the graph or a payload index) does not cover yet.
+                    unindexed: store.unindexed().max(store.payload_unindexed()) as u64,
                     digest: if want.with_digests { store.digest() } else { 0 },
                     snapshot_bytes: snap.0,
                     snapshot_total_bytes: snap.1,
@@ -1535,6 +1578,7 @@ impl Engine {
             resources: want.with_resources.then(|| crate::resources::sample(&self.cfg.data_dir)),
             stats: Some(self.counters.to_proto()),
             metrics_address: self.cfg.metrics_address.clone().unwrap_or_default(),
+            draining: self.is_draining(),
         }
     }
 
@@ -1663,12 +1707,21 @@ impl Engine {
         let replicas: Vec<Arc<ShardReplica>> = self.replicas.read().values().cloned().collect();
         groups.push(&self.meta);
         groups.extend(replicas.iter().map(|r| &r.group));
+        // Hand off only to nodes that answer and are not stopping themselves: when the whole cluster stops,
+        // leadership would otherwise bounce between draining nodes until the timeout.
+        let takers: BTreeSet<u64> = self
+            .probe_nodes(Duration::from_millis(300), NodeStateRequest::default())
+            .await
+            .into_iter()
+            .filter(|(rec, st)| rec.id != me && st.as_ref().is_ok_and(|s| !s.draining))
+            .map(|(rec, _)| rec.id)
+            .collect();
         let mut moving = Vec::new();
         for g in groups {
             if !g.is_leader() {
                 continue;
             }
-            if let Some(&to) = g.voter_ids().iter().find(|&&v| v != me) {
+            if let Some(&to) = g.voter_ids().iter().find(|&&v| v != me && takers.contains(&v)) {
                 if let Err(e) = g.transfer_leader(to).await {
                     tracing::debug!(error = %e, "leadership hand-off");
                 }

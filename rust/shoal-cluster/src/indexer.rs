@@ -2,6 +2,7 @@
 //! The graph build fans out on the indexer's own rayon pool, whose threads run at a lower CPU priority
 //! (nice +10): writes (Raft log, replication, apply) and searches keep the cores they need, and index
 //! building takes what is left. Until a point is indexed it is found by an exact scan, so nothing waits.
+//! It also builds new payload indexes, in steps (filters are evaluated per point until one is built).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +14,8 @@ use parking_lot::Mutex;
 
 /// Points indexed per step; small enough that a waiting writer is not held long.
 const STEP: usize = 2048;
+/// Slots covered per payload-index build step (each step holds the store's write lock; ~1 ms).
+const PAYLOAD_STEP: usize = 16_384;
 
 /// Handle to the indexer thread.
 pub struct Indexer {
@@ -54,6 +57,9 @@ impl Indexer {
                     let mut did = 0;
                     for app in &current {
                         did += pool.install(|| app.store().index_step(STEP));
+                        if !app.build_payload_indexes(PAYLOAD_STEP) {
+                            did += 1;
+                        }
                     }
                     if did == 0 {
                         thread::park_timeout(Duration::from_millis(50));

@@ -49,6 +49,7 @@ mod tests {
                 shard: ShardConfig { dim: 2, metric: Metric::L2, id_type: IdType::Int, index: IndexConfig::Flat },
                 shards: placement.len() as u32,
                 replication_factor: placement[0].len() as u32,
+                payload_indexes: Vec::new(),
             },
             uid,
             leaving: vec![Vec::new(); placement.len()],

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::RwLock;
 use shoal_api::commands::{decode_write_batch, encode_write_reply};
 use shoal_core::ShardConfig;
+use shoal_core::payload_index::IndexKind;
 use shoal_core::store::ShardStore;
 
 /// Applies committed write batches of one shard. The store is swapped whole on snapshot restore.
@@ -26,6 +27,9 @@ pub struct ShardApp {
     /// Held across each apply and restore, so a reader sees `applied` and the store's digest as one pair
     /// (a digest read mid-apply paired with the previous index would look like a divergence).
     ring: parking_lot::Mutex<std::collections::VecDeque<(u64, u64)>>,
+    /// The collection's payload indexes (field, kind) as the catalog last said; applied to every store this
+    /// app holds (a restored one included).
+    payload_indexes: RwLock<Vec<(String, IndexKind)>>,
 }
 
 /// Applies remembered in the digest ring (anti-entropy compares replicas at an index both remember).
@@ -47,7 +51,20 @@ impl ShardApp {
             on_apply,
             damage: parking_lot::Mutex::new(None),
             ring: parking_lot::Mutex::new(std::collections::VecDeque::new()),
+            payload_indexes: RwLock::new(Vec::new()),
         }
+    }
+
+    /// Makes the store's payload indexes `wanted` (new ones are built by the indexer). Returns whether
+    /// anything changed.
+    pub fn set_payload_indexes(&self, wanted: &[(String, IndexKind)]) -> bool {
+        *self.payload_indexes.write() = wanted.to_vec();
+        self.store().set_payload_indexes(wanted)
+    }
+
+    /// One step of building payload indexes (see `ShardStore::build_payload_indexes`); true when built.
+    pub fn build_payload_indexes(&self, budget: usize) -> bool {
+        self.store().build_payload_indexes(budget)
     }
 
     /// The current store.
@@ -133,6 +150,7 @@ impl shoal_raft::StateMachineApp for ShardApp {
         let store = ShardStore::read_snapshot(self.config.clone(), r)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
         let digest = store.digest();
+        store.set_payload_indexes(&self.payload_indexes.read());
         let mut ring = self.ring.lock();
         *self.store.write() = Arc::new(store);
         // The ring starts again at the snapshot's index: the history before it is another replica's.

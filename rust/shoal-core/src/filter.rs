@@ -27,7 +27,7 @@ use std::cmp::Ordering;
 
 use std::ops::Bound;
 
-use roaring::RoaringBitmap;
+use roaring::{MultiOps, RoaringBitmap};
 use serde_json::{Map, Number, Value};
 
 use crate::payload_index::PayloadIndexes;
@@ -208,20 +208,8 @@ fn answer_node(n: &Node, ix: &PayloadIndexes, slots: usize, all: &Universe<'_>) 
             let bits = match pred {
                 Pred::Eq(x) => fi.eq(x)?,
                 Pred::Ne(x) => all.get() - fi.eq(x)?,
-                Pred::In(xs) => {
-                    let mut out = RoaringBitmap::new();
-                    for x in xs {
-                        out |= fi.eq(x)?;
-                    }
-                    out
-                }
-                Pred::Nin(xs) => {
-                    let mut out = RoaringBitmap::new();
-                    for x in xs {
-                        out |= fi.eq(x)?;
-                    }
-                    all.get() - out
-                }
+                Pred::In(xs) => xs.iter().map(|x| fi.eq(x)).collect::<Option<Vec<_>>>()?.union(),
+                Pred::Nin(xs) => all.get() - xs.iter().map(|x| fi.eq(x)).collect::<Option<Vec<_>>>()?.union(),
                 Pred::Cmp(op, x) => {
                     let (lo, hi) = match op {
                         CmpOp::Gt => (Bound::Excluded(x), Bound::Unbounded),

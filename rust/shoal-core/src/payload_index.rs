@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use roaring::RoaringBitmap;
+use roaring::{MultiOps, RoaringBitmap};
 use serde_json::{Map, Number, Value};
 
 use crate::{Error, Result};
@@ -265,17 +265,15 @@ impl FieldIndex {
                 Bound::Unbounded => Bound::Unbounded,
             })
         }
-        let mut out = RoaringBitmap::new();
+        // One multi-way union: folding `|=` over many small lists re-merges the growing result every time.
         match &self.postings {
             Postings::Keyword(m) => {
                 let s = |v: &Value| v.as_str().map(str::to_string);
                 let (lo, hi) = (map_bound(lo, s)?, map_bound(hi, s)?);
                 if bounds_empty(&lo, &hi) {
-                    return Some(out);
+                    return Some(RoaringBitmap::new());
                 }
-                for (_, b) in m.range::<String, _>((lo, hi)) {
-                    out |= b;
-                }
+                Some(m.range::<String, _>((lo, hi)).map(|(_, b)| b).union())
             }
             Postings::Number(m) => {
                 let n = |v: &Value| match v {
@@ -284,15 +282,12 @@ impl FieldIndex {
                 };
                 let (lo, hi) = (map_bound(lo, n)?, map_bound(hi, n)?);
                 if bounds_empty(&lo, &hi) {
-                    return Some(out);
+                    return Some(RoaringBitmap::new());
                 }
-                for (_, b) in m.range((lo, hi)) {
-                    out |= b;
-                }
+                Some(m.range((lo, hi)).map(|(_, b)| b).union())
             }
-            Postings::Bool(_) => return None,
+            Postings::Bool(_) => None,
         }
-        Some(out)
     }
 }
 

@@ -728,6 +728,12 @@ impl ShardStore {
     /// One step of building the payload indexes: indexes up to `budget` slots of each unbuilt index under
     /// the write lock (so applies wait at most one step). Returns true when every index is built.
     pub fn build_payload_indexes(&self, budget: usize) -> bool {
+        {
+            let g = self.inner.read();
+            if g.pindex.iter().all(|f| f.built() >= g.slots.len()) {
+                return true;
+            }
+        }
         let mut g = self.inner.write();
         let g = &mut *g;
         let n = g.slots.len();
@@ -747,6 +753,13 @@ impl ShardStore {
             done &= to >= n;
         }
         done
+    }
+
+    /// Live points that some payload index does not cover yet (0 when every index is built).
+    pub fn payload_unindexed(&self) -> usize {
+        let g = self.inner.read();
+        let from = g.pindex.iter().map(|f| f.built()).min().unwrap_or(usize::MAX);
+        g.alive.get(from..).map_or(0, |rest| rest.iter().filter(|a| **a).count())
     }
 
     /// Each payload index's state, by field.
@@ -973,7 +986,7 @@ impl ShardStore {
         let w = self.indexed.load(Ordering::Acquire).min(g.slots.len());
         let filter = filter.filter(|f| !f.is_match_all());
         let route = if exact {
-            Route { path: AccessPath::Exact, matched: None }
+            Route { path: AccessPath::Exact, matched: None, indexed: None }
         } else {
             self.route(&g, filter, k, ef, w, cancel)?
         };
@@ -1052,21 +1065,24 @@ impl ShardStore {
         let shape = self.shape(g, w);
         let flat = self.hnsw.is_none();
         let Some(f) = filter else {
-            return Ok(Route { path: choose_path(&shape, 1.0, k, ef, flat), matched: None });
+            return Ok(Route { path: choose_path(&shape, 1.0, k, ef, flat), matched: None, indexed: None });
         };
         if let Some(bits) = indexed_matches(g, f) {
             // Indexed: the matches are known exactly, at the cost of the lists (no payload is read).
-            let matched: Vec<u32> = bits.iter().collect();
-            let selectivity = if shape.live == 0 { 0.0 } else { matched.len() as f64 / shape.live as f64 };
-            return Ok(Route { path: choose_path(&shape, selectivity, k, ef, flat), matched: Some(matched) });
+            let selectivity = if shape.live == 0 { 0.0 } else { bits.len() as f64 / shape.live as f64 };
+            let path = choose_path(&shape, selectivity, k, ef, flat);
+            return Ok(match path {
+                AccessPath::Exact => Route { path, matched: Some(bits.iter().collect()), indexed: None },
+                AccessPath::Graph { .. } => Route { path, matched: None, indexed: Some(bits) },
+            });
         }
         let path = choose_path(&shape, self.estimate_selectivity(g, f, FILTER_SAMPLE), k, ef, flat);
         if path != AccessPath::Exact {
-            return Ok(Route { path, matched: None });
+            return Ok(Route { path, matched: None, indexed: None });
         }
         let matched = self.matching_slots(g, f, cancel)?;
         let selectivity = if shape.live == 0 { 0.0 } else { matched.len() as f64 / shape.live as f64 };
-        Ok(Route { path: choose_path(&shape, selectivity, k, ef, flat), matched: Some(matched) })
+        Ok(Route { path: choose_path(&shape, selectivity, k, ef, flat), matched: Some(matched), indexed: None })
     }
 
     /// Runs a routed search. Exact: a scan of every live (matching) slot. Graph without a filter: graph
@@ -1099,6 +1115,12 @@ impl ShardStore {
             let accept = move |s: u32| (s as usize) < w && alive[s as usize];
             return self.graph_search(g, hnsw, queries, k, ef, &accept, &pending, g.live(), &all_live, cancel);
         };
+        if let (Some((hnsw, ef)), Some(bits)) = (graph, &route.indexed) {
+            let pending = collect_slots(w..alive.len(), &|s| bits.contains(s as u32), cancel)?;
+            let accept = move |s: u32| (s as usize) < w && bits.contains(s);
+            let all = || Ok(bits.iter().collect());
+            return self.graph_search(g, hnsw, queries, k, ef, &accept, &pending, bits.len() as usize, &all, cancel);
+        }
         let matches = |s: usize| alive[s] && f.matches(g.payload_or_empty(s as u32));
         let (hnsw, ef) = match (graph, route.matched) {
             (None, Some(matched)) => return self.exact_batch(g, queries, k, &matched, cancel),
@@ -1221,6 +1243,9 @@ struct Route {
     path: AccessPath,
     /// Every live slot matching the filter, ascending, when routing counted them exactly; else `None`.
     matched: Option<Vec<u32>>,
+    /// For a graph search: the matching live slots as the payload indexes gave them (tested per visited
+    /// node, never listed); `None` when the filter is not answered by indexes.
+    indexed: Option<roaring::RoaringBitmap>,
 }
 
 /// The slots of `range` satisfying `keep`, ascending; evaluated in parallel blocks of [`SCAN_BLOCK`] slots,

@@ -94,6 +94,11 @@ fn info_dict<'py>(py: Python<'py>, info: &v1::CollectionInfo) -> PyResult<Bound<
             d.set_item("ef_construction", py.None())?;
         }
     }
+    let pix = PyDict::new(py);
+    for p in &info.payload_indexes {
+        pix.set_item(&p.field, &p.kind)?;
+    }
+    d.set_item("payload_indexes", pix)?;
     Ok(d)
 }
 
@@ -305,6 +310,21 @@ impl Client {
             out.append(info_dict(py, i)?)?;
         }
         Ok(out)
+    }
+
+    #[pyo3(signature = (collection, field, kind = None, timeout = None))]
+    fn set_payload_index<'py>(
+        &self,
+        py: Python<'py>,
+        collection: String,
+        field: String,
+        kind: Option<String>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let t = timeout_of(timeout)?;
+        let c = self.inner.clone();
+        let info = block_on(py, async move { c.set_payload_index(&collection, &field, kind.as_deref(), t).await })?;
+        info_dict(py, &info)
     }
 
     #[pyo3(signature = (name, timeout = None))]

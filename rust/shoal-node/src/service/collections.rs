@@ -1,9 +1,10 @@
-//! `shoal.v1.Collections`: create, get, list, drop.
+//! `shoal.v1.Collections`: create, get, list, drop, rebalance, payload indexes.
 
 use std::sync::Arc;
 
 use shoal_api::v1::{self, collections_server::Collections};
 use shoal_cluster::Engine;
+use shoal_core::payload_index::IndexKind;
 use tonic::{Request, Response, Status};
 
 use super::deadline;
@@ -54,5 +55,26 @@ impl Collections for CollectionsService {
             .map(|(collection, shard, from, to)| v1::ReplicaMove { collection, shard, from, to })
             .collect();
         Ok(Response::new(v1::RebalanceResponse { moves }))
+    }
+
+    async fn create_payload_index(
+        &self,
+        req: Request<v1::PayloadIndexRequest>,
+    ) -> Result<Response<v1::CollectionInfo>, Status> {
+        let t = deadline(&req);
+        let r = req.get_ref();
+        let kind = IndexKind::parse(&r.kind).map_err(|e| status(shoal_cluster::Error::from(e)))?;
+        let spec = self.engine.set_payload_index(&r.collection, &r.field, Some(kind), t).await.map_err(status)?;
+        Ok(Response::new(spec.to_info()))
+    }
+
+    async fn drop_payload_index(
+        &self,
+        req: Request<v1::PayloadIndexRequest>,
+    ) -> Result<Response<v1::CollectionInfo>, Status> {
+        let t = deadline(&req);
+        let r = req.get_ref();
+        let spec = self.engine.set_payload_index(&r.collection, &r.field, None, t).await.map_err(status)?;
+        Ok(Response::new(spec.to_info()))
     }
 }
