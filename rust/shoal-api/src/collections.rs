@@ -189,6 +189,33 @@ mod tests {
     }
 
     #[test]
+    fn payload_index_lists_round_trip_and_bad_ones_are_refused() {
+        let mut spec = CollectionSpec::from_create(&req(8, ""), 2, 1).unwrap();
+        spec.payload_indexes = vec![("a.b".into(), IndexKind::Keyword), ("n".into(), IndexKind::Integer)];
+        assert_eq!(CollectionSpec::from_info(&spec.to_info()).unwrap(), spec);
+        let with = |list: Vec<(&str, &str)>| {
+            let mut info = spec.to_info();
+            info.payload_indexes =
+                list.into_iter().map(|(f, k)| v1::PayloadIndex { field: f.into(), kind: k.into() }).collect();
+            CollectionSpec::from_info(&info)
+        };
+        // stored sorted by field, whatever the order received
+        assert_eq!(with(vec![("z", "bool"), ("a", "float")]).unwrap().payload_indexes[0].0, "a");
+        for (list, why) in [
+            (vec![("a", "text")], "unknown payload index kind"),
+            (vec![("", "bool")], "1..=256 bytes"),
+            (vec![("a.", "bool")], "empty path segment"),
+            (vec![("a", "bool"), ("a", "float")], "listed twice"),
+        ] {
+            let e = with(list).unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+        }
+        let many: Vec<(String, String)> = (0..=MAX_INDEXES).map(|i| (format!("f{i}"), "bool".to_string())).collect();
+        let e = with(many.iter().map(|(f, k)| (f.as_str(), k.as_str())).collect()).unwrap_err().to_string();
+        assert!(e.contains("at most 32"), "{e}");
+    }
+
+    #[test]
     fn rejects_bad_input() {
         assert!(CollectionSpec::from_create(&req(0, "l2"), 1, 1).unwrap_err().to_string().contains("dim"));
         assert!(CollectionSpec::from_create(&req(65_537, "l2"), 1, 1).is_err());

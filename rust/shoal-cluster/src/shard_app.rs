@@ -58,6 +58,10 @@ impl ShardApp {
     /// Makes the store's payload indexes `wanted` (new ones are built by the indexer). Returns whether
     /// anything changed.
     pub fn set_payload_indexes(&self, wanted: &[(String, IndexKind)]) -> bool {
+        // Called on every reconcile pass (on the async runtime): no store lock unless something changed.
+        if self.payload_indexes.read().as_slice() == wanted {
+            return false;
+        }
         *self.payload_indexes.write() = wanted.to_vec();
         self.store().set_payload_indexes(wanted)
     }

@@ -722,6 +722,15 @@ impl ShardStore {
     /// Makes this replica's payload indexes exactly `wanted` (field, kind); new ones start unbuilt (see
     /// [`ShardStore::build_payload_indexes`]). Returns whether anything changed.
     pub fn set_payload_indexes(&self, wanted: &[(String, IndexKind)]) -> bool {
+        // The write lock waits for running searches: take it only for a real change.
+        let same = {
+            let g = self.inner.read();
+            g.pindex.iter().count() == wanted.len()
+                && wanted.iter().all(|(f, k)| g.pindex.get(f).is_some_and(|ix| ix.kind() == *k))
+        };
+        if same {
+            return false;
+        }
         self.inner.write().pindex.set(wanted)
     }
 
