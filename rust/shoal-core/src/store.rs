@@ -1185,10 +1185,9 @@ impl ShardStore {
 
     /// Estimated fraction of live points matching `f`, from a deterministic sample of about `samples`
     /// slots (0 for an empty store).
+    /// Not index-aware on purpose: `route` asks the indexes first, and `search_cost_of` (sizing only) makes do
+    /// with the sample rather than computing the index answer a second time per query.
     fn estimate_selectivity(&self, g: &Inner, f: &Filter, samples: usize) -> f64 {
-        if let Some(bits) = indexed_matches(g, f) {
-            return if g.live() == 0 { 0.0 } else { bits.len() as f64 / g.live() as f64 };
-        }
         let n = g.alive.len();
         let step = (n / samples.max(1)).max(1);
         let (mut seen, mut hit) = (0usize, 0usize);
