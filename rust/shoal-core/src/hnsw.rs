@@ -17,7 +17,7 @@ use std::collections::BinaryHeap;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering as AtOrd};
+use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering as AtOrd};
 
 use parking_lot::Mutex;
 
@@ -66,26 +66,97 @@ struct Segment {
     /// Per node: 0 = absent, otherwise `level + 1`. Goes from 0 to its final value exactly once (the claim
     /// at the start of the insert) and never changes afterwards.
     levels: Box<[AtomicU8]>,
-    /// Per node writer lock guarding every neighbour list of the node. Readers never take it.
-    locks: Box<[Mutex<()>]>,
     /// Layer-0 lists, `stride0 = 2m + 1` words per node: the count (≤ 2m), then the ids. Ids at positions
     /// `< max count ever published` are always valid node slots.
     links0: Box<[AtomicU32]>,
-    /// Layers 1..=level of nodes with level ≥ 1: `level * (m + 1)` words, per layer the count (≤ m) then the
-    /// ids. Set before the node's level is claimed, so any node reachable at layer `l ≥ 1` has it.
-    upper: Box<[OnceLock<Box<[AtomicU32]>>]>,
+    /// Layers 1..=level of nodes with level ≥ 1: null, or a leaked block (see [`Segment::upper`]) of
+    /// `level * (m + 1)` words, per layer the count (≤ m) then the ids. Set once (compare-exchange from null)
+    /// before the node's level is claimed, so any node reachable at layer `l ≥ 1` has it; freed on drop.
+    /// A null pointer per node (zeroed, so untouched pages are not resident) instead of a `OnceLock<Box<_>>`
+    /// (24 bytes written per node of capacity).
+    upper: Box<[AtomicPtr<AtomicU32>]>,
 }
 
 impl Segment {
     fn new(cap: usize, stride0: usize) -> Segment {
-        Segment {
-            levels: (0..cap).map(|_| AtomicU8::new(0)).collect(),
-            locks: (0..cap).map(|_| Mutex::new(())).collect(),
-            links0: (0..cap * stride0).map(|_| AtomicU32::new(0)).collect(),
-            upper: (0..cap).map(|_| OnceLock::new()).collect(),
+        let mut ptrs = std::mem::ManuallyDrop::new(vec![0usize; cap]);
+        // SAFETY: `AtomicPtr<T>` has the same size and alignment as `usize` on every platform Rust supports
+        // atomics pointers on, and the all-zero bit pattern is a null pointer; the buffer moves to the new Vec.
+        let upper = unsafe {
+            Vec::from_raw_parts(ptrs.as_mut_ptr().cast::<AtomicPtr<AtomicU32>>(), ptrs.len(), ptrs.capacity())
+        }
+        .into_boxed_slice();
+        Segment { levels: zeroed_atomic_u8(cap), links0: zeroed_atomic_u32(cap * stride0), upper }
+    }
+
+    /// The upper-layer words of node `off` (empty when it has none). A block is `[len, words...]`.
+    #[inline]
+    fn upper(&self, off: usize) -> &[AtomicU32] {
+        let p = self.upper[off].load(AtOrd::Acquire);
+        if p.is_null() {
+            return &[];
+        }
+        // SAFETY: a non-null pointer was published (Release) by `upper_init` from a leaked boxed slice of
+        // `1 + len` words whose first word holds `len` and is never written again; the block lives until the
+        // segment is dropped, which outlives `&self`.
+        unsafe {
+            let len = (*p).load(AtOrd::Relaxed) as usize;
+            &std::slice::from_raw_parts(p, len + 1)[1..]
+        }
+    }
+
+    /// Gives node `off` a zeroed upper block of `words` words unless it already has one.
+    fn upper_init(&self, off: usize, words: usize) {
+        if !self.upper[off].load(AtOrd::Acquire).is_null() {
+            return;
+        }
+        let block: Box<[AtomicU32]> =
+            std::iter::once(words as u32).chain(std::iter::repeat_n(0, words)).map(AtomicU32::new).collect();
+        let p = Box::into_raw(block).cast::<AtomicU32>();
+        if self.upper[off].compare_exchange(std::ptr::null_mut(), p, AtOrd::AcqRel, AtOrd::Acquire).is_err() {
+            // SAFETY: `p` came from `Box::into_raw` of a `1 + words` slice just above and was never published.
+            drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, words + 1)) });
         }
     }
 }
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        for u in self.upper.iter() {
+            let p = u.load(AtOrd::Acquire);
+            if !p.is_null() {
+                // SAFETY: published by `upper_init` from `Box::into_raw` of a slice of `1 + len` words (len in
+                // the first word); `&mut self` means no reader remains, and each pointer is freed once.
+                unsafe {
+                    let len = (*p).load(AtOrd::Relaxed) as usize;
+                    drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, len + 1)));
+                }
+            }
+        }
+    }
+}
+
+/// `n` zeroed `AtomicU32`s from `alloc_zeroed`: pages never written stay untouched and are not resident. A
+/// segment is sized for doubling, so the newest one is mostly empty; writing its zeros up front made the graph
+/// cost ~2.5x its used size in RSS.
+fn zeroed_atomic_u32(n: usize) -> Box<[AtomicU32]> {
+    let mut v = std::mem::ManuallyDrop::new(vec![0u32; n]); // `vec![0; n]` allocates with alloc_zeroed
+    // SAFETY: `AtomicU32` has the same size, alignment and bit validity as `u32` (std::sync::atomic docs), so
+    // the buffer of a `Vec<u32>` is a valid buffer of as many `AtomicU32`s, allocated with the same layout;
+    // ownership moves to the new Vec (the old one is never dropped).
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<AtomicU32>(), v.len(), v.capacity()) }.into_boxed_slice()
+}
+
+/// `n` zeroed `AtomicU8`s from `alloc_zeroed` (see [`zeroed_atomic_u32`]).
+fn zeroed_atomic_u8(n: usize) -> Box<[AtomicU8]> {
+    let mut v = std::mem::ManuallyDrop::new(vec![0u8; n]);
+    // SAFETY: `AtomicU8` has the same size, alignment and bit validity as `u8`; as in `zeroed_atomic_u32`.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<AtomicU8>(), v.len(), v.capacity()) }.into_boxed_slice()
+}
+
+/// Number of writer lock stripes (a power of two). A node's lock is `locks[slot % LOCK_STRIPES]`; an insert
+/// holds at most one node lock at a time, so two nodes sharing a stripe cannot deadlock.
+const LOCK_STRIPES: usize = 4096;
 
 /// Segment index and offset of `slot`.
 #[inline]
@@ -309,6 +380,8 @@ pub struct Hnsw {
     entry: AtomicU64,
     /// Serialises entry-point changes (held for the whole insert of a node that raises the max level).
     entry_lock: Mutex<()>,
+    /// Writer locks guarding neighbour lists, striped by slot (`LOCK_STRIPES` of them). Readers never lock.
+    locks: Box<[Mutex<()>]>,
     /// Number of claimed (inserted or being inserted) slots.
     len: AtomicUsize,
     /// One more than the largest claimed slot (0 when empty); sizes visited sets.
@@ -339,6 +412,7 @@ impl Hnsw {
             segments: std::array::from_fn(|_| OnceLock::new()),
             entry: AtomicU64::new(NO_ENTRY),
             entry_lock: Mutex::new(()),
+            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             len: AtomicUsize::new(0),
             slot_bound: AtomicUsize::new(0),
         }
@@ -405,18 +479,15 @@ impl Hnsw {
             &s.links0[off * self.stride0..(off + 1) * self.stride0]
         } else {
             let w = self.params.m + 1;
-            match s.upper[off].get() {
-                Some(u) if u.len() >= layer * w => &u[(layer - 1) * w..layer * w],
-                _ => &[],
-            }
+            let u = s.upper(off);
+            if u.len() >= layer * w { &u[(layer - 1) * w..layer * w] } else { &[] }
         }
     }
 
     /// The writer lock of `slot` (which must be present, so its segment exists).
     #[inline]
     fn lock(&self, slot: u32) -> parking_lot::MutexGuard<'_, ()> {
-        let (seg, off) = locate(slot);
-        self.segment_or_alloc(seg).locks[off].lock()
+        self.locks[slot as usize & (LOCK_STRIPES - 1)].lock()
     }
 
     /// Inserts `slot` (whose prepared vector is `arena.get(slot)`).
@@ -431,7 +502,7 @@ impl Hnsw {
         let segment = self.segment_or_alloc(seg);
         if level > 0 {
             let words = level * (self.params.m + 1);
-            segment.upper[off].get_or_init(|| (0..words).map(|_| AtomicU32::new(0)).collect());
+            segment.upper_init(off, words);
         }
         if segment.levels[off].compare_exchange(0, level as u8 + 1, AtOrd::AcqRel, AtOrd::Acquire).is_err() {
             return; // already inserted
@@ -825,7 +896,7 @@ impl Hnsw {
             let segment = g.segment_or_alloc(seg);
             if level > 0 {
                 let words = level * (m + 1);
-                segment.upper[off].get_or_init(|| (0..words).map(|_| AtomicU32::new(0)).collect());
+                segment.upper_init(off, words);
             }
             segment.levels[off].store(level as u8 + 1, AtOrd::Release);
             for layer in 0..=level {

@@ -39,6 +39,7 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).try_init();
+    pin_malloc_thresholds();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.async_threads)
         .enable_all()
@@ -60,3 +61,23 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
         }
     }
 }
+
+/// Allocations at or above this size get their own mapping, returned to the system when freed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD: libc::c_int = 256 * 1024;
+
+/// Pins glibc's mmap threshold. By default glibc raises it (up to 32 MiB) each time a mapped chunk is freed,
+/// so after the first few write batches every batch's multi-MiB buffers (decoded request, Raft entry, apply)
+/// come from the heap and stay resident once freed: ~150 bytes per ingested vector at 100k x 128-d
+/// (bench/RESULTS.md, "Memory per vector"). Pinning it also pins the trim threshold.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn pin_malloc_thresholds() {
+    // SAFETY: mallopt only changes allocator tunables and takes glibc's own lock; no pointer is passed.
+    let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
+    if ok == 0 {
+        tracing::warn!("mallopt(M_MMAP_THRESHOLD) refused; freed batch buffers may stay resident");
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn pin_malloc_thresholds() {}
