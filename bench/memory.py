@@ -1,7 +1,7 @@
 """Resident memory per vector of one local node: RSS growth of the node process across create + ingest +
 wait_indexed, divided by the number of vectors, against the raw float32 size.
 
-    .venv/bin/python bench/memory.py [--n 100000] [--dim 128] [--quantization int8] [--on-disk]
+    .venv/bin/python bench/memory.py [--n 100000] [--dim 128] [--quantization int8]
 
 The node is a separate process (python -m shoal.node), so its baseline (interpreter, numpy, the extension)
 is measured after the cluster starts and subtracted.
@@ -22,7 +22,6 @@ def main():
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--quantization", default=None)
-    ap.add_argument("--on-disk", action="store_true")
     a = ap.parse_args()
     X = np.random.default_rng(1).standard_normal((a.n, a.dim)).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
@@ -36,8 +35,6 @@ def main():
             kw = {}
             if a.quantization:
                 kw["quantization"] = a.quantization
-            if a.on_disk:
-                kw["on_disk"] = True
             r0 = rss()
             col = cluster.create_collection(
                 "mem", dim=a.dim, metric="cosine", shards=1, index=shoal.HNSW(m=16, ef_construction=200, **kw)
@@ -51,7 +48,7 @@ def main():
     raw = a.n * a.dim * 4
     grow = r1 - r0
     print(
-        f"n={a.n} dim={a.dim} quantization={a.quantization} on_disk={a.on_disk}: node RSS growth "
+        f"n={a.n} dim={a.dim} quantization={a.quantization}: node RSS growth "
         f"{grow / 2**20:.1f} MiB for {raw / 2**20:.1f} MiB of float32 = {grow / raw:.2f}x raw, "
         f"{grow / a.n:.0f} B/vector"
     )

@@ -1,7 +1,7 @@
 """Shoal adapter for ../shared/bench/peers.py: the full stack (Python -> gRPC -> node process).
 
     .venv/bin/python ../shared/bench/peers.py --extra-adapters bench/shoal_adapter.py \
-        --systems shoal,hnswlib --out bench/peers-100k.json
+        --systems shoal,shoal-int8,hnswlib --out bench/peers-100k.json
 
 "build" = ingest through Collection.upsert in batches of 10k plus wait_indexed (until every point is in
 the HNSW graph). Searches go through Collection.search, exactly what a user calls.
@@ -36,10 +36,11 @@ class ShoalAdapter(Adapter):
     def disk_path(self):
         return self.workdir / "shoal-data"
 
+    quantization = "none"
+
     def build(self, X):
-        self.col = self.cluster.create_collection(
-            "bench", dim=self.dim, metric=self.metric, shards=1, index=shoal.HNSW(m=16, ef_construction=200)
-        )
+        index = shoal.HNSW(m=16, ef_construction=200, quantization=self.quantization)
+        self.col = self.cluster.create_collection("bench", dim=self.dim, metric=self.metric, shards=1, index=index)
         ids = np.arange(X.shape[0], dtype=np.int64)
         self.col.upsert(ids, X, batch_size=10_000)
         self.col.wait_indexed(timeout=3600)
@@ -57,4 +58,14 @@ class ShoalAdapter(Adapter):
         self.cluster.close()
 
 
-ADAPTERS = {ShoalAdapter.name: ShoalAdapter}
+class ShoalInt8Adapter(ShoalAdapter):
+    """The same with HNSW(quantization="int8"): traversal on byte codes, top ceil(2k) rescored with floats."""
+
+    name = "shoal-int8"
+    quantization = "int8"
+
+    def config(self):
+        return "1 local node, 1 shard, HNSW M=16 efC=200 int8 + rescoring (x2), via gRPC"
+
+
+ADAPTERS = {ShoalAdapter.name: ShoalAdapter, ShoalInt8Adapter.name: ShoalInt8Adapter}

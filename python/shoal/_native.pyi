@@ -62,9 +62,11 @@ class Client:
         m: int,
         ef_construction: int,
         timeout: Optional[float] = None,
+        quantization: str = "",
     ) -> dict[str, Any]:
         """Returns the collection info dict: name, dim, metric, id_type, shards, replication_factor,
-        index ("flat" | "hnsw"), m, ef_construction. shards/replication_factor 0 = server default."""
+        index ("flat" | "hnsw"), m, ef_construction, quantization ("none" | "int8").
+        shards/replication_factor 0 = server default."""
     def get_collection(self, name: str, timeout: Optional[float] = None) -> dict[str, Any]: ...
     def list_collections(self, timeout: Optional[float] = None) -> list[dict[str, Any]]: ...
     def drop_collection(self, name: str, timeout: Optional[float] = None) -> bool: ...
@@ -115,6 +117,8 @@ class Client:
         allow_partial: bool = False,
         load_balancing: Optional[str] = None,
         exact: bool = False,
+        rescore: Optional[bool] = None,
+        oversampling: Optional[float] = None,
     ) -> SearchArrays:
         """queries: C-contiguous float32 (nq, dim); filter: JSON text; load_balancing: "round_robin",
         "least_loaded", "locality" or None (the node's default). Returns (ids, distances, payloads,
@@ -135,6 +139,8 @@ class Client:
         allow_partial: bool = False,
         load_balancing: Optional[str] = None,
         exact: bool = False,
+        rescore: Optional[bool] = None,
+        oversampling: Optional[float] = None,
     ) -> PendingSearch:
         """As search, but returns at once with a handle on the running search."""
     def search_async(
@@ -151,6 +157,8 @@ class Client:
         allow_partial: bool = False,
         load_balancing: Optional[str] = None,
         exact: bool = False,
+        rescore: Optional[bool] = None,
+        oversampling: Optional[float] = None,
     ) -> Awaitable[SearchReply]:
         """As search, as an asyncio awaitable; cancelling it cancels the search."""
     def scroll(

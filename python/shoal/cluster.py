@@ -1085,10 +1085,10 @@ class Cluster:
         idx = parse_index(index)
         timeout = cv.check_timeout(timeout)
         if isinstance(idx, HNSW):
-            kind, m, efc = "hnsw", idx.m, idx.ef_construction
+            kind, m, efc, quant = "hnsw", idx.m, idx.ef_construction, idx.quantization
         else:
-            kind, m, efc = "flat", 0, 0
-        info = self._c.create_collection(name, dim, metric, id_type, n_shards, rf, kind, m, efc, timeout)
+            kind, m, efc, quant = "flat", 0, 0, ""
+        info = self._c.create_collection(name, dim, metric, id_type, n_shards, rf, kind, m, efc, timeout, quant)
         return Collection(self, info)
 
     def collection(self, name: str, timeout: Optional[float] = None) -> Collection:

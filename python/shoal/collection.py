@@ -202,6 +202,8 @@ class Collection:
         with_payload: bool = False,
         with_vectors: bool = False,
         exact: bool = False,
+        rescore: Optional[bool] = None,
+        oversampling: Optional[float] = None,
     ) -> SearchResult:
         """k nearest neighbours of each query (smaller distance is better).
 
@@ -217,9 +219,13 @@ class Collection:
         reachable) or ``Timeout``. Ctrl-C cancels the search on the nodes too. ``exact=True``: brute force
         instead of the graph (every live point matching the filter is compared; ``ef`` is ignored), still one
         replica per shard, merged: the exact answer to measure recall against (slow on large collections).
+        Collections with ``HNSW(quantization="int8")``: the graph is walked on one-byte codes and the best
+        ``ceil(k * oversampling)`` candidates (``oversampling`` 1..16, default 2.0) are rescored with the
+        float vectors, so distances are exact; ``rescore=False`` returns the code distances as they are.
+        Both are ignored by unquantized collections (and by shards under 4,096 points, which search floats).
         """
         call = self._search_call(queries, k, filter, consistency, timeout, allow_partial, ef, load_balancing,
-                                 with_payload, with_vectors, exact)
+                                 with_payload, with_vectors, exact, rescore, oversampling)
         if call.empty is not None:
             return call.empty
         return call.finish(self._client.search(*call.args, **call.kwargs))
@@ -237,12 +243,14 @@ class Collection:
         with_payload: bool = False,
         with_vectors: bool = False,
         exact: bool = False,
+        rescore: Optional[bool] = None,
+        oversampling: Optional[float] = None,
     ) -> "Query":
         """Starts a search in the background and returns a ``Query`` at once: ``result(timeout=None)`` waits
         for the ``SearchResult``, ``done()`` polls, ``cancel()`` stops the search on every node it reached.
         Arguments as ``search``; bad arguments raise here, before anything is sent."""
         call = self._search_call(queries, k, filter, consistency, timeout, allow_partial, ef, load_balancing,
-                                 with_payload, with_vectors, exact)
+                                 with_payload, with_vectors, exact, rescore, oversampling)
         if call.empty is not None:
             return Query(None, call)
         return Query(self._client.search_start(*call.args, **call.kwargs), call)
@@ -260,12 +268,14 @@ class Collection:
         with_payload: bool = False,
         with_vectors: bool = False,
         exact: bool = False,
+        rescore: Optional[bool] = None,
+        oversampling: Optional[float] = None,
     ) -> SearchResult:
         """``search`` as a coroutine (asyncio, Jupyter's top-level ``await``): the search runs on the client's
         own runtime, so many can be in flight from one event loop; cancelling the awaiting task cancels the
         search on the nodes. Arguments as ``search``."""
         call = self._search_call(queries, k, filter, consistency, timeout, allow_partial, ef, load_balancing,
-                                 with_payload, with_vectors, exact)
+                                 with_payload, with_vectors, exact, rescore, oversampling)
         if call.empty is not None:
             return call.empty
         reply = await self._client.search_async(*call.args, **call.kwargs)
@@ -277,7 +287,7 @@ class Collection:
         return call.finish(reply.arrays())
 
     def _search_call(self, queries, k, filter, consistency, timeout, allow_partial, ef, load_balancing,
-                     with_payload, with_vectors, exact=False) -> "_SearchCall":
+                     with_payload, with_vectors, exact=False, rescore=None, oversampling=None) -> "_SearchCall":
         """Checks a search's arguments (nothing is sent when one is bad) and prepares the native call."""
         q, _ = cv.as_matrix(queries, self.dim, "queries", self.name)
         k = cv.check_int("k", k, 1, cv.MAX_K)
@@ -291,6 +301,12 @@ class Collection:
             raise InvalidArgument(f"allow_partial must be a bool, got {allow_partial!r}")
         if not isinstance(exact, (bool, np.bool_)):
             raise InvalidArgument(f"exact must be a bool, got {exact!r}")
+        if rescore is not None and not isinstance(rescore, (bool, np.bool_)):
+            raise InvalidArgument(f"rescore must be a bool or None, got {rescore!r}")
+        if oversampling is not None and (
+            isinstance(oversampling, (bool, np.bool_)) or not isinstance(oversampling, (int, float, np.number))
+        ):
+            raise InvalidArgument(f"oversampling must be a number or None, got {oversampling!r}")
         ftext = cv.filter_text(filter)
         cv.check_finite(q, "queries")
         call = _SearchCall(self, q.shape[0], k, consistency, timeout, bool(with_payload), bool(with_vectors))
@@ -304,7 +320,13 @@ class Collection:
             )
             return call
         call.args = (self.name, self.id_type, q, k, ftext, ef, bool(with_payload), consistency, timeout)
-        call.kwargs = {"allow_partial": bool(allow_partial), "load_balancing": load_balancing, "exact": bool(exact)}
+        call.kwargs = {
+            "allow_partial": bool(allow_partial),
+            "load_balancing": load_balancing,
+            "exact": bool(exact),
+            "rescore": None if rescore is None else bool(rescore),
+            "oversampling": None if oversampling is None else float(oversampling),
+        }
         return call
 
     def scroll(

@@ -1,4 +1,4 @@
-"""Index configurations of a collection: ``HNSW(m, ef_construction)`` or flat (exact) search."""
+"""Index configurations of a collection: ``HNSW(m, ef_construction, quantization)`` or flat (exact) search."""
 
 from __future__ import annotations
 
@@ -18,16 +18,26 @@ def _is_int(x: Any) -> bool:
 
 @dataclass(frozen=True)
 class HNSW:
-    """An HNSW graph index: ``m`` links per node (``2*m`` on layer 0), ``ef_construction`` beam width."""
+    """An HNSW graph index: ``m`` links per node (``2*m`` on layer 0), ``ef_construction`` beam width.
+
+    ``quantization="int8"`` traverses the graph on one-byte codes (per-dimension ranges trained on each
+    shard's first 4,096 vectors; smaller shards search floats) and rescores the best candidates with the
+    float vectors, so results carry exact distances; ``search(..., rescore=False)`` skips the rescoring and
+    ``oversampling=`` sets how many candidates are rescored per result (default 2.0). The server checks the
+    name ("none" or "int8").
+    """
 
     m: int = 16
     ef_construction: int = 200
+    quantization: str = "none"
 
     def __post_init__(self) -> None:
         if not _is_int(self.m) or self.m < 2:
             raise InvalidArgument(f"HNSW m must be an int >= 2, got {self.m!r}")
         if not _is_int(self.ef_construction) or self.ef_construction < 1:
             raise InvalidArgument(f"HNSW ef_construction must be an int >= 1, got {self.ef_construction!r}")
+        if not isinstance(self.quantization, str):
+            raise InvalidArgument(f"HNSW quantization must be a str, got {self.quantization!r}")
         object.__setattr__(self, "m", int(self.m))
         object.__setattr__(self, "ef_construction", int(self.ef_construction))
 
@@ -66,4 +76,8 @@ def index_from_info(info: dict[str, Any]) -> HNSW | Flat:
     """The index of a collection info dict from the native client."""
     if str(info.get("index", "hnsw")).lower() == "flat":
         return Flat()
-    return HNSW(m=int(info.get("m", 16)), ef_construction=int(info.get("ef_construction", 200)))
+    return HNSW(
+        m=int(info.get("m", 16)),
+        ef_construction=int(info.get("ef_construction", 200)),
+        quantization=str(info.get("quantization", "none")),
+    )

@@ -2,7 +2,7 @@
 
 use shoal_core::payload_index::{IndexKind, MAX_INDEXES, validate_field};
 use shoal_core::point::MAX_DIM;
-use shoal_core::{IdType, IndexConfig, Metric, ShardConfig};
+use shoal_core::{IdType, IndexConfig, Metric, Quantization, ShardConfig};
 
 use crate::v1::{self, index_params::Kind};
 use crate::{Error, Result};
@@ -51,7 +51,10 @@ fn index_from_proto(p: Option<&v1::IndexParams>) -> Result<IndexConfig> {
             if ef_construction > 10_000 {
                 return Err(Error::invalid(format!("index ef_construction must be <= 10000, got {ef_construction}")));
             }
-            Ok(IndexConfig::Hnsw { m, ef_construction })
+            let quantization = Quantization::parse(&h.quantization).ok_or_else(|| {
+                Error::invalid(format!("index quantization must be \"none\" or \"int8\", got {:?}", h.quantization))
+            })?;
+            Ok(IndexConfig::Hnsw { m, ef_construction, quantization })
         }
     }
 }
@@ -60,9 +63,14 @@ fn index_to_proto(i: IndexConfig) -> v1::IndexParams {
     v1::IndexParams {
         kind: Some(match i {
             IndexConfig::Flat => Kind::Flat(true),
-            IndexConfig::Hnsw { m, ef_construction } => {
-                Kind::Hnsw(v1::HnswParams { m: m as u32, ef_construction: ef_construction as u32 })
-            }
+            IndexConfig::Hnsw { m, ef_construction, quantization } => Kind::Hnsw(v1::HnswParams {
+                m: m as u32,
+                ef_construction: ef_construction as u32,
+                quantization: match quantization {
+                    Quantization::None => String::new(),
+                    q => q.as_str().to_string(),
+                },
+            }),
         }),
     }
 }

@@ -19,6 +19,7 @@ use shoal_api::points::{get_response, hits_from_response, ids_to_proto, records_
 use shoal_api::scroll::{records_from_scroll, scan_request, scroll_response};
 use shoal_api::v1::{self, ReadConsistency, SessionToken};
 use shoal_core::filter::Filter;
+use shoal_core::quantizer::Rescore;
 use shoal_core::store::{Hit, PointRecord};
 use shoal_core::validate;
 use shoal_core::{CancelToken, PointId};
@@ -66,6 +67,8 @@ pub(crate) enum ReadOp {
         ef: Option<usize>,
         /// Brute force instead of the graph (`ef` unused).
         exact: bool,
+        /// Rescoring of a graph search over int8 codes.
+        rescore: Rescore,
         /// Whether hits carry payloads.
         with_payload: bool,
     },
@@ -131,6 +134,8 @@ pub struct SearchQuery {
     pub ef: Option<usize>,
     /// Brute force on every point of one replica per shard, merged (no graph; `ef` unused).
     pub exact: bool,
+    /// Rescoring of a graph search over int8 codes (checked; ignored by unquantized collections).
+    pub rescore: Rescore,
     /// Whether hits carry payloads.
     pub with_payload: bool,
     /// The read level.
@@ -549,7 +554,7 @@ impl Engine {
         }
         let addr = self.node_addr(node).ok_or_else(|| Error::NodeUnavailable(format!("node {node} has no address")))?;
         let op_proto = match op {
-            ReadOp::Search { queries, k, filter_text, ef, exact, with_payload, .. } => {
+            ReadOp::Search { queries, k, filter_text, ef, exact, rescore, with_payload, .. } => {
                 shard_read_request::Op::Search(v1::SearchRequest {
                     collection: e.spec.name.clone(),
                     queries: queries.as_ref().clone(),
@@ -557,6 +562,8 @@ impl Engine {
                     filter: filter_text.clone(),
                     ef: ef.unwrap_or(0) as u32,
                     exact: *exact,
+                    rescore: Some(rescore.enabled),
+                    oversampling: rescore.oversampling,
                     with_payload: *with_payload,
                     ..Default::default()
                 })
@@ -665,9 +672,9 @@ impl Engine {
                 }
                 Ok(NodeReadOut::Get(out))
             }
-            ReadOp::Search { queries, nq, k, filter, ef, exact, with_payload, .. } => {
-                let (queries, nq, k, filter, ef, exact, with_payload) =
-                    (queries.clone(), *nq, *k, filter.clone(), *ef, *exact, *with_payload);
+            ReadOp::Search { queries, nq, k, filter, ef, exact, rescore, with_payload, .. } => {
+                let (queries, nq, k, filter, ef, exact, rescore, with_payload) =
+                    (queries.clone(), *nq, *k, filter.clone(), *ef, *exact, *rescore, *with_payload);
                 // The shard work stops (between blocks of its scans and graph walks) at the deadline, or as soon
                 // as this future is dropped: a cancelled client call, a coordinator that no longer waits.
                 let cancel = CancelToken::with_deadline(deadline);
@@ -681,11 +688,8 @@ impl Engine {
                 let run = move || {
                     let _busy = counters.enter_shared();
                     let one = |s: &Arc<shoal_core::store::ShardStore>| {
-                        if exact {
-                            s.search_exact_cancellable(&queries, nq, k, filter.as_deref(), with_payload, &cancel)
-                        } else {
-                            s.search_cancellable(&queries, nq, k, filter.as_deref(), ef, with_payload, &cancel)
-                        }
+                        let f = filter.as_deref();
+                        s.search_impl(&queries, nq, k, f, ef, with_payload, exact, rescore, &cancel)
                     };
                     let per_shard: std::result::Result<Vec<Vec<Vec<Hit>>>, shoal_core::Error> =
                         if inline { stores.iter().map(one).collect() } else { stores.par_iter().map(one).collect() };
@@ -747,6 +751,7 @@ impl Engine {
                     filter_text: s.filter,
                     ef: (s.ef > 0).then_some(s.ef as usize),
                     exact: s.exact,
+                    rescore: validate::check_rescore(s.rescore, s.oversampling)?,
                     with_payload: s.with_payload,
                 };
                 (op, s.with_payload)
@@ -848,8 +853,18 @@ impl Engine {
         timeout: Duration,
     ) -> Result<SearchOutcome> {
         let _busy = self.counters.enter();
-        let SearchQuery { queries, k, filter: filter_text, ef, exact, with_payload, level, strategy, allow_partial } =
-            q;
+        let SearchQuery {
+            queries,
+            k,
+            filter: filter_text,
+            ef,
+            exact,
+            rescore,
+            with_payload,
+            level,
+            strategy,
+            allow_partial,
+        } = q;
         let filter_text = filter_text.as_str();
         let view = self.view(name)?;
         let dim = view.entry.spec.shard.dim;
@@ -875,6 +890,7 @@ impl Engine {
             filter_text: filter_text.to_string(),
             ef,
             exact,
+            rescore,
             with_payload,
         };
         let all: Vec<u32> = (0..view.entry.spec.shards).collect();

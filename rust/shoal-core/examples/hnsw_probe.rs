@@ -47,7 +47,7 @@ fn main() {
             dim,
             metric: Metric::Cosine,
             id_type: IdType::Int,
-            index: IndexConfig::Hnsw { m: 16, ef_construction: 200 },
+            index: IndexConfig::Hnsw { m: 16, ef_construction: 200, quantization: Default::default() },
         };
         let stores: Vec<ShardStore> = (0..shards).map(|_| ShardStore::new(cfg.clone())).collect();
         for (sh, s) in stores.iter().enumerate() {

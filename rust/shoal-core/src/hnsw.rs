@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 use crate::arena::VectorArena;
 use crate::cancel::CancelToken;
 use crate::distance::distance;
+use crate::quantizer::{CodeQuery, Rescore};
 use crate::{Error, Metric, Result};
 
 /// Graph construction parameters.
@@ -258,7 +259,7 @@ impl PartialOrd for Near {
 
 /// Hints the CPU to load the first cache lines of `v` (no-op off x86-64).
 #[inline(always)]
-fn prefetch(v: &[f32]) {
+fn prefetch<T>(v: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
@@ -357,6 +358,64 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
         Ok(mut s) => f(&mut s),
         Err(_) => f(&mut Scratch::default()),
     })
+}
+
+/// Scores slots against one query during a traversal.
+trait Scorer {
+    /// Number of slots that can be scored (the arena's length).
+    fn len(&self) -> usize;
+    /// Distance of the query to `id` (`id < len()`).
+    fn dist(&self, id: u32) -> f32;
+    /// Hints that `id` will be scored soon.
+    fn prefetch(&self, id: u32);
+}
+
+/// Full-precision scoring.
+struct FloatScorer<'a> {
+    /// Metric of the graph.
+    metric: Metric,
+    /// The prepared query.
+    q: &'a [f32],
+    /// Vectors.
+    arena: &'a VectorArena,
+}
+
+impl Scorer for FloatScorer<'_> {
+    #[inline]
+    fn len(&self) -> usize {
+        self.arena.len()
+    }
+    #[inline]
+    fn dist(&self, id: u32) -> f32 {
+        distance(self.metric, self.q, self.arena.get(id))
+    }
+    #[inline]
+    fn prefetch(&self, id: u32) {
+        prefetch(self.arena.get(id));
+    }
+}
+
+/// Scoring on int8 codes (the arena is trained, so every slot below its length has a code).
+struct CodeScorer<'a> {
+    /// The query prepared for the arena's quantizer.
+    q: CodeQuery,
+    /// Codes.
+    arena: &'a VectorArena,
+}
+
+impl Scorer for CodeScorer<'_> {
+    #[inline]
+    fn len(&self) -> usize {
+        self.arena.len()
+    }
+    #[inline]
+    fn dist(&self, id: u32) -> f32 {
+        self.q.distance(self.arena.code(id))
+    }
+    #[inline]
+    fn prefetch(&self, id: u32) {
+        prefetch(self.arena.code(id));
+    }
 }
 
 /// An HNSW graph index. Vectors live in a [`VectorArena`] passed to every call; the graph only stores slots.
@@ -527,9 +586,10 @@ impl Hnsw {
             None
         };
 
-        let mut cur = Cand { d: distance(self.metric, q, arena.get(ep)), id: ep };
+        let sc = FloatScorer { metric: self.metric, q, arena };
+        let mut cur = Cand { d: sc.dist(ep), id: ep };
         if level < max_level {
-            cur = self.greedy(q, cur, max_level, level + 1, arena);
+            cur = self.greedy(&sc, cur, max_level, level + 1);
         }
         let never = CancelToken::never();
         with_scratch(|s| {
@@ -538,7 +598,7 @@ impl Hnsw {
                 s.begin(bound);
                 s.visit(slot); // never link to ourselves, even if a concurrent insert already linked to us
                 // A never-firing token: the layer search always completes.
-                let _ = self.search_layer(s, q, cur, self.params.ef_construction, layer, arena, &|_| true, &never);
+                let _ = self.search_layer(s, &sc, cur, self.params.ef_construction, layer, &|_| true, &never);
                 s.sorted.clear();
                 s.sorted.extend(s.top.drain());
                 s.sorted.sort_unstable();
@@ -632,8 +692,8 @@ impl Hnsw {
     }
 
     /// Greedy descent (beam 1) from `cur` through layers `from..=to` (descending).
-    fn greedy(&self, q: &[f32], mut cur: Cand, from: usize, to: usize, arena: &VectorArena) -> Cand {
-        let arena_len = arena.len();
+    fn greedy<S: Scorer>(&self, sc: &S, mut cur: Cand, from: usize, to: usize) -> Cand {
+        let arena_len = sc.len();
         for layer in (to..=from).rev() {
             loop {
                 let mut changed = false;
@@ -643,7 +703,7 @@ impl Hnsw {
                     if id as usize >= arena_len {
                         continue;
                     }
-                    let d = distance(self.metric, q, arena.get(id));
+                    let d = sc.dist(id);
                     if d < cur.d {
                         cur = Cand { d, id };
                         changed = true;
@@ -662,18 +722,17 @@ impl Hnsw {
     /// Polls `cancel` every [`CANCEL_CHECK_EXPANSIONS`] expansions and stops with [`Error::Cancelled`]
     /// (leaving `s.top` incomplete) once it fires.
     #[allow(clippy::too_many_arguments)]
-    fn search_layer<A: Fn(u32) -> bool + ?Sized>(
+    fn search_layer<A: Fn(u32) -> bool + ?Sized, S: Scorer>(
         &self,
         s: &mut Scratch,
-        q: &[f32],
+        sc: &S,
         ep: Cand,
         ef: usize,
         layer: usize,
-        arena: &VectorArena,
         accept: &A,
         cancel: &CancelToken,
     ) -> Result<()> {
-        let arena_len = arena.len();
+        let arena_len = sc.len();
         let mut expansions = 0usize;
         s.visit(ep.id);
         let mut bound = f32::INFINITY;
@@ -699,13 +758,13 @@ impl Hnsw {
             for i in 0..list_len(list) {
                 let id = list[1 + i].load(AtOrd::Relaxed);
                 if (id as usize) < arena_len && s.visit(id) {
-                    prefetch(arena.get(id));
+                    sc.prefetch(id);
                     s.fresh.push(id);
                 }
             }
             for j in 0..s.fresh.len() {
                 let id = s.fresh[j];
-                let d = distance(self.metric, q, arena.get(id));
+                let d = sc.dist(id);
                 if s.top.len() < ef || d < bound {
                     let cand = Cand { d, id };
                     s.frontier.push(Near(cand));
@@ -750,6 +809,24 @@ impl Hnsw {
         accept: &(dyn Fn(u32) -> bool + Sync),
         cancel: &CancelToken,
     ) -> Result<Vec<(f32, u32)>> {
+        self.search_rescored(query, k, ef, arena, accept, Rescore::default(), cancel)
+    }
+
+    /// [`Hnsw::search_cancellable`] with the quantized path spelled out: when `arena` has int8 codes, the
+    /// graph is traversed on code distances with a beam of at least `rescore.candidates(k)`, then (when
+    /// `rescore.enabled`) those candidates are rescored with the float vectors and the best `k` returned with
+    /// exact distances. Without codes it is the float search.
+    #[allow(clippy::too_many_arguments)]
+    pub fn search_rescored(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        arena: &VectorArena,
+        accept: &(dyn Fn(u32) -> bool + Sync),
+        rescore: Rescore,
+        cancel: &CancelToken,
+    ) -> Result<Vec<(f32, u32)>> {
         cancel.check()?;
         if k == 0 || query.len() != arena.dim() {
             return Ok(Vec::new());
@@ -762,13 +839,41 @@ impl Hnsw {
         if ep as usize >= arena.len() {
             return Ok(Vec::new());
         }
-        let ef = ef.max(k);
-        let start = Cand { d: distance(self.metric, query, arena.get(ep)), id: ep };
-        let start = if max_level > 0 { self.greedy(query, start, max_level, 1, arena) } else { start };
+        let Some(quantizer) = arena.quantizer() else {
+            let sc = FloatScorer { metric: self.metric, q: query, arena };
+            return self.beam(&sc, ep, max_level, k, ef.max(k), accept, cancel);
+        };
+        let sc = CodeScorer { q: quantizer.query(self.metric, query), arena };
+        let want = rescore.candidates(k);
+        let mut out = self.beam(&sc, ep, max_level, want, ef.max(want), accept, cancel)?;
+        if rescore.enabled {
+            for c in &mut out {
+                c.0 = distance(self.metric, query, arena.get(c.1));
+            }
+            out.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        }
+        out.truncate(k);
+        Ok(out)
+    }
+
+    /// Descends to layer 0 and keeps the best `keep` accepted nodes of a beam of width `ef`, ascending.
+    #[allow(clippy::too_many_arguments)]
+    fn beam<S: Scorer>(
+        &self,
+        sc: &S,
+        ep: u32,
+        max_level: usize,
+        keep: usize,
+        ef: usize,
+        accept: &(dyn Fn(u32) -> bool + Sync),
+        cancel: &CancelToken,
+    ) -> Result<Vec<(f32, u32)>> {
+        let start = Cand { d: sc.dist(ep), id: ep };
+        let start = if max_level > 0 { self.greedy(sc, start, max_level, 1) } else { start };
         with_scratch(|s| {
-            s.begin(self.slot_bound.load(AtOrd::Acquire).max(arena.len()));
-            self.search_layer(s, query, start, ef, 0, arena, accept, cancel)?;
-            while s.top.len() > k {
+            s.begin(self.slot_bound.load(AtOrd::Acquire).max(sc.len()));
+            self.search_layer(s, sc, start, ef, 0, accept, cancel)?;
+            while s.top.len() > keep {
                 s.top.pop();
             }
             let mut out: Vec<Cand> = s.top.drain().collect();

@@ -1,7 +1,7 @@
 //! Shoal's engine: everything that runs inside one shard replica, with no networking and no consensus.
 //!
 //! Modules: `point` (ids, metrics, configs), `distance` (SIMD kernels), `arena` (vector storage),
-//! `hnsw` (graph index), `filter` (payload filter language), `hlc` (versions), `dedup` (write ids and retry
+//! `hnsw` (graph index), `quantizer` (int8 codes), `filter` (payload filter language), `hlc` (versions), `dedup` (write ids and retry
 //! deduplication), `store` (the shard store),
 //! `cost` (access-path cost model), `cancel` (cancellation tokens), `validate` (input checks shared by
 //! client and server).
@@ -17,6 +17,7 @@ pub mod hlc;
 pub mod hnsw;
 pub mod payload_index;
 pub mod point;
+pub mod quantizer;
 pub mod store;
 pub mod validate;
 
@@ -24,3 +25,4 @@ pub use cancel::CancelToken;
 pub use cost::{AccessPath, ShardShape, choose_path};
 pub use error::{Error, Result};
 pub use point::{IdType, IndexConfig, Metric, PointId, ShardConfig};
+pub use quantizer::Quantization;

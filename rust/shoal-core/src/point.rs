@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::quantizer::Quantization;
+
 /// Largest supported vector dimension.
 pub const MAX_DIM: usize = 65_536;
 
@@ -130,12 +132,24 @@ pub enum IndexConfig {
         m: usize,
         /// Beam width while inserting; at least 1.
         ef_construction: usize,
+        /// How traversal scores candidates (int8 codes, rescored with the float vectors, or floats only).
+        quantization: Quantization,
     },
 }
 
 impl Default for IndexConfig {
     fn default() -> Self {
-        IndexConfig::Hnsw { m: 16, ef_construction: 200 }
+        IndexConfig::Hnsw { m: 16, ef_construction: 200, quantization: Quantization::None }
+    }
+}
+
+impl IndexConfig {
+    /// The quantization of the vectors (`None` for a flat index).
+    pub fn quantization(&self) -> Quantization {
+        match self {
+            IndexConfig::Flat => Quantization::None,
+            IndexConfig::Hnsw { quantization, .. } => *quantization,
+        }
     }
 }
 

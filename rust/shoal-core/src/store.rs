@@ -46,6 +46,7 @@ use crate::filter::Filter;
 use crate::hlc::Version;
 use crate::hnsw::{Hnsw, HnswParams};
 use crate::payload_index::{IndexKind, PayloadIndexes};
+use crate::quantizer::Rescore;
 use crate::{Error, IdType, IndexConfig, Metric, PointId, Result, ShardConfig};
 
 /// A JSON object payload.
@@ -342,7 +343,7 @@ fn merge_sorted(mut lists: Vec<Vec<Cand>>, k: usize) -> Vec<Cand> {
 impl Inner {
     fn new(config: &ShardConfig) -> Self {
         Inner {
-            arena: VectorArena::new(config.dim),
+            arena: VectorArena::with_quantization(config.dim, config.index.quantization()),
             slots: Vec::new(),
             alive: Vec::new(),
             ids: HashMap::new(),
@@ -553,7 +554,9 @@ impl Inner {
 fn new_graph(config: &ShardConfig) -> Option<Hnsw> {
     match config.index {
         IndexConfig::Flat => None,
-        IndexConfig::Hnsw { m, ef_construction } => Some(Hnsw::new(HnswParams { m, ef_construction }, config.metric)),
+        IndexConfig::Hnsw { m, ef_construction, .. } => {
+            Some(Hnsw::new(HnswParams { m, ef_construction }, config.metric))
+        }
     }
 }
 
@@ -947,7 +950,7 @@ impl ShardStore {
         with_payload: bool,
         cancel: &CancelToken,
     ) -> Result<Vec<Vec<Hit>>> {
-        self.search_impl(queries, nq, k, filter, ef, with_payload, false, cancel)
+        self.search_impl(queries, nq, k, filter, ef, with_payload, false, Rescore::default(), cancel)
     }
 
     /// [`ShardStore::search_cancellable`] by brute force: every live (matching) point is compared, whatever
@@ -961,11 +964,13 @@ impl ShardStore {
         with_payload: bool,
         cancel: &CancelToken,
     ) -> Result<Vec<Vec<Hit>>> {
-        self.search_impl(queries, nq, k, filter, None, with_payload, true, cancel)
+        self.search_impl(queries, nq, k, filter, None, with_payload, true, Rescore::default(), cancel)
     }
 
+    /// The search every other search method calls: `exact` scans every live (matching) slot; otherwise the
+    /// cost model routes, and a graph search over int8 codes is rescored as `rescore` says.
     #[allow(clippy::too_many_arguments)]
-    fn search_impl(
+    pub fn search_impl(
         &self,
         queries: &[f32],
         nq: usize,
@@ -974,6 +979,7 @@ impl ShardStore {
         ef: Option<usize>,
         with_payload: bool,
         exact: bool,
+        rescore: Rescore,
         cancel: &CancelToken,
     ) -> Result<Vec<Vec<Hit>>> {
         cancel.check()?;
@@ -999,7 +1005,7 @@ impl ShardStore {
         } else {
             self.route(&g, filter, k, ef, w, cancel)?
         };
-        let cands = self.search_routed(&g, &prepared, k, filter, w, route, cancel)?;
+        let cands = self.search_routed(&g, &prepared, k, filter, w, route, rescore, cancel)?;
         results.par_extend(cands.into_par_iter().map(|list| {
             list.into_iter()
                 .map(|c| {
@@ -1108,6 +1114,7 @@ impl ShardStore {
         filter: Option<&Filter>,
         w: usize,
         route: Route,
+        rescore: Rescore,
         cancel: &CancelToken,
     ) -> Result<Vec<Vec<Cand>>> {
         let alive = &g.alive;
@@ -1122,32 +1129,44 @@ impl ShardStore {
             };
             let pending = collect_slots(w..alive.len(), &|s| alive[s], cancel)?;
             let accept = move |s: u32| (s as usize) < w && alive[s as usize];
-            return self.graph_search(g, hnsw, queries, k, ef, &accept, &pending, g.live(), &all_live, cancel);
+            return self.graph_search(g, hnsw, queries, k, ef, &accept, &pending, g.live(), &all_live, rescore, cancel);
         };
         if let (Some((hnsw, ef)), Some(bits)) = (graph, &route.indexed) {
             let pending = collect_slots(w..alive.len(), &|s| bits.contains(s as u32), cancel)?;
             let accept = move |s: u32| (s as usize) < w && bits.contains(s);
             let all = || Ok(bits.iter().collect());
-            return self.graph_search(g, hnsw, queries, k, ef, &accept, &pending, bits.len() as usize, &all, cancel);
+            return self.graph_search(
+                g,
+                hnsw,
+                queries,
+                k,
+                ef,
+                &accept,
+                &pending,
+                bits.len() as usize,
+                &all,
+                rescore,
+                cancel,
+            );
         }
         let matches = |s: usize| alive[s] && f.matches(g.payload_or_empty(s as u32));
         let (hnsw, ef) = match (graph, route.matched) {
             (None, Some(matched)) => return self.exact_batch(g, queries, k, &matched, cancel),
             (None, None) => return self.exact_batch(g, queries, k, &self.matching_slots(g, f, cancel)?, cancel),
             (Some((h, ef)), Some(matched)) => {
-                return self.filtered_graph_bitset(g, h, queries, k, ef, w, matched, cancel);
+                return self.filtered_graph_bitset(g, h, queries, k, ef, w, matched, rescore, cancel);
             }
             (Some(graph), None) => graph,
         };
         let nq = queries.len() / self.config.dim;
         if nq.saturating_mul(ef).saturating_mul(LAZY_FILTER_VISITS_PER_EF) >= g.live() {
             let matched = self.matching_slots(g, f, cancel)?;
-            return self.filtered_graph_bitset(g, hnsw, queries, k, ef, w, matched, cancel);
+            return self.filtered_graph_bitset(g, hnsw, queries, k, ef, w, matched, rescore, cancel);
         }
         let pending = collect_slots(w..alive.len(), &matches, cancel)?;
         let accept = move |s: u32| (s as usize) < w && matches(s as usize);
         let all_matches = || self.matching_slots(g, f, cancel);
-        self.graph_search(g, hnsw, queries, k, ef, &accept, &pending, usize::MAX, &all_matches, cancel)
+        self.graph_search(g, hnsw, queries, k, ef, &accept, &pending, usize::MAX, &all_matches, rescore, cancel)
     }
 
     /// Live slots matching `f`, ascending (evaluated in parallel, polling `cancel` per block).
@@ -1170,6 +1189,7 @@ impl ShardStore {
         ef: usize,
         w: usize,
         matched: Vec<u32>,
+        rescore: Rescore,
         cancel: &CancelToken,
     ) -> Result<Vec<Vec<Cand>>> {
         let mut bits = vec![0u64; g.alive.len().div_ceil(64)];
@@ -1180,7 +1200,7 @@ impl ShardStore {
         let bits = &bits;
         let accept = move |s: u32| (s as usize) < w && bits[s as usize / 64] & (1 << (s % 64)) != 0;
         let total = matched.len();
-        self.graph_search(g, hnsw, queries, k, ef, &accept, pending, total, &|| Ok(matched.clone()), cancel)
+        self.graph_search(g, hnsw, queries, k, ef, &accept, pending, total, &|| Ok(matched.clone()), rescore, cancel)
     }
 
     /// Estimated fraction of live points matching `f`, from a deterministic sample of about `samples`
@@ -1215,6 +1235,7 @@ impl ShardStore {
         pending: &[u32],
         total: usize,
         all: &(dyn Fn() -> Result<Vec<u32>> + Sync),
+        rescore: Rescore,
         cancel: &CancelToken,
     ) -> Result<Vec<Vec<Cand>>> {
         let dim = self.config.dim;
@@ -1229,7 +1250,7 @@ impl ShardStore {
             .zip(pend.into_par_iter())
             .map(|(q, p)| {
                 let found: Vec<Cand> = hnsw
-                    .search_cancellable(q, k, ef, &g.arena, accept, cancel)?
+                    .search_rescored(q, k, ef, &g.arena, accept, rescore, cancel)?
                     .into_iter()
                     .map(|(d, s)| Cand { d, s })
                     .collect();
@@ -1830,6 +1851,7 @@ impl ShardStore {
             return Err(corrupt(format!("{} unexpected bytes after META", meta.len() - d.p)));
         }
         inner.arena = VectorArena::from_vec(dim, data);
+        inner.arena.set_quantization(config.index.quantization());
         for slot in 0..n {
             if inner.alive[slot] {
                 let s = &inner.slots[slot];
@@ -2008,6 +2030,7 @@ impl StoreCapture {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quantizer::{Quantization, TRAIN_ROWS};
     use serde_json::json;
     use std::collections::HashSet;
 
@@ -2046,7 +2069,7 @@ mod tests {
     }
 
     fn hnsw_cfg(dim: usize, metric: Metric) -> ShardConfig {
-        cfg(dim, metric, IndexConfig::Hnsw { m: 12, ef_construction: 100 })
+        cfg(dim, metric, IndexConfig::Hnsw { m: 12, ef_construction: 100, quantization: Quantization::None })
     }
 
     fn v(hlc: u64) -> Version {
@@ -2692,7 +2715,9 @@ mod tests {
         let mut rng = Rng(5);
         let data = clustered(&mut rng, 8000, dim, 20);
         let queries = clustered(&mut rng, 40, dim, 20);
-        for index in [IndexConfig::Flat, IndexConfig::Hnsw { m: 12, ef_construction: 100 }] {
+        for index in
+            [IndexConfig::Flat, IndexConfig::Hnsw { m: 12, ef_construction: 100, quantization: Quantization::None }]
+        {
             let s = ShardStore::new(cfg(dim, Metric::L2, index));
             load(&s, &data);
             while s.index_step(4000) > 0 {}
@@ -2753,7 +2778,11 @@ mod tests {
         let data = clustered(&mut rng, n, dim, 10);
         let step = n / FILTER_SAMPLE;
         let sampled = |i: usize| i >= step / 2 && (i - step / 2).is_multiple_of(step);
-        let s = ShardStore::new(cfg(dim, Metric::L2, IndexConfig::Hnsw { m: 8, ef_construction: 32 }));
+        let s = ShardStore::new(cfg(
+            dim,
+            Metric::L2,
+            IndexConfig::Hnsw { m: 8, ef_construction: 32, quantization: Quantization::None },
+        ));
         let ops: Vec<WriteOp> = data
             .chunks_exact(dim)
             .enumerate()
@@ -3005,7 +3034,9 @@ mod tests {
             Some(Filter::parse(&json!({"bucket": 3})).unwrap()),
             Some(Filter::parse(&json!({"i": {"$in": [5, 17, 4000]}})).unwrap()),
         ];
-        for index in [IndexConfig::Flat, IndexConfig::Hnsw { m: 12, ef_construction: 100 }] {
+        for index in
+            [IndexConfig::Flat, IndexConfig::Hnsw { m: 12, ef_construction: 100, quantization: Quantization::None }]
+        {
             let s = ShardStore::new(cfg(dim, Metric::L2, index));
             load(&s, &data);
             s.index_step(6000); // some points pending: graph + pending scan
@@ -3087,10 +3118,105 @@ mod tests {
     }
 
     #[test]
+    fn int8_store_rescores_to_exact_distances_and_survives_a_snapshot() {
+        let (n, dim, nq, k) = (8_000, 32, 40, 10);
+        for metric in [Metric::Cosine, Metric::L2] {
+            let mut rng = Rng(91);
+            let config =
+                cfg(dim, metric, IndexConfig::Hnsw { m: 12, ef_construction: 64, quantization: Quantization::Int8 });
+            let s = ShardStore::new(config.clone());
+            load_random(&s, &mut rng, n);
+            while s.index_step(n) > 0 {}
+            assert!(s.inner.read().arena.quantizer().is_some(), "trained once {TRAIN_ROWS} rows exist");
+            let queries: Vec<f32> = (0..nq * dim).map(|_| rng.unit()).collect();
+            let never = CancelToken::never();
+            let exact = s.search_exact_cancellable(&queries, nq, k, None, false, &never).unwrap();
+            let search = |rescore: Rescore| {
+                s.search_impl(&queries, nq, k, None, Some(64), false, false, rescore, &never).unwrap()
+            };
+            let rescored = search(Rescore::default());
+            let raw = search(Rescore { enabled: false, oversampling: 1.0 });
+            let (mut hit, mut hit_raw) = (0, 0);
+            for ((e, r), w) in exact.iter().zip(&rescored).zip(&raw) {
+                assert_eq!(r.len(), k);
+                assert_eq!(w.len(), k);
+                let want: HashSet<&PointId> = e.iter().map(|h| &h.id).collect();
+                hit += r.iter().filter(|h| want.contains(&h.id)).count();
+                hit_raw += w.iter().filter(|h| want.contains(&h.id)).count();
+                // Rescored distances are the float distances of the same points.
+                for h in r {
+                    if let Some(x) = e.iter().find(|x| x.id == h.id) {
+                        assert!((x.distance - h.distance).abs() < 1e-5, "{metric:?}: {} vs {}", x.distance, h.distance);
+                    }
+                }
+            }
+            let (recall, recall_raw) = (hit as f64 / (nq * k) as f64, hit_raw as f64 / (nq * k) as f64);
+            // The same graph parameters on floats: the bar quantized traversal is held to.
+            let plain = ShardStore::new(cfg(
+                dim,
+                metric,
+                IndexConfig::Hnsw { m: 12, ef_construction: 64, quantization: Quantization::None },
+            ));
+            load_random(&plain, &mut Rng(91), n);
+            while plain.index_step(n) > 0 {}
+            let floats =
+                plain.search_impl(&queries, nq, k, None, Some(64), false, false, Rescore::default(), &never).unwrap();
+            let hit_float: usize = exact
+                .iter()
+                .zip(&floats)
+                .map(|(e, f)| f.iter().filter(|h| e.iter().any(|x| x.id == h.id)).count())
+                .sum();
+            let recall_float = hit_float as f64 / (nq * k) as f64;
+            println!(
+                "{metric:?}: recall@{k} rescored {recall:.3}, codes only {recall_raw:.3}, floats {recall_float:.3}"
+            );
+            assert!(recall >= recall_float - 0.02, "{metric:?}: rescored recall {recall} vs floats {recall_float}");
+            assert!(recall >= recall_raw, "{metric:?}: rescoring lowered recall");
+            // A snapshot carries no codes; the restored store trains the same quantizer from the same rows.
+            let mut buf = Vec::new();
+            s.write_snapshot(&mut buf).unwrap();
+            let back = ShardStore::read_snapshot(config, &mut buf.as_slice()).unwrap();
+            assert_eq!(back.inner.read().arena.quantizer(), s.inner.read().arena.quantizer());
+            let again =
+                back.search_impl(&queries, nq, k, None, Some(64), false, false, Rescore::default(), &never).unwrap();
+            let ids = |r: &Vec<Vec<Hit>>| {
+                r.iter().map(|l| l.iter().map(|h| h.id.clone()).collect::<Vec<_>>()).collect::<Vec<_>>()
+            };
+            assert_eq!(ids(&again), ids(&rescored), "{metric:?}: same graph and codes after the snapshot");
+        }
+    }
+
+    #[test]
+    fn small_int8_store_searches_floats_until_trained() {
+        let dim = 8;
+        let mut rng = Rng(5);
+        let s = ShardStore::new(cfg(
+            dim,
+            Metric::L2,
+            IndexConfig::Hnsw { m: 8, ef_construction: 32, quantization: Quantization::Int8 },
+        ));
+        load_random(&s, &mut rng, TRAIN_ROWS - 1);
+        while s.index_step(TRAIN_ROWS) > 0 {}
+        assert!(s.inner.read().arena.quantizer().is_none());
+        let q: Vec<f32> = (0..dim).map(|_| rng.unit()).collect();
+        let got = s.search(&q, 1, 5, None, None, false);
+        let want = s.search_exact_cancellable(&q, 1, 5, None, false, &CancelToken::never()).unwrap();
+        assert_eq!(got[0].len(), 5);
+        assert_eq!(got[0][0].id, want[0][0].id);
+        load_random(&s, &mut rng, TRAIN_ROWS); // ids 0.. again: updates append new slots
+        assert!(s.inner.read().arena.quantizer().is_some());
+        assert_eq!(s.inner.read().arena.code_bytes(), s.inner.read().arena.len() * dim);
+    }
+
+    #[test]
     fn large_graph_search_stops_soon_after_cancel() {
         let (n, dim, nq) = (20_000, 32, 4_000);
         let mut rng = Rng(37);
-        let s = ShardStore::new(cfg(dim, Metric::L2, IndexConfig::Hnsw { m: 12, ef_construction: 64 }));
+        let s = ShardStore::new(cfg(
+            dim,
+            Metric::L2,
+            IndexConfig::Hnsw { m: 12, ef_construction: 64, quantization: Quantization::None },
+        ));
         load_random(&s, &mut rng, n);
         while s.index_step(n) > 0 {}
         let queries: Vec<f32> = (0..nq * dim).map(|_| rng.unit()).collect();

@@ -8,6 +8,7 @@ use std::collections::hash_map::Entry;
 use serde_json::Value;
 
 use crate::point::MAX_DIM;
+use crate::quantizer::{MAX_OVERSAMPLING, Rescore};
 use crate::{Error, IdType, PointId, Result};
 
 /// Largest `k` a search may ask for.
@@ -131,6 +132,26 @@ pub fn check_ef(ef: i64) -> Result<()> {
         Ok(())
     } else {
         Err(Error::invalid(format!("ef must be between 1 and {MAX_EF}, got {ef}")))
+    }
+}
+
+/// Checks a search's rescoring options as they arrive on the wire (`oversampling` 0 = default) and returns
+/// them: `oversampling` must be finite and in `1..=MAX_OVERSAMPLING`.
+pub fn check_rescore(rescore: Option<bool>, oversampling: f32) -> Result<Rescore> {
+    let mut r = Rescore { enabled: rescore.unwrap_or(true), ..Rescore::default() };
+    if oversampling != 0.0 {
+        check_oversampling(oversampling)?;
+        r.oversampling = oversampling;
+    }
+    Ok(r)
+}
+
+/// Checks an oversampling factor a caller set: finite, `1..=MAX_OVERSAMPLING`.
+pub fn check_oversampling(oversampling: f32) -> Result<()> {
+    if oversampling.is_finite() && (1.0..=MAX_OVERSAMPLING).contains(&oversampling) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!("oversampling must be between 1 and {MAX_OVERSAMPLING}, got {oversampling}")))
     }
 }
 

@@ -101,7 +101,7 @@ fn flat() -> Option<v1::IndexParams> {
 }
 
 fn hnsw(m: u32, ef_construction: u32) -> Option<v1::IndexParams> {
-    Some(v1::IndexParams { kind: Some(Kind::Hnsw(v1::HnswParams { m, ef_construction })) })
+    Some(v1::IndexParams { kind: Some(Kind::Hnsw(v1::HnswParams { m, ef_construction, ..Default::default() })) })
 }
 
 fn collection(

@@ -87,11 +87,13 @@ fn info_dict<'py>(py: Python<'py>, info: &v1::CollectionInfo) -> PyResult<Bound<
             d.set_item("index", "hnsw")?;
             d.set_item("m", h.m)?;
             d.set_item("ef_construction", h.ef_construction)?;
+            d.set_item("quantization", if h.quantization.is_empty() { "none" } else { h.quantization.as_str() })?;
         }
         _ => {
             d.set_item("index", "flat")?;
             d.set_item("m", py.None())?;
             d.set_item("ef_construction", py.None())?;
+            d.set_item("quantization", "none")?;
         }
     }
     let pix = PyDict::new(py);
@@ -245,7 +247,7 @@ impl Client {
     }
 
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (name, dim, metric, id_type, shards, replication_factor, index, m, ef_construction, timeout = None))]
+    #[pyo3(signature = (name, dim, metric, id_type, shards, replication_factor, index, m, ef_construction, timeout = None, quantization = String::new()))]
     fn create_collection<'py>(
         &self,
         py: Python<'py>,
@@ -259,6 +261,7 @@ impl Client {
         m: u32,
         ef_construction: u32,
         timeout: Option<f64>,
+        quantization: String,
     ) -> PyResult<Bound<'py, PyDict>> {
         let t = timeout_of(timeout)?;
         if dim < 1 || dim > shoal_core::point::MAX_DIM as i64 {
@@ -271,7 +274,7 @@ impl Client {
         id_type_of(&id_type)?;
         let kind = match index {
             "flat" => v1::index_params::Kind::Flat(true),
-            "hnsw" => v1::index_params::Kind::Hnsw(v1::HnswParams { m, ef_construction }),
+            "hnsw" => v1::index_params::Kind::Hnsw(v1::HnswParams { m, ef_construction, quantization }),
             other => {
                 return Err(to_py(shoal_client::Error::InvalidArgument(format!(
                     "unknown index {other:?}: expected \"flat\" or \"hnsw\""
@@ -465,7 +468,8 @@ impl Client {
     /// A blocking search: (ids, distances, payload texts or None, failed shards, shards searched).
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     #[pyo3(signature = (collection, id_type, queries, k, filter, ef, with_payload, consistency, timeout = None,
-                        allow_partial = false, load_balancing = None, exact = false))]
+                        allow_partial = false, load_balancing = None, exact = false, rescore = None,
+                        oversampling = None))]
     fn search<'py>(
         &self,
         py: Python<'py>,
@@ -481,9 +485,12 @@ impl Client {
         allow_partial: bool,
         load_balancing: Option<&str>,
         exact: bool,
+        rescore: Option<bool>,
+        oversampling: Option<f32>,
     ) -> PyResult<SearchArrays<'py>> {
         let args = (collection, id_type, queries, k, filter, ef, with_payload, consistency, allow_partial, exact);
-        let (req, shape, t) = search_request(args, load_balancing, timeout)?;
+        let rescore = (rescore, oversampling);
+        let (req, shape, t) = search_request(args, rescore, load_balancing, timeout)?;
         let c = self.inner.clone();
         let resp = block_on(py, async move { c.search(req, t).await })?;
         shape.arrays(py, &resp)
@@ -492,7 +499,8 @@ impl Client {
     /// Starts a search in the background and returns its handle (Collection.query).
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (collection, id_type, queries, k, filter, ef, with_payload, consistency, timeout = None,
-                        allow_partial = false, load_balancing = None, exact = false))]
+                        allow_partial = false, load_balancing = None, exact = false, rescore = None,
+                        oversampling = None))]
     fn search_start<'py>(
         &self,
         collection: String,
@@ -507,9 +515,12 @@ impl Client {
         allow_partial: bool,
         load_balancing: Option<&str>,
         exact: bool,
+        rescore: Option<bool>,
+        oversampling: Option<f32>,
     ) -> PyResult<PendingSearch> {
         let args = (collection, id_type, queries, k, filter, ef, with_payload, consistency, allow_partial, exact);
-        let (req, shape, t) = search_request(args, load_balancing, timeout)?;
+        let rescore = (rescore, oversampling);
+        let (req, shape, t) = search_request(args, rescore, load_balancing, timeout)?;
         let c = self.inner.clone();
         let task = runtime::spawn(async move { c.search(req, t).await });
         Ok(PendingSearch { shape, abort: task.abort_handle(), task: Mutex::new(Some(task)), outcome: Mutex::new(None) })
@@ -518,7 +529,8 @@ impl Client {
     /// An awaitable search (asyncio): resolves to a SearchReply; cancelling the awaitable cancels the search.
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (collection, id_type, queries, k, filter, ef, with_payload, consistency, timeout = None,
-                        allow_partial = false, load_balancing = None, exact = false))]
+                        allow_partial = false, load_balancing = None, exact = false, rescore = None,
+                        oversampling = None))]
     fn search_async<'py>(
         &self,
         py: Python<'py>,
@@ -534,9 +546,12 @@ impl Client {
         allow_partial: bool,
         load_balancing: Option<&str>,
         exact: bool,
+        rescore: Option<bool>,
+        oversampling: Option<f32>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let args = (collection, id_type, queries, k, filter, ef, with_payload, consistency, allow_partial, exact);
-        let (req, shape, t) = search_request(args, load_balancing, timeout)?;
+        let rescore = (rescore, oversampling);
+        let (req, shape, t) = search_request(args, rescore, load_balancing, timeout)?;
         let c = self.inner.clone();
         runtime::init_async();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
@@ -633,6 +648,7 @@ type SearchArrays<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>, Option<Vec<Vec<S
 /// Checks the arguments of a search and builds its request.
 fn search_request(
     args: SearchArgs<'_>,
+    (rescore, oversampling): (Option<bool>, Option<f32>),
     load_balancing: Option<&str>,
     timeout: Option<f64>,
 ) -> PyResult<(v1::SearchRequest, SearchShape, Duration)> {
@@ -645,6 +661,11 @@ fn search_request(
     if let Some(ef) = ef {
         validate::check_ef(ef).map_err(|e| to_py(e.into()))?;
     }
+    // 0 is the wire's "default"; a caller's explicit factor (0 included) must be in range.
+    if let Some(f) = oversampling {
+        validate::check_oversampling(f).map_err(|e| to_py(e.into()))?;
+    }
+    let oversampling = oversampling.unwrap_or(0.0);
     let nq = queries.shape()[0];
     let data: Vec<f32> = match queries.as_slice() {
         Ok(s) => s.to_vec(),
@@ -662,6 +683,8 @@ fn search_request(
         allow_partial,
         load_balancing: lb as i32,
         exact,
+        rescore,
+        oversampling,
     };
     Ok((req, SearchShape { nq, k: k as usize, id_type, with_payload }, t))
 }

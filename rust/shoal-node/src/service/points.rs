@@ -151,6 +151,8 @@ impl Points for PointsService {
             filter: r.filter,
             ef: (r.ef > 0).then_some(r.ef as usize),
             exact: r.exact,
+            rescore: shoal_core::validate::check_rescore(r.rescore, r.oversampling)
+                .map_err(|e| status(shoal_cluster::Error::from(e)))?,
             with_payload: r.with_payload,
             level: read_level(r.consistency)?,
             strategy: strategy(r.load_balancing)?,
