@@ -459,3 +459,16 @@ def test_leadership_returns_to_the_balanced_preferred_leaders_after_a_restart(sh
     shoal_cluster.node(victim).start()
     # the restarted node catches up, then its preferred shards are handed back to it
     _wait_shards(coll, spread, f"node {victim} should lead its 2 shards again", within=60)
+
+
+@pytest.mark.shoal(nodes=4)
+def test_drain_onto_the_only_free_node_completes(shoal_cluster: shoal.Cluster) -> None:
+    # rf 3 on 4 nodes: the drained replica has exactly one place to go. Once its move had started, the
+    # shard listed 4 replicas and re-planning the drain found "no other Up node" and failed the call.
+    coll = shoal_cluster.create_collection("one-way", dim=DIM, metric="l2", shards=1, replication_factor=3)
+    coll.upsert(np.arange(100), _vecs(np.arange(100)))
+    holders = sorted(coll.shards()[0].nodes)
+    free = ({n.id for n in shoal_cluster.nodes()} - set(holders)).pop()
+    assert shoal_cluster.remove_node(holders[0], drain=True, timeout=120) == 1
+    assert sorted(coll.shards()[0].nodes) == sorted([free, *holders[1:]])
+    _check_present(coll, np.arange(100))

@@ -128,6 +128,23 @@ impl Catalog {
         view_of(&self.state.read())
     }
 
+    /// The view a drain of `node` plans on: shards whose replica on `node` is already leaving (a move out
+    /// of it is in flight) no longer count it, so they need no second target. Without this, draining the
+    /// last node a shard could move to failed as soon as the move had started ("no other Up node").
+    pub fn drain_view(&self, node: u64) -> ClusterView {
+        let st = self.state.read();
+        let mut view = view_of(&st);
+        for (name, (_, placement)) in view.collections.iter_mut() {
+            let Some(e) = st.collections.get(name) else { continue };
+            for sp in placement.iter_mut() {
+                if e.leaving(sp.shard).contains(&node) {
+                    sp.replicas.retain(|&r| r != node);
+                }
+            }
+        }
+        view
+    }
+
     fn bump(&self) {
         self.changes.send_modify(|v| *v += 1);
     }

@@ -627,7 +627,7 @@ impl Engine {
         }
         if drain {
             // Refuse before changing anything when some replica has nowhere to go.
-            placement::drain(&self.catalog.view(), id).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            placement::drain(&self.catalog.drain_view(id), id).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         }
         if rec.state != "leaving" {
             let leaving = NodeRecord { state: "leaving".into(), ..rec };
@@ -640,7 +640,9 @@ impl Engine {
                     "node {id} still holds replicas; its drain goes on in the background (call remove_node again)"
                 )));
             }
-            for m in placement::drain(&self.catalog.view(), id).map_err(|e| Error::InvalidArgument(e.to_string()))? {
+            for m in
+                placement::drain(&self.catalog.drain_view(id), id).map_err(|e| Error::InvalidArgument(e.to_string()))?
+            {
                 let Some(entry) = self.catalog.get(&m.collection) else { continue };
                 if !entry.leaving(m.shard).is_empty()
                     || entry.replicas(m.shard).len() > entry.spec.replication_factor as usize
