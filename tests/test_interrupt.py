@@ -62,7 +62,8 @@ def test_ctrl_c_interrupts_a_heavy_search(shoal_cluster: shoal.Cluster) -> None:
     # the dropped call stopped the scan on the node: nothing left in flight
     t0 = time.monotonic()
     while (shoal_cluster.nodes()[0].stats or {}).get("in_flight"):
-        assert time.monotonic() - t0 < 5, "the node kept working after Ctrl-C"
+        # a liveness bound (20 scans would take far longer), not a speed check: `cancelled` below is the proof
+        assert time.monotonic() - t0 < 30, "the node kept working after Ctrl-C"
         time.sleep(0.01)
     print(f"node idle {(time.monotonic() - t0) * 1000:.0f} ms after the interrupt")
     assert shoal_cluster.nodes()[0].stats["cancelled"] >= 1
