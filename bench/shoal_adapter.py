@@ -59,13 +59,13 @@ class ShoalAdapter(Adapter):
 
 
 class ShoalInt8Adapter(ShoalAdapter):
-    """The same with HNSW(quantization="int8"): traversal on byte codes, top ceil(2k) rescored with floats."""
+    """The same with HNSW(quantization="int8"): traversal on byte codes, the beam rescored with floats."""
 
     name = "shoal-int8"
     quantization = "int8"
 
     def config(self):
-        return "1 local node, 1 shard, HNSW M=16 efC=200 int8 + rescoring (x2), via gRPC"
+        return "1 local node, 1 shard, HNSW M=16 efC=200 int8, beam rescored with floats, via gRPC"
 
 
 ADAPTERS = {ShoalAdapter.name: ShoalAdapter, ShoalInt8Adapter.name: ShoalInt8Adapter}

@@ -219,9 +219,10 @@ class Collection:
         reachable) or ``Timeout``. Ctrl-C cancels the search on the nodes too. ``exact=True``: brute force
         instead of the graph (every live point matching the filter is compared; ``ef`` is ignored), still one
         replica per shard, merged: the exact answer to measure recall against (slow on large collections).
-        Collections with ``HNSW(quantization="int8")``: the graph is walked on one-byte codes and the best
-        ``ceil(k * oversampling)`` candidates (``oversampling`` 1..16, default 2.0) are rescored with the
-        float vectors, so distances are exact; ``rescore=False`` returns the code distances as they are.
+        Collections with ``HNSW(quantization="int8")``: the graph is walked on one-byte codes with a beam of
+        ``max(ef, ceil(k * oversampling))`` (``oversampling`` 1..16, default 2.0) and every candidate of the
+        beam is rescored with the float vectors, so distances are exact; ``rescore=False`` returns the best
+        ``k`` code distances as they are.
         Both are ignored by unquantized collections (and by shards under 4,096 points, which search floats).
         """
         call = self._search_call(queries, k, filter, consistency, timeout, allow_partial, ef, load_balancing,

@@ -23,8 +23,8 @@ class HNSW:
     ``quantization="int8"`` traverses the graph on one-byte codes (per-dimension ranges trained on each
     shard's first 4,096 vectors; smaller shards search floats) and rescores the best candidates with the
     float vectors, so results carry exact distances; ``search(..., rescore=False)`` skips the rescoring and
-    ``oversampling=`` sets how many candidates are rescored per result (default 2.0). The server checks the
-    name ("none" or "int8").
+    ``oversampling=`` makes the beam at least ``ceil(k * oversampling)`` wide (default 2.0; every candidate
+    of the beam is rescored). The server checks the name ("none" or "int8").
     """
 
     m: int = 16

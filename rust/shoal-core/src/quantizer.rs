@@ -56,7 +56,8 @@ impl Quantization {
 pub struct Rescore {
     /// Rescore the best candidates with the float vectors; else return the code distances as they are.
     pub enabled: bool,
-    /// Candidates rescored per result wanted: `ceil(k * oversampling)` (at least `k`), `1..=MAX_OVERSAMPLING`.
+    /// The beam keeps at least `ceil(k * oversampling)` candidates (at least `k`; `1..=MAX_OVERSAMPLING`),
+    /// and all of the beam's candidates are rescored: `max(ef, ceil(k * oversampling))` of them.
     pub oversampling: f32,
 }
 
@@ -67,7 +68,7 @@ impl Default for Rescore {
 }
 
 impl Rescore {
-    /// The number of candidates the graph search keeps for `k` results.
+    /// The smallest beam the graph search uses for `k` results.
     pub fn candidates(&self, k: usize) -> usize {
         if !self.enabled {
             return k;
