@@ -248,13 +248,13 @@ pub mod scalar {
 
 /// x86-64 SIMD kernels. Every function requires the CPU features named in its `target_feature`.
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
     /// Horizontal sum of a 256-bit vector.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    fn hsum256(v: __m256) -> f32 {
+    pub(crate) fn hsum256(v: __m256) -> f32 {
         let lo = _mm256_castps256_ps128(v);
         let hi = _mm256_extractf128_ps::<1>(v);
         let x = _mm_add_ps(lo, hi);

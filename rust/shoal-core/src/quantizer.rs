@@ -206,17 +206,10 @@ impl CodeQuery {
     }
 }
 
-/// True when the AVX2+FMA kernels can run (detected once).
-#[cfg(target_arch = "x86_64")]
+/// True when the AVX2+FMA kernels can run (the distance kernels' detection, done once).
 fn has_avx2() -> bool {
     static AVX2: OnceLock<bool> = OnceLock::new();
-    *AVX2.get_or_init(|| std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"))
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn has_avx2() -> bool {
-    let _ = OnceLock::<bool>::new;
-    false
+    *AVX2.get_or_init(|| crate::distance::Path::Avx2.is_available())
 }
 
 /// `Σ w[i]·code[i]` over the common prefix.
@@ -263,17 +256,7 @@ pub fn scalar_l2_u8(w: &[f32], a: &[f32], code: &[u8]) -> f32 {
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// Horizontal sum of a 256-bit vector.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn hsum256(v: __m256) -> f32 {
-        let lo = _mm256_castps256_ps128(v);
-        let hi = _mm256_extractf128_ps::<1>(v);
-        let x = _mm_add_ps(lo, hi);
-        let x = _mm_add_ps(x, _mm_movehl_ps(x, x));
-        let x = _mm_add_ss(x, _mm_shuffle_ps::<0x55>(x, x));
-        _mm_cvtss_f32(x)
-    }
+    use crate::distance::x86::hsum256;
 
     /// 8 code bytes at `p` widened to floats.
     ///
