@@ -63,8 +63,9 @@ class Client:
         ef_construction: int,
         timeout: Optional[float] = None,
         quantization: str = "",
+        on_disk: bool = False,
     ) -> dict[str, Any]:
-        """Returns the collection info dict: name, dim, metric, id_type, shards, replication_factor,
+        """Returns the collection info dict: name, dim, metric, id_type, shards, replication_factor, on_disk,
         index ("flat" | "hnsw"), m, ef_construction, quantization ("none" | "int8").
         shards/replication_factor 0 = server default."""
     def get_collection(self, name: str, timeout: Optional[float] = None) -> dict[str, Any]: ...

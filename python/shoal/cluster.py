@@ -1071,10 +1071,13 @@ class Cluster:
         id_type: str = "int",
         index: Union[HNSW, Flat, str] = HNSW(m=16, ef_construction=200),
         timeout: Optional[float] = None,
+        on_disk: bool = False,
     ) -> Collection:
         """Creates a collection. ``metric``: "cosine" | "l2" | "dot"; ``id_type``: "int" | "str";
-        ``index``: ``shoal.HNSW(m, ef_construction)`` or "flat"; ``shards`` / ``replication_factor``:
-        None = the server's defaults."""
+        ``index``: ``shoal.HNSW(m, ef_construction, quantization)`` or "flat"; ``shards`` /
+        ``replication_factor``: None = the server's defaults. ``on_disk=True`` keeps the full-precision
+        vectors in memory-mapped scratch files in each replica's directory instead of on the heap (with
+        ``HNSW(quantization="int8")`` resident memory is then mostly codes and graph); results are the same."""
         if not isinstance(name, str) or not name:
             raise InvalidArgument(f"collection name must be a non-empty str, got {name!r}")
         dim = cv.check_int("dim", dim, 1, cv.MAX_DIM)
@@ -1084,11 +1087,15 @@ class Cluster:
         rf = 0 if replication_factor is None else cv.check_int("replication_factor", replication_factor, 1)
         idx = parse_index(index)
         timeout = cv.check_timeout(timeout)
+        if not isinstance(on_disk, bool):
+            raise InvalidArgument(f"on_disk must be a bool, got {on_disk!r}")
         if isinstance(idx, HNSW):
             kind, m, efc, quant = "hnsw", idx.m, idx.ef_construction, idx.quantization
         else:
             kind, m, efc, quant = "flat", 0, 0, ""
-        info = self._c.create_collection(name, dim, metric, id_type, n_shards, rf, kind, m, efc, timeout, quant)
+        info = self._c.create_collection(
+            name, dim, metric, id_type, n_shards, rf, kind, m, efc, timeout, quant, on_disk
+        )
         return Collection(self, info)
 
     def collection(self, name: str, timeout: Optional[float] = None) -> Collection:

@@ -27,7 +27,8 @@ class Collection:
     """A handle on a collection of a cluster. Get one from ``cluster.create_collection`` or ``cluster.collection``.
 
     Attributes: ``name``, ``dim``, ``metric`` ("cosine" | "l2" | "dot"), ``id_type`` ("int" | "str"),
-    ``shard_count``, ``replication_factor``, ``index`` (``HNSW(...)`` or ``Flat()``). ``payload_indexes()``
+    ``shard_count``, ``replication_factor``, ``index`` (``HNSW(...)`` or ``Flat()``), ``on_disk`` (vectors
+    memory-mapped from each replica's directory instead of held in memory). ``payload_indexes()``
     lists the payload indexes; ``shards()`` reports the shards and the state of their replicas.
     """
 
@@ -40,6 +41,7 @@ class Collection:
         self.shard_count: int = int(info.get("shards", 1) or 1)
         self.replication_factor: int = int(info.get("replication_factor", 1) or 1)
         self.index: HNSW | Flat = index_from_info(info)
+        self.on_disk: bool = bool(info.get("on_disk", False))
         self._payload_indexes: dict[str, str] = dict(info.get("payload_indexes") or {})
 
     @property
@@ -50,7 +52,7 @@ class Collection:
         idx = "'flat'" if isinstance(self.index, Flat) else repr(self.index)
         return (
             f"Collection({self.name!r}, dim={self.dim}, metric={self.metric!r}, "
-            f"id_type={self.id_type!r}, index={idx})"
+            f"id_type={self.id_type!r}, index={idx}{', on_disk=True' if self.on_disk else ''})"
         )
 
     def __eq__(self, other: object) -> bool:

@@ -97,7 +97,13 @@ impl CollectionSpec {
         }
         Ok(CollectionSpec {
             name: req.name.clone(),
-            shard: ShardConfig { dim, metric, id_type, index: index_from_proto(req.index.as_ref())? },
+            shard: ShardConfig {
+                dim,
+                metric,
+                id_type,
+                index: index_from_proto(req.index.as_ref())?,
+                on_disk: req.on_disk,
+            },
             shards,
             replication_factor,
             payload_indexes: Vec::new(),
@@ -131,6 +137,7 @@ impl CollectionSpec {
                 metric: Metric::parse(&info.metric)?,
                 id_type: IdType::parse(&info.id_type)?,
                 index: index_from_proto(info.index.as_ref())?,
+                on_disk: info.on_disk,
             },
             shards: info.shards,
             replication_factor: info.replication_factor,
@@ -153,6 +160,7 @@ impl CollectionSpec {
                 .iter()
                 .map(|(f, k)| v1::PayloadIndex { field: f.clone(), kind: k.as_str().to_string() })
                 .collect(),
+            on_disk: self.shard.on_disk,
         }
     }
 }

@@ -279,6 +279,7 @@ mod fuzz_tests {
             replication_factor: 1,
             index: None,
             payload_indexes: vec![crate::v1::PayloadIndex { field: "lang".into(), kind: "keyword".into() }],
+            on_disk: false,
         };
         let seeds = [
             internal::MetaCommand { format: crate::COMMAND_FORMAT, op: Some(Op::CreateCollection(info)) }

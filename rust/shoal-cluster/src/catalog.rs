@@ -437,7 +437,13 @@ mod tests {
     fn spec(name: &str) -> CollectionSpec {
         CollectionSpec {
             name: name.into(),
-            shard: ShardConfig { dim: 4, metric: Metric::L2, id_type: IdType::Int, index: IndexConfig::Flat },
+            shard: ShardConfig {
+                dim: 4,
+                metric: Metric::L2,
+                id_type: IdType::Int,
+                index: IndexConfig::Flat,
+                on_disk: false,
+            },
             shards: 2,
             replication_factor: 1,
             payload_indexes: Vec::new(),

@@ -1198,8 +1198,6 @@ impl Engine {
     /// Opens this node's replica `key` (creating it when new). A replica the manifest lists whose directory
     /// or log is gone is reported as corrupt, unless `fresh` (the heal opens an empty copy on purpose).
     pub(crate) async fn open_replica(&self, entry: &CollectionEntry, key: &ReplicaKey, fresh: bool) -> Result<()> {
-        let app = Arc::new(ShardApp::new(entry.spec.shard.clone(), Box::new(self.indexer.waker())));
-        app.set_payload_indexes(&entry.spec.payload_indexes);
         let dir = shard_dir(&self.cfg.data_dir, key);
         if !inside_shards(&self.cfg.data_dir, &dir) {
             return Err(Error::InvalidArgument(format!(
@@ -1226,6 +1224,11 @@ impl Engine {
                 .add(&gid)
                 .map_err(|e| Error::Storage(format!("recording replica {gid} in the manifest: {e}")))?;
         }
+        // The shard's directory exists before the state machine can restore into it (on_disk vectors).
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::Storage(format!("creating shard directory {}: {e}", dir.display())))?;
+        let app = Arc::new(ShardApp::new(entry.spec.shard.clone(), Some(dir.clone()), Box::new(self.indexer.waker())));
+        app.set_payload_indexes(&entry.spec.payload_indexes);
         let mut opts = self.cfg.raft.clone();
         opts.bootstrap_single = false;
         let group = RaftGroup::open_with_network(

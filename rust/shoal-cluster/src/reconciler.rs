@@ -46,7 +46,13 @@ mod tests {
         CollectionEntry {
             spec: CollectionSpec {
                 name: name.into(),
-                shard: ShardConfig { dim: 2, metric: Metric::L2, id_type: IdType::Int, index: IndexConfig::Flat },
+                shard: ShardConfig {
+                    dim: 2,
+                    metric: Metric::L2,
+                    id_type: IdType::Int,
+                    index: IndexConfig::Flat,
+                    on_disk: false,
+                },
                 shards: placement.len() as u32,
                 replication_factor: placement[0].len() as u32,
                 payload_indexes: Vec::new(),

@@ -14,6 +14,9 @@ use shoal_core::store::ShardStore;
 pub struct ShardApp {
     /// The collection's shard configuration; fixed.
     config: ShardConfig,
+    /// Where an `on_disk` collection's stores map their vectors (the shard's directory); `None` keeps them
+    /// in memory.
+    vector_dir: Option<std::path::PathBuf>,
     /// The current store; replaced only by `restore`.
     store: RwLock<Arc<ShardStore>>,
     /// Highest log index applied (0 = none); monotonic except on restore.
@@ -42,11 +45,16 @@ impl std::fmt::Debug for ShardApp {
 }
 
 impl ShardApp {
-    /// An empty shard.
-    pub fn new(config: ShardConfig, on_apply: Box<dyn Fn() + Send + Sync>) -> Self {
+    /// An empty shard; an `on_disk` collection's vectors go to scratch files in `vector_dir`.
+    pub fn new(
+        config: ShardConfig,
+        vector_dir: Option<std::path::PathBuf>,
+        on_apply: Box<dyn Fn() + Send + Sync>,
+    ) -> Self {
         ShardApp {
-            store: RwLock::new(Arc::new(ShardStore::new(config.clone()))),
+            store: RwLock::new(Arc::new(ShardStore::with_vector_dir(config.clone(), vector_dir.clone()))),
             config,
+            vector_dir,
             applied: AtomicU64::new(0),
             on_apply,
             damage: parking_lot::Mutex::new(None),
@@ -151,7 +159,7 @@ impl shoal_raft::StateMachineApp for ShardApp {
     }
 
     fn restore(&self, index: u64, r: &mut dyn Read) -> std::io::Result<()> {
-        let store = ShardStore::read_snapshot(self.config.clone(), r)
+        let store = ShardStore::read_snapshot_with(self.config.clone(), self.vector_dir.clone(), r)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
         let digest = store.digest();
         store.set_payload_indexes(&self.payload_indexes.read());
@@ -195,8 +203,9 @@ mod tests {
         // A reader racing the applies (anti-entropy probes a busy shard) must see (index, digest) pairs
         // that the replica really had: a digest read mid-apply paired with the previous index would make
         // an equal peer look diverged.
-        let cfg = ShardConfig { dim: 4, metric: Metric::L2, id_type: IdType::Int, index: IndexConfig::Flat };
-        let app = Arc::new(ShardApp::new(cfg, Box::new(|| {})));
+        let cfg =
+            ShardConfig { dim: 4, metric: Metric::L2, id_type: IdType::Int, index: IndexConfig::Flat, on_disk: false };
+        let app = Arc::new(ShardApp::new(cfg, None, Box::new(|| {})));
         let n = 600u64;
         let reader = {
             let app = app.clone();

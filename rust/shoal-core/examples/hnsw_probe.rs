@@ -48,6 +48,7 @@ fn main() {
             metric: Metric::Cosine,
             id_type: IdType::Int,
             index: IndexConfig::Hnsw { m: 16, ef_construction: 200, quantization: Default::default() },
+            on_disk: false,
         };
         let stores: Vec<ShardStore> = (0..shards).map(|_| ShardStore::new(cfg.clone())).collect();
         for (sh, s) in stores.iter().enumerate() {

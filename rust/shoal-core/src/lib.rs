@@ -21,6 +21,7 @@ pub mod quantizer;
 pub mod store;
 pub mod validate;
 
+pub use arena::VectorStorage;
 pub use cancel::CancelToken;
 pub use cost::{AccessPath, ShardShape, choose_path};
 pub use error::{Error, Result};

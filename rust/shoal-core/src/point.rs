@@ -164,6 +164,9 @@ pub struct ShardConfig {
     pub id_type: IdType,
     /// Index used for search.
     pub index: IndexConfig,
+    /// Full-precision vectors memory-mapped from a scratch file in the shard's directory instead of held on
+    /// the heap (see `arena`); results are the same either way.
+    pub on_disk: bool,
 }
 
 #[cfg(test)]

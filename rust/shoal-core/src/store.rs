@@ -29,6 +29,7 @@ use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -37,7 +38,7 @@ use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
 use serde_json::{Map, Value};
 
-use crate::arena::VectorArena;
+use crate::arena::{VectorArena, VectorStorage};
 use crate::cancel::CancelToken;
 use crate::cost::{AccessPath, ShardShape, choose_path, exact_cost, graph_cost};
 use crate::dedup::{DedupTable, WriteId};
@@ -46,7 +47,7 @@ use crate::filter::Filter;
 use crate::hlc::Version;
 use crate::hnsw::{Hnsw, HnswParams};
 use crate::payload_index::{IndexKind, PayloadIndexes};
-use crate::quantizer::Rescore;
+use crate::quantizer::{Quantization, Rescore};
 use crate::{Error, IdType, IndexConfig, Metric, PointId, Result, ShardConfig};
 
 /// A JSON object payload.
@@ -341,9 +342,9 @@ fn merge_sorted(mut lists: Vec<Vec<Cand>>, k: usize) -> Vec<Cand> {
 }
 
 impl Inner {
-    fn new(config: &ShardConfig) -> Self {
+    fn new(config: &ShardConfig, storage: VectorStorage) -> Self {
         Inner {
-            arena: VectorArena::with_quantization(config.dim, config.index.quantization()),
+            arena: VectorArena::create(config.dim, config.index.quantization(), storage),
             slots: Vec::new(),
             alive: Vec::new(),
             ids: HashMap::new(),
@@ -551,6 +552,14 @@ impl Inner {
     }
 }
 
+/// Where a store for `config` keeps its vectors: `vector_dir` for an `on_disk` collection when there is one.
+fn storage_of(config: &ShardConfig, vector_dir: Option<PathBuf>) -> VectorStorage {
+    match vector_dir {
+        Some(d) if config.on_disk => VectorStorage::Disk(d),
+        _ => VectorStorage::Memory,
+    }
+}
+
 fn new_graph(config: &ShardConfig) -> Option<Hnsw> {
     match config.index {
         IndexConfig::Flat => None,
@@ -567,9 +576,15 @@ enum OpSrc<'a> {
 }
 
 impl ShardStore {
-    /// An empty store.
+    /// An empty store keeping its vectors in memory.
     pub fn new(config: ShardConfig) -> Self {
-        let inner = Inner::new(&config);
+        Self::with_vector_dir(config, None)
+    }
+
+    /// An empty store; an `on_disk` collection's vectors go to a scratch file in `vector_dir` (memory when
+    /// `None`; see [`VectorArena`]).
+    pub fn with_vector_dir(config: ShardConfig, vector_dir: Option<PathBuf>) -> Self {
+        let inner = Inner::new(&config, storage_of(&config, vector_dir));
         ShardStore {
             hnsw: new_graph(&config),
             config,
@@ -813,7 +828,7 @@ impl ShardStore {
             slots: g.slots.len(),
             tombstones: g.tombstones.len(),
             unindexed: self.unindexed_locked(&g),
-            vector_bytes: g.arena.as_slice().len() * 4,
+            vector_bytes: g.arena.vector_bytes(),
         }
     }
 
@@ -1684,6 +1699,20 @@ impl ShardStore {
     /// mismatch, inconsistent contents) is [`Error::Corrupt`]; I/O failures are [`Error::Io`]. Never panics.
     /// A snapshot without a graph loaded into an HNSW collection is indexed again by `index_step`.
     pub fn read_snapshot(config: ShardConfig, r: &mut dyn Read) -> Result<ShardStore> {
+        Self::read_snapshot_with(config, None, r)
+    }
+
+    /// [`ShardStore::read_snapshot`] for a store whose `on_disk` vectors go to `vector_dir` (streamed there
+    /// as they are read: a restore never holds the whole VECTORS section in memory).
+    pub fn read_snapshot_with(
+        config: ShardConfig,
+        vector_dir: Option<PathBuf>,
+        r: &mut dyn Read,
+    ) -> Result<ShardStore> {
+        let dim = config.dim;
+        if dim == 0 {
+            return Err(corrupt("config has dim 0"));
+        }
         let mut head = [0u8; 12];
         r.read_exact(&mut head).map_err(|e| read_err(e, "header"))?;
         if &head[..8] != SNAPSHOT_MAGIC {
@@ -1699,17 +1728,26 @@ impl ShardStore {
         let meta_len = cr.u64("META length")?;
         let meta = cr.section(meta_len, "META")?;
         let vec_len = cr.u64("VECTORS length")?;
-        if vec_len % 4 != 0 {
-            return Err(corrupt(format!("VECTORS length {vec_len} is not a multiple of 4")));
+        let row_bytes = dim as u64 * 4;
+        if vec_len % row_bytes != 0 {
+            return Err(corrupt(format!("VECTORS length {vec_len} is not a whole number of {dim}-d rows")));
         }
-        let mut data: Vec<f32> = Vec::new();
+        let mut arena = VectorArena::create(dim, Quantization::None, storage_of(&config, vector_dir));
         {
-            let mut buf = vec![0u8; 64 * 1024];
+            // Whole rows per read, so no row straddles two reads.
+            let rows_per_read = (64 * 1024 / row_bytes as usize).max(1);
+            let mut buf = vec![0u8; rows_per_read * dim * 4];
+            let mut row = vec![0f32; dim];
             let mut left = vec_len;
             while left > 0 {
                 let n = left.min(buf.len() as u64) as usize;
                 cr.exact(&mut buf[..n], "VECTORS")?;
-                data.extend(buf[..n].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))));
+                for bytes in buf[..n].chunks_exact(dim * 4) {
+                    for (x, c) in row.iter_mut().zip(bytes.chunks_exact(4)) {
+                        *x = f32::from_le_bytes(c.try_into().expect("4 bytes"));
+                    }
+                    arena.push(&row);
+                }
                 left -= n as u64;
             }
         }
@@ -1729,7 +1767,7 @@ impl ShardStore {
         if u32::from_le_bytes(trailer) != computed {
             return Err(corrupt("CRC32C mismatch"));
         }
-        Self::decode(config, format, &meta, data, graph.as_deref())
+        Self::decode(config, format, &meta, arena, graph.as_deref())
     }
 
     /// Builds a store from CRC-checked snapshot sections, validating their consistency.
@@ -1737,7 +1775,7 @@ impl ShardStore {
         config: ShardConfig,
         format: u32,
         meta: &[u8],
-        data: Vec<f32>,
+        arena: VectorArena,
         graph: Option<&[u8]>,
     ) -> Result<ShardStore> {
         let dim = config.dim;
@@ -1765,10 +1803,10 @@ impl ShardStore {
             return Err(corrupt(format!("inconsistent counts: {n} slots, {live} live, watermark {mark}")));
         }
         let n = n as usize;
-        if data.len() as u64 != n as u64 * dim as u64 {
-            return Err(corrupt(format!("VECTORS holds {} values, expected {n} x {dim}", data.len())));
+        if arena.len() != n {
+            return Err(corrupt(format!("VECTORS holds {} rows of {dim}, expected {n}", arena.len())));
         }
-        let mut inner = Inner::new(&config);
+        let mut inner = Inner::new(&config, VectorStorage::Memory);
         inner.slots.reserve(n);
         inner.alive.reserve(n);
         inner.ids.reserve(live as usize);
@@ -1850,7 +1888,7 @@ impl ShardStore {
         if d.p != meta.len() {
             return Err(corrupt(format!("{} unexpected bytes after META", meta.len() - d.p)));
         }
-        inner.arena = VectorArena::from_vec(dim, data);
+        inner.arena = arena;
         inner.arena.set_quantization(config.index.quantization());
         for slot in 0..n {
             if inner.alive[slot] {
@@ -2003,8 +2041,10 @@ impl StoreCapture {
             buf.clear();
             {
                 let g = store.inner.read();
-                for x in &g.arena.as_slice()[row * dim..end * dim] {
-                    buf.extend_from_slice(&x.to_le_bytes());
+                for run in g.arena.runs(row, end) {
+                    for x in run {
+                        buf.extend_from_slice(&x.to_le_bytes());
+                    }
                 }
             }
             cw.put(&buf)?;
@@ -2030,7 +2070,7 @@ impl StoreCapture {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quantizer::{Quantization, TRAIN_ROWS};
+    use crate::quantizer::TRAIN_ROWS;
     use serde_json::json;
     use std::collections::HashSet;
 
@@ -2065,7 +2105,7 @@ mod tests {
     }
 
     fn cfg(dim: usize, metric: Metric, index: IndexConfig) -> ShardConfig {
-        ShardConfig { dim, metric, id_type: IdType::Int, index }
+        ShardConfig { dim, metric, id_type: IdType::Int, index, on_disk: false }
     }
 
     fn hnsw_cfg(dim: usize, metric: Metric) -> ShardConfig {
@@ -2594,8 +2634,13 @@ mod tests {
 
     #[test]
     fn string_ids() {
-        let s =
-            ShardStore::new(ShardConfig { dim: 2, metric: Metric::L2, id_type: IdType::Str, index: IndexConfig::Flat });
+        let s = ShardStore::new(ShardConfig {
+            dim: 2,
+            metric: Metric::L2,
+            id_type: IdType::Str,
+            index: IndexConfig::Flat,
+            on_disk: false,
+        });
         let id = |x: &str| PointId::Str(x.into());
         s.apply(&batch(vec![
             WriteOp::Upsert { id: id("a"), version: v(1), vector: vec![0.0, 0.0], payload: None },
@@ -3183,6 +3228,51 @@ mod tests {
             };
             assert_eq!(ids(&again), ids(&rescored), "{metric:?}: same graph and codes after the snapshot");
         }
+    }
+
+    #[test]
+    fn on_disk_stores_answer_like_memory_stores_and_restore_onto_disk() {
+        let (n, dim, nq, k) = (6_000, 24, 20, 10);
+        let dir = std::env::temp_dir().join(format!("shoal-store-on-disk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for quantization in [Quantization::None, Quantization::Int8] {
+            let index = IndexConfig::Hnsw { m: 12, ef_construction: 64, quantization };
+            let mem = ShardStore::new(cfg(dim, Metric::Cosine, index));
+            let config = ShardConfig { on_disk: true, ..cfg(dim, Metric::Cosine, index) };
+            let disk = ShardStore::with_vector_dir(config.clone(), Some(dir.clone()));
+            for s in [&mem, &disk] {
+                load_random(s, &mut Rng(17), n);
+                while s.index_step(n) > 0 {}
+            }
+            let (heap, mapped) = disk.inner.read().arena.chunk_bytes();
+            assert!(heap == 0 && mapped >= n * dim * 4, "{quantization:?}: heap {heap}, mapped {mapped}");
+            assert_eq!(mem.inner.read().arena.chunk_bytes().1, 0);
+            let mut rng = Rng(3);
+            let queries: Vec<f32> = (0..nq * dim).map(|_| rng.unit()).collect();
+            let never = CancelToken::never();
+            let run = |s: &ShardStore| {
+                s.search_impl(&queries, nq, k, None, Some(48), false, false, Rescore::default(), &never).unwrap()
+            };
+            // Exact answers are the same; graph answers (each store draws its own levels) are as good.
+            let exact = |s: &ShardStore| s.search_exact_cancellable(&queries, nq, k, None, false, &never).unwrap();
+            let truth = exact(&mem);
+            assert_eq!(exact(&disk), truth, "{quantization:?}: the same vectors");
+            assert_eq!(disk.digest(), mem.digest());
+            let want = run(&disk);
+            let hits: usize =
+                truth.iter().zip(&want).map(|(t, r)| r.iter().filter(|h| t.iter().any(|x| x.id == h.id)).count()).sum();
+            assert!(hits as f64 >= 0.9 * (nq * k) as f64, "{quantization:?}: recall {hits}/{}", nq * k);
+            // A snapshot of the disk store restores onto disk (streamed) and answers the same again.
+            let mut buf = Vec::new();
+            disk.write_snapshot(&mut buf).unwrap();
+            let back = ShardStore::read_snapshot_with(config.clone(), Some(dir.clone()), &mut buf.as_slice()).unwrap();
+            assert_eq!(back.inner.read().arena.chunk_bytes().0, 0, "restored rows are mapped");
+            assert_eq!(run(&back), want, "{quantization:?}: the same graph and vectors after a restore");
+            assert_eq!(back.inner.read().arena.quantizer(), mem.inner.read().arena.quantizer());
+        }
+        // Scratch files are unlinked at once: the directory stays empty.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

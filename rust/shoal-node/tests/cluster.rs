@@ -293,6 +293,7 @@ async fn create(c: &Client) {
         shards: SHARDS,
         replication_factor: 3,
         index: Some(v1::IndexParams { kind: Some(Kind::Flat(true)) }),
+        on_disk: false,
     };
     let info = c.create_collection(req, T).await.expect("create collection");
     assert_eq!((info.shards, info.replication_factor), (SHARDS, 3), "created as asked");

@@ -119,6 +119,7 @@ fn collection(
         shards,
         replication_factor: 0,
         index,
+        on_disk: false,
     }
 }
 

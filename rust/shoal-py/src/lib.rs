@@ -82,6 +82,7 @@ fn info_dict<'py>(py: Python<'py>, info: &v1::CollectionInfo) -> PyResult<Bound<
     d.set_item("id_type", &info.id_type)?;
     d.set_item("shards", info.shards)?;
     d.set_item("replication_factor", info.replication_factor)?;
+    d.set_item("on_disk", info.on_disk)?;
     match info.index.as_ref().and_then(|i| i.kind.as_ref()) {
         Some(v1::index_params::Kind::Hnsw(h)) => {
             d.set_item("index", "hnsw")?;
@@ -247,7 +248,7 @@ impl Client {
     }
 
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (name, dim, metric, id_type, shards, replication_factor, index, m, ef_construction, timeout = None, quantization = String::new()))]
+    #[pyo3(signature = (name, dim, metric, id_type, shards, replication_factor, index, m, ef_construction, timeout = None, quantization = String::new(), on_disk = false))]
     fn create_collection<'py>(
         &self,
         py: Python<'py>,
@@ -262,6 +263,7 @@ impl Client {
         ef_construction: u32,
         timeout: Option<f64>,
         quantization: String,
+        on_disk: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         let t = timeout_of(timeout)?;
         if dim < 1 || dim > shoal_core::point::MAX_DIM as i64 {
@@ -289,6 +291,7 @@ impl Client {
             shards,
             replication_factor,
             index: Some(v1::IndexParams { kind: Some(kind) }),
+            on_disk,
         };
         let c = self.inner.clone();
         let info = block_on(py, async move { c.create_collection(req, t).await })?;
