@@ -2,7 +2,8 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
-    // SAFETY-free: build scripts are single-threaded; prost-build reads PROTOC.
+    // SAFETY: build scripts are single-threaded, so nothing reads the environment concurrently;
+    // prost-build reads PROTOC.
     unsafe { std::env::set_var("PROTOC", protoc) };
     // Read at run time, not with env!(): a build-script binary reused from another checkout of the same
     // workspace (same target dir) would otherwise compile that checkout's protos.

@@ -278,6 +278,7 @@ pub(crate) mod x86 {
         let mut i = 0;
         // SAFETY (all loads below): every load reads 8 floats starting at an index `j` with `j + 8 <= n`.
         while i + 32 <= n {
+            // SAFETY: `i + 32 <= n`, so every load of this block stays inside the slices (see above).
             unsafe {
                 acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
                 acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 8)), _mm256_loadu_ps(pb.add(i + 8)), acc1);
@@ -287,6 +288,7 @@ pub(crate) mod x86 {
             i += 32;
         }
         while i + 8 <= n {
+            // SAFETY: `i + 8 <= n`, so every load of this block stays inside the slices (see above).
             unsafe {
                 acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
             }
@@ -314,6 +316,7 @@ pub(crate) mod x86 {
         let mut i = 0;
         // SAFETY (all loads below): every load reads 8 floats starting at an index `j` with `j + 8 <= n`.
         while i + 32 <= n {
+            // SAFETY: `i + 32 <= n`, so every load of this block stays inside the slices (see above).
             unsafe {
                 let d0 = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)));
                 let d1 = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i + 8)), _mm256_loadu_ps(pb.add(i + 8)));
@@ -327,6 +330,7 @@ pub(crate) mod x86 {
             i += 32;
         }
         while i + 8 <= n {
+            // SAFETY: `i + 8 <= n`, so every load of this block stays inside the slices (see above).
             unsafe {
                 let d = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)));
                 acc0 = _mm256_fmadd_ps(d, d, acc0);
@@ -364,6 +368,7 @@ pub(crate) mod x86 {
         // SAFETY (all loads below): full loads read 16 floats at `j` with `j + 16 <= n`; the masked load
         // only touches the `n - i` lanes inside the slices (masked-off lanes never fault).
         while i + 64 <= n {
+            // SAFETY: `i + 64 <= n`, so every load of this block stays inside the slices (see above).
             unsafe {
                 acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc0);
                 acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i + 16)), _mm512_loadu_ps(pb.add(i + 16)), acc1);
@@ -373,6 +378,7 @@ pub(crate) mod x86 {
             i += 64;
         }
         while i + 16 <= n {
+            // SAFETY: `i + 16 <= n`, so every load of this block stays inside the slices (see above).
             unsafe {
                 acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc0);
             }
@@ -380,6 +386,7 @@ pub(crate) mod x86 {
         }
         if i < n {
             let m = tail_mask(n - i);
+            // SAFETY: a masked load touches only the `n - i` lanes inside the slices.
             unsafe {
                 let x = _mm512_maskz_loadu_ps(m, pa.add(i));
                 let y = _mm512_maskz_loadu_ps(m, pb.add(i));
@@ -404,6 +411,7 @@ pub(crate) mod x86 {
         let mut i = 0;
         // SAFETY (all loads below): as in `dot_avx512`.
         while i + 64 <= n {
+            // SAFETY: `i + 64 <= n`, so every load of this block stays inside the slices (see above).
             unsafe {
                 let d0 = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)));
                 let d1 = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i + 16)), _mm512_loadu_ps(pb.add(i + 16)));
@@ -417,6 +425,7 @@ pub(crate) mod x86 {
             i += 64;
         }
         while i + 16 <= n {
+            // SAFETY: `i + 16 <= n`, so every load of this block stays inside the slices (see above).
             unsafe {
                 let d = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)));
                 acc0 = _mm512_fmadd_ps(d, d, acc0);
@@ -425,6 +434,7 @@ pub(crate) mod x86 {
         }
         if i < n {
             let m = tail_mask(n - i);
+            // SAFETY: a masked load touches only the `n - i` lanes inside the slices.
             unsafe {
                 let d = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, pa.add(i)), _mm512_maskz_loadu_ps(m, pb.add(i)));
                 acc1 = _mm512_fmadd_ps(d, d, acc1);

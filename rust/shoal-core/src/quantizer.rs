@@ -283,6 +283,7 @@ mod x86 {
         let mut i = 0;
         // SAFETY (all loads below): each reads 8 elements from an index `j` with `j + 8 <= n`.
         while i + 16 <= n {
+            // SAFETY: `i + 16 <= n`, so every load of this block stays inside the slices (see above).
             unsafe {
                 acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pw.add(i)), widen8(pc.add(i)), acc0);
                 acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(pw.add(i + 8)), widen8(pc.add(i + 8)), acc1);
@@ -290,6 +291,7 @@ mod x86 {
             i += 16;
         }
         while i + 8 <= n {
+            // SAFETY: `i + 8 <= n`, so every load of this block stays inside the slices (see above).
             unsafe {
                 acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pw.add(i)), widen8(pc.add(i)), acc0);
             }
@@ -315,6 +317,7 @@ mod x86 {
         let mut i = 0;
         // SAFETY (all loads below): each reads 8 elements from an index `j` with `j + 8 <= n`.
         while i + 16 <= n {
+            // SAFETY: `i + 16 <= n`, so every load of this block stays inside the slices (see above).
             unsafe {
                 let d0 = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i)), widen8(pc.add(i)));
                 let d1 = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i + 8)), widen8(pc.add(i + 8)));
@@ -324,6 +327,7 @@ mod x86 {
             i += 16;
         }
         while i + 8 <= n {
+            // SAFETY: `i + 8 <= n`, so every load of this block stays inside the slices (see above).
             unsafe {
                 let d0 = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i)), widen8(pc.add(i)));
                 acc0 = _mm256_fmadd_ps(_mm256_mul_ps(d0, _mm256_loadu_ps(pw.add(i))), d0, acc0);
