@@ -236,7 +236,8 @@ def test_eventual_reads_spread_by_strategy(shoal_cluster: shoal.Cluster) -> None
 
         rr = _spread(shoal_cluster, sequential("round_robin"))
         print("round_robin", rr)
-        assert sum(rr.values()) == 30 and all(v >= 8 for v in rr.values()), rr
+        # (30 or a few more: a search slower than its replica's p95, e.g. on a busy machine, gets a hedged twin)
+        assert 30 <= sum(rr.values()) <= 36 and all(v >= 8 for v in rr.values()), rr
         loc = _spread(shoal_cluster, sequential("locality"))
         print("locality", loc)
         assert loc == {1: 30, 2: 0, 3: 0}
