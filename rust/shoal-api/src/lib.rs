@@ -7,8 +7,10 @@ pub mod error;
 pub mod points;
 pub mod scroll;
 pub mod tls;
+pub mod wire_error;
 
 pub use error::{Error, Result};
+pub use wire_error::ErrorKind;
 
 /// Generated code of `proto/shoal/v1` (the public API).
 pub mod v1 {

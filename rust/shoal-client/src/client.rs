@@ -131,10 +131,10 @@ pub(crate) fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
 /// or the connection dropped under the request), or the node said it is unavailable itself (starting or
 /// shutting down: it did not take the request on).
 pub(crate) fn from_transport(status: &tonic::Status) -> bool {
-    match status.metadata().get("x-shoal-error") {
-        None => matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown),
-        Some(kind) => kind == "node_unavailable",
+    if !shoal_api::ErrorKind::is_marked(status) {
+        return matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown);
     }
+    shoal_api::ErrorKind::of_status(status) == Some(shoal_api::ErrorKind::NodeUnavailable)
 }
 
 /// Runs `$call` against the current node, failing over to the others when a node cannot be reached or
@@ -198,7 +198,7 @@ macro_rules! with_failover {
                     }
                     // The node refused to start the call (too many in flight): back off and ask again, within
                     // the deadline (nothing was done, so a write keeps its write id and cannot apply twice).
-                    let busy = status.metadata().get("x-shoal-error").is_some_and(|k| k == "resource_exhausted");
+                    let busy = shoal_api::ErrorKind::of_status(&status) == Some(shoal_api::ErrorKind::ResourceExhausted);
                     if busy && tokio::time::Instant::now() + busy_backoff < deadline {
                         tokio::time::sleep(busy_backoff).await;
                         busy_backoff = (busy_backoff * 2).min(Duration::from_millis(500));

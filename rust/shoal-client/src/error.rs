@@ -60,21 +60,21 @@ impl From<shoal_core::Error> for Error {
 impl Error {
     /// Decodes a status using the `x-shoal-error` kind when the node sent one.
     pub fn from_status(s: &Status) -> Self {
+        use shoal_api::ErrorKind as K;
         let msg = s.message().to_string();
-        let kind = s.metadata().get("x-shoal-error").and_then(|v| v.to_str().ok()).unwrap_or("");
-        match (kind, s.code()) {
-            ("invalid_argument", _) | (_, Code::InvalidArgument) => Error::InvalidArgument(msg),
-            ("collection_not_found", _) | (_, Code::NotFound) => Error::CollectionNotFound(msg),
-            ("collection_exists", _) | (_, Code::AlreadyExists) => Error::CollectionExists(msg),
-            ("consistency", _) | (_, Code::FailedPrecondition) => Error::Consistency(msg),
-            ("timeout", _) | (_, Code::DeadlineExceeded) => Error::Timeout(msg),
-            ("shard_unavailable", _) => Error::ShardUnavailable(msg),
-            ("storage", _) | (_, Code::DataLoss) => Error::Storage(msg),
-            ("unauthenticated", _) | (_, Code::Unauthenticated) => Error::Unauthenticated(msg),
-            ("permission_denied", _) | (_, Code::PermissionDenied) => Error::PermissionDenied(msg),
+        match (K::of_status(s), s.code()) {
+            (Some(K::InvalidArgument), _) | (_, Code::InvalidArgument) => Error::InvalidArgument(msg),
+            (Some(K::CollectionNotFound), _) | (_, Code::NotFound) => Error::CollectionNotFound(msg),
+            (Some(K::CollectionExists), _) | (_, Code::AlreadyExists) => Error::CollectionExists(msg),
+            (Some(K::Consistency), _) | (_, Code::FailedPrecondition) => Error::Consistency(msg),
+            (Some(K::Timeout), _) | (_, Code::DeadlineExceeded) => Error::Timeout(msg),
+            (Some(K::ShardUnavailable), _) => Error::ShardUnavailable(msg),
+            (Some(K::Storage), _) | (_, Code::DataLoss) => Error::Storage(msg),
+            (Some(K::Unauthenticated), _) | (_, Code::Unauthenticated) => Error::Unauthenticated(msg),
+            (Some(K::PermissionDenied), _) | (_, Code::PermissionDenied) => Error::PermissionDenied(msg),
             (_, Code::Cancelled) => Error::Cancelled(msg),
-            ("node_unavailable", _) | (_, Code::Unavailable) => Error::NodeUnavailable(msg),
-            ("resource_exhausted", _) => Error::NodeUnavailable(msg),
+            (Some(K::NodeUnavailable), _) | (_, Code::Unavailable) => Error::NodeUnavailable(msg),
+            (Some(K::ResourceExhausted), _) => Error::NodeUnavailable(msg),
             _ => Error::Internal(format!("{:?}: {msg}", s.code())),
         }
     }

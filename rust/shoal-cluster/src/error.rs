@@ -1,5 +1,7 @@
 //! The cluster layer's error type; every lower crate's error is lifted into it with `From`.
 
+use shoal_api::ErrorKind;
+
 /// Errors of shoal-cluster. The node maps each variant to one gRPC status (shoal-node's status.rs).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -50,18 +52,18 @@ pub enum Error {
 
 impl Error {
     /// The error's kind on the wire (`x-shoal-error` metadata); [`Error::from_kind`] inverts it.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::InvalidArgument(_) => "invalid_argument",
-            Error::CollectionNotFound(_) => "collection_not_found",
-            Error::CollectionExists(_) => "collection_exists",
-            Error::Consistency(_) => "consistency",
-            Error::Timeout(_) => "timeout",
-            Error::ShardUnavailable(_) => "shard_unavailable",
-            Error::NodeUnavailable(_) => "node_unavailable",
-            Error::NotLeader { .. } => "not_leader",
-            Error::Storage(_) | Error::Corrupt { .. } => "storage",
-            Error::Internal(_) => "internal",
+            Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Error::CollectionNotFound(_) => ErrorKind::CollectionNotFound,
+            Error::CollectionExists(_) => ErrorKind::CollectionExists,
+            Error::Consistency(_) => ErrorKind::Consistency,
+            Error::Timeout(_) => ErrorKind::Timeout,
+            Error::ShardUnavailable(_) => ErrorKind::ShardUnavailable,
+            Error::NodeUnavailable(_) => ErrorKind::NodeUnavailable,
+            Error::NotLeader { .. } => ErrorKind::NotLeader,
+            Error::Storage(_) | Error::Corrupt { .. } => ErrorKind::Storage,
+            Error::Internal(_) => ErrorKind::Internal,
         }
     }
 
@@ -82,24 +84,25 @@ impl Error {
     }
 
     /// Rebuilds an error received from another node: `kind` from [`Error::kind`], `message` its
-    /// `Display` text, `leader` the leader hint of a `not_leader` error. `None` for an unknown kind.
-    pub fn from_kind(kind: &str, message: &str, leader: Option<u64>) -> Option<Error> {
+    /// `Display` text, `leader` the leader hint of a `not_leader` error. `None` for the kinds only a node's
+    /// admission layer gives (refused credentials, at its in-flight limit): no engine error has them.
+    pub fn from_kind(kind: ErrorKind, message: &str, leader: Option<u64>) -> Option<Error> {
         let m = |f: fn(String) -> Error| {
             let prefix = f(String::new()).to_string();
             f(message.strip_prefix(prefix.as_str()).unwrap_or(message).to_string())
         };
         Some(match kind {
-            "invalid_argument" => m(Error::InvalidArgument),
-            "collection_not_found" => m(Error::CollectionNotFound),
-            "collection_exists" => m(Error::CollectionExists),
-            "consistency" => m(Error::Consistency),
-            "timeout" => m(Error::Timeout),
-            "shard_unavailable" => m(Error::ShardUnavailable),
-            "node_unavailable" => m(Error::NodeUnavailable),
-            "internal" => m(Error::Internal),
-            "storage" => m(Error::Storage),
-            "not_leader" => Error::NotLeader { leader },
-            _ => return None,
+            ErrorKind::InvalidArgument => m(Error::InvalidArgument),
+            ErrorKind::CollectionNotFound => m(Error::CollectionNotFound),
+            ErrorKind::CollectionExists => m(Error::CollectionExists),
+            ErrorKind::Consistency => m(Error::Consistency),
+            ErrorKind::Timeout => m(Error::Timeout),
+            ErrorKind::ShardUnavailable => m(Error::ShardUnavailable),
+            ErrorKind::NodeUnavailable => m(Error::NodeUnavailable),
+            ErrorKind::Internal => m(Error::Internal),
+            ErrorKind::Storage => m(Error::Storage),
+            ErrorKind::NotLeader => Error::NotLeader { leader },
+            ErrorKind::Unauthenticated | ErrorKind::PermissionDenied | ErrorKind::ResourceExhausted => return None,
         })
     }
 

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use parking_lot::RwLock;
+use shoal_api::ErrorKind;
 use shoal_api::internal::node_internal_client::NodeInternalClient;
 use shoal_api::internal::{
     HealReplicaRequest, JoinRequest, MetaProposeRequest, NodeStateReply, NodeStateRequest, ShardReadReply,
@@ -18,10 +19,6 @@ use crate::{Error, Result};
 
 /// Metadata key naming the sending node (checked against the receiver's blocklist).
 pub const FROM_KEY: &str = "x-shoal-from";
-/// Metadata key of an error's kind.
-pub const ERROR_KIND_KEY: &str = "x-shoal-error";
-/// Metadata key of a `not_leader` error's leader hint.
-pub const LEADER_KEY: &str = "x-shoal-leader";
 /// How often an idle-looking connection with requests in flight is pinged.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a ping may go unanswered before the connection (and its requests) is given up.
@@ -163,10 +160,8 @@ async fn bounded<T>(
 /// A status from node `node` as an [`Error`]: its own kind when the peer sent one, otherwise (no
 /// connection, connection lost, refused by its blocklist) the node counts as unavailable.
 pub fn decode_status(node: u64, s: &tonic::Status) -> Error {
-    let md = s.metadata();
-    let kind = md.get(ERROR_KIND_KEY).and_then(|v| v.to_str().ok());
-    let leader = md.get(LEADER_KEY).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-    if let Some(e) = kind.and_then(|k| Error::from_kind(k, s.message(), leader)) {
+    let leader = ErrorKind::leader_of(s);
+    if let Some(e) = ErrorKind::of_status(s).and_then(|k| Error::from_kind(k, s.message(), leader)) {
         return e;
     }
     match s.code() {

@@ -27,12 +27,12 @@ use tokio::sync::Notify;
 
 use crate::auth::{self, Caller, Refusal};
 use crate::metrics::Rejection;
-use crate::status::{ERROR_KIND_KEY, status};
+use crate::status::status;
+use shoal_api::ErrorKind;
 
 /// A status with its `x-shoal-error` kind.
-pub(crate) fn kinded(mut s: tonic::Status, kind: &'static str) -> tonic::Status {
-    s.metadata_mut().insert(ERROR_KIND_KEY, tonic::metadata::MetadataValue::from_static(kind));
-    s
+pub(crate) fn kinded(s: tonic::Status, kind: ErrorKind) -> tonic::Status {
+    kind.mark(s, None)
 }
 
 impl std::fmt::Debug for Admission {
@@ -233,7 +233,10 @@ impl http_body::Body for Budgeted {
                     before >> 20,
                     self.admission.max_body_bytes >> 20
                 );
-                return Poll::Ready(Some(Err(kinded(tonic::Status::resource_exhausted(m), "resource_exhausted"))));
+                return Poll::Ready(Some(Err(kinded(
+                    tonic::Status::resource_exhausted(m),
+                    ErrorKind::ResourceExhausted,
+                ))));
             }
             self.held.fetch_add(n, Ordering::AcqRel);
         }
@@ -292,7 +295,7 @@ where
             && v.to_str().ok().and_then(crate::service::parse_grpc_timeout).is_none()
         {
             let m = format!("grpc-timeout header {v:?} is not a gRPC timeout (1 to 8 digits and a unit: H M S m u n)");
-            let refusal = kinded(tonic::Status::invalid_argument(m), "invalid_argument").into_http();
+            let refusal = kinded(tonic::Status::invalid_argument(m), ErrorKind::InvalidArgument).into_http();
             a.reject(Rejection::BadTimeout);
             return Box::pin(async move { Ok(refusal) });
         }
@@ -301,11 +304,11 @@ where
             let status = match refusal {
                 Refusal::Unauthenticated(m) => {
                     a.reject(Rejection::Unauthenticated);
-                    kinded(tonic::Status::unauthenticated(m), "unauthenticated")
+                    kinded(tonic::Status::unauthenticated(m), ErrorKind::Unauthenticated)
                 }
                 Refusal::PermissionDenied(m) => {
                     a.reject(Rejection::PermissionDenied);
-                    kinded(tonic::Status::permission_denied(m), "permission_denied")
+                    kinded(tonic::Status::permission_denied(m), ErrorKind::PermissionDenied)
                 }
                 Refusal::Unimplemented(m) => {
                     a.reject(Rejection::Unimplemented);
@@ -320,7 +323,7 @@ where
             let from = req.headers().get(FROM_KEY).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
             if from.is_some_and(|f| f != id) {
                 let m = format!("node {id}'s certificate cannot speak as node {}", from.unwrap_or(0));
-                let refusal = kinded(tonic::Status::permission_denied(m), "permission_denied").into_http();
+                let refusal = kinded(tonic::Status::permission_denied(m), ErrorKind::PermissionDenied).into_http();
                 a.reject(Rejection::PermissionDenied);
                 return Box::pin(async move { Ok(refusal) });
             }
@@ -342,7 +345,7 @@ where
                 "node {} is serving {MAX_PUBLIC_IN_FLIGHT} calls already: this one was not started (retry later)",
                 a.node_id
             );
-            let refusal = kinded(tonic::Status::resource_exhausted(m), "resource_exhausted").into_http();
+            let refusal = kinded(tonic::Status::resource_exhausted(m), ErrorKind::ResourceExhausted).into_http();
             a.reject(Rejection::Overloaded);
             drop(guard);
             return Box::pin(async move { Ok(refusal) });
@@ -470,7 +473,7 @@ mod tests {
         admission.begin_drain();
         let refused = svc.call(req("/shoal.v1.Points/Search")).await.unwrap();
         assert_eq!(refused.headers().get("grpc-status").unwrap(), "14", "UNAVAILABLE");
-        assert_eq!(refused.headers().get("x-shoal-error").unwrap(), "node_unavailable");
+        assert_eq!(refused.headers().get(shoal_api::wire_error::ERROR_KIND_KEY).unwrap(), "node_unavailable");
         let msg = refused.headers().get("grpc-message").unwrap().to_str().unwrap().replace("%20", " ");
         assert!(msg.contains("node 7 is shutting down"), "{msg}");
         assert_eq!(admission.wait_idle(Duration::from_millis(20)).await, 1, "the admitted call is still running");

@@ -4,11 +4,6 @@
 use shoal_cluster::Error;
 use tonic::{Code, Status};
 
-/// Metadata key carrying the error kind.
-pub const ERROR_KIND_KEY: &str = "x-shoal-error";
-/// Metadata key carrying the leader hint of a `not_leader` error.
-pub const LEADER_KEY: &str = "x-shoal-leader";
-
 /// Converts an engine error into a status.
 pub fn to_status(e: Error) -> Status {
     let code = match &e {
@@ -21,16 +16,8 @@ pub fn to_status(e: Error) -> Status {
         Error::Corrupt { .. } => Code::DataLoss,
         Error::Storage(_) | Error::Internal(_) => Code::Internal,
     };
-    let kind = e.kind();
-    let leader = e.leader_hint();
-    let mut status = Status::new(code, e.to_string());
-    if let Ok(v) = kind.parse() {
-        status.metadata_mut().insert(ERROR_KIND_KEY, v);
-    }
-    if let Some(Ok(v)) = leader.map(|l| l.to_string().parse()) {
-        status.metadata_mut().insert(LEADER_KEY, v);
-    }
-    status
+    let (kind, leader) = (e.kind(), e.leader_hint());
+    kind.mark(Status::new(code, e.to_string()), leader)
 }
 
 /// Lifts any error convertible into the engine's into a status.

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use shoal_api::ErrorKind;
 use shoal_api::commands::write_id_from_bytes;
 use shoal_api::points::{get_response, ids_from_proto, payloads_from_text, search_response};
 use shoal_api::scroll::scroll_response;
@@ -182,7 +183,10 @@ impl Points for PointsService {
     async fn scroll(&self, req: Request<v1::ScrollRequest>) -> Result<Response<Self::ScrollStream>, Status> {
         let batch_timeout = deadline(&req);
         let slot = self.scrolls.take(req.remote_addr()).map_err(|m| {
-            kinded(Status::resource_exhausted(format!("{m}: finish or drop one, then retry")), "resource_exhausted")
+            kinded(
+                Status::resource_exhausted(format!("{m}: finish or drop one, then retry")),
+                ErrorKind::ResourceExhausted,
+            )
         })?;
         let r = req.into_inner();
         let params = ScrollParams {
