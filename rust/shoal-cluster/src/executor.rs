@@ -1,7 +1,9 @@
-//! The read executor's decisions as a sans-IO state machine (`ReadRound`): which node gets which shards,
-//! when a slow request gets a hedged twin, when a failed shard is retried, backed off or given up, and when
-//! the read is over. It sends nothing, awaits nothing and reads no clock: the driver (`read_shards` in
-//! read_path.rs) passes the time, the load figures and every answer in, and runs the requests it emits.
+//! The coordinator's request loops as sans-IO state machines: `ReadRound` owns a read's decisions (which
+//! node gets which shards, when a slow request gets a hedged twin, when a failed shard is retried, backed off
+//! or given up, when the read is over), `WriteAttempts` those of one shard's part of a write.
+//! They send nothing, await nothing and read no clock: their drivers (`read_shards` in read_path.rs,
+//! `shard_write` in write_path.rs) pass the time, the load figures and every answer in, and run the
+//! requests they emit.
 //!
 //! ```text
 //!   each shard of the read (one request may carry several shards of one node):
@@ -30,7 +32,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crate::engine::{FIRST_BACKOFF, MAX_BACKOFF, ReadLevel};
+use shoal_core::dedup::RETRY_SPAN_MS;
+
+use crate::engine::{FIRST_BACKOFF, MAX_BACKOFF, ReadLevel, WriteLevel};
 use crate::planner::{self, LoadBalancing, NodeLoad, PlanContext, ShardSituation};
 use crate::{Error, Result};
 
@@ -392,6 +396,168 @@ impl ReadRound {
     }
 }
 
+/// What the write driver does next for one shard's part (see [`WriteAttempts::next`]).
+#[derive(Debug)]
+pub(crate) enum WriteStep {
+    /// Send the part to `target`, waiting at most `left` for its answer.
+    Send {
+        /// The node asked (a replica of the shard).
+        target: u64,
+        /// Time left for this attempt (until the deadline or the end of re-sending).
+        left: Duration,
+    },
+    /// Every replica failed: sleep this long (a backoff), then ask for the next step.
+    Sleep(Duration),
+    /// Give up: the write was not acknowledged in time.
+    Fail(Error),
+}
+
+/// What follows a failed attempt (see [`WriteAttempts::on_failure`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// The node named another leader: the driver records it as the shard's leader hint, and the next
+    /// step (at once) asks it.
+    FollowLeader(u64),
+    /// Sleep this long (a backoff), then ask for the next step.
+    Sleep(Duration),
+}
+
+/// The attempts at writing one shard's part on its leader, following leader changes until the deadline
+/// (`shard_write` in write_path.rs is its driver). Sans-IO like [`ReadRound`]: one attempt at a time.
+///
+/// ```text
+///   next --> Send(target) --answer--> done (the driver records target as the shard's leader)
+///    ^ |          |
+///    | |          +-- failure naming another leader --> FollowLeader(l): l is asked next, at once
+///    | |          +-- other retryable failure --------> Sleep(backoff); target not asked again
+///    | |          +-- not retryable, or cut off ------> the write's error
+///    | +-- every replica failed: forget them, Sleep(backoff)
+///    +---- after each Sleep
+///   next --> Fail (Consistency)   the deadline, or the end of re-sending, passed
+/// ```
+#[derive(Debug)]
+pub(crate) struct WriteAttempts {
+    /// The collection's name (for error messages).
+    collection: String,
+    /// The shard written.
+    shard: u32,
+    /// The write level (for error messages).
+    level: WriteLevel,
+    /// The shard's replicas: the only nodes ever asked.
+    replicas: Vec<u64>,
+    /// When the write must be acknowledged.
+    deadline: Instant,
+    /// No attempt starts after this (`RETRY_SPAN_MS` after the first, inside the shards' dedup window).
+    resend_until: Instant,
+    /// Nodes that failed the part, not asked again until every replica is in it (then it is emptied).
+    failed: HashSet<u64>,
+    /// The leader named by the last failure, asked first by the next attempt (then forgotten); never in `failed`.
+    hint: Option<u64>,
+    /// The next backoff: `FIRST_BACKOFF`, doubled after each use, at most `MAX_BACKOFF`.
+    backoff: Duration,
+    /// The last retryable error, reported when the write gives up.
+    last: Option<Error>,
+    /// Attempts sent so far (one may have been applied even though it failed).
+    attempts: u32,
+}
+
+impl WriteAttempts {
+    /// The attempts at writing `shard` of `collection` (on `replicas`) at `level`, starting at `now`.
+    pub(crate) fn new(
+        collection: &str,
+        shard: u32,
+        level: WriteLevel,
+        replicas: Vec<u64>,
+        deadline: Instant,
+        now: Instant,
+    ) -> WriteAttempts {
+        WriteAttempts {
+            collection: collection.to_string(),
+            shard,
+            level,
+            replicas,
+            deadline,
+            resend_until: now.checked_add(Duration::from_millis(RETRY_SPAN_MS)).unwrap_or(deadline),
+            failed: HashSet::new(),
+            hint: None,
+            backoff: FIRST_BACKOFF,
+            last: None,
+            attempts: 0,
+        }
+    }
+
+    /// The next step at `now`; `guess` is the shard's likely leader as this node knows it (asked after the
+    /// hint, before the other replicas in placement order).
+    pub(crate) fn next(&mut self, now: Instant, guess: Option<u64>) -> WriteStep {
+        let left = self.deadline.min(self.resend_until).saturating_duration_since(now);
+        if left.is_zero() {
+            let why = self.last.as_ref().map_or_else(|| "no attempt finished".to_string(), |e| e.to_string());
+            let may = if self.attempts > 0 { " It may still have been applied." } else { "" };
+            return WriteStep::Fail(Error::Consistency(format!(
+                "{} write to shard {} of collection {:?} not acknowledged within the timeout (no leader with a \
+                 majority of its replicas reachable?): {why}.{may}",
+                self.level.as_str(),
+                self.shard,
+                self.collection
+            )));
+        }
+        let target = [self.hint.take(), guess]
+            .into_iter()
+            .flatten()
+            .chain(self.replicas.iter().copied())
+            .find(|n| !self.failed.contains(n) && self.replicas.contains(n));
+        let Some(target) = target else {
+            self.failed.clear();
+            return WriteStep::Sleep(self.take_backoff(left));
+        };
+        self.attempts = self.attempts.saturating_add(1);
+        WriteStep::Send { target, left }
+    }
+
+    /// The attempt on `target` failed at `now` with `error`; `cut_off` is this node's cut-off error (see
+    /// `Engine::cut_off`), if it is cut off from the cluster's majority. `Err` is the write's failure: the
+    /// error is not one to retry, or this node is cut off (the client fails over and re-sends with the
+    /// same write id, which cannot apply twice).
+    pub(crate) fn on_failure(
+        &mut self,
+        now: Instant,
+        target: u64,
+        error: Error,
+        cut_off: Option<Error>,
+    ) -> Result<Retry> {
+        if !(error.is_retryable() || matches!(error, Error::Timeout(_))) {
+            return Err(error);
+        }
+        if let Some(cut) = cut_off {
+            // Another node may reach the leader: the client fails over on NodeUnavailable and re-sends with
+            // the same write id, which cannot apply twice.
+            return Err(cut.context(&format!(
+                "{} write to shard {} of collection {:?} (it may have been applied: {error})",
+                self.level.as_str(),
+                self.shard,
+                self.collection
+            )));
+        }
+        self.failed.insert(target);
+        let hint = error.leader_hint().filter(|l| *l != target);
+        self.last = Some(error);
+        if let Some(l) = hint {
+            // A fresh hint: try it at once.
+            self.hint = Some(l);
+            self.failed.remove(&l);
+            return Ok(Retry::FollowLeader(l));
+        }
+        Ok(Retry::Sleep(self.take_backoff(self.deadline.saturating_duration_since(now))))
+    }
+
+    /// The backoff to sleep now (at most `left`); the next one is twice as long, up to `MAX_BACKOFF`.
+    fn take_backoff(&mut self, left: Duration) -> Duration {
+        let d = self.backoff.min(left);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        d
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -736,5 +902,111 @@ mod tests {
         assert!(r.plan(t0, &none, usize::MAX).is_empty());
         assert_eq!(r.next_wake(), ms(t0, 5));
         assert!(matches!(r.finish(), Err(Error::Consistency(_))));
+    }
+
+    fn send(step: WriteStep) -> u64 {
+        match step {
+            WriteStep::Send { target, .. } => target,
+            o => panic!("expected a send, got {o:?}"),
+        }
+    }
+
+    fn sleep(step: WriteStep) -> Duration {
+        match step {
+            WriteStep::Sleep(d) => d,
+            o => panic!("expected a sleep, got {o:?}"),
+        }
+    }
+
+    fn write(t0: Instant, timeout_ms: u64) -> WriteAttempts {
+        WriteAttempts::new("c", 3, WriteLevel::Quorum, vec![2, 3, 4], ms(t0, timeout_ms), t0)
+    }
+
+    #[test]
+    fn a_write_asks_the_hint_then_the_guess_then_the_replicas_in_order() {
+        let t0 = Instant::now();
+        let mut w = write(t0, 1000);
+        assert_eq!(send(w.next(t0, Some(3))), 3, "the guessed leader first");
+        let not_leader = |l| Error::NotLeader { leader: Some(l) };
+        assert_eq!(w.on_failure(t0, 3, not_leader(4), None).unwrap(), Retry::FollowLeader(4));
+        assert_eq!(send(w.next(t0, Some(3))), 4, "the hint before the (stale) guess");
+        // A hint naming the node itself is no hint: a backoff, and the next replica not failed.
+        assert_eq!(w.on_failure(t0, 4, not_leader(4), None).unwrap(), Retry::Sleep(FIRST_BACKOFF));
+        assert_eq!(send(w.next(t0, Some(3))), 2);
+        // A hint outside the shard's replicas is not followed.
+        assert_eq!(w.on_failure(t0, 2, not_leader(9), None).unwrap(), Retry::FollowLeader(9));
+        assert_eq!(sleep(w.next(t0, None)), 2 * FIRST_BACKOFF, "2, 3 and 4 failed: start over");
+        assert_eq!(send(w.next(t0, None)), 2);
+    }
+
+    #[test]
+    fn write_backoffs_double_up_to_the_max_and_stop_at_the_deadline() {
+        let t0 = Instant::now();
+        let mut w = write(t0, 1000);
+        let mut slept = Vec::new();
+        for _ in 0..3 {
+            let target = send(w.next(t0, None));
+            slept.push(match w.on_failure(t0, target, unavailable(), None).unwrap() {
+                Retry::Sleep(d) => d,
+                o => panic!("{o:?}"),
+            });
+        }
+        slept.push(sleep(w.next(t0, None)));
+        assert_eq!(slept, [5, 10, 20, 40].map(Duration::from_millis), "the last one: every replica failed");
+        for _ in 0..3 {
+            let target = send(w.next(t0, None));
+            w.on_failure(t0, target, unavailable(), None).unwrap();
+        }
+        assert_eq!(sleep(w.next(t0, None)), MAX_BACKOFF);
+        // Never past the deadline.
+        let target = send(w.next(ms(t0, 950), None));
+        assert_eq!(w.on_failure(ms(t0, 950), target, unavailable(), None).unwrap(), Retry::Sleep(ms_dur(50)));
+        match w.next(ms(t0, 1000), None) {
+            WriteStep::Fail(Error::Consistency(m)) => assert_eq!(
+                m,
+                "quorum write to shard 3 of collection \"c\" not acknowledged within the timeout (no leader with a \
+                 majority of its replicas reachable?): shard unavailable: replica not open. It may still have \
+                 been applied."
+            ),
+            o => panic!("{o:?}"),
+        }
+    }
+
+    fn ms_dur(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_write_stops_re_sending_at_the_end_of_the_retry_span() {
+        let t0 = Instant::now();
+        let span = RETRY_SPAN_MS;
+        let mut w = write(t0, 10 * span);
+        assert_eq!(send(w.next(ms(t0, span - 1), None)), 2);
+        assert!(matches!(w.next(ms(t0, span), None), WriteStep::Fail(Error::Consistency(_))));
+        // Nothing sent: no "may have been applied".
+        let mut w = write(t0, 0);
+        match w.next(t0, None) {
+            WriteStep::Fail(e) => assert!(e.to_string().ends_with("reachable?): no attempt finished."), "{e}"),
+            o => panic!("{o:?}"),
+        }
+    }
+
+    #[test]
+    fn a_write_fails_on_errors_not_retried_and_when_cut_off() {
+        let t0 = Instant::now();
+        let mut w = write(t0, 1000);
+        let target = send(w.next(t0, None));
+        let e = w.on_failure(t0, target, Error::Storage("disk full".into()), None).unwrap_err();
+        assert!(matches!(e, Error::Storage(_)));
+        let cut = Some(Error::NodeUnavailable("node 1 is cut off".into()));
+        let e = w.on_failure(t0, target, Error::Timeout("slow".into()), cut).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "node unavailable: quorum write to shard 3 of collection \"c\" (it may have been applied: deadline \
+             exceeded: slow): node 1 is cut off"
+        );
+        // A consistency error is not retried by a write.
+        let e = w.on_failure(t0, target, Error::Consistency("expired".into()), None).unwrap_err();
+        assert!(matches!(e, Error::Consistency(_)));
     }
 }
