@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod cluster_view;
 pub mod engine;
 pub mod error;
+pub mod executor;
 pub mod heal;
 pub mod indexer;
 pub mod known_peers;

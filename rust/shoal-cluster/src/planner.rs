@@ -1,6 +1,7 @@
 //! Query planning as pure functions (DESIGN §4): which replica serves each shard of a read, how the
 //! shards group into one request per node, and when a slow replica gets a hedged request. No I/O: the
-//! executor (read_path.rs) feeds in what it knows (placement, leader hints, load figures) and runs the plan.
+//! executor (executor.rs, driven by read_path.rs) feeds in what it knows (placement, leader hints, load
+//! figures) and runs the plan.
 //!
 //! ```text
 //!   level      eligible replicas                          choice among them

@@ -26,7 +26,8 @@ use shoal_core::{CancelToken, PointId};
 
 use futures::StreamExt;
 
-use crate::engine::{CollectionView, Engine, FIRST_BACKOFF, MAX_BACKOFF, ReadLevel, ShardReplica};
+use crate::engine::{CollectionView, Engine, ReadLevel, ShardReplica};
+use crate::executor::{ReadRound, RoundConfig};
 use crate::load::NodeCounters;
 use crate::planner::{self, LoadBalancing, PlanContext, ShardSituation};
 use crate::scroll::scan_op;
@@ -205,22 +206,9 @@ pub(crate) fn tokens_of(tokens: &[SessionToken], uid: u64) -> HashMap<u32, u64> 
 }
 
 impl Engine {
-    /// The planner's context for one planning round (advances the rotation counter).
-    fn plan_context<'a>(
-        &self,
-        zones: &'a HashMap<u64, String>,
-        loads: &'a HashMap<u64, planner::NodeLoad>,
-        level: ReadLevel,
-        strategy: LoadBalancing,
-    ) -> PlanContext<'a> {
-        PlanContext {
-            me: self.cfg.node_id,
-            zones,
-            loads,
-            level,
-            strategy,
-            turn: self.round_robin.fetch_add(1, Ordering::Relaxed),
-        }
+    /// Takes `n` consecutive turns of the planner's rotation counter; returns the first.
+    fn next_turns(&self, n: usize) -> usize {
+        self.round_robin.fetch_add(n, Ordering::Relaxed)
     }
 
     /// Zone of every registered node ("" = none).
@@ -248,7 +236,14 @@ impl Engine {
             has_token: level == ReadLevel::Session,
         };
         let (zones, loads) = (self.node_zones(), self.loads.snapshot(false));
-        let ctx = self.plan_context(&zones, &loads, level, self.cfg.load_balancing);
+        let ctx = PlanContext {
+            me: self.cfg.node_id,
+            zones: &zones,
+            loads: &loads,
+            level,
+            strategy: self.cfg.load_balancing,
+            turn: self.next_turns(1),
+        };
         planner::choose_replica(&ctx, &sit, excluded)
     }
 
@@ -257,7 +252,9 @@ impl Engine {
     /// whose request has not answered by its node's p95 latency gets a hedged twin on another eligible
     /// replica (first answer wins, the other is dropped, which cancels it). A shard whose every replica is
     /// unreachable (twice) fails at once; at the deadline the shards still pending fail. Failed shards are an
-    /// error unless `opts.allow_partial`, then they are listed in the outcome.
+    /// error unless `opts.allow_partial`, then they are listed in the outcome. These decisions are the
+    /// executor's (`ReadRound`, executor.rs); this loop sends its requests, feeds the answers back and keeps
+    /// the accepted results.
     async fn read_shards(
         &self,
         view: &CollectionView,
@@ -271,8 +268,7 @@ impl Engine {
         let tokens = tokens_of(session, view.entry.uid);
         let level = opts.level;
         let deadline = opts.deadline;
-        let zones = self.node_zones();
-        let mut situations: BTreeMap<u32, ShardSituation> = shards
+        let situations: BTreeMap<u32, ShardSituation> = shards
             .iter()
             .map(|&s| {
                 let sit = ShardSituation {
@@ -294,20 +290,18 @@ impl Engine {
             records: vec![None; get_ids.len()],
             failed: Vec::new(),
         };
-        let mut done: BTreeSet<u32> = BTreeSet::new();
-        let mut failed: BTreeSet<u32> = BTreeSet::new();
-        let mut excluded: HashMap<u32, HashSet<u64>> = HashMap::new();
-        // Unreachable answers per shard and node in this read (fail-fast once every replica gave two).
-        let mut unreachable: HashMap<u32, HashMap<u64, u32>> = HashMap::new();
-        // Requests in flight per shard (a shard is re-planned only when none is left).
-        let mut flying: HashMap<u32, u32> = HashMap::new();
-        let mut waiting: BTreeSet<u32> = shards.iter().copied().collect();
-        let mut retry_at = Instant::now();
-        let mut backoff = FIRST_BACKOFF;
-        let mut hedges: Vec<(Instant, u64, Vec<u32>)> = Vec::new();
-        // Shards read one per request from now on: a request holding them with others failed (see `Blame`).
-        let mut solo: HashSet<u32> = HashSet::new();
-        let mut last: Option<Error> = None;
+        let cfg = RoundConfig {
+            collection: name.clone(),
+            me: self.cfg.node_id,
+            zones: self.node_zones(),
+            level,
+            strategy: opts.strategy,
+            hedging: self.cfg.hedging,
+            allow_partial: opts.allow_partial,
+            deadline,
+            units_per_shard: work_units(op, 1),
+        };
+        let mut round = ReadRound::new(cfg, situations, Instant::now());
         let mut running = futures::stream::FuturesUnordered::new();
 
         let launch = |node: u64, node_shards: Vec<u32>| {
@@ -341,200 +335,70 @@ impl Engine {
         loop {
             let now = Instant::now();
             // Plan the shards waiting for a (new) replica.
-            if !waiting.is_empty() && now >= retry_at {
-                let subset: BTreeMap<u32, ShardSituation> =
-                    waiting.iter().filter_map(|s| situations.get(s).map(|sit| (*s, sit.clone()))).collect();
-                let loads = self.loads.snapshot(self.cfg.hedging && level != ReadLevel::Strong);
-                let ctx = self.plan_context(&zones, &loads, level, opts.strategy);
-                let (plan, unserved) = planner::plan_nodes(&ctx, &subset, &excluded);
-                for s in unserved {
-                    // Every replica failed once: start over after a backoff.
-                    excluded.remove(&s);
-                    retry_at = now + backoff;
-                }
-                if retry_at > now {
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-                for (node, node_shards) in planner::requests(plan, &solo) {
-                    for s in &node_shards {
-                        waiting.remove(s);
-                        *flying.entry(*s).or_default() += 1;
-                    }
-                    let hedgeable: Vec<u32> =
-                        node_shards.iter().copied().filter(|s| planner::can_hedge(level, &situations[s])).collect();
-                    if self.cfg.hedging && !hedgeable.is_empty() {
-                        let units = work_units(op, node_shards.len());
-                        let delay = planner::hedge_delay(&loads.get(&node).copied().unwrap_or_default(), units);
-                        hedges.push((now + delay, node, hedgeable));
-                    }
-                    running.push(launch(node, node_shards));
+            if round.plan_due(now) {
+                let loads = self.loads.snapshot(round.needs_p95());
+                let turn = self.next_turns(1);
+                for l in round.plan(now, &loads, turn) {
+                    running.push(launch(l.node, l.shards));
                 }
             }
-            let pending = shards.len() - done.len() - failed.len();
-            if pending == 0 {
+            if round.is_over(now) {
                 break;
-            }
-            if now >= deadline {
-                break;
-            }
-            let mut wake = deadline;
-            if !waiting.is_empty() {
-                wake = wake.min(retry_at);
-            }
-            if let Some(h) = hedges.iter().map(|h| h.0).min() {
-                wake = wake.min(h);
             }
             let answer = tokio::select! {
                 a = running.next(), if !running.is_empty() => a,
-                _ = tokio::time::sleep_until(wake.into()) => None,
+                _ = tokio::time::sleep_until(round.next_wake().into()) => None,
             };
             if let Some((node, node_shards, positions, res)) = answer {
-                for s in &node_shards {
-                    if let Some(f) = flying.get_mut(s) {
-                        *f = f.saturating_sub(1);
-                    }
-                }
                 match res {
                     Ok(result) => {
+                        // Only the first answer of a shard counts (a hedged twin's may come second).
+                        let accepted = round.on_answer(&node_shards);
+                        let counts = |s: &u32| accepted.contains(s);
                         match result {
                             NodeReadOut::Search(per_target) => {
                                 for (s, hits) in node_shards.iter().zip(per_target) {
-                                    if !done.contains(s) && !failed.contains(s) {
+                                    if counts(s) {
                                         out.searches.insert(*s, hits);
                                     }
                                 }
                             }
                             NodeReadOut::Count(per_target) => {
                                 for (s, c) in node_shards.iter().zip(per_target) {
-                                    if !done.contains(s) && !failed.contains(s) {
+                                    if counts(s) {
                                         out.counts.insert(*s, c);
+                                    }
+                                }
+                            }
+                            NodeReadOut::Get(recs) => {
+                                for (i, rec) in positions.into_iter().zip(recs) {
+                                    if counts(&get_ids[i].shard(n_shards)) {
+                                        out.records[i] = rec;
                                     }
                                 }
                             }
                             NodeReadOut::Scan(_) => {
                                 return Err(Error::Internal("scans are read one shard at a time (scroll.rs)".into()));
                             }
-                            NodeReadOut::Get(recs) => {
-                                for (i, rec) in positions.into_iter().zip(recs) {
-                                    let s = get_ids[i].shard(n_shards);
-                                    if !done.contains(&s) && !failed.contains(&s) {
-                                        out.records[i] = rec;
-                                    }
-                                }
-                            }
-                        }
-                        for s in node_shards {
-                            if !failed.contains(&s) {
-                                done.insert(s);
-                            }
-                            waiting.remove(&s);
                         }
                     }
-                    Err(e) if e.is_retryable() || matches!(e, Error::Timeout(_) | Error::Consistency(_)) => {
-                        // Cut off from the majority: a read this node cannot serve from its own replicas fails
-                        // over (reads change nothing) to a node that may reach the others. An eventual read of a
-                        // shard held here is retried on the local replica as usual.
-                        let local_will_do = level == ReadLevel::Eventual
-                            && node_shards.iter().all(|&s| view.local[s as usize].is_some());
-                        if !local_will_do && let Some(cut) = self.cut_off() {
-                            return Err(cut.context(&format!("reading collection {name:?}: {e}")));
-                        }
-                        let down = matches!(e, Error::NodeUnavailable(_));
-                        let open: Vec<u32> =
-                            node_shards.iter().copied().filter(|s| !done.contains(s) && !failed.contains(s)).collect();
-                        if planner::blame(open.len(), down) == planner::Blame::Unknown {
-                            for s in open {
-                                solo.insert(s);
-                                if flying.get(&s).copied().unwrap_or(0) == 0 {
-                                    waiting.insert(s);
-                                }
-                            }
-                            last = Some(e);
-                            continue;
-                        }
-                        for &s in &node_shards {
-                            if done.contains(&s) || failed.contains(&s) {
-                                continue;
-                            }
-                            excluded.entry(s).or_default().insert(node);
-                            let sit = situations.get_mut(&s).expect("planned shards have a situation");
-                            match e.leader_hint() {
-                                Some(l) if l != node => sit.leader = Some(l),
-                                _ if sit.leader == Some(node) => sit.leader = None,
-                                _ => {}
-                            }
-                            if down {
-                                let u = unreachable.entry(s).or_default();
-                                *u.entry(node).or_default() += 1;
-                                if sit.replicas.iter().all(|r| u.get(r).copied().unwrap_or(0) >= 2) {
-                                    let msg = format!(
-                                        "shard {s} of collection {name:?} has no reachable replica (nodes {:?}): {e}",
-                                        sit.replicas
-                                    );
-                                    if !opts.allow_partial {
-                                        return Err(Error::ShardUnavailable(msg));
-                                    }
-                                    tracing::debug!("{msg}");
-                                    failed.insert(s);
-                                    waiting.remove(&s);
-                                    continue;
-                                }
-                            }
-                            if flying.get(&s).copied().unwrap_or(0) == 0 {
-                                waiting.insert(s);
-                            }
-                        }
-                        last = Some(e);
-                    }
-                    Err(e) => return Err(e),
+                    Err(e) => round.on_failure(node, &node_shards, e, self.cut_off())?,
                 }
             }
             // Hedge the shards of requests that are slower than their node's p95.
             let now = Instant::now();
-            let (due, later): (Vec<_>, Vec<_>) = hedges.drain(..).partition(|h| h.0 <= now);
-            hedges = later;
-            let mut twins: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
-            let loads = if due.is_empty() { HashMap::new() } else { self.loads.snapshot(false) };
-            for (_, node, hs) in due {
-                let ctx = self.plan_context(&zones, &loads, level, opts.strategy);
-                for s in hs {
-                    if done.contains(&s) || failed.contains(&s) || flying.get(&s).copied().unwrap_or(0) == 0 {
-                        continue;
-                    }
-                    let mut ex = excluded.get(&s).cloned().unwrap_or_default();
-                    ex.insert(node);
-                    if let Some(other) = planner::choose_replica(&ctx, &situations[&s], &ex) {
-                        twins.entry(other).or_default().push(s);
-                    }
+            let due = round.hedges_due(now);
+            if due > 0 {
+                let loads = self.loads.snapshot(false);
+                let first_turn = self.next_turns(due);
+                for l in round.hedge(now, &loads, first_turn) {
+                    NodeCounters::bump(&self.counters.hedged);
+                    running.push(launch(l.node, l.shards));
                 }
-            }
-            for (node, hs) in twins {
-                NodeCounters::bump(&self.counters.hedged);
-                for s in &hs {
-                    *flying.entry(*s).or_default() += 1;
-                }
-                running.push(launch(node, hs));
             }
         }
         drop(running);
-        let pending: Vec<u32> = shards.iter().copied().filter(|s| !done.contains(s) && !failed.contains(s)).collect();
-        if !pending.is_empty() {
-            let why = last.as_ref().map_or_else(|| "no replica answered".to_string(), |e| e.to_string());
-            let msg = format!(
-                "shards {pending:?} of collection {name:?} could not be read at level {level:?} within the timeout: {why}"
-            );
-            if !opts.allow_partial {
-                // A strong read that no leader could confirm did not meet its level (DESIGN §3): that is a
-                // ConsistencyError, whatever the last replica said (often "not the leader").
-                return Err(match last {
-                    Some(Error::Consistency(_)) => Error::Consistency(msg),
-                    _ if level == ReadLevel::Strong => Error::Consistency(msg),
-                    _ => Error::Timeout(msg),
-                });
-            }
-            failed.extend(pending);
-        }
-        out.failed = failed.into_iter().collect();
+        out.failed = round.finish()?;
         Ok(out)
     }
 

@@ -13,10 +13,10 @@
 //! Retries are safe: every part of a write carries the write's [`WriteId`] (the client's, or one chosen here
 //! when the client sent none), and a shard applies a write id at most once, so a write re-sent by this
 //! coordinator or by the client through another one never applies twice and never overwrites a newer
-//! write (`shoal_core::dedup`). Re-sending stops [`RETRY_SPAN_MS`] after the first attempt, well inside the
-//! shards' dedup window.
+//! write (`shoal_core::dedup`). Re-sending stops [`RETRY_SPAN_MS`](shoal_core::dedup::RETRY_SPAN_MS) after
+//! the first attempt, well inside the shards' dedup window. The attempts' decisions (which replica, when to
+//! back off, when to give up) are `WriteAttempts`' (executor.rs); `shard_write` runs them.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,11 +24,12 @@ use serde_json::{Map, Value};
 use shoal_api::commands::{decode_write_reply, encode_write_batch};
 use shoal_api::internal::{ShardWriteReply, ShardWriteRequest};
 use shoal_api::v1::WriteConsistency;
-use shoal_core::dedup::{RETRY_SPAN_MS, WriteId};
+use shoal_core::dedup::WriteId;
 use shoal_core::store::{WriteBatch, WriteOp};
 use shoal_core::{PointId, validate};
 
-use crate::engine::{CollectionView, Engine, FIRST_BACKOFF, MAX_BACKOFF, ShardReplica, WriteLevel, group_id};
+use crate::engine::{CollectionView, Engine, ShardReplica, WriteLevel, group_id};
+use crate::executor::{Retry, WriteAttempts, WriteStep};
 use crate::load::NodeCounters;
 use crate::{Error, Result};
 
@@ -150,7 +151,8 @@ impl Engine {
         view.entry.replicas(shard).first().copied()
     }
 
-    /// Writes one shard's part on its leader, following leader changes until `deadline`.
+    /// Writes one shard's part on its leader, following leader changes until `deadline` (the decisions are
+    /// `WriteAttempts`', executor.rs).
     async fn shard_write(
         &self,
         view: &CollectionView,
@@ -163,37 +165,17 @@ impl Engine {
         let name = &view.entry.spec.name;
         let gid = group_id(&(name.clone(), view.entry.uid, shard));
         let replicas = view.entry.replicas(shard).to_vec();
-        let mut failed: HashSet<u64> = HashSet::new();
-        let mut hint: Option<u64> = None;
-        let mut backoff = FIRST_BACKOFF;
-        let mut last: Option<Error> = None;
         // Re-sending stops inside the shards' dedup window, whatever the deadline (see the module doc).
-        let resend_until = Instant::now() + Duration::from_millis(RETRY_SPAN_MS);
-        let mut attempts = 0u32;
+        let mut attempts = WriteAttempts::new(name, shard, level, replicas, deadline, Instant::now());
         loop {
-            let left = deadline.min(resend_until).saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                let why = last.map_or_else(|| "no attempt finished".to_string(), |e| e.to_string());
-                let may = if attempts > 0 { " It may still have been applied." } else { "" };
-                return Err(Error::Consistency(format!(
-                    "{} write to shard {shard} of collection {name:?} not acknowledged within the timeout \
-                     (no leader with a majority of its replicas reachable?): {why}.{may}",
-                    level.as_str()
-                )));
-            }
-            let guess = self.shard_leader_guess(view, shard);
-            let target = [hint.take(), guess]
-                .into_iter()
-                .flatten()
-                .chain(replicas.iter().copied())
-                .find(|n| !failed.contains(n) && replicas.contains(n));
-            let Some(target) = target else {
-                failed.clear();
-                tokio::time::sleep(backoff.min(left)).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
+            let (target, left) = match attempts.next(Instant::now(), self.shard_leader_guess(view, shard)) {
+                WriteStep::Send { target, left } => (target, left),
+                WriteStep::Sleep(d) => {
+                    tokio::time::sleep(d).await;
+                    continue;
+                }
+                WriteStep::Fail(e) => return Err(e),
             };
-            attempts += 1;
             let res = if target == self.cfg.node_id {
                 match &view.local[shard as usize] {
                     Some(r) => self.propose_local(r, bytes.clone(), n_ops, level, deadline).await,
@@ -218,29 +200,13 @@ impl Engine {
                     self.leader_hints.write().insert(gid.clone(), target);
                     return Ok(v);
                 }
-                Err(e) if e.is_retryable() || matches!(e, Error::Timeout(_)) => {
-                    if let Some(cut) = self.cut_off() {
-                        // Another node may reach the leader: the client fails over on NodeUnavailable and
-                        // re-sends with the same write id, which cannot apply twice.
-                        return Err(cut.context(&format!(
-                            "{} write to shard {shard} of collection {name:?} (it may have been applied: {e})",
-                            level.as_str()
-                        )));
-                    }
-                    failed.insert(target);
-                    if let Some(l) = e.leader_hint().filter(|l| *l != target) {
-                        hint = Some(l);
-                        failed.remove(&l);
+                Err(e) => match attempts.on_failure(Instant::now(), target, e, self.cut_off())? {
+                    Retry::FollowLeader(l) => {
                         self.leader_hints.write().insert(gid.clone(), l);
-                        last = Some(e);
-                        continue; // a fresh hint: try it at once
                     }
-                    last = Some(e);
-                }
-                Err(e) => return Err(e),
+                    Retry::Sleep(d) => tokio::time::sleep(d).await,
+                },
             }
-            tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now()))).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
