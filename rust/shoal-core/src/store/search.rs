@@ -1,7 +1,6 @@
 //! Search: access-path routing through the cost model (plan and cost), exact scans, graph search merged
 //! with an exact scan of pending slots, filter evaluation, and top-k candidate merging.
 
-use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
@@ -13,6 +12,7 @@ use super::DEFAULT_EF;
 use super::index::indexed_matches;
 use super::{Inner, Payload, ShardStore};
 use crate::cancel::CancelToken;
+use crate::cand::Cand;
 use crate::cost::{AccessPath, ShardShape, choose_path, exact_cost, graph_cost};
 use crate::distance;
 use crate::filter::Filter;
@@ -46,32 +46,6 @@ pub struct Hit {
     pub distance: f32,
     /// The payload, when requested and present.
     pub payload: Option<Payload>,
-}
-
-/// A candidate result, ordered by distance then slot (a total order, so results are deterministic).
-#[derive(Debug, Clone, Copy)]
-struct Cand {
-    /// Distance to the query.
-    d: f32,
-    /// Slot of the point.
-    s: u32,
-}
-
-impl PartialEq for Cand {
-    fn eq(&self, o: &Self) -> bool {
-        self.cmp(o) == CmpOrdering::Equal
-    }
-}
-impl Eq for Cand {}
-impl PartialOrd for Cand {
-    fn partial_cmp(&self, o: &Self) -> Option<CmpOrdering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Cand {
-    fn cmp(&self, o: &Self) -> CmpOrdering {
-        self.d.total_cmp(&o.d).then(self.s.cmp(&o.s))
-    }
 }
 
 /// Bounded max-heap keeping the `k` smallest candidates.
@@ -219,7 +193,7 @@ impl ShardStore {
         results.par_extend(cands.into_par_iter().map(|list| {
             list.into_iter()
                 .map(|c| {
-                    let s = &g.slots[c.s as usize];
+                    let s = &g.slots[c.id as usize];
                     Hit {
                         id: s.id.clone(),
                         distance: c.d,
@@ -462,7 +436,7 @@ impl ShardStore {
                 let found: Vec<Cand> = hnsw
                     .search_rescored(q, k, ef, &g.arena, accept, rescore, cancel)?
                     .into_iter()
-                    .map(|(d, s)| Cand { d, s })
+                    .map(|(d, s)| Cand { d, id: s })
                     .collect();
                 let merged = if p.is_empty() { merge_sorted(vec![found], k) } else { merge_sorted(vec![found, p], k) };
                 if merged.len() >= want {
@@ -575,7 +549,7 @@ impl ShardStore {
             cancel.check()?;
             for (q, t) in qs.iter().zip(tops.iter_mut()) {
                 for &s in b {
-                    t.push(Cand { d: distance::distance(metric, q, g.arena.get(s)), s });
+                    t.push(Cand { d: distance::distance(metric, q, g.arena.get(s)), id: s });
                 }
             }
         }
