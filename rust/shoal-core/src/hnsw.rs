@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 
 use crate::arena::VectorArena;
 use crate::cancel::CancelToken;
+use crate::cand::Cand;
 use crate::distance::distance;
 use crate::quantizer::{CodeQuery, Rescore};
 use crate::{Error, Metric, Result};
@@ -211,31 +212,6 @@ fn write_list(list: &[AtomicU32], ids: impl ExactSizeIterator<Item = u32>) {
     }
     if let Some(c) = list.first() {
         c.store(n as u32, AtOrd::Release);
-    }
-}
-
-/// A (distance, slot) pair ordered by distance, then slot (total order, NaN-safe).
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Cand {
-    /// Distance to the query.
-    d: f32,
-    /// Node slot.
-    id: u32,
-}
-
-impl Eq for Cand {}
-
-impl Ord for Cand {
-    #[inline]
-    fn cmp(&self, o: &Self) -> Ordering {
-        self.d.total_cmp(&o.d).then(self.id.cmp(&o.id))
-    }
-}
-
-impl PartialOrd for Cand {
-    #[inline]
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
     }
 }
 

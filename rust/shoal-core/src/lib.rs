@@ -8,6 +8,7 @@
 
 pub mod arena;
 pub mod cancel;
+mod cand;
 pub mod cost;
 pub mod dedup;
 pub mod distance;
