@@ -264,7 +264,7 @@ impl std::fmt::Debug for Engine {
 }
 
 pub(crate) fn shard_dir(root: &Path, key: &ReplicaKey) -> PathBuf {
-    root.join("shards").join(format!("{}@{}", key.0, key.1)).join(key.2.to_string())
+    root.join("shards").join(format!("{}@{}", key.collection, key.uid)).join(key.shard.to_string())
 }
 
 /// Whether `dir` is a shard directory strictly inside `root/shards`: relative to it, two plain components (no
@@ -281,15 +281,10 @@ pub(crate) fn inside_shards(root: &Path, dir: &Path) -> bool {
 #[test]
 fn shard_dirs_stay_inside_the_data_dir() {
     let root = Path::new("/data");
-    assert!(inside_shards(root, &shard_dir(root, &("docs".into(), 3, 1))));
-    assert!(!inside_shards(root, &shard_dir(root, &("../../../../x".into(), 3, 1))));
-    assert!(!inside_shards(root, &shard_dir(root, &("a/b".into(), 3, 1))));
-    assert!(!inside_shards(root, &shard_dir(root, &("/etc".into(), 3, 1))));
-}
-
-/// The transport id of a shard group.
-pub(crate) fn group_id(key: &ReplicaKey) -> String {
-    format!("{}@{}/{}", key.0, key.1, key.2)
+    assert!(inside_shards(root, &shard_dir(root, &ReplicaKey::new("docs", 3, 1))));
+    assert!(!inside_shards(root, &shard_dir(root, &ReplicaKey::new("../../../../x", 3, 1))));
+    assert!(!inside_shards(root, &shard_dir(root, &ReplicaKey::new("a/b", 3, 1))));
+    assert!(!inside_shards(root, &shard_dir(root, &ReplicaKey::new("/etc", 3, 1))));
 }
 
 /// How long a request waits between two attempts at first; doubled up to [`MAX_BACKOFF`].
@@ -523,11 +518,11 @@ impl Engine {
             if !r.group.is_leader() || self.moving.lock().contains(&r.gid) {
                 continue;
             }
-            let Some(entry) = self.catalog.get(&key.0).filter(|e| e.uid == key.1) else { continue };
+            let Some(entry) = self.catalog.get(&key.collection).filter(|e| e.uid == key.uid) else { continue };
             let Ok((voters, learners)) = r.group.members().await else { continue };
-            let step = mover::next_step(entry.replicas(key.2), entry.leaving(key.2), &voters, &learners);
+            let step = mover::next_step(entry.replicas(key.shard), entry.leaving(key.shard), &voters, &learners);
             if step == MembershipStep::Nothing {
-                self.maybe_hand_to_preferred(&entry, key.2, &r, &voters).await;
+                self.maybe_hand_to_preferred(&entry, key.shard, &r, &voters).await;
                 continue;
             }
             self.moving.lock().insert(r.gid.clone());
@@ -703,7 +698,11 @@ impl Engine {
                 Ok(())
             }
             MembershipStep::FinishMove => {
-                let cmd = MetaCommand::FinishMove(FinishMove { collection: key.0.clone(), uid: key.1, shard: key.2 });
+                let cmd = MetaCommand::FinishMove(FinishMove {
+                    collection: key.collection.clone(),
+                    uid: key.uid,
+                    shard: key.shard,
+                });
                 self.meta_propose(&cmd, Instant::now() + Duration::from_secs(10)).await.map(|_| ())
             }
         }
@@ -1145,7 +1144,7 @@ impl Engine {
             match action {
                 Action::Remove(key) => {
                     self.forget_quarantine(&key);
-                    if let Err(e) = self.manifest.remove(&group_id(&key)) {
+                    if let Err(e) = self.manifest.remove(&key.group_id()) {
                         tracing::warn!(?key, error = %e, "could not update the replica manifest");
                     }
                     let replica = self.replicas.write().remove(&key);
@@ -1166,10 +1165,10 @@ impl Engine {
                     if let Some(parent) = dir.parent() {
                         let _ = std::fs::remove_dir(parent);
                     }
-                    tracing::info!(collection = %key.0, shard = key.2, "shard replica removed");
+                    tracing::info!(collection = %key.collection, shard = key.shard, "shard replica removed");
                 }
                 Action::Open(key) => {
-                    let entry = &entries[&key.0];
+                    let entry = &entries[&key.collection];
                     match self.open_replica(entry, &key, false).await {
                         Ok(()) => {}
                         Err(Error::Corrupt { path, reason }) => {
@@ -1177,14 +1176,14 @@ impl Engine {
                         }
                         Err(e) => {
                             // Leave it for the next pass (e.g. a peer's address not yet known).
-                            tracing::warn!(collection = %key.0, shard = key.2, error = %e, "could not open shard replica");
+                            tracing::warn!(collection = %key.collection, shard = key.shard, error = %e, "could not open shard replica");
                         }
                     }
                 }
             }
         }
         // Payload indexes follow the catalog (the indexer builds new ones).
-        for ((name, uid, _), r) in self.replicas.read().iter() {
+        for (ReplicaKey { collection: name, uid, .. }, r) in self.replicas.read().iter() {
             if let Some(e) = entries.get(name).filter(|e| e.uid == *uid)
                 && r.app.set_payload_indexes(&e.spec.payload_indexes)
             {
@@ -1203,10 +1202,10 @@ impl Engine {
             return Err(Error::InvalidArgument(format!(
                 "shard dir {} of collection {:?} would be outside the data dir",
                 dir.display(),
-                key.0
+                key.collection
             )));
         }
-        let gid = group_id(key);
+        let gid = key.group_id();
         if !fresh && self.manifest.contains(&gid) {
             let log = dir.join("log");
             let has_segments = std::fs::read_dir(&log)
@@ -1241,7 +1240,7 @@ impl Engine {
         )
         .await?;
         self.transport.register(gid.clone(), &group);
-        let replicas = entry.replicas(key.2);
+        let replicas = entry.replicas(key.shard);
         if !group.is_initialized().await? && replicas.first() == Some(&self.cfg.node_id) {
             // The preferred leader creates the group with every replica as a voter; the others wait to
             // be contacted (their groups answer once open).
@@ -1267,10 +1266,10 @@ impl Engine {
         // Never stamp a write older than what this shard already holds (e.g. after a clock step back).
         let newest = app.store().max_version();
         if !self.hlc.observe_bounded(newest, self.cfg.max_clock_offset_ms) {
-            tracing::warn!(collection = %key.0, shard = key.2, newest = %newest,
+            tracing::warn!(collection = %key.collection, shard = key.shard, newest = %newest,
                 "the shard holds a version stamped far ahead of this node's clock; the clock does not follow it");
         }
-        tracing::info!(collection = %key.0, shard = key.2, applied = app.applied_index(), "shard replica open");
+        tracing::info!(collection = %key.collection, shard = key.shard, applied = app.applied_index(), "shard replica open");
         self.replicas.write().insert(key.clone(), Arc::new(ShardReplica { gid, group, app }));
         Ok(())
     }
@@ -1373,14 +1372,15 @@ impl Engine {
         self.check_open()?;
         let entry = self.catalog.get(name).ok_or_else(|| Error::CollectionNotFound(name.to_string()))?;
         let replicas = self.replicas.read();
-        let local =
-            (0..entry.spec.shards).map(|s| replicas.get(&(entry.spec.name.clone(), entry.uid, s)).cloned()).collect();
+        let local = (0..entry.spec.shards)
+            .map(|s| replicas.get(&ReplicaKey::new(entry.spec.name.clone(), entry.uid, s)).cloned())
+            .collect();
         Ok(CollectionView { entry, local })
     }
 
     /// The local replica of group `gid`, if open here.
     pub(crate) fn replica_by_gid(&self, collection: &str, uid: u64, shard: u32) -> Option<Arc<ShardReplica>> {
-        self.replicas.read().get(&(collection.to_string(), uid, shard)).cloned()
+        self.replicas.read().get(&ReplicaKey::new(collection.to_string(), uid, shard)).cloned()
     }
 
     /// Number of registered nodes (at least 1).
@@ -1416,7 +1416,7 @@ impl Engine {
                 let replicas = self.replicas.read();
                 let open = (0..entry.spec.shards).all(|s| {
                     !entry.replicas(s).contains(&self.cfg.node_id)
-                        || replicas.contains_key(&(entry.spec.name.clone(), entry.uid, s))
+                        || replicas.contains_key(&ReplicaKey::new(entry.spec.name.clone(), entry.uid, s))
                 });
                 if open {
                     return Ok(entry.spec);
@@ -1481,7 +1481,7 @@ impl Engine {
         self.check_open()?;
         let deadline = Instant::now() + timeout;
         let existed = self.meta_propose(&MetaCommand::DropCollection(name.to_string()), deadline).await?;
-        while self.replicas.read().keys().any(|k| k.0 == name) && self.catalog.get(name).is_none() {
+        while self.replicas.read().keys().any(|k| k.collection == name) && self.catalog.get(name).is_none() {
             if Instant::now() > deadline {
                 return Err(Error::Timeout(format!("collection {name:?} dropped but its shards are still closing")));
             }
@@ -1502,7 +1502,7 @@ impl Engine {
             unindexed: 0,
             snapshot_bytes: 0,
         }];
-        for ((name, _, shard), r) in self.replicas.read().iter() {
+        for (ReplicaKey { collection: name, shard, .. }, r) in self.replicas.read().iter() {
             let store = r.app.store();
             groups.push(GroupMetrics {
                 group: r.gid.clone(),
@@ -1537,7 +1537,7 @@ impl Engine {
             .replicas
             .read()
             .iter()
-            .map(|((name, uid, shard), r)| {
+            .map(|(ReplicaKey { collection: name, uid, shard }, r)| {
                 let (role, last) = r.group.role_and_last_index();
                 let store = r.app.store();
                 let snap = self.transport.snapshot_progress(&r.gid).unwrap_or((0, 0));
@@ -1567,7 +1567,7 @@ impl Engine {
             .collect::<Vec<_>>();
         let mut replicas = replicas;
         for r in &mut replicas {
-            if let Some((damage, repair)) = self.damage_of(&(r.collection.clone(), r.uid, r.shard)) {
+            if let Some((damage, repair)) = self.damage_of(&ReplicaKey::new(r.collection.clone(), r.uid, r.shard)) {
                 (r.damage, r.repair) = (damage, repair);
             }
         }

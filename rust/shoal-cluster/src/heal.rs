@@ -11,7 +11,7 @@ use shoal_api::internal::{HealReplicaRequest, NodeStateRequest, ReplicaState};
 use crate::anti_entropy::{PeerRing, can_spare, judge, newest_common};
 
 use crate::catalog::CollectionEntry;
-use crate::engine::{Engine, group_id, shard_dir};
+use crate::engine::{Engine, shard_dir};
 use crate::quarantine::{HealStep, Quarantine, Stage, first_stage, next_step};
 use crate::reconciler::ReplicaKey;
 use crate::{Error, Result};
@@ -23,13 +23,14 @@ impl Engine {
     /// Quarantines this node's replica `key` found damaged (`damage` names file and offset): it stays
     /// closed; with peers to copy from, its files go to `DATA_DIR/damaged/` and the heal starts.
     pub(crate) fn quarantine_replica(&self, entry: &CollectionEntry, key: &ReplicaKey, damage: String) {
-        let peers: Vec<u64> = entry.replicas(key.2).iter().copied().filter(|n| *n != self.cfg.node_id).collect();
+        let peers: Vec<u64> = entry.replicas(key.shard).iter().copied().filter(|n| *n != self.cfg.node_id).collect();
         let stage = first_stage(&peers);
         let mut kept_at = None;
         if stage != Stage::Refused {
             let dir = shard_dir(&self.cfg.data_dir, key);
             let ms = shoal_core::hlc::system_ms();
-            let dest = self.cfg.data_dir.join("damaged").join(format!("{}@{}-{}-{ms}", key.0, key.1, key.2));
+            let dest =
+                self.cfg.data_dir.join("damaged").join(format!("{}@{}-{}-{ms}", key.collection, key.uid, key.shard));
             let moved = std::fs::create_dir_all(self.cfg.data_dir.join("damaged"))
                 .and_then(|()| if dir.exists() { std::fs::rename(&dir, &dest) } else { Ok(()) });
             match moved {
@@ -52,8 +53,8 @@ impl Engine {
             }
         }
         tracing::error!(
-            collection = %key.0,
-            shard = key.2,
+            collection = %key.collection,
+            shard = key.shard,
             node = self.cfg.node_id,
             %damage,
             kept_at = ?kept_at,
@@ -71,21 +72,22 @@ impl Engine {
         match self.quarantine.read().get(key) {
             Some(q) if q.stage == Stage::Refused => Error::Storage(format!(
                 "shard {} of collection {:?} on node {me} is damaged and has no other replica: {} ({})",
-                key.2,
-                key.0,
+                key.shard,
+                key.collection,
                 q.damage,
                 q.stage.as_str()
             )),
             Some(q) => Error::ShardUnavailable(format!(
                 "replica of shard {} of collection {:?} on node {me} is quarantined ({}): {}",
-                key.2,
-                key.0,
+                key.shard,
+                key.collection,
                 q.stage.as_str(),
                 q.damage
             )),
-            None => {
-                Error::ShardUnavailable(format!("shard {} of collection {:?} is not open on node {me}", key.2, key.0))
-            }
+            None => Error::ShardUnavailable(format!(
+                "shard {} of collection {:?} is not open on node {me}",
+                key.shard, key.collection
+            )),
         }
     }
 
@@ -107,7 +109,7 @@ impl Engine {
             .read()
             .iter()
             .filter(|(k, _)| !open.contains_key(*k))
-            .map(|((name, uid, shard), q)| ReplicaState {
+            .map(|(ReplicaKey { collection: name, uid, shard }, q)| ReplicaState {
                 collection: name.clone(),
                 uid: *uid,
                 shard: *shard,
@@ -136,7 +138,7 @@ impl Engine {
             .filter_map(|(k, r)| r.app.damage().map(|d| (k.clone(), d)))
             .collect();
         for (key, damage) in damaged {
-            let Some(entry) = self.catalog.get(&key.0).filter(|e| e.uid == key.1) else { continue };
+            let Some(entry) = self.catalog.get(&key.collection).filter(|e| e.uid == key.uid) else { continue };
             let removed = self.replicas.write().remove(&key);
             if let Some(r) = removed {
                 self.transport.deregister(&r.gid);
@@ -148,9 +150,10 @@ impl Engine {
         }
         let keys = self.quarantined_keys();
         for key in keys {
-            let Some(entry) = self.catalog.get(&key.0).filter(|e| e.uid == key.1) else { continue };
+            let Some(entry) = self.catalog.get(&key.collection).filter(|e| e.uid == key.uid) else { continue };
             let Some(stage) = self.quarantine.read().get(&key).map(|q| q.stage) else { continue };
-            let peers: Vec<u64> = entry.replicas(key.2).iter().copied().filter(|n| *n != self.cfg.node_id).collect();
+            let peers: Vec<u64> =
+                entry.replicas(key.shard).iter().copied().filter(|n| *n != self.cfg.node_id).collect();
             let fresh_voter = self.replicas.read().get(&key).is_some_and(|r| {
                 let (role, _) = r.group.role_and_last_index();
                 role == "follower" || role == "leader"
@@ -160,7 +163,7 @@ impl Engine {
                 HealStep::Healed => {
                     let q = self.quarantine.write().remove(&key);
                     let took = q.map(|q| q.since.elapsed()).unwrap_or_default();
-                    tracing::info!(collection = %key.0, shard = key.2, ?took, "damaged replica rebuilt from its peers");
+                    tracing::info!(collection = %key.collection, shard = key.shard, ?took, "damaged replica rebuilt from its peers");
                 }
                 HealStep::AskLeaderToRemove(peers) => {
                     let damage = self.quarantine.read().get(&key).map(|q| q.damage.clone()).unwrap_or_default();
@@ -171,7 +174,7 @@ impl Engine {
                             }
                         }
                         Err(e) => {
-                            tracing::info!(collection = %key.0, shard = key.2, error = %e, "heal: not yet removed")
+                            tracing::info!(collection = %key.collection, shard = key.shard, error = %e, "heal: not yet removed")
                         }
                     }
                 }
@@ -205,7 +208,9 @@ impl Engine {
             let peers: Vec<PeerRing> = states
                 .iter()
                 .filter_map(|(node, reps)| {
-                    let st = reps.iter().find(|s| s.collection == key.0 && s.uid == key.1 && s.shard == key.2)?;
+                    let st = reps
+                        .iter()
+                        .find(|s| s.collection == key.collection && s.uid == key.uid && s.shard == key.shard)?;
                     if !st.damage.is_empty() || !(st.role == "leader" || st.role == "follower") {
                         return None;
                     }
@@ -235,7 +240,7 @@ impl Engine {
     /// payload patch applied to the store only), so that it diverges from its peers.
     pub fn diverge_replica(&self, name: &str, shard: u32) -> Result<String> {
         let entry = self.catalog.get(name).ok_or_else(|| Error::CollectionNotFound(name.to_string()))?;
-        let key = (name.to_string(), entry.uid, shard);
+        let key = ReplicaKey::new(name, entry.uid, shard);
         let r = self.replica_by_gid(name, entry.uid, shard).ok_or_else(|| self.replica_not_open(&key))?;
         let store = r.app.store();
         let Some(p) = store.scroll(None, 1, None, false).pop() else {
@@ -267,20 +272,27 @@ impl Engine {
                     q.stage = Stage::Rebuilding;
                 }
                 self.refresh_indexer();
-                tracing::info!(collection = %key.0, shard = key.2, "heal: fresh replica open, catching up from the leader");
+                tracing::info!(collection = %key.collection, shard = key.shard, "heal: fresh replica open, catching up from the leader");
             }
-            Err(e) => tracing::warn!(collection = %key.0, shard = key.2, error = %e, "heal: opening a fresh replica"),
+            Err(e) => {
+                tracing::warn!(collection = %key.collection, shard = key.shard, error = %e, "heal: opening a fresh replica")
+            }
         }
     }
 
     /// Asks the shard's leader (trying `peers`, following leader hints) to drop this node from the group.
     async fn ask_leader_to_remove(&self, key: &ReplicaKey, peers: &[u64], damage: String) -> Result<()> {
-        let req =
-            HealReplicaRequest { collection: key.0.clone(), uid: key.1, shard: key.2, node: self.cfg.node_id, damage };
+        let req = HealReplicaRequest {
+            collection: key.collection.clone(),
+            uid: key.uid,
+            shard: key.shard,
+            node: self.cfg.node_id,
+            damage,
+        };
         let mut tried = Vec::new();
-        let mut next: Vec<u64> = self.leader_hints.read().get(&group_id(key)).copied().into_iter().collect();
+        let mut next: Vec<u64> = self.leader_hints.read().get(&key.group_id()).copied().into_iter().collect();
         next.extend(peers.iter().copied());
-        let mut last = Error::ShardUnavailable(format!("no replica of shard {} answered", key.2));
+        let mut last = Error::ShardUnavailable(format!("no replica of shard {} answered", key.shard));
         while let Some(n) = next.first().copied() {
             next.remove(0);
             if tried.contains(&n) || n == self.cfg.node_id {
@@ -305,7 +317,7 @@ impl Engine {
     /// and learner alike. The leader's mover then adds it back as a learner, and promotes it once caught up.
     pub async fn handle_heal_replica(&self, req: HealReplicaRequest, timeout: Duration) -> Result<()> {
         self.check_open()?;
-        let key = (req.collection.clone(), req.uid, req.shard);
+        let key = ReplicaKey::new(req.collection.clone(), req.uid, req.shard);
         let r = self.replica_by_gid(&req.collection, req.uid, req.shard).ok_or_else(|| self.replica_not_open(&key))?;
         if !r.group.is_leader() {
             return Err(Error::NotLeader { leader: r.group.leader_id() });

@@ -30,6 +30,7 @@ use crate::engine::{CollectionView, Engine, ReadLevel, ShardReplica};
 use crate::executor::{ReadRound, RoundConfig};
 use crate::load::NodeCounters;
 use crate::planner::{self, LoadBalancing, PlanContext, ShardSituation};
+use crate::reconciler::ReplicaKey;
 use crate::scroll::scan_op;
 use crate::{Error, Result};
 
@@ -477,7 +478,7 @@ impl Engine {
         let me = self.cfg.node_id;
         let mut replicas: Vec<Arc<ShardReplica>> = Vec::with_capacity(targets.len());
         for t in targets {
-            let key = (name.to_string(), uid, t.shard);
+            let key = ReplicaKey::new(name, uid, t.shard);
             let r = self.replica_by_gid(name, uid, t.shard).ok_or_else(|| self.replica_not_open(&key))?;
             if let Some(d) = r.app.damage() {
                 return Err(Error::ShardUnavailable(format!(

@@ -5,8 +5,51 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::catalog::CollectionEntry;
 
-/// A shard replica's identity on this node: (collection name, collection uid, shard number).
-pub type ReplicaKey = (String, u64, u32);
+/// A shard replica's identity: which shard of which incarnation of a collection. Its `Display` form is the
+/// shard's Raft group id, `<collection>@<uid>/<shard>` ([`ReplicaKey::parse`] inverts it). Ordered by
+/// collection, then uid, then shard.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReplicaKey {
+    /// The collection's name (validated by the catalog: no '/' and a valid directory name).
+    pub collection: String,
+    /// The collection's uid (the group-0 index that created it): tells a re-created name from the old one.
+    pub uid: u64,
+    /// The shard number, below the collection's shard count.
+    pub shard: u32,
+}
+
+impl ReplicaKey {
+    /// The key of `shard` of collection `collection` created at `uid`.
+    pub fn new(collection: impl Into<String>, uid: u64, shard: u32) -> Self {
+        ReplicaKey { collection: collection.into(), uid, shard }
+    }
+
+    /// Splits a shard group id `<collection>@<uid>/<shard>`; `None` for anything else (e.g. "meta").
+    pub fn parse(gid: &str) -> Option<ReplicaKey> {
+        let (rest, shard) = gid.rsplit_once('/')?;
+        let (name, uid) = rest.rsplit_once('@')?;
+        Some(ReplicaKey::new(name, uid.parse().ok()?, shard.parse().ok()?))
+    }
+
+    /// The shard's Raft group id (the same text as `Display`).
+    pub fn group_id(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl std::fmt::Display for ReplicaKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}/{}", self.collection, self.uid, self.shard)
+    }
+}
+
+impl std::str::FromStr for ReplicaKey {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> crate::Result<Self> {
+        ReplicaKey::parse(s).ok_or_else(|| crate::Error::InvalidArgument(format!("bad shard group id {s:?}")))
+    }
+}
 
 /// One step for the engine to execute.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +65,9 @@ pub fn desired(catalog: &BTreeMap<String, CollectionEntry>, me: u64) -> BTreeSet
     catalog
         .iter()
         .flat_map(|(name, e)| {
-            (0..e.spec.shards).filter(move |&s| e.replicas(s).contains(&me)).map(move |s| (name.clone(), e.uid, s))
+            (0..e.spec.shards)
+                .filter(move |&s| e.replicas(s).contains(&me))
+                .map(move |s| ReplicaKey::new(name.clone(), e.uid, s))
         })
         .collect()
 }
@@ -80,9 +125,9 @@ mod tests {
         assert_eq!(
             actions,
             vec![
-                Action::Remove(("a".into(), 1, 0)),
-                Action::Remove(("a".into(), 1, 1)),
-                Action::Open(("a".into(), 9, 0))
+                Action::Remove(ReplicaKey::new("a", 1, 0)),
+                Action::Remove(ReplicaKey::new("a", 1, 1)),
+                Action::Open(ReplicaKey::new("a", 9, 0))
             ]
         );
     }
@@ -91,8 +136,8 @@ mod tests {
     fn only_the_shards_placed_on_this_node() {
         let mut cat = BTreeMap::new();
         cat.insert("a".to_string(), entry("a", 3, vec![vec![1, 2], vec![2, 3], vec![3, 1]]));
-        assert_eq!(desired(&cat, 1), BTreeSet::from([("a".into(), 3, 0), ("a".into(), 3, 2)]));
-        assert_eq!(desired(&cat, 2), BTreeSet::from([("a".into(), 3, 0), ("a".into(), 3, 1)]));
+        assert_eq!(desired(&cat, 1), BTreeSet::from([ReplicaKey::new("a", 3, 0), ReplicaKey::new("a", 3, 2)]));
+        assert_eq!(desired(&cat, 2), BTreeSet::from([ReplicaKey::new("a", 3, 0), ReplicaKey::new("a", 3, 1)]));
         assert!(desired(&cat, 4).is_empty());
     }
 }

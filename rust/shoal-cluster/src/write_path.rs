@@ -28,9 +28,10 @@ use shoal_core::dedup::WriteId;
 use shoal_core::store::{WriteBatch, WriteOp};
 use shoal_core::{PointId, validate};
 
-use crate::engine::{CollectionView, Engine, ShardReplica, WriteLevel, group_id};
+use crate::engine::{CollectionView, Engine, ShardReplica, WriteLevel};
 use crate::executor::{Retry, WriteAttempts, WriteStep};
 use crate::load::NodeCounters;
+use crate::reconciler::ReplicaKey;
 use crate::{Error, Result};
 
 /// The body of one write operation before it is stamped and routed.
@@ -80,13 +81,6 @@ fn level_from_proto(v: i32) -> Result<WriteLevel> {
         Ok(_) => Ok(WriteLevel::Quorum),
         Err(_) => Err(Error::InvalidArgument(format!("unknown write consistency value {v}"))),
     }
-}
-
-/// Splits a shard group id `<collection>@<uid>/<shard>`.
-pub(crate) fn parse_group_id(gid: &str) -> Option<(String, u64, u32)> {
-    let (rest, shard) = gid.rsplit_once('/')?;
-    let (name, uid) = rest.rsplit_once('@')?;
-    Some((name.to_string(), uid.parse().ok()?, shard.parse().ok()?))
 }
 
 impl Engine {
@@ -144,8 +138,8 @@ impl Engine {
         {
             return Some(l);
         }
-        let key = (view.entry.spec.name.clone(), view.entry.uid, shard);
-        if let Some(&l) = self.leader_hints.read().get(&group_id(&key)) {
+        let key = ReplicaKey::new(view.entry.spec.name.clone(), view.entry.uid, shard);
+        if let Some(&l) = self.leader_hints.read().get(&key.group_id()) {
             return Some(l);
         }
         view.entry.replicas(shard).first().copied()
@@ -163,7 +157,8 @@ impl Engine {
         deadline: Instant,
     ) -> Result<(u64, u64)> {
         let name = &view.entry.spec.name;
-        let gid = group_id(&(name.clone(), view.entry.uid, shard));
+        let key = ReplicaKey::new(name.clone(), view.entry.uid, shard);
+        let gid = key.group_id();
         let replicas = view.entry.replicas(shard).to_vec();
         // Re-sending stops inside the shards' dedup window, whatever the deadline (see the module doc).
         let mut attempts = WriteAttempts::new(name, shard, level, replicas, deadline, Instant::now());
@@ -179,7 +174,7 @@ impl Engine {
             let res = if target == self.cfg.node_id {
                 match &view.local[shard as usize] {
                     Some(r) => self.propose_local(r, bytes.clone(), n_ops, level, deadline).await,
-                    None => Err(self.replica_not_open(&(name.clone(), view.entry.uid, shard))),
+                    None => Err(self.replica_not_open(&key)),
                 }
             } else {
                 match self.node_addr(target) {
@@ -297,10 +292,8 @@ impl Engine {
     pub async fn handle_shard_write(&self, req: ShardWriteRequest, timeout: Duration) -> Result<ShardWriteReply> {
         self.check_open()?;
         let _busy = self.counters.enter();
-        let (name, uid, shard) = parse_group_id(&req.group)
-            .ok_or_else(|| Error::InvalidArgument(format!("bad shard group id {:?}", req.group)))?;
-        let r =
-            self.replica_by_gid(&name, uid, shard).ok_or_else(|| self.replica_not_open(&(name.clone(), uid, shard)))?;
+        let key: ReplicaKey = req.group.parse()?;
+        let r = self.replica_by_gid(&key.collection, key.uid, key.shard).ok_or_else(|| self.replica_not_open(&key))?;
         if !r.group.is_leader() {
             return Err(Error::NotLeader { leader: r.group.leader_id() });
         }
@@ -375,10 +368,11 @@ mod tests {
 
     #[test]
     fn group_ids_round_trip() {
-        assert_eq!(parse_group_id("docs@12/3"), Some(("docs".into(), 12, 3)));
-        assert_eq!(parse_group_id("a@b@7/0"), Some(("a@b".into(), 7, 0)));
-        assert_eq!(parse_group_id("meta"), None);
-        assert_eq!(group_id(&("x/y".into(), 1, 2)), "x/y@1/2");
-        assert_eq!(parse_group_id("x/y@1/2"), Some(("x/y".into(), 1, 2)));
+        assert_eq!(ReplicaKey::parse("docs@12/3"), Some(ReplicaKey::new("docs", 12, 3)));
+        assert_eq!(ReplicaKey::parse("a@b@7/0"), Some(ReplicaKey::new("a@b", 7, 0)));
+        assert_eq!(ReplicaKey::parse("meta"), None);
+        assert_eq!(ReplicaKey::new("x/y", 1, 2).to_string(), "x/y@1/2");
+        assert_eq!(ReplicaKey::parse("x/y@1/2"), Some(ReplicaKey::new("x/y", 1, 2)));
+        assert!("docs@x/1".parse::<ReplicaKey>().is_err());
     }
 }
