@@ -287,6 +287,20 @@ fn shard_dirs_stay_inside_the_data_dir() {
     assert!(!inside_shards(root, &shard_dir(root, &ReplicaKey::new("/etc", 3, 1))));
 }
 
+/// A move [`Engine::rebalance`] started: a replica of `shard` moving from node `from` to node `to`, or the
+/// shard's preferred leader moving between them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartedMove {
+    /// The collection.
+    pub collection: String,
+    /// The shard.
+    pub shard: u32,
+    /// The node giving up the replica (or the leadership).
+    pub from: u64,
+    /// The node receiving it.
+    pub to: u64,
+}
+
 /// How long a request waits between two attempts at first; doubled up to [`MAX_BACKOFF`].
 pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 /// Period of the shard-move pass (membership steps of led shard groups).
@@ -735,7 +749,7 @@ impl Engine {
     /// at a time, none on a shard already moving) and starts them through group 0: replica moves (the shard
     /// leader then walks its group through them) and preferred-leader changes (the current leader hands
     /// over). `collection` = "" for every collection. Returns them as (collection, shard, from, to).
-    pub async fn rebalance(&self, collection: &str, timeout: Duration) -> Result<Vec<(String, u32, u64, u64)>> {
+    pub async fn rebalance(&self, collection: &str, timeout: Duration) -> Result<Vec<StartedMove>> {
         self.check_open()?;
         if !collection.is_empty() && self.catalog.get(collection).is_none() {
             return Err(Error::CollectionNotFound(collection.to_string()));
@@ -760,7 +774,7 @@ impl Engine {
                 match self.meta_propose(&cmd, deadline).await {
                     Ok(_) => {
                         tracing::info!(collection = %m.collection, shard = m.shard, from, to = m.to, "preferred leader moved");
-                        started.push((m.collection, m.shard, from, m.to));
+                        started.push(StartedMove { collection: m.collection, shard: m.shard, from, to: m.to });
                     }
                     Err(Error::Internal(msg)) if msg.contains("refused") => {
                         tracing::debug!(%msg, "leader change skipped")
@@ -779,7 +793,7 @@ impl Engine {
             match self.meta_propose(&cmd, deadline).await {
                 Ok(_) => {
                     tracing::info!(collection = %m.collection, shard = m.shard, from, to = m.to, "replica move started");
-                    started.push((m.collection, m.shard, from, m.to));
+                    started.push(StartedMove { collection: m.collection, shard: m.shard, from, to: m.to });
                 }
                 Err(Error::Internal(msg)) if msg.contains("move refused") => tracing::debug!(%msg, "move skipped"),
                 Err(e) => return Err(e),

@@ -27,7 +27,7 @@ pub mod scroll;
 pub mod shard_app;
 pub mod write_path;
 
-pub use engine::{Engine, EngineConfig, GroupMetrics, MetricsView, ReadLevel, WriteLevel};
+pub use engine::{Engine, EngineConfig, GroupMetrics, MetricsView, ReadLevel, StartedMove, WriteLevel};
 pub use error::{Error, Result};
 pub use planner::LoadBalancing;
 pub use read_path::{SearchOutcome, SearchQuery, merge_top_k};

@@ -52,7 +52,7 @@ impl Collections for CollectionsService {
         let moves = self.engine.rebalance(&req.get_ref().collection, t).await.map_err(status)?;
         let moves = moves
             .into_iter()
-            .map(|(collection, shard, from, to)| v1::ReplicaMove { collection, shard, from, to })
+            .map(|m| v1::ReplicaMove { collection: m.collection, shard: m.shard, from: m.from, to: m.to })
             .collect();
         Ok(Response::new(v1::RebalanceResponse { moves }))
     }
