@@ -2,7 +2,7 @@
 #
 #   make demo     venv + build the Python extension + run the demo (local node, 100k vectors)
 #   make test     venv + cargo tests + build the extension + pytest end-to-end (tests/)
-#   make verify   read-only checks: rustfmt --check, clippy -D warnings, then the tests
+#   make verify   read-only checks: rustfmt --check, clippy -D warnings, then the tests (what CI runs)
 #   make fix      rustfmt + clippy --fix
 #   make build    release build of the shoal-node binary
 #   make wheel    an abi3 wheel in dist/ (installs and runs with no Rust toolchain: python -m shoal.node)
@@ -15,11 +15,14 @@ SHELL        := /bin/bash
 PYTHON       ?= python3
 VENV         := .venv
 VPY          := $(VENV)/bin/python
-PY_DEPS      := maturin numpy pytest tqdm pandas grpcio prometheus-client
+PY_DEPS      := maturin numpy pytest pytest-xdist tqdm pandas grpcio prometheus-client
 NB_DEPS      := nbmake ipykernel matplotlib scikit-learn pyarrow
 CARGO        ?= cargo
 PY_TARGET    := $(CURDIR)/target-py
 PYTEST_ARGS  ?=
+# pytest workers (pytest-xdist, one test file per worker at a time): most end-to-end tests wait on elections,
+# timers and node start-up rather than on the CPU, so two workers halve the wall time on 2 cores.
+PYTEST_WORKERS ?= 2
 DEMO_ARGS    ?=
 
 .PHONY: help venv notebook-deps develop develop-test wheel wheel-test build test test-rust test-py verify fmt-check clippy fix bench demo faults clean
@@ -86,6 +89,7 @@ wheel-test: develop-test
 
 test-py: develop-test wheel-test notebook-deps
 	SHOAL_WHEEL_DIR=$(CURDIR)/target/wheels-ci $(VPY) -m pytest tests/ notebooks/ --nbmake --nbmake-timeout=600 --durations=15 \
+		-n $(PYTEST_WORKERS) --dist loadfile \
 		$(PYTEST_ARGS)
 
 test: venv test-rust test-py
