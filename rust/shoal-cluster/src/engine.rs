@@ -263,6 +263,12 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// `std::fs::remove_dir_all` on tokio's blocking pool: deleting a large replica takes a while and must not
+/// hold a runtime worker (every other task scheduled on it would wait).
+pub(crate) async fn remove_dir_all_blocking(dir: PathBuf) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await.map_err(std::io::Error::other)?
+}
+
 pub(crate) fn shard_dir(root: &Path, key: &ReplicaKey) -> PathBuf {
     root.join("shards").join(format!("{}@{}", key.collection, key.uid)).join(key.shard.to_string())
 }
@@ -1154,6 +1160,9 @@ impl Engine {
         // A quarantined replica counts as present: it is not opened again (the heal pass owns it).
         let mut have: BTreeSet<ReplicaKey> = self.replicas.read().keys().cloned().collect();
         have.extend(self.quarantined_keys());
+        // Opens run concurrently (below): one group slow to elect its leader (up to 10 s for a single
+        // voter) no longer holds up every other shard of the pass.
+        let mut opens = Vec::new();
         for action in reconciler::plan(&want, &have) {
             match action {
                 Action::Remove(key) => {
@@ -1172,7 +1181,7 @@ impl Engine {
                     let dir = shard_dir(&self.cfg.data_dir, &key);
                     if !inside_shards(&self.cfg.data_dir, &dir) {
                         tracing::error!(dir = %dir.display(), "refusing to delete a shard dir outside the data dir");
-                    } else if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    } else if let Err(e) = remove_dir_all_blocking(dir.clone()).await {
                         tracing::warn!(dir = %dir.display(), error = %e, "could not remove shard data");
                     }
                     // The collection's directory goes with its last shard (fails harmlessly while not empty).
@@ -1183,16 +1192,19 @@ impl Engine {
                 }
                 Action::Open(key) => {
                     let entry = &entries[&key.collection];
-                    match self.open_replica(entry, &key, false).await {
-                        Ok(()) => {}
-                        Err(Error::Corrupt { path, reason }) => {
-                            self.quarantine_replica(entry, &key, format!("corrupt file {path}: {reason}"))
-                        }
-                        Err(e) => {
-                            // Leave it for the next pass (e.g. a peer's address not yet known).
-                            tracing::warn!(collection = %key.collection, shard = key.shard, error = %e, "could not open shard replica");
-                        }
-                    }
+                    opens.push(async move { (entry, self.open_replica(entry, &key, false).await, key) });
+                }
+            }
+        }
+        for (entry, opened, key) in futures::future::join_all(opens).await {
+            match opened {
+                Ok(()) => {}
+                Err(Error::Corrupt { path, reason }) => {
+                    self.quarantine_replica(entry, &key, format!("corrupt file {path}: {reason}"))
+                }
+                Err(e) => {
+                    // Leave it for the next pass (e.g. a peer's address not yet known).
+                    tracing::warn!(collection = %key.collection, shard = key.shard, error = %e, "could not open shard replica");
                 }
             }
         }

@@ -11,7 +11,7 @@ use shoal_api::internal::{HealReplicaRequest, NodeStateRequest, ReplicaState};
 use crate::anti_entropy::{PeerRing, can_spare, judge, newest_common};
 
 use crate::catalog::CollectionEntry;
-use crate::engine::{Engine, shard_dir};
+use crate::engine::{Engine, remove_dir_all_blocking, shard_dir};
 use crate::quarantine::{HealStep, Quarantine, Stage, first_stage, next_step};
 use crate::reconciler::ReplicaKey;
 use crate::{Error, Result};
@@ -261,7 +261,7 @@ impl Engine {
     async fn open_fresh(self: &Arc<Self>, entry: &CollectionEntry, key: &ReplicaKey) {
         let dir: PathBuf = shard_dir(&self.cfg.data_dir, key);
         if dir.exists()
-            && let Err(e) = std::fs::remove_dir_all(&dir)
+            && let Err(e) = remove_dir_all_blocking(dir.clone()).await
         {
             tracing::error!(dir = %dir.display(), error = %e, "heal: could not clear the replica directory");
             return;

@@ -233,6 +233,8 @@ pub const MIN_SAMPLES: usize = 8;
 pub const MIN_HEDGE_DELAY: Duration = Duration::from_millis(2);
 /// Hedge delay for a node without enough samples.
 pub const DEFAULT_HEDGE_DELAY: Duration = Duration::from_millis(50);
+/// Longest hedge delay (a request this slow is past any deadline a client would set).
+pub const MAX_HEDGE_DELAY: Duration = Duration::from_secs(60);
 
 /// When a request of `units` work units (queries x shards) to a node with `load` should get a hedged twin:
 /// the node's p95 per unit times the units (at least [`MIN_HEDGE_DELAY`]), or [`DEFAULT_HEDGE_DELAY`] times
@@ -240,10 +242,13 @@ pub const DEFAULT_HEDGE_DELAY: Duration = Duration::from_millis(50);
 /// latency of single queries (batches run their units in parallel, so this errs on the late side).
 pub fn hedge_delay(load: &NodeLoad, units: usize) -> Duration {
     let units = units.max(1) as f64;
-    match load.p95_ms {
-        Some(p) => Duration::from_secs_f64(p * units / 1000.0).max(MIN_HEDGE_DELAY),
-        None => DEFAULT_HEDGE_DELAY.mul_f64(units),
-    }
+    let secs = match load.p95_ms {
+        Some(p) => p * units / 1000.0,
+        None => DEFAULT_HEDGE_DELAY.as_secs_f64() * units,
+    };
+    // A p95 that is NaN, negative or absurd (it is measured, never trusted to be sane) must not panic
+    // `Duration::from_secs_f64`: clamp into [MIN_HEDGE_DELAY, MAX_HEDGE_DELAY].
+    Duration::try_from_secs_f64(secs).unwrap_or(MAX_HEDGE_DELAY).clamp(MIN_HEDGE_DELAY, MAX_HEDGE_DELAY)
 }
 
 /// Whether a read at `level` may go to another replica than the planned one (hedging): not for
@@ -275,6 +280,16 @@ pub fn ewma(prev: f64, sample: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hedge_delays_never_panic_on_a_strange_p95() {
+        for p in [f64::NAN, f64::INFINITY, -1.0, 1e300, 0.0] {
+            let d = hedge_delay(&NodeLoad { p95_ms: Some(p), ..Default::default() }, 3);
+            assert!((MIN_HEDGE_DELAY..=MAX_HEDGE_DELAY).contains(&d), "p95 {p}: {d:?}");
+        }
+        assert_eq!(hedge_delay(&NodeLoad::default(), usize::MAX), MAX_HEDGE_DELAY);
+        assert_eq!(hedge_delay(&NodeLoad::default(), 2), DEFAULT_HEDGE_DELAY * 2);
+    }
 
     fn sit(replicas: &[u64], leader: Option<u64>, local: bool, has_token: bool) -> ShardSituation {
         ShardSituation { replicas: replicas.to_vec(), leader, local, has_token }
