@@ -15,20 +15,8 @@ from __future__ import annotations
 
 from .cluster import ApiKey, Cluster, Credentials, Health, Node, NodeHandle, connect
 from .collection import Collection, Query
-from .errors import (
-    Cancelled,
-    CollectionExists,
-    CollectionNotFound,
-    ConsistencyError,
-    InvalidArgument,
-    NodeUnavailable,
-    ShardUnavailable,
-    ShoalError,
-    StorageError,
-    Unauthenticated,
-    PermissionDenied,
-    Timeout,
-)
+from . import errors as _errors
+from .errors import *  # noqa: F403 - the exception classes, listed once in errors.__all__
 from .index import HNSW, Flat
 from .results import Points, Replica, SearchResult, Shard, ShardList
 
@@ -67,17 +55,6 @@ __all__ = [
     "Health",
     "HNSW",
     "Flat",
-    "ShoalError",
-    "InvalidArgument",
-    "CollectionNotFound",
-    "CollectionExists",
-    "ConsistencyError",
-    "Timeout",
-    "Cancelled",
-    "ShardUnavailable",
-    "NodeUnavailable",
-    "StorageError",
-    "Unauthenticated",
-    "PermissionDenied",
     "__version__",
+    *_errors.__all__,
 ]

@@ -12,16 +12,18 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
+from ._native import LIMITS as _LIMITS
 from .errors import InvalidArgument
 
-MAX_DIM = 65_536
-MAX_K = 16_384
-MAX_INT_ID = 2**63 - 1
-METRICS = ("cosine", "l2", "dot")
-ID_TYPES = ("int", "str")
-WRITE_LEVELS = ("eventual", "quorum", "strong")
-READ_LEVELS = ("eventual", "session", "strong")
-LOAD_BALANCING = ("round_robin", "least_loaded", "locality")
+# Limits and names live in Rust (the core, the client); Python pre-checks with the same values.
+MAX_DIM: int = _LIMITS["MAX_DIM"]
+MAX_K: int = _LIMITS["MAX_K"]
+MAX_INT_ID: int = _LIMITS["MAX_INT_ID"]
+METRICS: tuple[str, ...] = _LIMITS["METRICS"]
+ID_TYPES: tuple[str, ...] = _LIMITS["ID_TYPES"]
+WRITE_LEVELS: tuple[str, ...] = _LIMITS["WRITE_LEVELS"]
+READ_LEVELS: tuple[str, ...] = _LIMITS["READ_LEVELS"]
+LOAD_BALANCING: tuple[str, ...] = _LIMITS["LOAD_BALANCING"]
 
 IdsOut = Union[np.ndarray, list]
 

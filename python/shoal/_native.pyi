@@ -13,6 +13,9 @@ import numpy.typing as npt
 Ids = Union[npt.NDArray[np.int64], Sequence[str]]
 
 __version__: str
+# Limits and names defined in Rust: MAX_DIM, MAX_K, MAX_INT_ID (int); METRICS, ID_TYPES, WRITE_LEVELS,
+# READ_LEVELS, LOAD_BALANCING (tuple[str, ...]).
+LIMITS: dict[str, Any]
 
 class Client:
     """A connection to a Shoal cluster through one or more node addresses ("host:port"). It keeps the session

@@ -83,6 +83,13 @@ pub struct Client {
     sessions: Sessions,
 }
 
+/// The write consistency names [`write_level`] takes.
+pub const WRITE_LEVELS: [&str; 3] = ["eventual", "quorum", "strong"];
+/// The read consistency names [`read_level`] takes.
+pub const READ_LEVELS: [&str; 3] = ["eventual", "session", "strong"];
+/// The load-balancing strategy names [`load_balancing`] takes (besides "" for the node's default).
+pub const LOAD_BALANCINGS: [&str; 3] = ["round_robin", "least_loaded", "locality"];
+
 /// Parses a write consistency name.
 pub fn write_level(s: &str) -> Result<WriteLevel> {
     match s {
@@ -664,5 +671,18 @@ impl Client {
             let req = v1::SetFaultsRequest { blocked: blocked.clone() };
             async move { ClusterClient::new(ch).set_faults(request(req, t)).await.map(|r| r.into_inner().blocked) }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listed_level_and_strategy_names_are_exactly_the_parsed_ones() {
+        assert!(WRITE_LEVELS.iter().all(|n| write_level(n).is_ok()));
+        assert!(READ_LEVELS.iter().all(|n| read_level(n).is_ok()));
+        assert!(LOAD_BALANCINGS.iter().all(|n| load_balancing(n).is_ok()));
+        assert!(write_level("session").is_err() && read_level("quorum").is_err() && load_balancing("x").is_err());
     }
 }

@@ -20,6 +20,9 @@ pub enum Metric {
 }
 
 impl Metric {
+    /// Every metric's name, as [`Metric::parse`] takes them.
+    pub const NAMES: [&'static str; 3] = ["cosine", "l2", "dot"];
+
     /// Parses `cosine`, `l2` or `dot`.
     pub fn parse(s: &str) -> crate::Result<Self> {
         match s {
@@ -58,6 +61,9 @@ pub enum IdType {
 }
 
 impl IdType {
+    /// Every id type's name, as [`IdType::parse`] takes them.
+    pub const NAMES: [&'static str; 2] = ["int", "str"];
+
     /// Parses `int` or `str`.
     pub fn parse(s: &str) -> crate::Result<Self> {
         match s {
@@ -181,6 +187,16 @@ mod tests {
         assert_eq!(a, b);
         assert!(a < 6);
         assert_eq!(PointId::Str("x".into()).shard(1), 0);
+    }
+
+    #[test]
+    fn listed_names_are_exactly_the_parsed_ones() {
+        for n in Metric::NAMES {
+            assert_eq!(Metric::parse(n).unwrap().as_str(), n);
+        }
+        for n in IdType::NAMES {
+            assert_eq!(IdType::parse(n).unwrap().as_str(), n);
+        }
     }
 
     #[test]

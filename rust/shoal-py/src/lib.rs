@@ -926,6 +926,18 @@ fn run_node(py: Python<'_>, args: Vec<String>) -> i32 {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // The limits and names Python pre-checks with (for NumPy-friendly errors before a call): taken from the
+    // Rust definitions, so they are written once.
+    let limits = pyo3::types::PyDict::new(m.py());
+    limits.set_item("MAX_DIM", shoal_core::point::MAX_DIM)?;
+    limits.set_item("MAX_K", shoal_core::validate::MAX_K)?;
+    limits.set_item("MAX_INT_ID", i64::MAX)?;
+    limits.set_item("METRICS", pyo3::types::PyTuple::new(m.py(), shoal_core::Metric::NAMES)?)?;
+    limits.set_item("ID_TYPES", pyo3::types::PyTuple::new(m.py(), shoal_core::IdType::NAMES)?)?;
+    limits.set_item("WRITE_LEVELS", pyo3::types::PyTuple::new(m.py(), shoal_client::client::WRITE_LEVELS)?)?;
+    limits.set_item("READ_LEVELS", pyo3::types::PyTuple::new(m.py(), shoal_client::client::READ_LEVELS)?)?;
+    limits.set_item("LOAD_BALANCING", pyo3::types::PyTuple::new(m.py(), shoal_client::client::LOAD_BALANCINGS)?)?;
+    m.add("LIMITS", limits)?;
     m.add_class::<Client>()?;
     m.add_class::<SearchReply>()?;
     m.add_class::<PendingSearch>()?;
