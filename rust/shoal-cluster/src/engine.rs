@@ -754,7 +754,7 @@ impl Engine {
     /// Plans moves that balance the cluster (pure `placement::rebalance`, at most [`MAX_CONCURRENT_MOVES`]
     /// at a time, none on a shard already moving) and starts them through group 0: replica moves (the shard
     /// leader then walks its group through them) and preferred-leader changes (the current leader hands
-    /// over). `collection` = "" for every collection. Returns them as (collection, shard, from, to).
+    /// over). `collection` = "" for every collection. Returns the moves started.
     pub async fn rebalance(&self, collection: &str, timeout: Duration) -> Result<Vec<StartedMove>> {
         self.check_open()?;
         if !collection.is_empty() && self.catalog.get(collection).is_none() {
