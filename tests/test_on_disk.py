@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import shoal
+from testlib import recall as _recall
 
 DIM = 32
 N = 9_000
@@ -23,10 +24,6 @@ def _data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x = (centers[rng.integers(0, 40, N)] + rng.standard_normal((N, DIM))).astype(np.float32)
     q = (centers[rng.integers(0, 40, 50)] + rng.standard_normal((50, DIM))).astype(np.float32)
     return np.arange(N), x, q
-
-
-def _recall(got: np.ndarray, want: np.ndarray) -> float:
-    return float(np.mean([len(set(g.tolist()) & set(w.tolist())) / len(w) for g, w in zip(got, want)]))
 
 
 def _mapped_vector_files(node: shoal.NodeHandle) -> list[str]:
