@@ -2,8 +2,8 @@
 #
 #   make demo     venv + build the Python extension + run the demo (local node, 100k vectors)
 #   make test     venv + cargo tests + build the extension + pytest end-to-end (tests/)
-#   make verify   read-only checks: rustfmt --check, clippy -D warnings, then the tests (what CI runs)
-#   make fix      rustfmt + clippy --fix
+#   make verify   read-only checks: rustfmt --check, ruff + mypy, clippy -D warnings, the tests (what CI runs)
+#   make fix      rustfmt + clippy --fix, ruff format + ruff --fix
 #   make build    release build of the shoal-node binary
 #   make wheel    an abi3 wheel in dist/ (installs and runs with no Rust toolchain: python -m shoal.node)
 #   make bench    bench/run.sh (benchmarks are never part of the tests)
@@ -17,6 +17,9 @@ VENV         := .venv
 VPY          := $(VENV)/bin/python
 PY_DEPS      := maturin numpy pytest pytest-xdist tqdm pandas grpcio prometheus-client
 NB_DEPS      := nbmake ipykernel matplotlib scikit-learn pyarrow
+# Python checks of `make verify` (lint-py, stubtest) and `make fix`; pinned so that a new release cannot turn
+# verify red by itself.
+PY_DEV_DEPS  := ruff==0.17.6 mypy==2.4.1
 CARGO        ?= cargo
 PY_TARGET    := $(CURDIR)/target-py
 PYTEST_ARGS  ?=
@@ -25,7 +28,8 @@ PYTEST_ARGS  ?=
 PYTEST_WORKERS ?= 2
 DEMO_ARGS    ?=
 
-.PHONY: help venv notebook-deps develop develop-test wheel wheel-test build test test-rust test-py verify fmt-check clippy fix bench demo faults clean
+.PHONY: help venv dev-deps notebook-deps develop develop-test wheel wheel-test build test test-rust test-py verify fmt-check \
+	lint-py clippy fix bench demo faults clean
 
 help:
 	@sed -n '2,11p' Makefile | sed 's/^# \{0,1\}//'
@@ -37,6 +41,13 @@ venv: $(VENV)/.deps-ok
 $(VENV)/.deps-ok: Makefile
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet $(PY_DEPS)
+	@touch $@
+
+# The Python linters and type checker (lint-py, stubtest, fix).
+dev-deps: $(VENV)/.dev-deps-ok
+
+$(VENV)/.dev-deps-ok: $(VENV)/.deps-ok
+	$(VPY) -m pip install --quiet $(PY_DEV_DEPS)
 	@touch $@
 
 # What the notebooks use (data, plots) and what executes them in `make test` (nbmake).
@@ -74,6 +85,14 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --profile ci --workspace --all-targets -- -D warnings
 
+# --- Python checks (configured in pyproject.toml) -------------------------------------------------
+
+# ruff (lint and format) on python/ and tests/, mypy on the package (shoal/_native.pyi types the extension).
+lint-py: dev-deps
+	$(VENV)/bin/ruff check --no-fix python tests
+	$(VENV)/bin/ruff format --check python tests
+	$(VPY) -m mypy
+
 # --- tests --------------------------------------------------------------------------------------
 
 # The extension the Python tests load: built with the `ci` profile into target/, sharing test-rust's build.
@@ -94,18 +113,21 @@ test-py: develop-test wheel-test notebook-deps
 
 test: venv test-rust test-py
 
-verify: fmt-check clippy test
+verify: fmt-check lint-py clippy test
 
 # The long fault matrix: every scenario of tests/test_faults.py runs 90 s, twice; the table of results is
 # appended to faults-table.md.
 faults: develop
 	SHOAL_FAULTS_LONG=1 SHOAL_FAULTS_TABLE=$(CURDIR)/faults-table.md $(VPY) -m pytest tests/test_faults.py -s -p no:cacheprovider $(PYTEST_ARGS)
 
-fix:
+fix: dev-deps
 	$(PYTHON) tools/strip_notebooks.py
 	$(CARGO) fmt --all
 	$(CARGO) clippy --workspace --all-targets --fix --allow-dirty --allow-staged -- -D warnings
 	$(CARGO) fmt --all
+	$(VENV)/bin/ruff format python tests
+	$(VENV)/bin/ruff check --fix python tests
+	$(VENV)/bin/ruff format python tests
 
 # --- demo and benchmarks ------------------------------------------------------------------------
 

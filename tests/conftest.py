@@ -7,8 +7,8 @@ from __future__ import annotations
 import itertools
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -20,9 +20,7 @@ pytest_plugins = ["pytester"]
 def pytest_configure(config: pytest.Config) -> None:
     # The plugin normally comes in through the pytest11 entry point of the installed package; register it
     # here when the package is used from the source tree without being installed.
-    if not config.pluginmanager.has_plugin("shoal") and not config.pluginmanager.has_plugin(
-        "shoal.pytest_plugin"
-    ):
+    if not config.pluginmanager.has_plugin("shoal") and not config.pluginmanager.has_plugin("shoal.pytest_plugin"):
         from shoal import pytest_plugin
 
         config.pluginmanager.register(pytest_plugin, "shoal")

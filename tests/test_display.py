@@ -10,7 +10,9 @@ import shoal
 
 
 @pytest.mark.shoal(nodes=3)
-def test_the_cluster_grid_the_shards_table_and_progress_bars(shoal_cluster: shoal.Cluster, capsys: pytest.CaptureFixture) -> None:
+def test_the_cluster_grid_the_shards_table_and_progress_bars(
+    shoal_cluster: shoal.Cluster, capsys: pytest.CaptureFixture
+) -> None:
     coll = shoal_cluster.create_collection("g", dim=4, metric="l2", shards=2, replication_factor=2)
     coll.upsert(np.arange(300), np.random.default_rng(0).standard_normal((300, 4)).astype(np.float32))
     assert coll.wait_indexed(timeout=60, progress=True) == 300

@@ -49,7 +49,9 @@ def test_exact_search_equals_brute_force_on_a_sharded_replicated_collection(shoa
 @pytest.mark.shoal(nodes=1)
 def test_tune_reports_recall_latency_and_the_smallest_ef_that_meets_the_target(shoal_cluster: shoal.Cluster) -> None:
     ids, x, _ = _data()
-    coll = shoal_cluster.create_collection("tune", dim=DIM, metric="l2", shards=2, index=shoal.HNSW(m=8, ef_construction=40))
+    coll = shoal_cluster.create_collection(
+        "tune", dim=DIM, metric="l2", shards=2, index=shoal.HNSW(m=8, ef_construction=40)
+    )
     coll.upsert(ids, x)
     coll.wait_indexed(timeout=60)
     q = np.random.default_rng(13).standard_normal((30, DIM)).astype(np.float32)

@@ -34,10 +34,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pytest
+
 import shoal
 from shoal.history import History, Op, check_register, check_set
 from shoal.nemesis import DAMAGE_KINDS, FAULTS, Nemesis, NemesisError
@@ -99,7 +100,7 @@ def _vec(i: int) -> np.ndarray:
 class Workload:
     """Client threads recording a register history (``reg``) and an add-only set history (``set``)."""
 
-    def __init__(self, addresses: list[str], coll_name: str, seed: int, credentials: Optional[shoal.Credentials]) -> None:
+    def __init__(self, addresses: list[str], coll_name: str, seed: int, credentials: shoal.Credentials | None) -> None:
         self.addresses = addresses
         self.credentials = credentials
         self.coll_name = coll_name
@@ -233,8 +234,11 @@ class Outcome:
         return ", ".join(f"{k} x{n}" for k, n in sorted(counts.items())) or "none"
 
     def row(self) -> str:
-        avail = f"{self.in_fault_ok}/{self.in_fault} ({100 * self.in_fault_ok / self.in_fault:.0f}%)" if self.in_fault \
+        avail = (
+            f"{self.in_fault_ok}/{self.in_fault} ({100 * self.in_fault_ok / self.in_fault:.0f}%)"
+            if self.in_fault
             else "n/a"
+        )
         return (
             f"| {self.scenario} | {self.seed} | {self.seconds:.0f} | {self.fault_counts()} | {self.ok} | {self.failed} "
             f"| {self.indeterminate} | {avail} | {self.register} | {self.set} | {self.lost} "
@@ -267,9 +271,21 @@ def _jsonable(v: Any) -> Any:
 def save_history(path: Path, ops: list[Op]) -> None:
     with open(path, "w") as f:
         for o in ops:
-            f.write(json.dumps({"process": o.process, "kind": o.kind, "key": o.key, "value": _jsonable(o.value),
-                                "invoke_t": o.invoke_t, "complete_t": o.complete_t, "status": o.status,
-                                "error": o.error}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "process": o.process,
+                        "kind": o.kind,
+                        "key": o.key,
+                        "value": _jsonable(o.value),
+                        "invoke_t": o.invoke_t,
+                        "complete_t": o.complete_t,
+                        "status": o.status,
+                        "error": o.error,
+                    }
+                )
+                + "\n"
+            )
 
 
 def wait_green(cluster: shoal.Cluster, within: float) -> shoal.Health | None:
@@ -386,14 +402,16 @@ def test_fault_matrix(shoal_cluster: shoal.Cluster, sc: Scenario, round_: int) -
         out.anomalies.append(f"{len(w.unexpected)} client errors")
     report(out)
 
-    explanation = "\n\n".join([
-        f"scenario {sc.name}, seed {seed}, data dir {data_dir}",
-        f"register: {reg.valid} ({reg.states} states)\n{reg.explanation}",
-        f"set:\n{st.explanation}",
-        f"health after heal: {'green' if not_green is None else repr(not_green)}",
-        "faults: " + "; ".join(out.details),
-        "nemesis timeline:\n" + nem.timeline(since=t0),
-    ])
+    explanation = "\n\n".join(
+        [
+            f"scenario {sc.name}, seed {seed}, data dir {data_dir}",
+            f"register: {reg.valid} ({reg.states} states)\n{reg.explanation}",
+            f"set:\n{st.explanation}",
+            f"health after heal: {'green' if not_green is None else repr(not_green)}",
+            "faults: " + "; ".join(out.details),
+            "nemesis timeline:\n" + nem.timeline(since=t0),
+        ]
+    )
     (data_dir / f"history-{sc.name}-explanation.txt").write_text(explanation + "\n")
     if reg.valid is None:
         print(f"\n{sc.name}: register check unknown: {reg.explanation}")

@@ -52,11 +52,15 @@ def _raw_health(cluster: shoal.Cluster, address: str) -> tuple[str, list[str]]:
     creds = cluster.credentials
     assert creds is not None and creds.ca_cert is not None
     ca = Path(creds.ca_cert).read_bytes()
-    ch = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=ca),
-                             options=[("grpc.ssl_target_name_override", "shoal-node")])
+    ch = grpc.secure_channel(
+        address,
+        grpc.ssl_channel_credentials(root_certificates=ca),
+        options=[("grpc.ssl_target_name_override", "shoal-node")],
+    )
     try:
-        fn: Any = ch.unary_unary("/shoal.v1.Cluster/Health", request_serializer=lambda b: b,
-                                 response_deserializer=lambda b: b)
+        fn: Any = ch.unary_unary(
+            "/shoal.v1.Cluster/Health", request_serializer=lambda b: b, response_deserializer=lambda b: b
+        )
         body = fn(b"", metadata=[("authorization", f"Bearer {creds.api_key}")], timeout=10)
     finally:
         ch.close()

@@ -6,6 +6,7 @@ imported the module is loaded from its file (it imports nothing from the package
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import random
 import sys
@@ -80,7 +81,7 @@ def test_history_records_ops_statuses_and_summary() -> None:
     assert (ops[4].complete_t, ops[4].error) == (None, "not completed")
     assert h.summary() == {"write": {"ok": 1, "fail": 1, "info": 1}, "read": {"ok": 1, "fail": 0, "info": 1}}
     assert len(h) == 5
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         ops[0].value = "x"  # frozen
     with pytest.raises(ValueError, match="already completed"):
         h.ok(a)
@@ -276,8 +277,17 @@ def simulate_register(
                 effect = rng.uniform(t0, t1 + 0.05) if rng.random() < 0.5 else float("inf")
             else:
                 effect = float("inf")
-            ops.append({"p": p, "kind": kind, "t0": t0, "t1": t1, "status": status, "effect": effect,
-                        "value": f"{p}-{len(ops)}" if kind == "write" else None})
+            ops.append(
+                {
+                    "p": p,
+                    "kind": kind,
+                    "t0": t0,
+                    "t1": t1,
+                    "status": status,
+                    "effect": effect,
+                    "value": f"{p}-{len(ops)}" if kind == "write" else None,
+                }
+            )
     value = None
     for op in sorted(ops, key=lambda o: o["effect"]):
         if op["effect"] == float("inf"):

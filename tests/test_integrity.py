@@ -10,8 +10,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -30,7 +30,10 @@ def _vecs(ids: np.ndarray) -> np.ndarray:
 def _load(coll: shoal.Collection) -> None:
     ids = np.arange(N)
     for s in range(0, N, 50):  # 10 log entries
-        assert coll.upsert(ids[s : s + 50], _vecs(ids[s : s + 50]), payloads=[{"i": int(i)} for i in ids[s : s + 50]]) == 50
+        assert (
+            coll.upsert(ids[s : s + 50], _vecs(ids[s : s + 50]), payloads=[{"i": int(i)} for i in ids[s : s + 50]])
+            == 50
+        )
 
 
 def _shard_dir(node: shoal.NodeHandle, coll: str) -> Path:
@@ -229,8 +232,18 @@ def test_the_only_replica_damaged_refuses_with_a_storage_error(shoal_cluster: sh
     assert replica.state == "quarantined" and "offset" in replica.damage and "repair" in replica.repair
 
     # Salvage: refused while the node runs; stopped, it keeps what verifies and reports what was lost.
-    repair = [sys.executable, "-m", "shoal.node", "repair", "--data-dir", str(node.data_dir), "--collection", "single",
-              "--shard", "0"]
+    repair = [
+        sys.executable,
+        "-m",
+        "shoal.node",
+        "repair",
+        "--data-dir",
+        str(node.data_dir),
+        "--collection",
+        "single",
+        "--shard",
+        "0",
+    ]
     running = subprocess.run(repair, capture_output=True, text=True, timeout=60)
     assert running.returncode != 0 and "running" in running.stderr, running
     node.stop()
@@ -269,6 +282,7 @@ def test_anti_entropy_rebuilds_a_replica_that_diverged_silently(shoal_cluster: s
 def _meta_segments(node: shoal.NodeHandle) -> list[Path]:
     return sorted((node.data_dir / "meta" / "log").glob("*.seg"))
 
+
 @pytest.mark.parametrize("victim", [1, 2], ids=["first-node-no-join-flag", "joined-node"])
 @pytest.mark.shoal(nodes=3)
 def test_a_damaged_group_zero_is_rebuilt_from_the_other_members(shoal_cluster: shoal.Cluster, victim: int) -> None:
@@ -292,14 +306,15 @@ def test_a_damaged_group_zero_is_rebuilt_from_the_other_members(shoal_cluster: s
             assert len(offs) >= 3, f"group 0's log holds too few records to damage the middle one: {offs}"
             _flip(seg, offs[len(offs) // 2] + 12)
         else:
-
             shutil.rmtree(node.data_dir / "meta")
         node.start(timeout=60)
         _wait(f"{damage}: node {victim} is a voter of group 0 again", lambda: voter(victim))
         log = node.log_path.read_text(errors="replace")
         assert log.count("group 0 rebuilt from the other members") == round_ + 1, node.log_tail(30)
         kept = list((node.data_dir / "damaged").glob("meta-*"))
-        assert len(kept) == 1, f"{damage}: the damaged group 0 is kept aside (a deleted one has nothing to keep): {kept}"
+        assert len(kept) == 1, (
+            f"{damage}: the damaged group 0 is kept aside (a deleted one has nothing to keep): {kept}"
+        )
         # the catalog is back on the node: a collection created now is served through it alone
         later = shoal_cluster.create_collection(f"later{round_}", dim=DIM, metric="l2", shards=1)
         later.upsert([7], _vecs(np.array([7])))
@@ -308,6 +323,7 @@ def test_a_damaged_group_zero_is_rebuilt_from_the_other_members(shoal_cluster: s
             got = direct.collection("meta_heal").get(np.arange(N), consistency="strong", timeout=10)
             assert got.missing == [], f"{damage}: points lost: {got.missing[:10]}"
         _wait(f"{damage}: health green", lambda: shoal_cluster.health(timeout=5).status == "green")
+
 
 @pytest.mark.shoal(nodes=1)
 def test_a_damaged_group_zero_without_peers_refuses_to_start(shoal_cluster: shoal.Cluster) -> None:

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
+from test_replication import _check_present, _retry, _vecs, _wait_shards
 
 import shoal
-
-from test_replication import _check_present, _retry, _vecs, _wait_shards
 
 DIM = 8
 
@@ -241,8 +240,10 @@ def test_remove_node_with_drain_moves_every_replica_off_it_first(shoal_cluster: 
 
     shards = _wait_shards(
         coll,
-        lambda ss: all(victim not in s.nodes and len(s.replicas) == 2 and s.leader is not None for s in ss)
-        and all(len({(r.applied_index, r.digest) for r in s.replicas}) == 1 for s in ss),
+        lambda ss: (
+            all(victim not in s.nodes and len(s.replicas) == 2 and s.leader is not None for s in ss)
+            and all(len({(r.applied_index, r.digest) for r in s.replicas}) == 1 for s in ss)
+        ),
         f"no replica should be left on node {victim}",
         within=60,
     )

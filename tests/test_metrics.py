@@ -33,7 +33,11 @@ def _families(addr: str) -> dict:
 
 
 def _value(fams: dict, family: str, sample: str, **labels: str) -> float:
-    return sum(s.value for s in fams[family].samples if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()))
+    return sum(
+        s.value
+        for s in fams[family].samples
+        if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 @pytest.mark.shoal(nodes=3)
@@ -47,13 +51,29 @@ def test_each_node_serves_metrics_that_parse_and_follow_the_work(shoal_cluster: 
     fams = {n.id: _families(n.metrics_address) for n in nodes}
 
     documented = {
-        "shoal_requests", "shoal_request_duration_seconds", "shoal_admission_rejections", "shoal_raft_term",
-        "shoal_raft_commit_index", "shoal_raft_applied_index", "shoal_raft_last_log_index", "shoal_raft_leader",
-        "shoal_raft_is_leader", "shoal_raft_leader_changes",
-        "shoal_shard_points", "shoal_shard_unindexed_points", "shoal_snapshot_received_bytes", "shoal_searches",
-        "shoal_reads", "shoal_writes", "shoal_hedged_requests", "shoal_cancelled_searches",
-        "shoal_in_flight_requests", "shoal_quarantined_replicas", "shoal_data_dir_bytes",
-        "shoal_fsync_duration_seconds", "shoal_snapshot_sent_bytes",
+        "shoal_requests",
+        "shoal_request_duration_seconds",
+        "shoal_admission_rejections",
+        "shoal_raft_term",
+        "shoal_raft_commit_index",
+        "shoal_raft_applied_index",
+        "shoal_raft_last_log_index",
+        "shoal_raft_leader",
+        "shoal_raft_is_leader",
+        "shoal_raft_leader_changes",
+        "shoal_shard_points",
+        "shoal_shard_unindexed_points",
+        "shoal_snapshot_received_bytes",
+        "shoal_searches",
+        "shoal_reads",
+        "shoal_writes",
+        "shoal_hedged_requests",
+        "shoal_cancelled_searches",
+        "shoal_in_flight_requests",
+        "shoal_quarantined_replicas",
+        "shoal_data_dir_bytes",
+        "shoal_fsync_duration_seconds",
+        "shoal_snapshot_sent_bytes",
     }
     for nid, f in fams.items():
         assert documented <= set(f), f"node {nid} lacks {sorted(documented - set(f))}"
@@ -73,10 +93,18 @@ def test_each_node_serves_metrics_that_parse_and_follow_the_work(shoal_cluster: 
         _value(f, "shoal_requests", "shoal_requests_total", method=method, status="OK") for f in fams.values()
     )
     assert ok("/shoal.v1.Points/Upsert") >= 1 and ok("/shoal.v1.Points/Search") >= 1
-    assert sum(
-        _value(f, "shoal_request_duration_seconds", "shoal_request_duration_seconds_count",
-               method="/shoal.v1.Points/Search") for f in fams.values()
-    ) >= 1
+    assert (
+        sum(
+            _value(
+                f,
+                "shoal_request_duration_seconds",
+                "shoal_request_duration_seconds_count",
+                method="/shoal.v1.Points/Search",
+            )
+            for f in fams.values()
+        )
+        >= 1
+    )
     assert sum(_value(f, "shoal_searches", "shoal_searches_total") for f in fams.values()) >= 1
 
     # a client with a wrong key is refused and counted as such

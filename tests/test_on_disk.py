@@ -46,7 +46,12 @@ def test_on_disk_vectors_are_mapped_answer_like_memory_and_survive_a_restart(sho
     ids, x, q = _data()
     k = 10
     disk = shoal_cluster.create_collection(
-        "disk", dim=DIM, metric="l2", shards=2, replication_factor=2, index=shoal.HNSW(quantization="int8"),
+        "disk",
+        dim=DIM,
+        metric="l2",
+        shards=2,
+        replication_factor=2,
+        index=shoal.HNSW(quantization="int8"),
         on_disk=True,
     )
     mem = shoal_cluster.create_collection(

@@ -85,8 +85,9 @@ def test_filters_through_payload_indexes_match_brute_force_and_survive_writes_an
     moved = np.arange(0, 60)
     coll.update_payload(moved, {"cat": "new"}, consistency="strong")
     coll.delete(np.arange(60, 70), consistency="strong")
-    coll.upsert(np.array([N + 1, N + 2]), x[:2] + 0.01, payloads=[{"cat": "new", "n": 5}, {"cat": "new"}],
-                consistency="strong")
+    coll.upsert(
+        np.array([N + 1, N + 2]), x[:2] + 0.01, payloads=[{"cat": "new", "n": 5}, {"cat": "new"}], consistency="strong"
+    )
     got = coll.search(q[:3], 100, filter={"cat": "new"}, consistency="strong")
     assert sorted(set(got.ids[0].tolist()) - {-1}) == sorted(moved.tolist() + [N + 1, N + 2])
     got = coll.search(q[:3], 100, filter={"cat": "new", "n": {"$lt": 10}}, consistency="strong")
@@ -116,7 +117,7 @@ def test_filters_through_payload_indexes_match_brute_force_and_survive_writes_an
 @pytest.mark.shoal(nodes=1)
 def test_bad_payload_index_requests_are_refused_and_change_nothing(shoal_cluster: shoal.Cluster) -> None:
     coll = shoal_cluster.create_collection("bad", dim=4, metric="l2")
-    with pytest.raises(shoal.InvalidArgument, match="unknown payload index kind \"text\""):
+    with pytest.raises(shoal.InvalidArgument, match='unknown payload index kind "text"'):
         coll.create_payload_index("f", "text")
     with pytest.raises(shoal.InvalidArgument, match="empty path segment"):
         coll.create_payload_index("a..b", "keyword")

@@ -8,7 +8,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from typing import Callable, Optional, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -29,7 +30,7 @@ def _vecs(ids, gen: int = 0) -> np.ndarray:
 def _retry(what: str, fn: Callable[[], T], attempts: int = 60, within: float = 30.0, pause: float = 0.25) -> T:
     """Calls `fn` until it returns without a ShoalError: at most `attempts` times and `within` seconds."""
     deadline = time.monotonic() + within
-    last: Optional[BaseException] = None
+    last: BaseException | None = None
     for _ in range(attempts):
         try:
             return fn()
@@ -51,7 +52,7 @@ def _wait_shards(
     """Polls `coll.shards()` until `ok(shards)` holds (at most `within` seconds)."""
     deadline = time.monotonic() + within
     shards: list[shoal.Shard] = []
-    err: Optional[BaseException] = None
+    err: BaseException | None = None
     for _ in range(int(within / 0.1) + 1):
         try:
             shards = coll.shards(timeout=5)
@@ -128,7 +129,9 @@ def _check_present(coll: shoal.Collection, ids, gen: int = 0, chunk: int = 2000)
     ids = np.asarray(sorted(set(int(i) for i in ids)), dtype=np.int64)
     for lo in range(0, len(ids), chunk):
         part = ids[lo : lo + chunk]
-        got = _retry("strong get", lambda: coll.get(part, consistency="strong", timeout=10), attempts=20, within=60)
+        got = _retry(
+            "strong get", lambda part=part: coll.get(part, consistency="strong", timeout=10), attempts=20, within=60
+        )
         assert got.missing == [], f"{len(got.missing)} acknowledged ids are missing, e.g. {got.missing[:10]}"
         np.testing.assert_allclose(got.vectors, _vecs(part, gen), rtol=1e-6)
 
@@ -142,10 +145,26 @@ def test_shard_and_replica_from_the_native_dicts() -> None:
         "leader": None,
         "count": 7,
         "replicas": [
-            {"node": 2, "role": "follower", "state": "active", "applied_index": 9, "lag": 1, "count": 7,
-             "unindexed": 0, "digest": 2**64 - 1},
-            {"node": 3, "role": "learner", "state": "joining", "applied_index": 3, "lag": 7, "count": 2,
-             "unindexed": 2, "digest": 5},
+            {
+                "node": 2,
+                "role": "follower",
+                "state": "active",
+                "applied_index": 9,
+                "lag": 1,
+                "count": 7,
+                "unindexed": 0,
+                "digest": 2**64 - 1,
+            },
+            {
+                "node": 3,
+                "role": "learner",
+                "state": "joining",
+                "applied_index": 3,
+                "lag": 7,
+                "count": 2,
+                "unindexed": 2,
+                "digest": 5,
+            },
         ],
     }
     s = shoal.Shard.from_dict(d)
@@ -234,7 +253,7 @@ class _Writer(threading.Thread):
         self.errors: Counter[str] = Counter()
         self.messages: list[str] = []  # the first few error messages, for failure reports
         self.stop_event = threading.Event()
-        self.unexpected: Optional[BaseException] = None
+        self.unexpected: BaseException | None = None
 
     def run(self) -> None:
         deadline = time.monotonic() + self.max_seconds
@@ -434,7 +453,9 @@ def test_a_paused_node_never_serves_stale_strong_reads(shoal_cluster: shoal.Clus
     handle.pause()
     try:
         time.sleep(2.0)  # far beyond the election timeout (150-300 ms)
-        with shoal.connect([shoal_cluster.node(i).address for i in others], credentials=shoal_cluster.credentials) as rest:
+        with shoal.connect(
+            [shoal_cluster.node(i).address for i in others], credentials=shoal_cluster.credentials
+        ) as rest:
             rc = rest.collection("pause")
             _retry("write new values while a node is paused", lambda: rc.upsert(ids, _vecs(ids, gen=1), timeout=5))
     finally:
@@ -443,7 +464,7 @@ def test_a_paused_node_never_serves_stale_strong_reads(shoal_cluster: shoal.Clus
     with shoal.connect(handle.address, credentials=shoal_cluster.credentials) as c:
         pc = c.collection("pause")
         # the first strong read through the resumed node must already see the new values
-        for attempt in range(40):
+        for _attempt in range(40):
             try:
                 got = pc.get(ids, consistency="strong", timeout=5)
             except shoal.ShoalError:

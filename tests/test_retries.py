@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -41,7 +42,7 @@ def _until(what: str, fn: Callable[[], Any], ok: Callable[[Any], bool], within: 
         time.sleep(0.05)
 
 
-def _value(coll: shoal.Collection) -> Optional[int]:
+def _value(coll: shoal.Collection) -> int | None:
     got = coll.get([KEY], consistency="strong", timeout=5)
     return None if got.missing else got.payloads[0]["v"]
 
@@ -77,7 +78,9 @@ def test_a_retry_through_another_node_never_overwrites_a_newer_write(shoal_clust
         a_thread = threading.Thread(target=client_a, daemon=True)
         a_thread.start()
         try:
-            _until("a strong reader sees A's v1 (committed on the leader and X)", lambda: _value(reader), lambda v: v == 1)
+            _until(
+                "a strong reader sees A's v1 (committed on the leader and X)", lambda: _value(reader), lambda v: v == 1
+            )
             assert "result" not in outcome, "A's strong write cannot be acknowledged while P is paused"
             # B's write, acknowledged at quorum, then seen by the reader
             assert reader.upsert([KEY], _vec(2), payloads=[{"v": 2}], consistency="quorum", timeout=10) == 1
@@ -101,9 +104,11 @@ def test_a_retry_through_another_node_never_overwrites_a_newer_write(shoal_clust
         shard = _until(
             "replicas converge after the heal",
             lambda: coll.shards(timeout=5)[0],
-            lambda s: len(s.replicas) == 3
-            and len({r.applied_index for r in s.replicas}) == 1
-            and len({r.digest for r in s.replicas}) == 1,
+            lambda s: (
+                len(s.replicas) == 3
+                and len({r.applied_index for r in s.replicas}) == 1
+                and len({r.digest for r in s.replicas}) == 1
+            ),
             within=60,
         )
         assert _value(reader) == 2, "v2 is the final value on the healed cluster"
@@ -123,7 +128,9 @@ def test_a_paused_coordinator_fails_over_and_the_retry_applies_once(shoal_cluste
     x = next(n for n in shard.nodes if n != shard.leader)
     shoal_cluster.node(x).pause()
     try:
-        with shoal.connect([addr[x], addr[shard.leader]], connect_timeout=5, credentials=shoal_cluster.credentials) as a:
+        with shoal.connect(
+            [addr[x], addr[shard.leader]], connect_timeout=5, credentials=shoal_cluster.credentials
+        ) as a:
             # The call must not sit on the paused node until its deadline: it fails over and succeeds.
             assert a.collection("counter").upsert([KEY], _vec(1), payloads=[{"v": 1}], timeout=15) == 1
             got = a.collection("counter").get([KEY], consistency="strong", timeout=10)
@@ -162,5 +169,8 @@ def test_a_client_whose_first_node_is_cut_off_fails_over(shoal_cluster: shoal.Cl
             assert only3.collection("cut").get([KEY], consistency="eventual", timeout=10).missing == []
     finally:
         shoal_cluster.heal()
-    _until("node 3 catches up after the heal", lambda: coll.shards(timeout=5)[0].replicas,
-           lambda reps: len({(r.applied_index, r.digest) for r in reps}) == 1)
+    _until(
+        "node 3 catches up after the heal",
+        lambda: coll.shards(timeout=5)[0].replicas,
+        lambda reps: len({(r.applied_index, r.digest) for r in reps}) == 1,
+    )

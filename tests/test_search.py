@@ -3,7 +3,7 @@ result shapes and input forms."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pytest

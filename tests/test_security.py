@@ -11,11 +11,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import grpc
 import numpy as np
 import pytest
+
 import shoal
 
 # --- raw gRPC helpers -------------------------------------------------------------------------------------
@@ -70,14 +71,14 @@ INTERNAL_METHODS = [
 ]
 
 
-def _channel(address: str, ca: Optional[bytes], cert: Optional[bytes] = None, key: Optional[bytes] = None) -> Any:
+def _channel(address: str, ca: bytes | None, cert: bytes | None = None, key: bytes | None = None) -> Any:
     if ca is None:
         return grpc.insecure_channel(address)
     creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
     return grpc.secure_channel(address, creds, options=[("grpc.ssl_target_name_override", "shoal-node")])
 
 
-def _call(ch: Any, method: str, body: bytes = b"", api_key: Optional[str] = None, meta: tuple = ()) -> grpc.StatusCode:
+def _call(ch: Any, method: str, body: bytes = b"", api_key: str | None = None, meta: tuple = ()) -> grpc.StatusCode:
     md = list(meta)
     if api_key is not None:
         md.append(("authorization", f"Bearer {api_key}"))

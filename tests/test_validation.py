@@ -3,7 +3,8 @@ nothing (a batch is validated whole before any of it is sent)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest

@@ -44,8 +44,13 @@ def _wheel(tmp: Path) -> Path:
     out = tmp / "dist"
     env = dict(os.environ, CARGO_TARGET_DIR=str(ROOT / "target"))
     maturin = Path(sys.executable).parent / "maturin"
-    subprocess.run([str(maturin), "build", "--profile", "ci", "--quiet", "--out", str(out)], cwd=ROOT, env=env,
-                   check=True, timeout=3600)
+    subprocess.run(
+        [str(maturin), "build", "--profile", "ci", "--quiet", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=3600,
+    )
     return next(out.glob("shoal-*.whl"))
 
 
@@ -62,8 +67,9 @@ def test_the_wheel_runs_a_cluster_without_a_rust_toolchain(tmp_path: Path) -> No
         path = os.pathsep.join([str(venv / "bin"), "/usr/bin", "/bin"])
         env["PATH"] = path
     assert shutil.which("cargo", path=path) is None, f"cargo is on {path}"
-    pip = subprocess.run([str(py), "-m", "pip", "install", "--quiet", str(wheel)], env=env, capture_output=True,
-                         text=True, timeout=600)
+    pip = subprocess.run(
+        [str(py), "-m", "pip", "install", "--quiet", str(wheel)], env=env, capture_output=True, text=True, timeout=600
+    )
     assert pip.returncode == 0, pip.stderr
     run = subprocess.run([str(py), "-c", SMOKE], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and "SMOKE OK 3 nodes" in run.stdout, f"{run.stdout}\n{run.stderr}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -144,7 +144,7 @@ def _ops(value: Any, cond: dict) -> bool:
     return True
 
 
-def matches(payload: dict, flt: Optional[dict]) -> bool:
+def matches(payload: dict, flt: dict | None) -> bool:
     """Python evaluation of a filter on one payload."""
     if not flt:
         return True

@@ -13,9 +13,9 @@ See DESIGN.md §8 for the full contract.
 
 from __future__ import annotations
 
+from . import errors as _errors
 from .cluster import ApiKey, Cluster, Credentials, Health, Node, NodeHandle, connect
 from .collection import Collection, Query
-from . import errors as _errors
 from .errors import *  # noqa: F403 - the exception classes, listed once in errors.__all__
 from .index import HNSW, Flat
 from .results import Points, Replica, SearchResult, Shard, ShardList

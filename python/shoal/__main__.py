@@ -1,7 +1,7 @@
 """usage:
-    python -m shoal                 version, where the extension is, this help
-    python -m shoal node ARGS...    run a node (same as python -m shoal.node; --help lists the flags)
-    python -m shoal demo [--n N]    the demo (same as python -m shoal.demo)
+python -m shoal                 version, where the extension is, this help
+python -m shoal node ARGS...    run a node (same as python -m shoal.node; --help lists the flags)
+python -m shoal demo [--n N]    the demo (same as python -m shoal.demo)
 """
 
 from __future__ import annotations

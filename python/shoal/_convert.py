@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
-from typing import Any, Optional, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +25,7 @@ WRITE_LEVELS: tuple[str, ...] = _LIMITS["WRITE_LEVELS"]
 READ_LEVELS: tuple[str, ...] = _LIMITS["READ_LEVELS"]
 LOAD_BALANCING: tuple[str, ...] = _LIMITS["LOAD_BALANCING"]
 
-IdsOut = Union[np.ndarray, list]
+IdsOut = np.ndarray | list
 
 
 def is_int(x: Any) -> bool:
@@ -37,7 +37,7 @@ def is_real(x: Any) -> bool:
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
 
 
-def check_int(name: str, value: Any, lo: int, hi: Optional[int] = None) -> int:
+def check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
     """An int in lo..=hi (hi None: unbounded)."""
     if not is_int(value):
         raise InvalidArgument(f"{name} must be an int, got {type(value).__name__} {value!r}")
@@ -48,7 +48,7 @@ def check_int(name: str, value: Any, lo: int, hi: Optional[int] = None) -> int:
     return v
 
 
-def check_timeout(timeout: Any, name: str = "timeout") -> Optional[float]:
+def check_timeout(timeout: Any, name: str = "timeout") -> float | None:
     """None, or a finite number of seconds > 0."""
     if timeout is None:
         return None
@@ -176,9 +176,7 @@ def _str_ids(ids: Any) -> list:
         if ids.ndim != 1:
             raise InvalidArgument(f"ids must be 1-D, got an array of shape {ids.shape}")
         if ids.size and ids.dtype.kind not in "UO":
-            raise InvalidArgument(
-                f"ids[0] has dtype {ids.dtype} ({ids[0].item()!r}): this collection has str ids"
-            )
+            raise InvalidArgument(f"ids[0] has dtype {ids.dtype} ({ids[0].item()!r}): this collection has str ids")
         ids = ids.tolist()
     try:
         lst = list(ids)
@@ -236,17 +234,13 @@ def as_matrix(x: Any, dim: int, what: str = "vectors", collection: str = "") -> 
             arr = arr.reshape(1, dim)
             single = True
         else:
-            raise InvalidArgument(
-                f"{what} has dim {arr.shape[0]} (shape {arr.shape}) but the dim{of} is {dim}"
-            )
+            raise InvalidArgument(f"{what} has dim {arr.shape[0]} (shape {arr.shape}) but the dim{of} is {dim}")
     elif arr.ndim == 2:
         if arr.shape[1] != dim:
             if arr.shape[0] == 0:
                 arr = arr.reshape(0, dim)
             else:
-                raise InvalidArgument(
-                    f"{what} have dim {arr.shape[1]} (shape {arr.shape}) but the dim{of} is {dim}"
-                )
+                raise InvalidArgument(f"{what} have dim {arr.shape[1]} (shape {arr.shape}) but the dim{of} is {dim}")
     else:
         raise InvalidArgument(f"{what} must have shape (n, {dim}) or ({dim},), got {arr.shape}")
     return np.ascontiguousarray(arr), single
@@ -297,7 +291,7 @@ def payload_text(p: Any, what: str) -> str:
         raise InvalidArgument(f"{what} is not valid JSON: {e}") from None
 
 
-def payload_texts(payloads: Any, n: int) -> Optional[list[str]]:
+def payload_texts(payloads: Any, n: int) -> list[str] | None:
     """JSON texts, one per point, or None. Accepts a list of dicts (None = empty payload) or a DataFrame."""
     if payloads is None:
         return None
@@ -319,7 +313,7 @@ def payload_texts(payloads: Any, n: int) -> Optional[list[str]]:
     return [payload_text(p, f"payloads[{i}]") for i, p in enumerate(lst)]
 
 
-def filter_text(flt: Any) -> Optional[str]:
+def filter_text(flt: Any) -> str | None:
     if flt is None:
         return None
     if isinstance(flt, str):
@@ -336,9 +330,10 @@ def filter_text(flt: Any) -> Optional[str]:
         raise InvalidArgument(f"filter is not valid JSON: {e}") from None
 
 
-def parse_payload(text: Optional[str]) -> Optional[dict]:
+def parse_payload(text: str | None) -> dict | None:
     if text is None:
         return None
     if text == "":
         return {}
-    return json.loads(text)
+    payload: dict = json.loads(text)
+    return payload

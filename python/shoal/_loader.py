@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Optional
 
-_native: Optional[ModuleType] = None
+_native: ModuleType | None = None
 
 
 def native() -> ModuleType:

@@ -5,12 +5,13 @@ the request). Errors are raised as the classes of shoal.errors. `timeout` is in 
 `id_type` is "int" (ids: 1-D numpy int64 array, non-negative) or "str" (ids: list[str]).
 """
 
-from typing import Any, Awaitable, Optional, Sequence, Union
+from collections.abc import Awaitable, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-Ids = Union[npt.NDArray[np.int64], Sequence[str]]
+Ids = npt.NDArray[np.int64] | Sequence[str]
 
 __version__: str
 # Limits and names defined in Rust: MAX_DIM, MAX_K, MAX_INT_ID (int); METRICS, ID_TYPES, WRITE_LEVELS,
@@ -26,32 +27,32 @@ class Client:
         self,
         addresses: Sequence[str],
         connect_timeout: float = 10.0,
-        api_key: Optional[str] = None,
-        tls_ca_pem: Optional[bytes] = None,
+        api_key: str | None = None,
+        tls_ca_pem: bytes | None = None,
     ) -> None:
         """api_key is sent as a bearer token with every call; tls_ca_pem (the cluster CA, PEM) switches to TLS
         and verifies the nodes against it. Both None: an --insecure cluster."""
-    def create_api_key(self, role: str, name: str = "", timeout: Optional[float] = None) -> tuple[str, str]:
+    def create_api_key(self, role: str, name: str = "", timeout: float | None = None) -> tuple[str, str]:
         """(name, key) of a new key with role "read", "write" or "admin"; the key is returned only here."""
-    def revoke_api_key(self, name: str, timeout: Optional[float] = None) -> bool: ...
-    def list_api_keys(self, timeout: Optional[float] = None) -> list[tuple[str, str]]:
+    def revoke_api_key(self, name: str, timeout: float | None = None) -> bool: ...
+    def list_api_keys(self, timeout: float | None = None) -> list[tuple[str, str]]:
         """(name, role) of every key, sorted by name."""
     def addresses(self) -> list[str]: ...
-    def cluster_info(self, timeout: Optional[float] = None) -> dict[str, Any]:
+    def cluster_info(self, timeout: float | None = None) -> dict[str, Any]:
         """{"node_id": int, "meta_leader": int | None, "nodes": [{"id", "address", "status", "role", "zone",
         "version"}]}: status "up" | "down" | "joining" | "leaving"; role (group 0) "leader" | "follower" |
         "learner" ("" when down); meta_leader None when the answering node knows no group-0 leader."""
-    def health(self, timeout: Optional[float] = None) -> dict[str, Any]:
+    def health(self, timeout: float | None = None) -> dict[str, Any]:
         """{"status": "green"|"yellow"|"red", "reasons": [str], "nodes": [node dicts as cluster_info]}"""
-    def shards(self, collection: str, timeout: Optional[float] = None) -> list[dict[str, Any]]:
+    def shards(self, collection: str, timeout: float | None = None) -> list[dict[str, Any]]:
         """One dict per shard: {"id", "leader" (node id, None when none is known), "count", "replicas": [{"node",
         "role", "state", "applied_index", "lag", "count", "unindexed", "digest"}]}."""
-    def set_faults(self, blocked: Sequence[int], timeout: Optional[float] = None) -> list[int]:
+    def set_faults(self, blocked: Sequence[int], timeout: float | None = None) -> list[int]:
         """Fault injection (tests): the node that answers blocks all traffic with the listed node ids (an empty
         list heals); returns its blocklist. Use a client with a single address to target one node."""
-    def diverge_replica(self, collection: str, shard: int, timeout: Optional[float] = None) -> str:
+    def diverge_replica(self, collection: str, shard: int, timeout: float | None = None) -> str:
         """Fault injection (tests): the node that answers changes one point of its replica behind Raft's back."""
-    def skew_clock(self, offset_ms: int, timeout: Optional[float] = None) -> int:
+    def skew_clock(self, offset_ms: int, timeout: float | None = None) -> int:
         """Fault injection (tests): the node that answers runs its clock offset_ms off its system clock."""
     def create_collection(
         self,
@@ -64,25 +65,25 @@ class Client:
         index: str,
         m: int,
         ef_construction: int,
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
         quantization: str = "",
         on_disk: bool = False,
     ) -> dict[str, Any]:
         """Returns the collection info dict: name, dim, metric, id_type, shards, replication_factor, on_disk,
         index ("flat" | "hnsw"), m, ef_construction, quantization ("none" | "int8").
         shards/replication_factor 0 = server default."""
-    def get_collection(self, name: str, timeout: Optional[float] = None) -> dict[str, Any]: ...
-    def list_collections(self, timeout: Optional[float] = None) -> list[dict[str, Any]]: ...
-    def drop_collection(self, name: str, timeout: Optional[float] = None) -> bool: ...
+    def get_collection(self, name: str, timeout: float | None = None) -> dict[str, Any]: ...
+    def list_collections(self, timeout: float | None = None) -> list[dict[str, Any]]: ...
+    def drop_collection(self, name: str, timeout: float | None = None) -> bool: ...
     def set_payload_index(
-        self, collection: str, field: str, kind: Optional[str] = None, timeout: Optional[float] = None
+        self, collection: str, field: str, kind: str | None = None, timeout: float | None = None
     ) -> dict[str, Any]:
         """Adds or replaces (kind given) or drops the payload index of a field; returns the collection info."""
         ...
-    def remove_node(self, node_id: int, drain: bool = True, timeout: Optional[float] = None) -> int:
+    def remove_node(self, node_id: int, drain: bool = True, timeout: float | None = None) -> int:
         """Removes a node (draining its replicas first when `drain`); returns the moves started."""
         ...
-    def rebalance(self, collection: str, timeout: Optional[float] = None) -> list[dict[str, Any]]:
+    def rebalance(self, collection: str, timeout: float | None = None) -> list[dict[str, Any]]:
         """Starts replica moves that balance the cluster ("" = every collection); returns the moves
         started as dicts {collection, shard, from (None: a replica added), to}."""
         ...
@@ -92,37 +93,46 @@ class Client:
         id_type: str,
         ids: Ids,
         vectors: npt.NDArray[np.float32],
-        payloads: Optional[Sequence[str]],
+        payloads: Sequence[str] | None,
         consistency: str,
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
     ) -> int:
         """vectors: C-contiguous float32 (n, dim). payloads: JSON object texts, one per id, or None.
         Splits the batch below the gRPC message limit. Returns the number of points written."""
-    def delete(self, collection: str, id_type: str, ids: Ids, consistency: str, timeout: Optional[float] = None) -> int: ...
+    def delete(
+        self, collection: str, id_type: str, ids: Ids, consistency: str, timeout: float | None = None
+    ) -> int: ...
     def update_payload(
-        self, collection: str, id_type: str, ids: Ids, patch: str, consistency: str, timeout: Optional[float] = None
+        self, collection: str, id_type: str, ids: Ids, patch: str, consistency: str, timeout: float | None = None
     ) -> int: ...
     def get(
-        self, collection: str, id_type: str, ids: Ids, with_vectors: bool, consistency: str, timeout: Optional[float] = None
-    ) -> tuple[list[bool], Optional[npt.NDArray[np.float32]], list[str]]:
-        """(found flag per id, vectors of the found rows (m, dim) or None, payload JSON of the found rows ("" = none))"""
-    def count(self, collection: str, consistency: str, timeout: Optional[float] = None) -> int: ...
+        self,
+        collection: str,
+        id_type: str,
+        ids: Ids,
+        with_vectors: bool,
+        consistency: str,
+        timeout: float | None = None,
+    ) -> tuple[list[bool], npt.NDArray[np.float32] | None, list[str]]:
+        """(found flag per id, vectors of the found rows (m, dim) or None, payload JSON of the found rows
+        ("" = none))"""
+    def count(self, collection: str, consistency: str, timeout: float | None = None) -> int: ...
     def search(
         self,
         collection: str,
         id_type: str,
         queries: npt.NDArray[np.float32],
         k: int,
-        filter: Optional[str],
-        ef: Optional[int],
+        filter: str | None,
+        ef: int | None,
         with_payload: bool,
         consistency: str,
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
         allow_partial: bool = False,
-        load_balancing: Optional[str] = None,
+        load_balancing: str | None = None,
         exact: bool = False,
-        rescore: Optional[bool] = None,
-        oversampling: Optional[float] = None,
+        rescore: bool | None = None,
+        oversampling: float | None = None,
     ) -> SearchArrays:
         """queries: C-contiguous float32 (nq, dim); filter: JSON text; load_balancing: "round_robin",
         "least_loaded", "locality" or None (the node's default). Returns (ids, distances, payloads,
@@ -135,16 +145,16 @@ class Client:
         id_type: str,
         queries: npt.NDArray[np.float32],
         k: int,
-        filter: Optional[str],
-        ef: Optional[int],
+        filter: str | None,
+        ef: int | None,
         with_payload: bool,
         consistency: str,
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
         allow_partial: bool = False,
-        load_balancing: Optional[str] = None,
+        load_balancing: str | None = None,
         exact: bool = False,
-        rescore: Optional[bool] = None,
-        oversampling: Optional[float] = None,
+        rescore: bool | None = None,
+        oversampling: float | None = None,
     ) -> PendingSearch:
         """As search, but returns at once with a handle on the running search."""
     def search_async(
@@ -153,16 +163,16 @@ class Client:
         id_type: str,
         queries: npt.NDArray[np.float32],
         k: int,
-        filter: Optional[str],
-        ef: Optional[int],
+        filter: str | None,
+        ef: int | None,
         with_payload: bool,
         consistency: str,
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
         allow_partial: bool = False,
-        load_balancing: Optional[str] = None,
+        load_balancing: str | None = None,
         exact: bool = False,
-        rescore: Optional[bool] = None,
-        oversampling: Optional[float] = None,
+        rescore: bool | None = None,
+        oversampling: float | None = None,
     ) -> Awaitable[SearchReply]:
         """As search, as an asyncio awaitable; cancelling it cancels the search."""
     def scroll(
@@ -170,20 +180,20 @@ class Client:
         collection: str,
         id_type: str,
         batch_size: int,
-        filter: Optional[str],
+        filter: str | None,
         with_vectors: bool,
         consistency: str,
-        resume_token: Optional[bytes] = None,
-        timeout: Optional[float] = None,
+        resume_token: bytes | None = None,
+        timeout: float | None = None,
     ) -> ScrollIter:
         """Opens a scroll (batch_size 1..=100000, 0 = 1000; filter: JSON text; resume_token: a batch's token).
         Bad arguments and an unknown collection raise here, before any batch. `timeout` bounds opening the
         stream and then each batch. A stream lost with its node is reopened elsewhere from the last token."""
-    def index_status(self, collection: str, timeout: Optional[float] = None) -> tuple[int, int]:
+    def index_status(self, collection: str, timeout: float | None = None) -> tuple[int, int]:
         """(live points, live points not yet in the index) summed over shards."""
 
 #: (ids, distances, payload texts or None, failed shards, shards searched)
-SearchArrays = tuple[Any, npt.NDArray[np.float32], Optional[list[list[str]]], list[int], int]
+SearchArrays = tuple[Any, npt.NDArray[np.float32], list[list[str]] | None, list[int], int]
 
 class SearchReply:
     """A finished search (what search_async resolves to)."""
@@ -191,7 +201,7 @@ class SearchReply:
 
 class PendingSearch:
     """A search running in the background."""
-    def result(self, timeout: Optional[float] = None) -> SearchArrays:
+    def result(self, timeout: float | None = None) -> SearchArrays:
         """Waits (GIL released; Ctrl-C cancels the search) at most `timeout` seconds (None = until done);
         raises Timeout when it passes first (the search keeps running) and Cancelled after cancel()."""
     def cancel(self) -> bool:
@@ -203,13 +213,13 @@ class ScrollIter:
 
     def next_batch(
         self,
-    ) -> Optional[tuple[Any, Optional[npt.NDArray[np.float32]], list[str], bytes]]:
+    ) -> tuple[Any, npt.NDArray[np.float32] | None, list[str], bytes] | None:
         """The next batch as (ids: int64 array (int collections) or list[str], vectors (n, dim) float32 or
         None, payload JSON texts ("" = none), resume token), or None at the end. After an error or Ctrl-C the
         scroll is stopped: further calls raise Cancelled (resume with the last token)."""
 
 def validate_upsert(
-    ids: Ids, vectors: npt.NDArray[np.float32], payloads: Optional[Sequence[str]], dim: int, id_type: str
+    ids: Ids, vectors: npt.NDArray[np.float32], payloads: Sequence[str] | None, dim: int, id_type: str
 ) -> None:
     """Validates a whole batch (dim, NaN/Inf, duplicate ids, payload objects and depth, lengths) and raises
     InvalidArgument naming the first offending item."""
@@ -217,5 +227,6 @@ def validate_upsert(
 def run_node(args: Sequence[str]) -> int:
     """Runs a node in this process until SIGTERM/SIGINT (the entry point of `python -m shoal.node`).
     Flags: --data-dir DIR --listen HOST:PORT (port 0 = pick one) --node-id N --zone Z --join HOST:PORT
-    --load-balancing S --config FILE.json --log-level LEVEL. Env: SHOAL_DATA_DIR, SHOAL_LISTEN, SHOAL_NODE_ID, SHOAL_LOG. When ready it writes
+    --load-balancing S --config FILE.json --log-level LEVEL. Env: SHOAL_DATA_DIR, SHOAL_LISTEN, SHOAL_NODE_ID,
+    SHOAL_LOG. When ready it writes
     DATA_DIR/node.json ({"address", "pid", "node_id"}) atomically and logs `shoal-node ready on ADDR`."""

@@ -13,10 +13,10 @@ tls_ca="certs/ca.pem")``. Private keys and the admin key are written with mode 0
 from __future__ import annotations
 
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     from ._loader import native
 
     args = list(sys.argv[1:] if argv is None else argv)

@@ -14,9 +14,10 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any
 
 from . import _convert as cv
 from ._loader import native
@@ -45,8 +46,8 @@ class Credentials:
     ``shoal.connect(addresses, api_key=creds.api_key, tls_ca=creds.ca_cert)``. The key is not shown by
     ``repr``."""
 
-    ca_cert: Optional[Path]
-    api_key: Optional[str] = field(default=None, repr=False)
+    ca_cert: Path | None
+    api_key: str | None = field(default=None, repr=False)
 
     def _native_kwargs(self) -> dict[str, Any]:
         pem = None
@@ -74,18 +75,17 @@ class NewApiKey(str):
     name: str
     role: str
 
-    def __new__(cls, key: str, name: str, role: str) -> "NewApiKey":
+    def __new__(cls, key: str, name: str, role: str) -> NewApiKey:
         obj = super().__new__(cls, key)
         obj.name = name
         obj.role = role
         return obj
 
 
-def _client(addresses: Sequence[str], creds: Optional[Credentials], connect_timeout: float = 10.0) -> Any:
+def _client(addresses: Sequence[str], creds: Credentials | None, connect_timeout: float = 10.0) -> Any:
     """A native client for ``addresses`` with ``creds`` (None: an --insecure cluster)."""
     kw = creds._native_kwargs() if creds is not None else {}
     return native().Client(list(addresses), connect_timeout=connect_timeout, **kw)
-
 
 
 @dataclass
@@ -98,15 +98,15 @@ class Node:
     role: str = ""
     zone: str = ""
     version: str = ""
-    resources: Optional[dict] = None
-    stats: Optional[dict] = None
-    replicas: Optional[list] = None
+    resources: dict | None = None
+    stats: dict | None = None
+    replicas: list | None = None
     # "host:port" where the node serves Prometheus metrics (/metrics) and the probes /healthz and /readyz
     # over plain HTTP; None when it runs without --metrics-listen or is down.
-    metrics_address: Optional[str] = None
+    metrics_address: str | None = None
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Node":
+    def from_dict(cls, d: dict[str, Any]) -> Node:
         return cls(
             id=int(d.get("id", 0)),
             address=str(d.get("address", "")),
@@ -158,13 +158,13 @@ class _NodeProc:
         self,
         node_id: int,
         data_dir: Path,
-        zone: Optional[str],
-        log_level: Optional[str],
+        zone: str | None,
+        log_level: str | None,
         extra_args: Sequence[str],
         env: dict[str, str],
-        join: Optional[str] = None,
-        certs_dir: Optional[Path] = None,
-        creds: Optional[Credentials] = None,
+        join: str | None = None,
+        certs_dir: Path | None = None,
+        creds: Credentials | None = None,
         fault_injection: bool = True,
         host: str = "127.0.0.1",
     ) -> None:
@@ -183,14 +183,14 @@ class _NodeProc:
         self.extra_args = list(extra_args)
         self.env = env
         self.log_path = data_dir / "node.log"
-        self.proc: Optional[subprocess.Popen] = None
-        self.address: Optional[str] = None
+        self.proc: subprocess.Popen | None = None
+        self.address: str | None = None
         # Where the node serves /metrics, /healthz, /readyz (from node.json; None until ready).
-        self.metrics_address: Optional[str] = None
+        self.metrics_address: str | None = None
         self.port: int = 0
         self.paused = False
         self._log_offset = 0
-        self._terminated_pid: Optional[int] = None
+        self._terminated_pid: int | None = None
         self._lock = threading.RLock()
 
     # process state
@@ -339,7 +339,7 @@ class _NodeProc:
                 return
             time.sleep(0.002)
 
-    def stop(self, timeout: float = STOP_TIMEOUT) -> Optional[int]:
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
         """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL. Returns the exit code."""
         with self._lock:
             if self.proc is None:
@@ -356,7 +356,7 @@ class _NodeProc:
         if self.paused:
             self.signal(signal.SIGCONT)
 
-    def wait_or_kill(self, timeout: float) -> Optional[int]:
+    def wait_or_kill(self, timeout: float) -> int | None:
         if self.proc is None:
             return None
         try:
@@ -367,7 +367,7 @@ class _NodeProc:
         self.paused = False
         return self.proc.returncode
 
-    def kill(self) -> Optional[int]:
+    def kill(self) -> int | None:
         with self._lock:
             if self.proc is None:
                 return None
@@ -381,14 +381,14 @@ class _NodeProc:
             return self.proc.returncode
 
 
-def _node_client(address: str, creds: Optional[Credentials], timeout: float = 5.0) -> Any:
+def _node_client(address: str, creds: Credentials | None, timeout: float = 5.0) -> Any:
     """A native client bound to one node only (no failover): for requests that target that node."""
     return _client([address], creds, connect_timeout=timeout)
 
 
 def _check_ready(address: str, deadline: float, proc: _NodeProc, timeout: float) -> Any:
     """Connects a client to ``address`` and waits until ``cluster_info`` answers."""
-    last: Optional[BaseException] = None
+    last: BaseException | None = None
     client = None
     while True:
         remaining = deadline - time.monotonic()
@@ -477,8 +477,7 @@ def _wait_members(client: Any, procs: dict[int, _NodeProc], deadline: float, tim
                 f"--- node {p.node_id} ({p.log_path}):\n{p.log_tail(10, current_run=True)}" for p in procs.values()
             )
             raise Timeout(
-                f"the {len(want)} local nodes did not all report \"up\" within {timeout:g} s "
-                f"(last seen: {seen})\n{tails}"
+                f'the {len(want)} local nodes did not all report "up" within {timeout:g} s (last seen: {seen})\n{tails}'
             )
         time.sleep(0.1)
 
@@ -571,7 +570,7 @@ class _LocalState:
 class NodeHandle:
     """Process control of one node of a local cluster (``cluster.node(node_id)``)."""
 
-    def __init__(self, cluster: "Cluster", proc: _NodeProc) -> None:
+    def __init__(self, cluster: Cluster, proc: _NodeProc) -> None:
         self._cluster = cluster
         self._proc = proc
 
@@ -580,7 +579,7 @@ class NodeHandle:
         return self._proc.node_id
 
     @property
-    def address(self) -> Optional[str]:
+    def address(self) -> str | None:
         return self._proc.address
 
     @property
@@ -588,7 +587,7 @@ class NodeHandle:
         return self._proc.port
 
     @property
-    def pid(self) -> Optional[int]:
+    def pid(self) -> int | None:
         return self._proc.proc.pid if self._proc.proc is not None else None
 
     @property
@@ -653,7 +652,11 @@ class NodeHandle:
         back, so that the replica silently diverges from its peers (what a memory or disk error would do).
         Anti-entropy notices within seconds and rebuilds it. Returns the changed point's id."""
         self._cluster._check_open()
-        return str(_node_client(self._proc.address, self._proc.creds).diverge_replica(str(collection), int(shard), timeout=5.0))
+        return str(
+            _node_client(self._live_address(), self._proc.creds).diverge_replica(
+                str(collection), int(shard), timeout=5.0
+            )
+        )
 
     def skew_clock(self, offset_ms: int) -> None:
         """Runs this node's clock ``offset_ms`` milliseconds ahead of (negative: behind) the machine's clock
@@ -662,7 +665,14 @@ class NodeHandle:
         self._cluster._check_open()
         if not isinstance(offset_ms, int) or isinstance(offset_ms, bool):
             raise InvalidArgument(f"offset_ms must be an int, got {offset_ms!r}")
-        _node_client(self._proc.address, self._proc.creds).skew_clock(offset_ms, timeout=5.0)
+        _node_client(self._live_address(), self._proc.creds).skew_clock(offset_ms, timeout=5.0)
+
+    def _live_address(self) -> str:
+        """The address of the running node; NodeUnavailable when it is not serving."""
+        address = self._proc.address
+        if address is None:
+            raise NodeUnavailable(f"node {self.id} is not running")
+        return address
 
     def __repr__(self) -> str:
         state = "paused" if self.paused else ("running" if self.running else "stopped")
@@ -680,8 +690,8 @@ class Cluster:
         self,
         client: Any,
         addresses: Sequence[str],
-        _local: Optional[_LocalState] = None,
-        _creds: Optional[Credentials] = None,
+        _local: _LocalState | None = None,
+        _creds: Credentials | None = None,
     ) -> None:
         self._client = client
         self._addresses = list(addresses)
@@ -695,17 +705,17 @@ class Cluster:
     def local(
         cls,
         nodes: int = 1,
-        data_dir: Union[str, os.PathLike, None] = None,
-        zones: Optional[Sequence[str]] = None,
+        data_dir: str | os.PathLike | None = None,
+        zones: Sequence[str] | None = None,
         *,
-        log_level: Optional[str] = None,
+        log_level: str | None = None,
         startup_timeout: float = STARTUP_TIMEOUT,
         node_args: Iterable[str] = (),
-        load_balancing: Optional[str] = None,
+        load_balancing: str | None = None,
         secure: bool = True,
         fault_injection: bool = True,
-        hosts: Optional[Sequence[str]] = None,
-    ) -> "Cluster":
+        hosts: Sequence[str] | None = None,
+    ) -> Cluster:
         """Starts ``nodes`` real node processes on loopback ports and waits until the cluster has formed.
 
         Node 1 starts first (it initialises the cluster); nodes 2..N start with ``--join`` node 1's
@@ -756,8 +766,8 @@ class Cluster:
         env = _child_env()
         saved = _saved_ports(root)
         deadline = time.monotonic() + startup_timeout
-        certs_dir: Optional[Path] = None
-        creds: Optional[Credentials] = None
+        certs_dir: Path | None = None
+        creds: Credentials | None = None
         if secure:
             certs_dir = root / "certs"
             try:
@@ -766,7 +776,7 @@ class Cluster:
                 state.shutdown()
                 raise
 
-        def make(i: int, join: Optional[str]) -> _NodeProc:
+        def make(i: int, join: str | None) -> _NodeProc:
             proc = _NodeProc(
                 node_id=i,
                 data_dir=root / f"node-{i}",
@@ -818,7 +828,7 @@ class Cluster:
     def closed(self) -> bool:
         return self._client is None
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -842,7 +852,7 @@ class Cluster:
         return list(self._addresses)
 
     @property
-    def credentials(self) -> Optional[Credentials]:
+    def credentials(self) -> Credentials | None:
         """The CA certificate and API key this object connects with (None: an insecure cluster). A local
         secure cluster's key is its admin key; hand out narrower ones with ``create_api_key``."""
         return self._creds
@@ -852,7 +862,7 @@ class Cluster:
         return self._local is not None
 
     @property
-    def data_dir(self) -> Optional[Path]:
+    def data_dir(self) -> Path | None:
         """Root data dir of a local cluster (None for a connected one)."""
         return self._local.root if self._local is not None else None
 
@@ -861,7 +871,7 @@ class Cluster:
         info = self._c.cluster_info()
         return [Node.from_dict(d) for d in info.get("nodes", [])]
 
-    def health(self, timeout: Optional[float] = 5.0) -> Health:
+    def health(self, timeout: float | None = 5.0) -> Health:
         """green / yellow / red with reasons: nodes down, no majority, shards without a leader, quarantined or
         under-replicated shards, lagging replicas (more than ``LAG_WARN_ENTRIES`` entries behind), replica
         transfers in flight. The node the client reaches computes it (the ``Cluster.Health`` RPC, the same
@@ -875,7 +885,7 @@ class Cluster:
         nodes = [Node.from_dict(d) for d in h.get("nodes", [])]
         return Health(str(h.get("status", "red")), nodes, detail="; ".join(reasons), reasons=reasons)
 
-    def add_node(self, zone: Optional[str] = None, timeout: float = STARTUP_TIMEOUT) -> NodeHandle:
+    def add_node(self, zone: str | None = None, timeout: float = STARTUP_TIMEOUT) -> NodeHandle:
         """Local clusters: starts one more node process (next free id) that joins the cluster, waits until
         the cluster reports it up, and returns its handle. Unless the nodes run with
         ``--auto-rebalance false``, the cluster then moves replicas onto it in the background (watch
@@ -912,7 +922,7 @@ class Cluster:
         _wait_members(self._client, running, deadline, timeout)
         return NodeHandle(self, proc)
 
-    def remove_node(self, node_id: int, drain: bool = True, timeout: Optional[float] = 300.0) -> int:
+    def remove_node(self, node_id: int, drain: bool = True, timeout: float | None = 300.0) -> int:
         """Removes node ``node_id`` from the cluster and returns the number of replica moves its drain started.
 
         With ``drain=True`` every replica on the node is first moved to another node (learner, catch-up,
@@ -964,7 +974,7 @@ class Cluster:
 
     # API keys
 
-    def create_api_key(self, role: str, name: Optional[str] = None, timeout: Optional[float] = 10.0) -> str:
+    def create_api_key(self, role: str, name: str | None = None, timeout: float | None = 10.0) -> str:
         """Creates an API key with ``role``: ``"read"`` (search, get, count, scroll, info), ``"write"`` (also
         upsert, delete, update_payload) or ``"admin"`` (also collections, nodes and keys). ``name`` (letters,
         digits, ``_-.``; default a generated one) is how the key is listed and revoked. The key is returned
@@ -973,13 +983,13 @@ class Cluster:
         name_, key = self._c.create_api_key(str(role), "" if name is None else str(name), timeout=timeout)
         return NewApiKey(str(key), str(name_), str(role))
 
-    def revoke_api_key(self, name: str, timeout: Optional[float] = 10.0) -> bool:
+    def revoke_api_key(self, name: str, timeout: float | None = 10.0) -> bool:
         """Revokes the key named ``name`` (``InvalidArgument`` when no key has that name). Every node refuses
         it once the revocation has replicated, normally well within a second. Needs an admin key."""
         timeout = cv.check_timeout(timeout)
         return bool(self._c.revoke_api_key(str(name), timeout=timeout))
 
-    def api_keys(self, timeout: Optional[float] = 10.0) -> list[ApiKey]:
+    def api_keys(self, timeout: float | None = 10.0) -> list[ApiKey]:
         """The cluster's API keys (names and roles, never the keys), sorted by name. Needs an admin key."""
         timeout = cv.check_timeout(timeout)
         return [ApiKey(str(n), str(r)) for n, r in self._c.list_api_keys(timeout=timeout)]
@@ -1047,9 +1057,9 @@ class Cluster:
                 local.faults_pending.add(nid)
                 failures.append((nid, proc.address, e))
         if failures:
-            nid, addr, e = failures[0]
+            nid, addr, err = failures[0]
             others = f" (and nodes {[f[0] for f in failures[1:]]})" if len(failures) > 1 else ""
-            raise type(e)(f"could not set the faults of node {nid} at {addr}{others}: {e}") from e
+            raise type(err)(f"could not set the faults of node {nid} at {addr}{others}: {err}") from err
 
     def _apply_pending_faults(self, node_id: int, restarted: bool = False) -> None:
         """Tells a node that just resumed (or started: a new process has an empty blocklist) its blocklist."""
@@ -1066,11 +1076,11 @@ class Cluster:
         name: str,
         dim: int,
         metric: str = "cosine",
-        shards: Optional[int] = None,
-        replication_factor: Optional[int] = None,
+        shards: int | None = None,
+        replication_factor: int | None = None,
         id_type: str = "int",
-        index: Union[HNSW, Flat, str] = HNSW(m=16, ef_construction=200),
-        timeout: Optional[float] = None,
+        index: HNSW | Flat | str = HNSW(m=16, ef_construction=200),
+        timeout: float | None = None,
         on_disk: bool = False,
     ) -> Collection:
         """Creates a collection. ``metric``: "cosine" | "l2" | "dot"; ``id_type``: "int" | "str";
@@ -1098,7 +1108,7 @@ class Cluster:
         )
         return Collection(self, info)
 
-    def collection(self, name: str, timeout: Optional[float] = None) -> Collection:
+    def collection(self, name: str, timeout: float | None = None) -> Collection:
         """The existing collection ``name`` (``shoal.CollectionNotFound``, a KeyError, if there is none)."""
         if not isinstance(name, str):
             raise InvalidArgument(f"collection name must be a str, got {name!r}")
@@ -1107,12 +1117,12 @@ class Cluster:
     def __getitem__(self, name: str) -> Collection:
         return self.collection(name)
 
-    def list_collections(self, timeout: Optional[float] = None) -> list[str]:
+    def list_collections(self, timeout: float | None = None) -> list[str]:
         """Names of the collections, sorted."""
         infos = self._c.list_collections(cv.check_timeout(timeout))
         return sorted(str(i["name"]) for i in infos)
 
-    def drop_collection(self, name: str, timeout: Optional[float] = None) -> None:
+    def drop_collection(self, name: str, timeout: float | None = None) -> None:
         """Drops a collection and its data (``shoal.CollectionNotFound`` if there is none)."""
         if not isinstance(name, str):
             raise InvalidArgument(f"collection name must be a str, got {name!r}")
@@ -1157,12 +1167,12 @@ class Cluster:
 
 
 def connect(
-    addresses: Union[str, Sequence[str]],
+    addresses: str | Sequence[str],
     connect_timeout: float = 10.0,
     *,
-    api_key: Optional[str] = None,
-    tls_ca: Union[str, os.PathLike, None] = None,
-    credentials: Optional[Credentials] = None,
+    api_key: str | None = None,
+    tls_ca: str | os.PathLike | None = None,
+    credentials: Credentials | None = None,
 ) -> Cluster:
     """Attaches to an existing cluster through one or more "host:port" addresses (comma-separated in a
     string, or a list); requests fail over between them. No process management (``node()`` raises).

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import _convert as cv
 from .errors import InvalidArgument, Timeout
-from .index import Flat, HNSW, index_from_info
+from .index import HNSW, Flat, index_from_info
 from .results import Points, SearchResult, Shard, ShardList
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,7 +33,7 @@ class Collection:
     lists the payload indexes; ``shards()`` reports the shards and the state of their replicas.
     """
 
-    def __init__(self, cluster: "Cluster", info: dict[str, Any]) -> None:
+    def __init__(self, cluster: Cluster, info: dict[str, Any]) -> None:
         self._cluster = cluster
         self.name: str = str(info["name"])
         self.dim: int = int(info["dim"])
@@ -69,9 +70,9 @@ class Collection:
         vectors: Any,
         payloads: Any = None,
         consistency: str = "quorum",
-        batch_size: Optional[int] = None,
-        progress: Optional[bool] = None,
-        timeout: Optional[float] = None,
+        batch_size: int | None = None,
+        progress: bool | None = None,
+        timeout: float | None = None,
     ) -> int:
         """Inserts or replaces points; returns the number written.
 
@@ -123,7 +124,7 @@ class Collection:
                 bar.close()
         return written
 
-    def delete(self, ids: Any, consistency: str = "quorum", timeout: Optional[float] = None) -> int:
+    def delete(self, ids: Any, consistency: str = "quorum", timeout: float | None = None) -> int:
         """Deletes points by id (missing ids are ignored); returns the count the server reports."""
         consistency = cv.check_write_consistency(consistency)
         timeout = cv.check_timeout(timeout)
@@ -132,9 +133,7 @@ class Collection:
             return 0
         return int(self._client.delete(self.name, self.id_type, id_arr, consistency, timeout))
 
-    def update_payload(
-        self, ids: Any, patch: dict, consistency: str = "quorum", timeout: Optional[float] = None
-    ) -> int:
+    def update_payload(self, ids: Any, patch: dict, consistency: str = "quorum", timeout: float | None = None) -> int:
         """Merges ``patch`` key by key into the payload of each point (a LWW map per key)."""
         consistency = cv.check_write_consistency(consistency)
         timeout = cv.check_timeout(timeout)
@@ -153,7 +152,7 @@ class Collection:
         ids: Any,
         with_vectors: bool = True,
         consistency: str = "session",
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
     ) -> Points:
         """Reads points by id. Returns the found ones in request order; ``Points.missing`` lists the others."""
         consistency = cv.check_read_consistency(consistency)
@@ -185,7 +184,7 @@ class Collection:
             missing=[_plain(x) for x in all_ids[~mask].tolist()],
         )
 
-    def count(self, consistency: str = "session", timeout: Optional[float] = None) -> int:
+    def count(self, consistency: str = "session", timeout: float | None = None) -> int:
         """Number of live points."""
         consistency = cv.check_read_consistency(consistency)
         timeout = cv.check_timeout(timeout)
@@ -195,17 +194,17 @@ class Collection:
         self,
         queries: Any,
         k: int = 10,
-        filter: Optional[dict] = None,
+        filter: dict | None = None,
         consistency: str = "session",
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
         allow_partial: bool = False,
-        ef: Optional[int] = None,
-        load_balancing: Optional[str] = None,
+        ef: int | None = None,
+        load_balancing: str | None = None,
         with_payload: bool = False,
         with_vectors: bool = False,
         exact: bool = False,
-        rescore: Optional[bool] = None,
-        oversampling: Optional[float] = None,
+        rescore: bool | None = None,
+        oversampling: float | None = None,
     ) -> SearchResult:
         """k nearest neighbours of each query (smaller distance is better).
 
@@ -227,8 +226,21 @@ class Collection:
         ``k`` code distances as they are.
         Both are ignored by unquantized collections (and by shards under 4,096 points, which search floats).
         """
-        call = self._search_call(queries, k, filter, consistency, timeout, allow_partial, ef, load_balancing,
-                                 with_payload, with_vectors, exact, rescore, oversampling)
+        call = self._search_call(
+            queries,
+            k,
+            filter,
+            consistency,
+            timeout,
+            allow_partial,
+            ef,
+            load_balancing,
+            with_payload,
+            with_vectors,
+            exact,
+            rescore,
+            oversampling,
+        )
         if call.empty is not None:
             return call.empty
         return call.finish(self._client.search(*call.args, **call.kwargs))
@@ -237,23 +249,36 @@ class Collection:
         self,
         queries: Any,
         k: int = 10,
-        filter: Optional[dict] = None,
+        filter: dict | None = None,
         consistency: str = "session",
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
         allow_partial: bool = False,
-        ef: Optional[int] = None,
-        load_balancing: Optional[str] = None,
+        ef: int | None = None,
+        load_balancing: str | None = None,
         with_payload: bool = False,
         with_vectors: bool = False,
         exact: bool = False,
-        rescore: Optional[bool] = None,
-        oversampling: Optional[float] = None,
-    ) -> "Query":
+        rescore: bool | None = None,
+        oversampling: float | None = None,
+    ) -> Query:
         """Starts a search in the background and returns a ``Query`` at once: ``result(timeout=None)`` waits
         for the ``SearchResult``, ``done()`` polls, ``cancel()`` stops the search on every node it reached.
         Arguments as ``search``; bad arguments raise here, before anything is sent."""
-        call = self._search_call(queries, k, filter, consistency, timeout, allow_partial, ef, load_balancing,
-                                 with_payload, with_vectors, exact, rescore, oversampling)
+        call = self._search_call(
+            queries,
+            k,
+            filter,
+            consistency,
+            timeout,
+            allow_partial,
+            ef,
+            load_balancing,
+            with_payload,
+            with_vectors,
+            exact,
+            rescore,
+            oversampling,
+        )
         if call.empty is not None:
             return Query(None, call)
         return Query(self._client.search_start(*call.args, **call.kwargs), call)
@@ -262,23 +287,36 @@ class Collection:
         self,
         queries: Any,
         k: int = 10,
-        filter: Optional[dict] = None,
+        filter: dict | None = None,
         consistency: str = "session",
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
         allow_partial: bool = False,
-        ef: Optional[int] = None,
-        load_balancing: Optional[str] = None,
+        ef: int | None = None,
+        load_balancing: str | None = None,
         with_payload: bool = False,
         with_vectors: bool = False,
         exact: bool = False,
-        rescore: Optional[bool] = None,
-        oversampling: Optional[float] = None,
+        rescore: bool | None = None,
+        oversampling: float | None = None,
     ) -> SearchResult:
         """``search`` as a coroutine (asyncio, Jupyter's top-level ``await``): the search runs on the client's
         own runtime, so many can be in flight from one event loop; cancelling the awaiting task cancels the
         search on the nodes. Arguments as ``search``."""
-        call = self._search_call(queries, k, filter, consistency, timeout, allow_partial, ef, load_balancing,
-                                 with_payload, with_vectors, exact, rescore, oversampling)
+        call = self._search_call(
+            queries,
+            k,
+            filter,
+            consistency,
+            timeout,
+            allow_partial,
+            ef,
+            load_balancing,
+            with_payload,
+            with_vectors,
+            exact,
+            rescore,
+            oversampling,
+        )
         if call.empty is not None:
             return call.empty
         reply = await self._client.search_async(*call.args, **call.kwargs)
@@ -289,8 +327,22 @@ class Collection:
             return await asyncio.get_running_loop().run_in_executor(None, call.finish, reply.arrays())
         return call.finish(reply.arrays())
 
-    def _search_call(self, queries, k, filter, consistency, timeout, allow_partial, ef, load_balancing,
-                     with_payload, with_vectors, exact=False, rescore=None, oversampling=None) -> "_SearchCall":
+    def _search_call(
+        self,
+        queries: Any,
+        k: int,
+        filter: dict | None,
+        consistency: str,
+        timeout: float | None,
+        allow_partial: bool,
+        ef: int | None,
+        load_balancing: str | None,
+        with_payload: bool,
+        with_vectors: bool,
+        exact: bool = False,
+        rescore: bool | None = None,
+        oversampling: float | None = None,
+    ) -> _SearchCall:
         """Checks a search's arguments (nothing is sent when one is bad) and prepares the native call."""
         q, _ = cv.as_matrix(queries, self.dim, "queries", self.name)
         k = cv.check_int("k", k, 1, cv.MAX_K)
@@ -335,11 +387,11 @@ class Collection:
     def scroll(
         self,
         batch_size: int = 1000,
-        filter: Optional[dict] = None,
+        filter: dict | None = None,
         with_vectors: bool = False,
         consistency: str = "session",
-        resume_token: Optional[bytes] = None,
-        timeout: Optional[float] = None,
+        resume_token: bytes | None = None,
+        timeout: float | None = None,
     ) -> Iterator[Points]:
         """Every live point (matching ``filter``) exactly once, as an iterator of :class:`Points` batches of
         ``batch_size`` points (1..=100000; the last batch may be shorter), streamed from the server.
@@ -396,9 +448,9 @@ class Collection:
         queries: Any,
         k: int = 10,
         target_recall: float = 0.95,
-        efs: Optional[Iterable[int]] = None,
+        efs: Iterable[int] | None = None,
         consistency: str = "session",
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
         latency_queries: int = 50,
     ) -> Any:
         """Which ``ef`` gives the recall you need, at what latency? Measures, for each beam width in ``efs``
@@ -443,7 +495,9 @@ class Collection:
                 self.search(q[i : i + 1], k, ef=ef, consistency=consistency, timeout=timeout)
                 lat.append(time.perf_counter() - t0)
             recall = float(np.mean(hits)) if hits else 1.0
-            rows.append((ef, recall, float(np.median(lat)) * 1e3, q.shape[0] / batch_s if batch_s > 0 else float("inf")))
+            rows.append(
+                (ef, recall, float(np.median(lat)) * 1e3, q.shape[0] / batch_s if batch_s > 0 else float("inf"))
+            )
         df = pd.DataFrame(rows, columns=["ef", "recall", "p50_ms", "qps"])
         df["meets_target"] = df["recall"] >= target_recall
         meets = df.loc[df["meets_target"], "ef"]
@@ -453,8 +507,9 @@ class Collection:
 
     # --- payload indexes ---------------------------------------------------------------------------
 
-    def create_payload_index(self, field: str, kind: str, wait: bool = True, timeout: Optional[float] = None,
-                             progress: Optional[bool] = None) -> dict[str, str]:
+    def create_payload_index(
+        self, field: str, kind: str, wait: bool = True, timeout: float | None = None, progress: bool | None = None
+    ) -> dict[str, str]:
         """Indexes payload field ``field`` (a dotted path, as in filters) so that filters on it are answered
         from inverted lists instead of each point's payload, with exact match counts for the query planner.
 
@@ -473,7 +528,7 @@ class Collection:
             self.wait_indexed(timeout=timeout, progress=progress)
         return dict(self._payload_indexes)
 
-    def drop_payload_index(self, field: str, timeout: Optional[float] = None) -> dict[str, str]:
+    def drop_payload_index(self, field: str, timeout: float | None = None) -> dict[str, str]:
         """Drops the payload index of ``field`` (a no-op when there is none); filters on it are then evaluated
         per point. Returns the remaining payload indexes, ``{field: kind}``."""
         timeout = cv.check_timeout(timeout)
@@ -481,21 +536,21 @@ class Collection:
         self._payload_indexes = dict(info.get("payload_indexes") or {})
         return dict(self._payload_indexes)
 
-    def payload_indexes(self, timeout: Optional[float] = None) -> dict[str, str]:
+    def payload_indexes(self, timeout: float | None = None) -> dict[str, str]:
         """The collection's payload indexes as the cluster has them now, ``{field: kind}``."""
         timeout = cv.check_timeout(timeout)
         info = self._client.get_collection(self.name, timeout)
         self._payload_indexes = dict(info.get("payload_indexes") or {})
         return dict(self._payload_indexes)
 
-    def index_status(self, timeout: Optional[float] = None) -> tuple[int, int]:
+    def index_status(self, timeout: float | None = None) -> tuple[int, int]:
         """(live points, live points not yet covered by every index: the vector index and the payload
         indexes)."""
         timeout = cv.check_timeout(timeout)
         points, unindexed = self._client.index_status(self.name, timeout)
         return int(points), int(unindexed)
 
-    def shards(self, timeout: Optional[float] = None) -> ShardList:
+    def shards(self, timeout: float | None = None) -> ShardList:
         """The shards of this collection, sorted by id, each with its leader (None while there is none) and
         the state of every replica (role, state, applied index, lag, count, digest). A list of ``Shard`` that
         Jupyter shows as one table; ``.to_pandas()`` gives a DataFrame with a row per replica."""
@@ -503,8 +558,9 @@ class Collection:
         shards = [Shard.from_dict(d) for d in self._client.shards(self.name, timeout)]
         return ShardList(sorted(shards, key=lambda s: s.id))
 
-    def rebalance(self, timeout: Optional[float] = None, progress: Optional[bool] = None,
-                  wait: Optional[float] = None) -> list[dict]:
+    def rebalance(
+        self, timeout: float | None = None, progress: bool | None = None, wait: float | None = None
+    ) -> list[dict]:
         """Starts the replica moves that balance this collection over the cluster's nodes (replica and
         leader counts per node, zones; never below the replication factor) and returns them as dicts
         ``{collection, shard, from, to}``. Moves run in the background: each adds the target as a learner
@@ -544,8 +600,9 @@ class Collection:
         finally:
             bar.close()
 
-    def wait_indexed(self, timeout: Optional[float] = None, poll_interval: float = 0.05,
-                     progress: Optional[bool] = None) -> int:
+    def wait_indexed(
+        self, timeout: float | None = None, poll_interval: float = 0.05, progress: bool | None = None
+    ) -> int:
         """Blocks until the index covers every point; returns the number of live points.
 
         Raises ``shoal.Timeout`` when ``timeout`` seconds pass first (None: wait as long as it takes).
@@ -558,7 +615,7 @@ class Collection:
             if bar is not None:
                 bar.close()
 
-    def _wait_indexed(self, timeout: Optional[float], poll_interval: float, bar: Any) -> int:
+    def _wait_indexed(self, timeout: float | None, poll_interval: float, bar: Any) -> int:
         timeout = cv.check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         interval = min(max(float(poll_interval), 0.001), 1.0)
@@ -569,9 +626,7 @@ class Collection:
                 points, unindexed = self.index_status(timeout=rpc_timeout)
             except Timeout as e:
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise Timeout(
-                        f"collection {self.name!r}: not indexed after {timeout:g} s ({status})"
-                    ) from e
+                    raise Timeout(f"collection {self.name!r}: not indexed after {timeout:g} s ({status})") from e
                 continue
             if bar is not None:
                 bar.total = points
@@ -593,14 +648,15 @@ class Collection:
 
         return native()
 
-    def _batch_rows(self, batch_size: Optional[int]) -> int:
+    def _batch_rows(self, batch_size: int | None) -> int:
         if batch_size is None:
             return max(1, min(DEFAULT_BATCH_ROWS, MAX_CHUNK_BYTES // (4 * self.dim)))
         return cv.check_int("batch_size", batch_size, 1)
 
-    def _hit_vectors(self, ids: np.ndarray, consistency: str, timeout: Optional[float]) -> np.ndarray:
+    def _hit_vectors(self, ids: np.ndarray, consistency: str, timeout: float | None) -> np.ndarray:
         nq, k = ids.shape
         out = np.full((nq, k, self.dim), np.nan, dtype=np.float32)
+        uniq: list[Any] | np.ndarray
         if self.id_type == "str":
             flat = [x for x in ids.ravel().tolist() if x is not None]
             uniq = list(dict.fromkeys(flat))
@@ -633,15 +689,23 @@ def _ids_array(ids: Any, id_type: str) -> np.ndarray:
 class _SearchCall:
     """One checked search: the native call's arguments and how to turn its answer into a SearchResult."""
 
-    def __init__(self, coll: "Collection", nq: int, k: int, consistency: str, timeout: Optional[float],
-                 with_payload: bool, with_vectors: bool) -> None:
+    def __init__(
+        self,
+        coll: Collection,
+        nq: int,
+        k: int,
+        consistency: str,
+        timeout: float | None,
+        with_payload: bool,
+        with_vectors: bool,
+    ) -> None:
         self.coll, self.nq, self.k = coll, nq, k
         self.consistency, self.timeout = consistency, timeout
         self.with_payload, self.with_vectors = with_payload, with_vectors
         self.args: tuple = ()
         self.kwargs: dict[str, Any] = {}
         #: The answer when there is nothing to ask the cluster (no queries).
-        self.empty: Optional[SearchResult] = None
+        self.empty: SearchResult | None = None
 
     def finish(self, arrays: tuple) -> SearchResult:
         """The SearchResult of the native answer (ids, distances, payload texts, failed shards, shards)."""
@@ -679,9 +743,9 @@ class Query:
     def __init__(self, pending: Any, call: _SearchCall) -> None:
         self._pending = pending
         self._call = call
-        self._result: Optional[SearchResult] = call.empty
+        self._result: SearchResult | None = call.empty
 
-    def result(self, timeout: Optional[float] = None) -> SearchResult:
+    def result(self, timeout: float | None = None) -> SearchResult:
         if self._result is None:
             timeout = cv.check_timeout(timeout)
             self._result = self._call.finish(self._pending.result(timeout))
@@ -698,15 +762,15 @@ class Query:
         return f"Query({self._call.coll.name!r}, nq={self._call.nq}, k={self._call.k}, {state})"
 
 
-def _search_payloads(ids: np.ndarray, ptexts: Any, id_type: str) -> list[list[Optional[dict]]]:
+def _search_payloads(ids: np.ndarray, ptexts: Any, id_type: str) -> list[list[dict | None]]:
     """Per query, per slot: the payload dict of the hit (None for padding)."""
     nq, k = ids.shape
-    rows: list[list[Optional[dict]]] = []
+    rows: list[list[dict | None]] = []
     for i in range(nq):
         row_ids = ids[i]
         hit = [(x is not None) if id_type == "str" else (int(x) >= 0) for x in row_ids.tolist()]
         texts = list(ptexts[i]) if ptexts is not None and i < len(ptexts) else []
-        out: list[Optional[dict]] = []
+        out: list[dict | None] = []
         if len(texts) == k:  # one text per slot
             for j in range(k):
                 out.append((cv.parse_payload(texts[j]) or {}) if hit[j] else None)

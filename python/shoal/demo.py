@@ -12,9 +12,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
+    from .collection import Collection
+    from .results import ShardList
 
 LANGS = np.array(["en", "de", "fr", "es"])
 LANG_P = [0.5, 0.2, 0.2, 0.1]
@@ -55,7 +61,7 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f} ms"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m shoal.demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=100_000, help="number of vectors (default 100000)")
     ap.add_argument("--dim", type=int, default=128, help="dimension (default 128)")
@@ -127,9 +133,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         t_filtered = time.perf_counter() - t0
         ftruth = sub_rows[exact_cosine_topk(vectors[sub_rows], fq, args.k)]
         r_filtered = recall(fres.ids, ftruth)
-        ok = all(
-            p is None or (p["lang"] == "en" and p["year"] >= 2020) for row in (fres.payloads or []) for p in row
-        )
+        ok = all(p is None or (p["lang"] == "en" and p["year"] >= 2020) for row in (fres.payloads or []) for p in row)
         count = docs.count()
         shards = docs.shards()
         fault = _fault_step(cluster, docs, shards, vectors) if args.nodes >= 3 else None
@@ -175,7 +179,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0 if (r_batch >= 0.9 and ok) else 1
 
 
-def _fault_step(cluster, docs, shards, vectors) -> str:
+def _fault_step(cluster: Cluster, docs: Collection, shards: ShardList, vectors: np.ndarray) -> str:
     """Kills the node leading the most shards (SIGKILL), writes and reads through the others, restarts it
     and waits until its replicas caught up. Returns a one-line account."""
     import collections

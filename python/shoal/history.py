@@ -26,9 +26,9 @@ import math
 import random
 import threading
 import time
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, cast
 
 __all__ = ["History", "Invocation", "Op", "Result", "SetResult", "check_register", "check_set"]
 
@@ -199,7 +199,7 @@ def _freeze(v: Any) -> Hashable:
     """A hashable stand-in for a value, equal for equal values (lists become tuples, dicts frozensets...)."""
     try:
         hash(v)
-        return v
+        return cast(Hashable, v)
     except TypeError:
         pass
     if isinstance(v, Mapping):
@@ -259,7 +259,11 @@ def check_register(ops: Iterable[Op], initial: Any = None, *, max_states: int = 
         key, out = unknown
         return Result(None, key, out.explanation, out.prefix, None, total_states)
     return Result(
-        True, None, f"linearizable: {n_ops} ops on {len(per_key)} key(s), {total_states} states explored", (), None,
+        True,
+        None,
+        f"linearizable: {n_ops} ops on {len(per_key)} key(s), {total_states} states explored",
+        (),
+        None,
         total_states,
     )
 
@@ -533,21 +537,27 @@ def _explain_invalid(
     same = [o for o in live if o is not op and _freeze(o.value) == fv]
     if op.kind == "read":
         writers = [o for o in same if o.kind == "write"]
-        lines.append(f"It read {op.value!r}, " + ("the initial value; " if fv == _freeze(initial) else "")
-                     + ("written by:" if writers else "written by no other op."))
+        lines.append(
+            f"It read {op.value!r}, "
+            + ("the initial value; " if fv == _freeze(initial) else "")
+            + ("written by:" if writers else "written by no other op.")
+        )
         lines.extend(listing(writers))
     else:
         readers = [o for o in same if o.kind == "read"]
         if readers:
-            lines.append(f"It wrote {op.value!r}; each read of that value must come after a write of it and before the "
-                         "next write. The reads of it:")
+            lines.append(
+                f"It wrote {op.value!r}; each read of that value must come after a write of it and before the "
+                "next write. The reads of it:"
+            )
             lines.extend(listing(readers))
         else:
             lines.append(f"It wrote {op.value!r}, which no read returned.")
     assert op.complete_t is not None
     in_prefix = {id(o) for o in prefix}
-    pending = [o for o in live if id(o) not in in_prefix and o not in same and o is not op
-               and o.invoke_t <= op.complete_t]
+    pending = [
+        o for o in live if id(o) not in in_prefix and o not in same and o is not op and o.invoke_t <= op.complete_t
+    ]
     if pending:
         lines.append("No order of the other ops invoked by then lets it follow the prefix:")
         lines.extend(listing(pending))
@@ -630,7 +640,13 @@ def check_set(ops: Iterable[Op]) -> SetResult:
     acknowledged = frozenset(ok_adds)
     if final is None:
         return SetResult(
-            None, acknowledged, frozenset(), frozenset(), frozenset(), frozenset(), frozenset(),
+            None,
+            acknowledged,
+            frozenset(),
+            frozenset(),
+            frozenset(),
+            frozenset(),
+            frozenset(),
             "unknown: no read completed ok, so there is no final read to check the adds against",
         )
     present = frozenset(_elements(final.value))
@@ -649,14 +665,13 @@ def check_set(ops: Iterable[Op]) -> SetResult:
     if lost:
         lines.append(f"lost ({len(lost)}): acknowledged before the final read began, but absent: {_some(lost)}")
     if concurrent:
-        lines.append(f"not judged ({len(concurrent)}): acknowledged after the final read began, and absent: "
-                     f"{_some(concurrent)}")
+        lines.append(
+            f"not judged ({len(concurrent)}): acknowledged after the final read began, and absent: {_some(concurrent)}"
+        )
     if unexpected:
         lines.append(f"unexpected ({len(unexpected)}): present but never added: {_some(unexpected)}")
     if failed_present:
         lines.append(f"failed but present ({len(failed_present)}): every add of them failed: {_some(failed_present)}")
     if recovered:
         lines.append(f"recovered ({len(recovered)}): indeterminate adds that took effect: {_some(recovered)}")
-    return SetResult(
-        valid, acknowledged, lost, unexpected, recovered, failed_present, present, "\n".join(lines)
-    )
+    return SetResult(valid, acknowledged, lost, unexpected, recovered, failed_present, present, "\n".join(lines))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from .errors import InvalidArgument
 
@@ -55,7 +55,7 @@ class Flat:
         return "flat"
 
 
-IndexSpec = Union[HNSW, Flat, str]
+IndexSpec = HNSW | Flat | str
 
 
 def parse_index(index: Any) -> HNSW | Flat:

@@ -58,7 +58,15 @@ __all__ = ["DAMAGE_KINDS", "FAULTS", "MAX_SKEW_MS", "Damage", "FaultWindow", "Ne
 
 #: Named faults of ``Nemesis.inject`` (each undone by ``heal_all``).
 FAULTS = (
-    "kill", "kill_leader", "pause", "pause_leader", "partition", "partition_leader", "skew", "restart_all", "damage",
+    "kill",
+    "kill_leader",
+    "pause",
+    "pause_leader",
+    "partition",
+    "partition_leader",
+    "skew",
+    "restart_all",
+    "damage",
 )
 #: Kinds of ``Nemesis.damage_file``.
 DAMAGE_KINDS = ("truncate_tail", "flip_byte", "delete_snapshot", "delete_dir")
@@ -493,8 +501,9 @@ class Nemesis:
 
     # --- named faults ---------------------------------------------------------------------------------------------
 
-    def inject(self, fault: str, collection: CollectionRef | None = None, shard: int | None = None,
-               skew_ms: int = 20_000) -> str:
+    def inject(
+        self, fault: str, collection: CollectionRef | None = None, shard: int | None = None, skew_ms: int = 20_000
+    ) -> str:
         """Injects the named fault (one of ``FAULTS``) and returns a description; ``heal_all`` undoes it.
 
         ``kill``/``pause``/``partition``: a random node/minority. ``*_leader``: the leader of ``shard`` (random when
@@ -563,8 +572,10 @@ class Nemesis:
             partitioned = self._s.partition is not None
         if partitioned:
             attempt("heal", self.heal)
-        attempt("start", lambda: self._start_many(
-            [i for i in self.node_ids() if not self._handle(i).running], "start", timeout))
+        attempt(
+            "start",
+            lambda: self._start_many([i for i in self.node_ids() if not self._handle(i).running], "start", timeout),
+        )
         attempt("unskew", self.unskew)
         if errors:
             self.log("heal_all failed", "; ".join(errors))
@@ -716,8 +727,9 @@ class Nemesis:
                 f.truncate(size - n)
                 f.flush()
                 os.fsync(f.fileno())
-            d = Damage(node, kind, target, backup, f"cut {n} of {size} bytes off {target}", size, size - n,
-                       size - n, cut)
+            d = Damage(
+                node, kind, target, backup, f"cut {n} of {size} bytes off {target}", size, size - n, size - n, cut
+            )
             return self._record(d)
 
         # flip_byte
@@ -734,8 +746,18 @@ class Nemesis:
             f.write(new)
             f.flush()
             os.fsync(f.fileno())
-        d = Damage(node, kind, target, backup, f"flipped byte {off} of {target} ({old.hex()} -> {new.hex()})",
-                   size, size, off, old, new)
+        d = Damage(
+            node,
+            kind,
+            target,
+            backup,
+            f"flipped byte {off} of {target} ({old.hex()} -> {new.hex()})",
+            size,
+            size,
+            off,
+            old,
+            new,
+        )
         return self._record(d)
 
     def _record(self, d: Damage) -> Damage:

@@ -28,8 +28,9 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -40,8 +41,7 @@ _TAIL_LINES = 60
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "shoal(nodes=1, zones=None, **kwargs): options of the shoal_cluster fixture "
-        "(keywords of shoal.Cluster.local)",
+        "shoal(nodes=1, zones=None, **kwargs): options of the shoal_cluster fixture (keywords of shoal.Cluster.local)",
     )
 
 
@@ -54,7 +54,7 @@ def _failed(item: pytest.Item) -> bool:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Generator[None, Any, None]:
     outcome = yield
     rep = outcome.get_result()
     setattr(item, f"_shoal_rep_{rep.when}", rep)

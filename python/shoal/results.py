@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +15,7 @@ __all__ = ["SearchResult", "Points", "Shard", "Replica"]
 _HTML_ROWS = 20
 
 
-def _pandas():
+def _pandas() -> Any:
     try:
         import pandas as pd
     except ImportError as e:  # pragma: no cover - depends on the environment
@@ -43,8 +43,8 @@ class SearchResult:
 
     ids: np.ndarray
     distances: np.ndarray
-    payloads: Optional[list[list[Optional[dict]]]] = None
-    vectors: Optional[np.ndarray] = None
+    payloads: list[list[dict | None]] | None = None
+    vectors: np.ndarray | None = None
     partial: bool = False
     coverage: float = 1.0
     failed_shards: list[int] = field(default_factory=list)
@@ -62,7 +62,7 @@ class SearchResult:
         mask = _hit_mask(row_ids[None, :])[0]
         return [(_plain(x), float(d)) for x, d in zip(row_ids[mask], row_d[mask])]
 
-    def to_pandas(self):
+    def to_pandas(self) -> Any:
         """Long format, one row per hit: query, rank, id, distance (+ payload, + vector when present)."""
         pd = _pandas()
         mask = _hit_mask(self.ids)
@@ -122,15 +122,15 @@ class Points:
     """
 
     ids: np.ndarray
-    vectors: Optional[np.ndarray]
+    vectors: np.ndarray | None
     payloads: list[dict]
     missing: list = field(default_factory=list)
-    resume_token: Optional[bytes] = None
+    resume_token: bytes | None = None
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
-    def to_pandas(self):
+    def to_pandas(self) -> Any:
         """One row per point: id, payload (+ vector)."""
         pd = _pandas()
         data: dict[str, Any] = {"id": self.ids, "payload": list(self.payloads)}
@@ -166,7 +166,8 @@ class Replica:
 
     ``node``: node id; ``role``: "leader" | "follower" | "learner"; ``state``: "active" | "joining" |
     "leaving" | "down" | "quarantined" (damaged on disk: ``damage`` names the file and byte offset,
-    ``repair`` where its rebuild stands); ``applied_index``: last log index applied; ``lag``: log entries behind the leader;
+    ``repair`` where its rebuild stands); ``applied_index``: last log index applied; ``lag``: log entries behind
+    the leader;
     ``count``: live points; ``unindexed``: live points not yet in the index; ``digest``: a hash of the
     replica's content (equal digests at equal ``applied_index`` mean identical replicas);
     ``transfer_bytes`` / ``transfer_total_bytes``: progress of the last (or current) snapshot this replica
@@ -187,7 +188,7 @@ class Replica:
     repair: str = ""
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Replica":
+    def from_dict(cls, d: dict[str, Any]) -> Replica:
         return cls(
             node=int(d["node"]),
             role=str(d.get("role", "")),
@@ -216,12 +217,12 @@ class Shard:
     leader is known), ``replicas`` (list of :class:`Replica`) and ``count`` (live points on the leader)."""
 
     id: int
-    leader: Optional[int]
+    leader: int | None
     replicas: list[Replica] = field(default_factory=list)
     count: int = 0
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Shard":
+    def from_dict(cls, d: dict[str, Any]) -> Shard:
         leader = d.get("leader")
         return cls(
             id=int(d["id"]),
