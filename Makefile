@@ -2,7 +2,7 @@
 #
 #   make demo     venv + build the Python extension + run the demo (local node, 100k vectors)
 #   make test     venv + cargo tests + build the extension + pytest end-to-end (tests/)
-#   make verify   read-only checks: rustfmt --check, ruff + mypy, clippy -D warnings, the tests (what CI runs)
+#   make verify   read-only checks: rustfmt --check, ruff + mypy, clippy, the tests, stubtest (what CI runs)
 #   make fix      rustfmt + clippy --fix, ruff format + ruff --fix
 #   make build    release build of the shoal-node binary
 #   make wheel    an abi3 wheel in dist/ (installs and runs with no Rust toolchain: python -m shoal.node)
@@ -29,7 +29,7 @@ PYTEST_WORKERS ?= 2
 DEMO_ARGS    ?=
 
 .PHONY: help venv dev-deps notebook-deps develop develop-test wheel wheel-test build test test-rust test-py verify fmt-check \
-	lint-py clippy fix bench demo faults clean
+	lint-py stubtest clippy fix bench demo faults clean
 
 help:
 	@sed -n '2,11p' Makefile | sed 's/^# \{0,1\}//'
@@ -93,6 +93,11 @@ lint-py: dev-deps
 	$(VENV)/bin/ruff format --check python tests
 	$(VPY) -m mypy
 
+# The stub python/shoal/_native.pyi against the built extension (what a stub cannot express is listed, with
+# the reason, in python/stubtest-allowlist.txt).
+stubtest: develop-test dev-deps
+	$(VPY) -m mypy.stubtest shoal._native --allowlist python/stubtest-allowlist.txt
+
 # --- tests --------------------------------------------------------------------------------------
 
 # The extension the Python tests load: built with the `ci` profile into target/, sharing test-rust's build.
@@ -113,7 +118,7 @@ test-py: develop-test wheel-test notebook-deps
 
 test: venv test-rust test-py
 
-verify: fmt-check lint-py clippy test
+verify: fmt-check lint-py clippy test stubtest
 
 # The long fault matrix: every scenario of tests/test_faults.py runs 90 s, twice; the table of results is
 # appended to faults-table.md.

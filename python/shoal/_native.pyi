@@ -6,30 +6,42 @@ the request). Errors are raised as the classes of shoal.errors. `timeout` is in 
 """
 
 from collections.abc import Awaitable, Sequence
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
 
 Ids = npt.NDArray[np.int64] | Sequence[str]
 
+__all__ = [
+    "__version__",
+    "LIMITS",
+    "Client",
+    "SearchReply",
+    "PendingSearch",
+    "ScrollIter",
+    "validate_upsert",
+    "run_node",
+]
+
 __version__: str
 # Limits and names defined in Rust: MAX_DIM, MAX_K, MAX_INT_ID (int); METRICS, ID_TYPES, WRITE_LEVELS,
 # READ_LEVELS, LOAD_BALANCING (tuple[str, ...]).
 LIMITS: dict[str, Any]
 
+@final
 class Client:
     """A connection to a Shoal cluster through one or more node addresses ("host:port"). It keeps the session
     tokens of its own acknowledged writes, per collection, and sends them with every get/count/search, so that
     `session` reads see this client's writes."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         addresses: Sequence[str],
         connect_timeout: float = 10.0,
         api_key: str | None = None,
         tls_ca_pem: bytes | None = None,
-    ) -> None:
+    ) -> Client:
         """api_key is sent as a bearer token with every call; tls_ca_pem (the cluster CA, PEM) switches to TLS
         and verifies the nodes against it. Both None: an --insecure cluster."""
     def create_api_key(self, role: str, name: str = "", timeout: float | None = None) -> tuple[str, str]:
@@ -195,10 +207,12 @@ class Client:
 #: (ids, distances, payload texts or None, failed shards, shards searched)
 SearchArrays = tuple[Any, npt.NDArray[np.float32], list[list[str]] | None, list[int], int]
 
+@final
 class SearchReply:
     """A finished search (what search_async resolves to)."""
     def arrays(self) -> SearchArrays: ...
 
+@final
 class PendingSearch:
     """A search running in the background."""
     def result(self, timeout: float | None = None) -> SearchArrays:
@@ -208,6 +222,7 @@ class PendingSearch:
         """Drops the gRPC call, which stops the search's work on the nodes. True when it was running."""
     def done(self) -> bool: ...
 
+@final
 class ScrollIter:
     """The batches of a scroll (from `Client.scroll`), in order."""
 

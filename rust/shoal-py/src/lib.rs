@@ -129,7 +129,7 @@ impl Client {
         Ok(Client { inner: Arc::new(inner) })
     }
 
-    #[pyo3(signature = (role, name = String::new(), timeout = None))]
+    #[pyo3(signature = (role, name = String::new(), timeout = None), text_signature = "($self, role, name='', timeout=None)")]
     fn create_api_key(
         &self,
         py: Python<'_>,
@@ -248,7 +248,10 @@ impl Client {
     }
 
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (name, dim, metric, id_type, shards, replication_factor, index, m, ef_construction, timeout = None, quantization = String::new(), on_disk = false))]
+    #[pyo3(signature = (name, dim, metric, id_type, shards, replication_factor, index, m, ef_construction, timeout = None,
+                        quantization = String::new(), on_disk = false),
+           text_signature = "($self, name, dim, metric, id_type, shards, replication_factor, index, m, ef_construction, \
+                             timeout=None, quantization='', on_disk=False)")]
     fn create_collection<'py>(
         &self,
         py: Python<'py>,
