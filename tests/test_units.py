@@ -22,21 +22,29 @@ def test_exception_hierarchy() -> None:
     assert str(shoal.CollectionNotFound("collection 'x' not found")) == "collection 'x' not found"
 
 
-def test_errors_module_names_match_the_native_map() -> None:
+def test_errors_are_listed_once_and_exported() -> None:
     import shoal.errors as errors
 
-    for name in (
-        "ShoalError",
-        "InvalidArgument",
-        "CollectionNotFound",
-        "CollectionExists",
-        "ConsistencyError",
-        "Timeout",
-        "Cancelled",
-        "ShardUnavailable",
-        "NodeUnavailable",
-    ):
+    # errors.py defines the classes and lists them in __all__; shoal re-exports exactly that list.
+    defined = {n for n, c in vars(errors).items() if isinstance(c, type) and issubclass(c, errors.ShoalError)}
+    assert set(errors.__all__) == defined
+    for name in errors.__all__:
         assert getattr(errors, name) is getattr(shoal, name)
+        assert name in shoal.__all__
+
+
+def test_connection_failure_chains_its_causes() -> None:
+    """The native error's lower errors become __cause__: the gRPC transport status down to the OS error."""
+    with pytest.raises(shoal.NodeUnavailable) as info:
+        shoal.connect("127.0.0.1:1", connect_timeout=2)  # loopback port 1: nothing listens there
+    chain = []
+    cause = info.value.__cause__
+    while cause is not None and len(chain) < 20:
+        chain.append(cause)
+        cause = cause.__cause__
+    assert chain, "NodeUnavailable has no __cause__"
+    assert "unavailable" in str(chain[0]).lower(), chain[0]  # the transport's status
+    assert isinstance(chain[-1], ConnectionRefusedError), [type(c).__name__ for c in chain]
 
 
 def test_hnsw_config() -> None:

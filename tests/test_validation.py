@@ -257,3 +257,11 @@ def test_bad_collection_parameters(module_cluster: shoal.Cluster, unique_name: s
     with pytest.raises(shoal.CollectionExists):
         module_cluster.create_collection(unique_name, dim=4)
     module_cluster.drop_collection(unique_name)
+
+
+def test_server_side_error_has_the_status_as_cause(module_cluster: shoal.Cluster) -> None:
+    with pytest.raises(shoal.CollectionNotFound) as info:
+        module_cluster.collection("no_such_collection_here")
+    cause = info.value.__cause__
+    assert isinstance(cause, shoal.ShoalError), cause
+    assert "not found" in str(cause).lower() and "no_such_collection_here" in str(cause), str(cause)

@@ -13,7 +13,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::scroll::ScrollStream;
 use crate::session::Sessions;
-use crate::{Error, Result};
+use crate::{Detail, Error, Result};
 
 /// Largest request the client sends; batches are split below it (the node accepts 256 MiB).
 pub const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
@@ -96,7 +96,7 @@ pub fn write_level(s: &str) -> Result<WriteLevel> {
         "eventual" => Ok(WriteLevel::Eventual),
         "quorum" => Ok(WriteLevel::Quorum),
         "strong" => Ok(WriteLevel::Strong),
-        o => Err(Error::InvalidArgument(format!(
+        o => Err(Error::invalid(format!(
             "unknown consistency {o:?} for a write: expected \"eventual\", \"quorum\" or \"strong\""
         ))),
     }
@@ -108,7 +108,7 @@ pub fn read_level(s: &str) -> Result<ReadLevel> {
         "eventual" => Ok(ReadLevel::Eventual),
         "session" => Ok(ReadLevel::Session),
         "strong" => Ok(ReadLevel::Strong),
-        o => Err(Error::InvalidArgument(format!(
+        o => Err(Error::invalid(format!(
             "unknown consistency {o:?} for a read: expected \"eventual\", \"session\" or \"strong\""
         ))),
     }
@@ -121,7 +121,7 @@ pub fn load_balancing(s: &str) -> Result<v1::LoadBalancing> {
         "round_robin" => Ok(v1::LoadBalancing::RoundRobin),
         "least_loaded" => Ok(v1::LoadBalancing::LeastLoaded),
         "locality" => Ok(v1::LoadBalancing::Locality),
-        o => Err(Error::InvalidArgument(format!(
+        o => Err(Error::invalid(format!(
             "unknown load_balancing {o:?}: expected \"round_robin\", \"least_loaded\" or \"locality\""
         ))),
     }
@@ -183,9 +183,9 @@ macro_rules! with_failover {
                     // tonic reports its own expired client deadline as CANCELLED "Timeout expired".
                     let expired = tokio::time::Instant::now() + Duration::from_millis(1) >= deadline;
                     if expired && matches!(status.code(), tonic::Code::Cancelled | tonic::Code::DeadlineExceeded) {
-                        out = Some(Err(Error::Timeout(format!(
-                            "no answer from {} within {:?}",
-                            $self.addresses[i], $timeout
+                        out = Some(Err(Error::Timeout(Detail::caused_by(
+                            format!("no answer from {} within {:?}", $self.addresses[i], $timeout),
+                            status,
                         ))));
                         break;
                     }
@@ -195,10 +195,9 @@ macro_rules! with_failover {
                     let from_transport = from_transport(&status);
                     let err = Error::from_status(&status);
                     if from_transport {
-                        last = Some(Error::NodeUnavailable(format!(
-                            "node {} unreachable or not answering: {}",
-                            $self.addresses[i],
-                            status.message()
+                        last = Some(Error::NodeUnavailable(Detail::caused_by(
+                            format!("node {} unreachable or not answering: {}", $self.addresses[i], status.message()),
+                            status,
                         )));
                         attempt += 1;
                         continue;
@@ -243,8 +242,11 @@ impl Client {
         }
         let bearer = match &opts.api_key {
             None => None,
-            Some(k) => Some(format!("Bearer {k}").parse().map_err(|_| {
-                Error::InvalidArgument("api_key must be printable ASCII without spaces or newlines".into())
+            Some(k) => Some(format!("Bearer {k}").parse().map_err(|e| {
+                Error::InvalidArgument(Detail::caused_by(
+                    "api_key must be printable ASCII without spaces or newlines",
+                    e,
+                ))
             })?),
         };
         let creds = Credentials { bearer };
@@ -254,11 +256,13 @@ impl Client {
         let mut channels = Vec::with_capacity(addresses.len());
         for a in &addresses {
             let mut ep = Endpoint::from_shared(format!("{}://{a}", shoal_api::tls::scheme(opts.tls_ca_pem.is_some())))
-                .map_err(|e| Error::InvalidArgument(format!("address {a:?} is not HOST:PORT: {e}")))?;
+                .map_err(|e| {
+                    Error::InvalidArgument(Detail::caused_by(format!("address {a:?} is not HOST:PORT: {e}"), e))
+                })?;
             if let Some(ca) = &opts.tls_ca_pem {
-                ep = ep
-                    .tls_config(shoal_api::tls::client_config(ca))
-                    .map_err(|e| Error::InvalidArgument(format!("TLS settings for {a:?}: {e}")))?;
+                ep = ep.tls_config(shoal_api::tls::client_config(ca)).map_err(|e| {
+                    Error::InvalidArgument(Detail::caused_by(format!("TLS settings for {a:?}: {e}"), e))
+                })?;
             }
             let ep = ep
                 .connect_timeout(connect_timeout)
@@ -273,21 +277,23 @@ impl Client {
         let client = Client { addresses, channels, current: AtomicUsize::new(0), sessions: Sessions::default() };
         let tls = opts.tls_ca_pem.is_some();
         client.cluster_info(connect_timeout).await.map_err(|e| match e {
-            Error::NodeUnavailable(m) | Error::Timeout(m) if !tls => Error::NodeUnavailable(format!(
+            Error::NodeUnavailable(m) | Error::Timeout(m) if !tls => Error::NodeUnavailable(m.reworded(format!(
                 "no node of {:?} answered a plaintext connection: {m} (nodes started without --insecure serve TLS \
                  only: connect with the cluster CA certificate (tls_ca) and an API key)",
                 client.addresses
-            )),
+            ))),
             Error::NodeUnavailable(m) | Error::Timeout(m) => {
-                Error::NodeUnavailable(format!("no node of {:?} answered: {m}", client.addresses))
+                Error::NodeUnavailable(m.reworded(format!("no node of {:?} answered: {m}", client.addresses)))
             }
             // A TLS server answers a plaintext HTTP/2 preface with a TLS alert, which h2 reports as a protocol
             // error: say what it means.
-            Error::Internal(m) if !tls && m.contains("h2 protocol error") => Error::Unauthenticated(format!(
-                "{:?} did not accept a plaintext connection ({m}): the nodes serve TLS; connect with the cluster \
+            Error::Internal(m) if !tls && m.contains("h2 protocol error") => {
+                Error::Unauthenticated(m.reworded(format!(
+                    "{:?} did not accept a plaintext connection ({m}): the nodes serve TLS; connect with the cluster \
                  CA certificate (tls_ca) and an API key",
-                client.addresses
-            )),
+                    client.addresses
+                )))
+            }
             other => other,
         })?;
         Ok(client)
@@ -420,13 +426,13 @@ impl Client {
     ) -> Result<u64> {
         let n = ids.ints.len() + ids.strs.len();
         if vectors.len() != n * dim || (dim == 0 && n > 0) {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::invalid(format!(
                 "got {n} ids but {} values of vectors (expected {n} x dim {dim})",
                 vectors.len()
             )));
         }
         if !payloads.is_empty() && payloads.len() != n {
-            return Err(Error::InvalidArgument(format!("got {n} ids but {} payloads", payloads.len())));
+            return Err(Error::invalid(format!("got {n} ids but {} payloads", payloads.len())));
         }
         if n == 0 {
             return Ok(0);
@@ -438,7 +444,7 @@ impl Client {
         };
         for i in 0..n {
             if row_bytes(i) > MAX_REQUEST_BYTES {
-                return Err(Error::InvalidArgument(format!(
+                return Err(Error::invalid(format!(
                     "point {i} (its id, vector and payloads[{i}]) is {} bytes: a point may be at most \
                      {MAX_REQUEST_BYTES} bytes",
                     row_bytes(i)

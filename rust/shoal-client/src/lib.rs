@@ -8,6 +8,6 @@ pub mod scroll;
 pub mod session;
 
 pub use client::{Client, ReadLevel, WriteLevel};
-pub use error::{Error, Result};
+pub use error::{Detail, Error, Result};
 pub use scroll::ScrollStream;
 pub use shoal_api::v1;

@@ -59,7 +59,7 @@ impl ScrollStream {
             let status = match tokio::time::timeout(self.timeout + CLIENT_SLACK, stream.message()).await {
                 Err(_) => {
                     self.stream = None;
-                    return Err(Error::Timeout(format!("no scroll batch within {:?}", self.timeout)));
+                    return Err(Error::Timeout(format!("no scroll batch within {:?}", self.timeout).into()));
                 }
                 Ok(Ok(Some(batch))) => {
                     self.req.resume_token.clone_from(&batch.resume_token);

@@ -16,7 +16,7 @@ use shoal_client::client::{read_level, write_level};
 use shoal_client::v1;
 use shoal_core::{IdType, PointId, validate};
 
-use crate::error::to_py;
+use crate::error::{internal, to_py};
 use crate::runtime::block_on;
 
 /// Default per-call timeout when Python passes None.
@@ -270,7 +270,7 @@ impl Client {
     ) -> PyResult<Bound<'py, PyDict>> {
         let t = timeout_of(timeout)?;
         if dim < 1 || dim > shoal_core::point::MAX_DIM as i64 {
-            return Err(to_py(shoal_client::Error::InvalidArgument(format!(
+            return Err(to_py(shoal_client::Error::invalid(format!(
                 "dim must be in 1..={}, got {dim}",
                 shoal_core::point::MAX_DIM
             ))));
@@ -281,7 +281,7 @@ impl Client {
             "flat" => v1::index_params::Kind::Flat(true),
             "hnsw" => v1::index_params::Kind::Hnsw(v1::HnswParams { m, ef_construction, quantization }),
             other => {
-                return Err(to_py(shoal_client::Error::InvalidArgument(format!(
+                return Err(to_py(shoal_client::Error::invalid(format!(
                     "unknown index {other:?}: expected \"flat\" or \"hnsw\""
                 ))));
             }
@@ -455,7 +455,7 @@ impl Client {
         let found_n = resp.found.iter().filter(|f| **f).count();
         let vectors = if with_vectors {
             let arr = Array2::from_shape_vec((found_n, dim), resp.vectors)
-                .map_err(|e| to_py(shoal_client::Error::Internal(format!("bad vectors in reply: {e}"))))?;
+                .map_err(|e| to_py(internal(format!("bad vectors in reply: {e}"), e)))?;
             Some(arr.into_pyarray(py).into_any())
         } else {
             None
@@ -736,7 +736,7 @@ impl SearchShape {
                 let out: Vec<i64> =
                     src.iter().map(|i| i.and_then(|i| ids.ints.get(i)).map_or(-1, |&v| v as i64)).collect();
                 Array2::from_shape_vec((nq, k), out)
-                    .map_err(|e| to_py(shoal_client::Error::Internal(e.to_string())))?
+                    .map_err(|e| to_py(internal(e.to_string(), e)))?
                     .into_pyarray(py)
                     .into_any()
             }
@@ -752,7 +752,7 @@ impl SearchShape {
             }
         };
         let dist = Array2::from_shape_vec((nq, k), dist)
-            .map_err(|e| to_py(shoal_client::Error::Internal(e.to_string())))?
+            .map_err(|e| to_py(internal(e.to_string(), e)))?
             .into_pyarray(py)
             .into_any();
         Ok((ids_obj, dist, payloads, resp.failed_shards.clone(), resp.shards))
@@ -836,10 +836,13 @@ impl PendingSearch {
                 return Err(interrupt);
             }
             if until.is_some_and(|u| std::time::Instant::now() >= u) {
-                return Err(to_py(shoal_client::Error::Timeout(format!(
-                    "the query did not finish within {:.3} s (it keeps running; cancel() stops it)",
-                    timeout.unwrap_or_default()
-                ))));
+                return Err(to_py(shoal_client::Error::Timeout(
+                    format!(
+                        "the query did not finish within {:.3} s (it keeps running; cancel() stops it)",
+                        timeout.unwrap_or_default()
+                    )
+                    .into(),
+                )));
             }
         }
     }
@@ -879,7 +882,7 @@ fn validate_upsert(
     let ids = ids_to_domain(&extract_ids(ids, id_type)?);
     let shape = vectors.shape();
     let n = shape[0];
-    let err = |m: String| to_py(shoal_client::Error::InvalidArgument(m));
+    let err = |m: String| to_py(shoal_client::Error::invalid(m));
     if shape[1] != dim {
         return Err(err(format!("vectors have dim {} but the collection has dim {dim}", shape[1])));
     }

@@ -52,7 +52,7 @@ pub fn join_for<T: Send + 'static>(
         None => Err(task),
         Some(Ok(r)) => Ok(r),
         Some(Err(e)) if e.is_cancelled() => Ok(Err(shoal_client::Error::Cancelled("the query was cancelled".into()))),
-        Some(Err(e)) => Ok(Err(shoal_client::Error::Internal(format!("the query's task failed: {e}")))),
+        Some(Err(e)) => Ok(Err(crate::error::internal(format!("the query's task failed: {e}"), e))),
     }
 }
 

@@ -12,7 +12,7 @@ use shoal_client::client::read_level;
 use shoal_client::{ScrollStream, v1};
 use shoal_core::IdType;
 
-use crate::error::to_py;
+use crate::error::{internal, to_py};
 use crate::runtime::block_on;
 
 /// One batch for Python: (ids, vectors or None, payload texts, resume token).
@@ -92,7 +92,7 @@ impl ScrollIter {
             None
         } else {
             let arr = Array2::from_shape_vec((n, b.dim as usize), b.vectors)
-                .map_err(|e| to_py(shoal_client::Error::Internal(format!("bad vectors in a scroll batch: {e}"))))?;
+                .map_err(|e| to_py(internal(format!("bad vectors in a scroll batch: {e}"), e)))?;
             Some(arr.into_pyarray(py).into_any())
         };
         Ok(Some((ids_obj, vectors, b.payloads, PyBytes::new(py, &b.resume_token))))
