@@ -6,7 +6,7 @@ the request). Errors are raised as the classes of shoal.errors. `timeout` is in 
 """
 
 from collections.abc import Awaitable, Sequence
-from typing import Any, final
+from typing import Any, TypedDict, final
 
 import numpy as np
 import numpy.typing as npt
@@ -129,63 +129,14 @@ class Client:
         """(found flag per id, vectors of the found rows (m, dim) or None, payload JSON of the found rows
         ("" = none))"""
     def count(self, collection: str, consistency: str, timeout: float | None = None) -> int: ...
-    def search(
-        self,
-        collection: str,
-        id_type: str,
-        queries: npt.NDArray[np.float32],
-        k: int,
-        filter: str | None,
-        ef: int | None,
-        with_payload: bool,
-        consistency: str,
-        timeout: float | None = None,
-        allow_partial: bool = False,
-        load_balancing: str | None = None,
-        exact: bool = False,
-        rescore: bool | None = None,
-        oversampling: float | None = None,
-    ) -> SearchArrays:
-        """queries: C-contiguous float32 (nq, dim); filter: JSON text; load_balancing: "round_robin",
-        "least_loaded", "locality" or None (the node's default). Returns (ids, distances, payloads,
-        failed_shards, shards): ids (nq, k) int64 padded with -1 (int collections) or an (nq, k) object array
-        of str/None (str collections); distances (nq, k) float32 padded with inf; payloads per row per hit
-        ("" = none) or None; the shards that did not answer (allow_partial only) and the shards searched."""
-    def search_start(
-        self,
-        collection: str,
-        id_type: str,
-        queries: npt.NDArray[np.float32],
-        k: int,
-        filter: str | None,
-        ef: int | None,
-        with_payload: bool,
-        consistency: str,
-        timeout: float | None = None,
-        allow_partial: bool = False,
-        load_balancing: str | None = None,
-        exact: bool = False,
-        rescore: bool | None = None,
-        oversampling: float | None = None,
-    ) -> PendingSearch:
+    def search(self, request: SearchArgs) -> SearchArrays:
+        """Returns (ids, distances, payloads, failed_shards, shards): ids (nq, k) int64 padded with -1 (int
+        collections) or an (nq, k) object array of str/None (str collections); distances (nq, k) float32
+        padded with inf; payloads per row per hit ("" = none) or None; the shards that did not answer
+        (allow_partial only) and the shards searched."""
+    def search_start(self, request: SearchArgs) -> PendingSearch:
         """As search, but returns at once with a handle on the running search."""
-    def search_async(
-        self,
-        collection: str,
-        id_type: str,
-        queries: npt.NDArray[np.float32],
-        k: int,
-        filter: str | None,
-        ef: int | None,
-        with_payload: bool,
-        consistency: str,
-        timeout: float | None = None,
-        allow_partial: bool = False,
-        load_balancing: str | None = None,
-        exact: bool = False,
-        rescore: bool | None = None,
-        oversampling: float | None = None,
-    ) -> Awaitable[SearchReply]:
+    def search_async(self, request: SearchArgs) -> Awaitable[SearchReply]:
         """As search, as an asyncio awaitable; cancelling it cancels the search."""
     def scroll(
         self,
@@ -203,6 +154,27 @@ class Client:
         stream and then each batch. A stream lost with its node is reopened elsewhere from the last token."""
     def index_status(self, collection: str, timeout: float | None = None) -> tuple[int, int]:
         """(live points, live points not yet in the index) summed over shards."""
+
+class _SearchRequired(TypedDict):
+    collection: str
+    id_type: str
+    queries: npt.NDArray[np.float32]  # C-contiguous float32 (nq, dim)
+    k: int
+    consistency: str
+
+class SearchArgs(_SearchRequired, total=False):
+    """A search's arguments, one dict for search, search_start and search_async (a missing optional key
+    takes the value shown)."""
+
+    filter: str | None  # JSON text; None
+    ef: int | None  # None = the server's choice
+    with_payload: bool  # False
+    timeout: float | None  # None
+    allow_partial: bool  # False
+    load_balancing: str | None  # "round_robin", "least_loaded", "locality"; None = the node's default
+    exact: bool  # False
+    rescore: bool | None  # None
+    oversampling: float | None  # None
 
 #: (ids, distances, payload texts or None, failed shards, shards searched)
 SearchArrays = tuple[Any, npt.NDArray[np.float32], list[list[str]] | None, list[int], int]

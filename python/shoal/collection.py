@@ -14,6 +14,7 @@ from .index import HNSW, Flat, index_from_info
 from .results import Points, SearchResult, Shard, ShardList
 
 if TYPE_CHECKING:  # pragma: no cover
+    from . import _native
     from .cluster import Cluster
 
 __all__ = ["Collection", "Query"]
@@ -243,7 +244,7 @@ class Collection:
         )
         if call.empty is not None:
             return call.empty
-        return call.finish(self._client.search(*call.args, **call.kwargs))
+        return call.finish(self._client.search(call.request))
 
     def query(
         self,
@@ -281,7 +282,7 @@ class Collection:
         )
         if call.empty is not None:
             return Query(None, call)
-        return Query(self._client.search_start(*call.args, **call.kwargs), call)
+        return Query(self._client.search_start(call.request), call)
 
     async def search_async(
         self,
@@ -319,7 +320,7 @@ class Collection:
         )
         if call.empty is not None:
             return call.empty
-        reply = await self._client.search_async(*call.args, **call.kwargs)
+        reply = await self._client.search_async(call.request)
         if with_vectors:
             # Fetching the hits' vectors is one more (blocking) call: keep it off the event loop.
             import asyncio
@@ -364,7 +365,23 @@ class Collection:
             raise InvalidArgument(f"oversampling must be a number or None, got {oversampling!r}")
         ftext = cv.filter_text(filter)
         cv.check_finite(q, "queries")
-        call = _SearchCall(self, q.shape[0], k, consistency, timeout, bool(with_payload), bool(with_vectors))
+        request: _native.SearchArgs = {
+            "collection": self.name,
+            "id_type": self.id_type,
+            "queries": q,
+            "k": k,
+            "filter": ftext,
+            "ef": ef,
+            "with_payload": bool(with_payload),
+            "consistency": consistency,
+            "timeout": timeout,
+            "allow_partial": bool(allow_partial),
+            "load_balancing": load_balancing,
+            "exact": bool(exact),
+            "rescore": None if rescore is None else bool(rescore),
+            "oversampling": None if oversampling is None else float(oversampling),
+        }
+        call = _SearchCall(self, request, q.shape[0], bool(with_vectors))
         if q.shape[0] == 0:
             ids = np.empty((0, k), dtype=object if self.id_type == "str" else np.int64)
             call.empty = SearchResult(
@@ -373,9 +390,17 @@ class Collection:
                 payloads=[] if with_payload else None,
                 vectors=np.empty((0, k, self.dim), np.float32) if with_vectors else None,
             )
-            return call
-        call.args = (self.name, self.id_type, q, k, ftext, ef, bool(with_payload), consistency, timeout)
-        call.kwargs = {
+        return call
+        call.request = {
+            "collection": self.name,
+            "id_type": self.id_type,
+            "queries": q,
+            "k": k,
+            "filter": ftext,
+            "ef": ef,
+            "with_payload": bool(with_payload),
+            "consistency": consistency,
+            "timeout": timeout,
             "allow_partial": bool(allow_partial),
             "load_balancing": load_balancing,
             "exact": bool(exact),
@@ -687,23 +712,14 @@ def _ids_array(ids: Any, id_type: str) -> np.ndarray:
 
 
 class _SearchCall:
-    """One checked search: the native call's arguments and how to turn its answer into a SearchResult."""
+    """One checked search: the native call's argument and how to turn its answer into a SearchResult."""
 
-    def __init__(
-        self,
-        coll: Collection,
-        nq: int,
-        k: int,
-        consistency: str,
-        timeout: float | None,
-        with_payload: bool,
-        with_vectors: bool,
-    ) -> None:
-        self.coll, self.nq, self.k = coll, nq, k
-        self.consistency, self.timeout = consistency, timeout
-        self.with_payload, self.with_vectors = with_payload, with_vectors
-        self.args: tuple = ()
-        self.kwargs: dict[str, Any] = {}
+    def __init__(self, coll: Collection, request: _native.SearchArgs, nq: int, with_vectors: bool) -> None:
+        self.coll, self.nq, self.k = coll, nq, request["k"]
+        self.consistency, self.timeout = request["consistency"], request.get("timeout")
+        self.with_payload, self.with_vectors = request.get("with_payload", False), with_vectors
+        #: The native call's one argument (``SearchArgs`` in shoal/_native.pyi).
+        self.request = request
         #: The answer when there is nothing to ask the cluster (no queries).
         self.empty: SearchResult | None = None
 

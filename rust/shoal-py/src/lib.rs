@@ -472,92 +472,24 @@ impl Client {
     }
 
     /// A blocking search: (ids, distances, payload texts or None, failed shards, shards searched).
-    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
-    #[pyo3(signature = (collection, id_type, queries, k, filter, ef, with_payload, consistency, timeout = None,
-                        allow_partial = false, load_balancing = None, exact = false, rescore = None,
-                        oversampling = None))]
-    fn search<'py>(
-        &self,
-        py: Python<'py>,
-        collection: String,
-        id_type: &str,
-        queries: PyReadonlyArray2<'py, f32>,
-        k: i64,
-        filter: Option<String>,
-        ef: Option<i64>,
-        with_payload: bool,
-        consistency: &str,
-        timeout: Option<f64>,
-        allow_partial: bool,
-        load_balancing: Option<&str>,
-        exact: bool,
-        rescore: Option<bool>,
-        oversampling: Option<f32>,
-    ) -> PyResult<SearchArrays<'py>> {
-        let args = (collection, id_type, queries, k, filter, ef, with_payload, consistency, allow_partial, exact);
-        let rescore = (rescore, oversampling);
-        let (req, shape, t) = search_request(args, rescore, load_balancing, timeout)?;
+    fn search<'py>(&self, py: Python<'py>, request: SearchArgs<'py>) -> PyResult<SearchArrays<'py>> {
+        let (req, shape, t) = request.build()?;
         let c = self.inner.clone();
         let resp = block_on(py, async move { c.search(req, t).await })?;
         shape.arrays(py, &resp)
     }
 
     /// Starts a search in the background and returns its handle (Collection.query).
-    #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (collection, id_type, queries, k, filter, ef, with_payload, consistency, timeout = None,
-                        allow_partial = false, load_balancing = None, exact = false, rescore = None,
-                        oversampling = None))]
-    fn search_start<'py>(
-        &self,
-        collection: String,
-        id_type: &str,
-        queries: PyReadonlyArray2<'py, f32>,
-        k: i64,
-        filter: Option<String>,
-        ef: Option<i64>,
-        with_payload: bool,
-        consistency: &str,
-        timeout: Option<f64>,
-        allow_partial: bool,
-        load_balancing: Option<&str>,
-        exact: bool,
-        rescore: Option<bool>,
-        oversampling: Option<f32>,
-    ) -> PyResult<PendingSearch> {
-        let args = (collection, id_type, queries, k, filter, ef, with_payload, consistency, allow_partial, exact);
-        let rescore = (rescore, oversampling);
-        let (req, shape, t) = search_request(args, rescore, load_balancing, timeout)?;
+    fn search_start(&self, request: SearchArgs<'_>) -> PyResult<PendingSearch> {
+        let (req, shape, t) = request.build()?;
         let c = self.inner.clone();
         let task = runtime::spawn(async move { c.search(req, t).await });
         Ok(PendingSearch { shape, abort: task.abort_handle(), task: Mutex::new(Some(task)), outcome: Mutex::new(None) })
     }
 
     /// An awaitable search (asyncio): resolves to a SearchReply; cancelling the awaitable cancels the search.
-    #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (collection, id_type, queries, k, filter, ef, with_payload, consistency, timeout = None,
-                        allow_partial = false, load_balancing = None, exact = false, rescore = None,
-                        oversampling = None))]
-    fn search_async<'py>(
-        &self,
-        py: Python<'py>,
-        collection: String,
-        id_type: &str,
-        queries: PyReadonlyArray2<'py, f32>,
-        k: i64,
-        filter: Option<String>,
-        ef: Option<i64>,
-        with_payload: bool,
-        consistency: &str,
-        timeout: Option<f64>,
-        allow_partial: bool,
-        load_balancing: Option<&str>,
-        exact: bool,
-        rescore: Option<bool>,
-        oversampling: Option<f32>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let args = (collection, id_type, queries, k, filter, ef, with_payload, consistency, allow_partial, exact);
-        let rescore = (rescore, oversampling);
-        let (req, shape, t) = search_request(args, rescore, load_balancing, timeout)?;
+    fn search_async<'py>(&self, py: Python<'py>, request: SearchArgs<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let (req, shape, t) = request.build()?;
         let c = self.inner.clone();
         runtime::init_async();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
@@ -643,56 +575,93 @@ fn node_list<'py>(py: Python<'py>, infos: &[v1::NodeInfo]) -> PyResult<Bound<'py
     Ok(nodes)
 }
 
-/// Search arguments as Python passes them: collection, id_type, queries, k, filter, ef, with_payload,
-/// consistency, allow_partial, exact.
-type SearchArgs<'py> =
-    (String, &'py str, PyReadonlyArray2<'py, f32>, i64, Option<String>, Option<i64>, bool, &'py str, bool, bool);
+/// A search's arguments as Python passes them to `search`, `search_start` and `search_async`: one dict
+/// (`Collection._search_call` builds it; the keys are the field names).
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+struct SearchArgs<'py> {
+    /// The collection's name.
+    collection: String,
+    /// The collection's id type ("int" | "str"): how the answer's ids are returned.
+    id_type: String,
+    /// The queries, (nq, dim) float32.
+    queries: PyReadonlyArray2<'py, f32>,
+    /// Hits per query, checked against 1..=MAX_K.
+    k: i64,
+    /// A filter as JSON text; None = no filter.
+    #[pyo3(default)]
+    filter: Option<String>,
+    /// HNSW beam width; None = the server's choice.
+    #[pyo3(default)]
+    ef: Option<i64>,
+    /// Whether hits carry their payload texts.
+    #[pyo3(default)]
+    with_payload: bool,
+    /// A read consistency name (`READ_LEVELS`).
+    consistency: String,
+    /// Seconds for the whole call; None = the default.
+    #[pyo3(default)]
+    timeout: Option<f64>,
+    /// Whether shards that fail leave a partial answer instead of an error.
+    #[pyo3(default)]
+    allow_partial: bool,
+    /// A load-balancing name (`LOAD_BALANCING`); None = the node's default.
+    #[pyo3(default)]
+    load_balancing: Option<String>,
+    /// Brute force instead of the graph.
+    #[pyo3(default)]
+    exact: bool,
+    /// Whether quantized candidates are rescored with float vectors; None = the default (yes).
+    #[pyo3(default)]
+    rescore: Option<bool>,
+    /// Quantized beam factor; None = the default.
+    #[pyo3(default)]
+    oversampling: Option<f32>,
+}
 
 /// What Python gets back from a search: ids, distances, payload texts (or None), failed shards, shards.
 type SearchArrays<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>, Option<Vec<Vec<String>>>, Vec<u32>, u32);
 
-/// Checks the arguments of a search and builds its request.
-fn search_request(
-    args: SearchArgs<'_>,
-    (rescore, oversampling): (Option<bool>, Option<f32>),
-    load_balancing: Option<&str>,
-    timeout: Option<f64>,
-) -> PyResult<(v1::SearchRequest, SearchShape, Duration)> {
-    let (collection, id_type, queries, k, filter, ef, with_payload, consistency, allow_partial, exact) = args;
-    let t = timeout_of(timeout)?;
-    let level = read_level(consistency).map_err(to_py)?;
-    let lb = shoal_client::client::load_balancing(load_balancing.unwrap_or("")).map_err(to_py)?;
-    let id_type = id_type_of(id_type)?;
-    validate::check_k(k).map_err(|e| to_py(e.into()))?;
-    if let Some(ef) = ef {
-        validate::check_ef(ef).map_err(|e| to_py(e.into()))?;
+impl SearchArgs<'_> {
+    /// Checks the arguments and builds the client's request, the shape of its answer and its timeout.
+    fn build(self) -> PyResult<(v1::SearchRequest, SearchShape, Duration)> {
+        let t = timeout_of(self.timeout)?;
+        let level = read_level(&self.consistency).map_err(to_py)?;
+        let lb = shoal_client::client::load_balancing(self.load_balancing.as_deref().unwrap_or("")).map_err(to_py)?;
+        let id_type = id_type_of(&self.id_type)?;
+        let k = self.k;
+        validate::check_k(k).map_err(|e| to_py(e.into()))?;
+        if let Some(ef) = self.ef {
+            validate::check_ef(ef).map_err(|e| to_py(e.into()))?;
+        }
+        // 0 is the wire's "default"; a caller's explicit factor (0 included) must be in range.
+        if let Some(f) = self.oversampling {
+            validate::check_oversampling(f).map_err(|e| to_py(e.into()))?;
+        }
+        let queries = &self.queries;
+        let nq = queries.shape()[0];
+        let data: Vec<f32> = match queries.as_slice() {
+            Ok(s) => s.to_vec(),
+            Err(_) => queries.as_array().iter().copied().collect(),
+        };
+        let with_payload = self.with_payload;
+        let req = v1::SearchRequest {
+            collection: self.collection,
+            queries: data,
+            k: k as u32,
+            filter: self.filter.unwrap_or_default(),
+            ef: self.ef.unwrap_or(0) as u32,
+            with_payload,
+            consistency: level as i32,
+            session: Vec::new(),
+            allow_partial: self.allow_partial,
+            load_balancing: lb as i32,
+            exact: self.exact,
+            rescore: self.rescore,
+            oversampling: self.oversampling.unwrap_or(0.0),
+        };
+        Ok((req, SearchShape { nq, k: k as usize, id_type, with_payload }, t))
     }
-    // 0 is the wire's "default"; a caller's explicit factor (0 included) must be in range.
-    if let Some(f) = oversampling {
-        validate::check_oversampling(f).map_err(|e| to_py(e.into()))?;
-    }
-    let oversampling = oversampling.unwrap_or(0.0);
-    let nq = queries.shape()[0];
-    let data: Vec<f32> = match queries.as_slice() {
-        Ok(s) => s.to_vec(),
-        Err(_) => queries.as_array().iter().copied().collect(),
-    };
-    let req = v1::SearchRequest {
-        collection,
-        queries: data,
-        k: k as u32,
-        filter: filter.unwrap_or_default(),
-        ef: ef.unwrap_or(0) as u32,
-        with_payload,
-        consistency: level as i32,
-        session: Vec::new(),
-        allow_partial,
-        load_balancing: lb as i32,
-        exact,
-        rescore,
-        oversampling,
-    };
-    Ok((req, SearchShape { nq, k: k as usize, id_type, with_payload }, t))
 }
 
 /// The shape of a search's answer: what turning a SearchResponse into arrays needs.
