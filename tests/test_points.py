@@ -145,6 +145,41 @@ def test_batches_and_progress(coll: shoal.Collection, capsys: pytest.CaptureFixt
         coll.upsert([1], v[0], batch_size=0)
 
 
+class _Bar:
+    """A progress bar that records its updates and fails on the update numbered `fail_at` (1-based)."""
+
+    def __init__(self, fail_at: int = 0) -> None:
+        self.updates: list[int] = []
+        self.fail_at = fail_at
+
+    def update(self, n: int) -> None:
+        self.updates.append(n)
+        if len(self.updates) == self.fail_at:
+            raise RuntimeError("the bar broke")
+
+    def close(self) -> None:
+        pass
+
+
+def test_progress_follows_the_clients_requests(coll: shoal.Collection, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The native client splits the batch (batch_size points per request) and reports each request; an
+    exception raised while reporting stops the upsert after the requests already acknowledged."""
+    import shoal.collection as collection_mod
+
+    v = clustered(2500, DIM, seed=8)
+    bar = _Bar()
+    monkeypatch.setattr(collection_mod, "_progress_bar", lambda *a, **k: bar)
+    assert coll.upsert(np.arange(2500), v, batch_size=1000, progress=True) == 2500
+    assert bar.updates == [1000, 1000, 500]
+
+    bar = _Bar(fail_at=2)
+    with pytest.raises(RuntimeError, match="the bar broke") as info:
+        coll.upsert(np.arange(10_000, 12_500), v, batch_size=1000, progress=True)
+    assert info.value.written == 2000  # type: ignore[attr-defined]
+    assert bar.updates == [1000, 1000]
+    assert coll.count(consistency="strong") == 4500
+
+
 def test_wait_indexed(module_cluster: shoal.Cluster, unique_name: str) -> None:
     coll = module_cluster.create_collection(unique_name, dim=DIM, index=shoal.HNSW(m=8, ef_construction=50))
     coll.upsert(np.arange(3000), clustered(3000, DIM, seed=7))

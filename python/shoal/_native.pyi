@@ -5,7 +5,7 @@ the request). Errors are raised as the classes of shoal.errors. `timeout` is in 
 `id_type` is "int" (ids: 1-D numpy int64 array, non-negative) or "str" (ids: list[str]).
 """
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypedDict, final
 
 import numpy as np
@@ -108,9 +108,14 @@ class Client:
         payloads: Sequence[str] | None,
         consistency: str,
         timeout: float | None = None,
+        batch_size: int | None = None,
+        on_request: Callable[[int, int], object] | None = None,
     ) -> int:
         """vectors: C-contiguous float32 (n, dim). payloads: JSON object texts, one per id, or None.
-        Splits the batch below the gRPC message limit. Returns the number of points written."""
+        Splits the batch into requests of at most batch_size points (None: no count limit), always below the
+        gRPC message limit, each bounded by timeout; on_request(points, written) is called after each
+        acknowledged request (an exception it raises stops the upsert and is re-raised). Returns the number
+        of points written."""
     def delete(
         self, collection: str, id_type: str, ids: Ids, consistency: str, timeout: float | None = None
     ) -> int: ...

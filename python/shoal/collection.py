@@ -19,10 +19,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Collection", "Query"]
 
+# Points per upsert request unless ``batch_size`` says otherwise (the native client also keeps each request
+# below the gRPC message limit, whatever the count).
 DEFAULT_BATCH_ROWS = 10_000
-# Client-side chunks stay below this many bytes of vectors (the native client splits further
-# below the gRPC message limit).
-MAX_CHUNK_BYTES = 64 << 20
 
 
 class Collection:
@@ -80,10 +79,11 @@ class Collection:
         ``ids``: non-negative ints (int collections) or strs; ``vectors``: any array-like of real numbers
         of shape (n, dim), or (dim,) for one point (float64, lists and Fortran order are converted to
         contiguous float32); ``payloads``: one dict per point (or None). The whole batch is validated before
-        anything is written; it is then sent in chunks of ``batch_size`` rows (default 10,000), each
-        acknowledged at ``consistency`` ("eventual" | "quorum" | "strong"). ``progress=True`` shows a tqdm bar.
-        If a chunk fails, the chunks before it stay written: the exception's ``written`` attribute says how
-        many points were. ``timeout`` applies to each chunk.
+        anything is written; it is then sent in requests of at most ``batch_size`` points (default 10,000; fewer
+        when that many would pass the gRPC message limit), each acknowledged at ``consistency`` ("eventual" |
+        "quorum" | "strong"). ``progress=True`` shows a tqdm bar. If a request fails, the requests before it stay
+        written: the exception's ``written`` attribute says how many points were. ``timeout`` applies to each
+        request.
         """
         consistency = cv.check_write_consistency(consistency)
         timeout = cv.check_timeout(timeout)
@@ -95,31 +95,39 @@ class Collection:
         texts = cv.payload_texts(payloads, n)
         if n == 0:
             return 0
-        rows = self._batch_rows(batch_size)
+        rows = DEFAULT_BATCH_ROWS if batch_size is None else cv.check_int("batch_size", batch_size, 1)
         native = self._native()
         native.validate_upsert(id_arr, vecs, texts, self.dim, self.id_type)
 
+        # The client splits the batch into requests (at most `rows` points each, below the gRPC message limit)
+        # and reports each acknowledged one: the bar and the count of what was written follow its requests.
         bar = _progress_bar(progress, n, f"upsert {self.name}")
         written = 0
-        client = self._client
+
+        def on_request(points: int, count: int) -> None:
+            nonlocal written
+            written += count
+            if bar is not None:
+                bar.update(points)
+
         try:
-            for lo in range(0, n, rows):
-                hi = min(n, lo + rows)
-                chunk_texts = texts[lo:hi] if texts is not None else None
-                try:
-                    written += int(
-                        client.upsert(
-                            self.name, self.id_type, id_arr[lo:hi], vecs[lo:hi], chunk_texts, consistency, timeout
-                        )
-                    )
-                except BaseException as e:
-                    try:
-                        e.written = written  # type: ignore[attr-defined]
-                    except Exception:  # pragma: no cover
-                        pass
-                    raise
-                if bar is not None:
-                    bar.update(hi - lo)
+            self._client.upsert(
+                self.name,
+                self.id_type,
+                id_arr,
+                vecs,
+                texts,
+                consistency,
+                timeout,
+                batch_size=rows,
+                on_request=on_request,
+            )
+        except BaseException as e:
+            try:
+                e.written = written  # type: ignore[attr-defined]
+            except Exception:  # pragma: no cover
+                pass
+            raise
         finally:
             if bar is not None:
                 bar.close()
@@ -672,11 +680,6 @@ class Collection:
         from ._loader import native
 
         return native()
-
-    def _batch_rows(self, batch_size: int | None) -> int:
-        if batch_size is None:
-            return max(1, min(DEFAULT_BATCH_ROWS, MAX_CHUNK_BYTES // (4 * self.dim)))
-        return cv.check_int("batch_size", batch_size, 1)
 
     def _hit_vectors(self, ids: np.ndarray, consistency: str, timeout: float | None) -> np.ndarray:
         nq, k = ids.shape

@@ -1,4 +1,5 @@
-//! The client: connections, failover, deadlines and batch splitting.
+//! The client: connections, failover, deadlines and batch splitting (the only place a batch of points is
+//! split into requests: Python passes whole batches).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -81,6 +82,19 @@ pub struct Client {
     current: AtomicUsize,
     /// Session tokens of this client's acknowledged writes, sent with every read.
     sessions: Sessions,
+}
+
+/// How [`Client::upsert_with`] splits a batch of points into requests and reports them. The default is
+/// [`Client::upsert`]'s: requests as large as [`MAX_REQUEST_BYTES`] allows, one deadline for the whole batch.
+#[derive(Default)]
+pub struct Batching<'a> {
+    /// Most points in one request (`None`: only the byte limit); at least 1.
+    pub max_points: Option<usize>,
+    /// Whether the timeout bounds each request (true) or the whole upsert (false).
+    pub timeout_per_request: bool,
+    /// Called after each acknowledged request with (points in it, points the node reports written); returning
+    /// false stops the upsert there with [`Error::Cancelled`] (the requests before stay written).
+    pub progress: Option<&'a mut (dyn FnMut(usize, u64) -> bool + Send)>,
 }
 
 /// The write consistency names [`write_level`] takes.
@@ -412,7 +426,7 @@ impl Client {
     }
 
     /// Upserts `ids` with row-major `vectors` (n x dim) and optional JSON payload texts, split into
-    /// requests below [`MAX_REQUEST_BYTES`]. Returns the number of points written.
+    /// requests below [`MAX_REQUEST_BYTES`], all within `timeout`. Returns the number of points written.
     #[allow(clippy::too_many_arguments)]
     pub async fn upsert(
         &self,
@@ -423,6 +437,24 @@ impl Client {
         payloads: &[String],
         level: WriteLevel,
         timeout: Duration,
+    ) -> Result<u64> {
+        self.upsert_with(collection, ids, vectors, dim, payloads, level, timeout, Batching::default()).await
+    }
+
+    /// [`Client::upsert`] with its batching chosen by `batching`: at most `max_points` per request (and always
+    /// below [`MAX_REQUEST_BYTES`]), `timeout` for each request or for the whole upsert, and a progress
+    /// callback after each acknowledged request. This is the only place a batch of points is split.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn upsert_with(
+        &self,
+        collection: &str,
+        ids: v1::PointIds,
+        vectors: &[f32],
+        dim: usize,
+        payloads: &[String],
+        level: WriteLevel,
+        timeout: Duration,
+        mut batching: Batching<'_>,
     ) -> Result<u64> {
         let n = ids.ints.len() + ids.strs.len();
         if vectors.len() != n * dim || (dim == 0 && n > 0) {
@@ -452,12 +484,13 @@ impl Client {
             }
         }
         let deadline = tokio::time::Instant::now() + timeout;
+        let max_points = batching.max_points.unwrap_or(usize::MAX).max(1);
         let mut written = 0;
         let mut start = 0;
         while start < n {
             let mut end = start;
             let mut bytes = 0;
-            while end < n && (end == start || bytes + row_bytes(end) <= MAX_REQUEST_BYTES) {
+            while end < n && end - start < max_points && (end == start || bytes + row_bytes(end) <= MAX_REQUEST_BYTES) {
                 bytes += row_bytes(end);
                 end += 1;
             }
@@ -473,7 +506,11 @@ impl Client {
                 consistency: level as i32,
                 write_id: WriteId::random().to_bytes().to_vec(),
             };
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let left = if batching.timeout_per_request {
+                timeout
+            } else {
+                deadline.saturating_duration_since(tokio::time::Instant::now())
+            };
             let resp = with_failover!(self, left, resend: RETRY_SPAN, |ch| |t| {
                 let req = req.clone();
                 async move { Self::points(ch).upsert(request(req, t)).await.map(|r| r.into_inner()) }
@@ -481,6 +518,13 @@ impl Client {
             // Recorded per sub-batch: a later sub-batch failing does not undo this one.
             self.sessions.record(collection, &resp.tokens);
             written += resp.count;
+            if let Some(report) = batching.progress.as_mut()
+                && !report(end - start, resp.count)
+            {
+                return Err(Error::Cancelled(
+                    format!("the upsert was stopped by its progress callback after {written} points").into(),
+                ));
+            }
             start = end;
         }
         Ok(written)

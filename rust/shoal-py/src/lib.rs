@@ -12,7 +12,7 @@ use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use shoal_client::client::{read_level, write_level};
+use shoal_client::client::{Batching, read_level, write_level};
 use shoal_client::v1;
 use shoal_core::{IdType, PointId, validate};
 
@@ -372,8 +372,11 @@ impl Client {
         Ok(out)
     }
 
+    /// Writes a whole batch: the client splits it into requests of at most `batch_size` points (and below the
+    /// gRPC message limit), each bounded by `timeout`, and calls `on_request(points, written)` after each one.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (collection, id_type, ids, vectors, payloads, consistency, timeout = None))]
+    #[pyo3(signature = (collection, id_type, ids, vectors, payloads, consistency, timeout = None, batch_size = None,
+                        on_request = None))]
     fn upsert(
         &self,
         py: Python<'_>,
@@ -384,18 +387,42 @@ impl Client {
         payloads: Option<Vec<String>>,
         consistency: &str,
         timeout: Option<f64>,
+        batch_size: Option<usize>,
+        on_request: Option<Py<PyAny>>,
     ) -> PyResult<u64> {
         let t = timeout_of(timeout)?;
         let level = write_level(consistency).map_err(to_py)?;
         let ids = extract_ids(ids, id_type_of(id_type)?)?;
         let dim = vectors.shape()[1];
-        let data: Vec<f32> = match vectors.as_slice() {
-            Ok(s) => s.to_vec(),
-            Err(_) => vectors.as_array().iter().copied().collect(),
+        // Borrowed, not copied, when contiguous: the call below ends before `vectors` is released.
+        let copied: Vec<f32>;
+        let data: &[f32] = match vectors.as_slice() {
+            Ok(s) => s,
+            Err(_) => {
+                copied = vectors.as_array().iter().copied().collect();
+                &copied
+            }
         };
         let payloads = payloads.unwrap_or_default();
-        let c = self.inner.clone();
-        block_on(py, async move { c.upsert(&collection, ids, &data, dim, &payloads, level, t).await })
+        // The callback's own exception, re-raised instead of the Cancelled that stopping the upsert gives.
+        let raised: Mutex<Option<PyErr>> = Mutex::new(None);
+        let mut report = |points: usize, written: u64| {
+            let Some(f) = on_request.as_ref() else { return true };
+            Python::attach(|py| match f.call1(py, (points, written)) {
+                Ok(_) => true,
+                Err(e) => {
+                    *raised.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    false
+                }
+            })
+        };
+        let batching = Batching { max_points: batch_size, timeout_per_request: true, progress: Some(&mut report) };
+        let c = &self.inner;
+        let out = block_on(py, c.upsert_with(&collection, ids, data, dim, &payloads, level, t, batching));
+        match raised.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(e),
+            None => out,
+        }
     }
 
     #[pyo3(signature = (collection, id_type, ids, consistency, timeout = None))]

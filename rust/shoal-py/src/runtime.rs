@@ -56,12 +56,13 @@ pub fn join_for<T: Send + 'static>(
     }
 }
 
-/// Runs `fut` to completion with the GIL released. Ctrl-C (or any pending signal handler raising) drops
-/// the future, which cancels the gRPC call, and re-raises in Python.
+/// Runs `fut` to completion with the GIL released, on this thread (so it may borrow the caller's data).
+/// Ctrl-C (or any pending signal handler raising) drops the future, which cancels the gRPC call, and
+/// re-raises in Python.
 pub fn block_on<T, F>(py: Python<'_>, fut: F) -> PyResult<T>
 where
-    F: Future<Output = shoal_client::Result<T>> + Send + 'static,
-    T: Send + 'static,
+    F: Future<Output = shoal_client::Result<T>> + Send,
+    T: Send,
 {
     let mut fut = Box::pin(fut);
     loop {
