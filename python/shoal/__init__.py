@@ -14,10 +14,13 @@ See DESIGN.md §8 for the full contract.
 from __future__ import annotations
 
 from . import errors as _errors
-from .cluster import ApiKey, Cluster, Credentials, Health, Node, NodeHandle, connect
+from .cluster import Cluster, connect
 from .collection import Collection, Query
+from .credentials import ApiKey, Credentials
 from .errors import *  # noqa: F403 - the exception classes, listed once in errors.__all__
+from .health import Health, Node
 from .index import HNSW, Flat
+from .node_handle import NodeHandle
 from .results import Points, Replica, SearchResult, Shard, ShardList
 
 

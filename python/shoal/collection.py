@@ -46,7 +46,7 @@ class Collection:
         self._payload_indexes: dict[str, str] = dict(info.get("payload_indexes") or {})
 
     @property
-    def _client(self) -> Any:
+    def _client(self) -> _native.Client:
         return self._cluster._c
 
     def __repr__(self) -> str:

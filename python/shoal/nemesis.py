@@ -51,8 +51,9 @@ from typing import TYPE_CHECKING, Any, Union
 from .errors import InvalidArgument, ShoalError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .cluster import Cluster, NodeHandle
+    from .cluster import Cluster
     from .collection import Collection
+    from .node_handle import NodeHandle
 
 __all__ = ["DAMAGE_KINDS", "FAULTS", "MAX_SKEW_MS", "Damage", "FaultWindow", "Nemesis", "NemesisError"]
 
