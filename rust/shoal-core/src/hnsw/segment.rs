@@ -50,6 +50,7 @@ impl Segment {
     }
 
     /// Gives node `off` a zeroed upper block of `words` words unless it already has one.
+    #[inline]
     pub(super) fn upper_init(&self, off: usize, words: usize) {
         if !self.upper[off].load(AtOrd::Acquire).is_null() {
             return;
