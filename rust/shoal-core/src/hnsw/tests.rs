@@ -4,6 +4,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use rayon::prelude::*;
+use shoal_testkit::{Rng, random_vectors};
 
 use super::persist::{FORMAT_VERSION, MAGIC};
 use super::segment::{locate, segment_capacity};
@@ -14,34 +15,12 @@ use crate::cand::Cand;
 use crate::distance::{distance, prepare};
 use crate::{Error, Metric};
 
-/// Deterministic xorshift64* generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-
-    /// Roughly standard normal (sum of 4 uniforms, rescaled).
-    fn gauss(&mut self) -> f32 {
-        (self.unit() + self.unit() + self.unit() + self.unit()) * 0.866
-    }
-}
-
+/// `n` vectors uniform in [-1, 1)^dim, prepared for `metric`.
 fn uniform_vectors(rng: &mut Rng, n: usize, dim: usize, metric: Metric) -> Vec<Vec<f32>> {
-    (0..n)
-        .map(|_| {
-            let mut v: Vec<f32> = (0..dim).map(|_| rng.unit()).collect();
+    random_vectors(rng, n, dim)
+        .chunks_exact(dim)
+        .map(|row| {
+            let mut v = row.to_vec();
             prepare(metric, &mut v);
             v
         })
@@ -118,7 +97,7 @@ fn build_sequential(arena: &VectorArena, metric: Metric) -> Hnsw {
 #[test]
 fn recall_per_metric_sequential() {
     for (i, metric) in [Metric::Cosine, Metric::L2, Metric::Dot].into_iter().enumerate() {
-        let mut rng = Rng(1000 + i as u64);
+        let mut rng = Rng::new(1000 + i as u64);
         let data = uniform_vectors(&mut rng, 5000, 32, metric);
         let queries = uniform_vectors(&mut rng, 200, 32, metric);
         let arena = arena_of(&data);
@@ -135,7 +114,7 @@ fn recall_per_metric_sequential() {
 #[test]
 fn concurrent_insert_and_search() {
     let metric = Metric::Cosine;
-    let mut rng = Rng(77);
+    let mut rng = Rng::new(77);
     let data = uniform_vectors(&mut rng, 5000, 32, metric);
     let queries = uniform_vectors(&mut rng, 200, 32, metric);
     let arena = arena_of(&data);
@@ -158,7 +137,7 @@ fn concurrent_insert_and_search() {
         });
         // Shuffled order, all rayon threads.
         let mut order: Vec<u32> = (0..5000).collect();
-        let mut r = Rng(5);
+        let mut r = Rng::new(5);
         for i in (1..order.len()).rev() {
             order.swap(i, (r.next_u64() % (i as u64 + 1)) as usize);
         }
@@ -177,7 +156,7 @@ fn concurrent_insert_and_search() {
 #[test]
 fn accept_predicate_filters_results() {
     let metric = Metric::L2;
-    let mut rng = Rng(31);
+    let mut rng = Rng::new(31);
     let data = uniform_vectors(&mut rng, 5000, 32, metric);
     let queries = uniform_vectors(&mut rng, 200, 32, metric);
     let arena = arena_of(&data);
@@ -194,7 +173,7 @@ fn accept_predicate_filters_results() {
 #[test]
 fn search_cancellable_stops_or_matches_search() {
     let metric = Metric::L2;
-    let mut rng = Rng(41);
+    let mut rng = Rng::new(41);
     let data = uniform_vectors(&mut rng, 3000, 16, metric);
     let arena = arena_of(&data);
     let g = build_sequential(&arena, metric);
@@ -231,7 +210,7 @@ fn empty_graph_and_degenerate_queries() {
 #[test]
 fn k_larger_than_len_returns_all_accepted() {
     let metric = Metric::Dot;
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     let data = uniform_vectors(&mut rng, 60, 8, metric);
     let arena = arena_of(&data);
     let g = build_sequential(&arena, metric);
@@ -248,7 +227,7 @@ fn k_larger_than_len_returns_all_accepted() {
 #[test]
 fn sparse_out_of_order_slots_and_double_insert() {
     let metric = Metric::Cosine;
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     let data = uniform_vectors(&mut rng, 3000, 16, metric);
     let arena = arena_of(&data);
     let g = Hnsw::new(TEST_PARAMS, metric);
@@ -294,7 +273,7 @@ fn serialize(g: &Hnsw) -> Vec<u8> {
 #[test]
 fn write_read_round_trip() {
     let metric = Metric::Cosine;
-    let mut rng = Rng(8);
+    let mut rng = Rng::new(8);
     let data = uniform_vectors(&mut rng, 2000, 24, metric);
     let queries = uniform_vectors(&mut rng, 50, 24, metric);
     let arena = arena_of(&data);
@@ -328,7 +307,7 @@ fn write_read_round_trip() {
 #[test]
 fn corrupt_input_is_rejected_without_panic() {
     let metric = Metric::L2;
-    let mut rng = Rng(9);
+    let mut rng = Rng::new(9);
     let data = uniform_vectors(&mut rng, 300, 8, metric);
     let arena = arena_of(&data);
     let g = Hnsw::new(HnswParams { m: 4, ef_construction: 16 }, metric);
@@ -346,7 +325,7 @@ fn corrupt_input_is_rejected_without_panic() {
         assert!(Hnsw::read_from(&mut b.as_slice(), metric).is_err(), "bit flip at byte {i} accepted");
     }
     for seed in 1..200u64 {
-        let mut r = Rng(seed);
+        let mut r = Rng::new(seed);
         let len = (r.next_u64() % 4096) as usize;
         let mut junk: Vec<u8> = (0..len).map(|_| r.next_u64() as u8).collect();
         if seed % 2 == 0 && junk.len() >= 12 {
@@ -388,7 +367,7 @@ fn bench() {
     println!("kernel={} threads={}", crate::distance::kernel_name(), rayon::current_num_threads());
     let kinds = std::env::var("SHOAL_HNSW_BENCH_KIND").unwrap_or_else(|_| "clustered,uniform".into());
     for kind in kinds.split(',') {
-        let mut rng = Rng(2024);
+        let mut rng = Rng::new(2024);
         let (data, queries) = if kind == "clustered" {
             let all = clustered_vectors(&mut rng, n + 10_000, dim, 1000, metric);
             let (d, q) = all.split_at(n);
