@@ -96,21 +96,22 @@ fn parse(path: &Path, text: &str) -> BTreeMap<u64, String> {
 
 #[cfg(test)]
 mod tests {
+    use shoal_testkit::TempDir;
+
     use super::*;
 
     #[test]
     fn survives_a_reload_and_skips_damaged_lines() {
-        let dir = std::env::temp_dir().join(format!("shoal-known-peers-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = KnownPeers::load(&dir);
+        let tmp = TempDir::new("known-peers");
+        let dir = tmp.path();
+        let p = KnownPeers::load(dir);
         assert!(p.is_empty());
         let want: BTreeMap<u64, String> = [(2, "127.0.0.1:7002".to_string()), (3, "127.0.0.1:7003".to_string())].into();
         p.update(want.clone()).unwrap();
-        assert_eq!(KnownPeers::load(&dir).get(), want);
+        assert_eq!(KnownPeers::load(dir).get(), want);
         let mut text = std::fs::read_to_string(dir.join("peers")).unwrap();
         text.push_str("x 127.0.0.1:1\n0 127.0.0.1:1\n4\n\u{0}\u{1}garbage\n");
         std::fs::write(dir.join("peers"), text).unwrap();
-        assert_eq!(KnownPeers::load(&dir).get(), want);
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(KnownPeers::load(dir).get(), want);
     }
 }

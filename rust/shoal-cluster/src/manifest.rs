@@ -84,29 +84,21 @@ impl Manifest {
 
 #[cfg(test)]
 mod tests {
+    use shoal_testkit::TempDir;
+
     use super::*;
 
     #[test]
     fn survives_a_reload() {
-        let dir = tempfile_dir();
-        let m = Manifest::load(&dir).unwrap();
+        let tmp = TempDir::new("manifest");
+        let dir = tmp.path();
+        let m = Manifest::load(dir).unwrap();
         assert!(!m.contains("a@1/0"));
         m.add("a@1/0").unwrap();
         m.add("b@2/1").unwrap();
         m.add("a@1/0").unwrap();
         m.remove("b@2/1").unwrap();
-        let again = Manifest::load(&dir).unwrap();
+        let again = Manifest::load(dir).unwrap();
         assert!(again.contains("a@1/0") && !again.contains("b@2/1"));
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    fn tempfile_dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "shoal-manifest-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        d
     }
 }

@@ -168,29 +168,30 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
+    use shoal_testkit::TempDir;
+
     use super::*;
 
     #[test]
     fn a_missing_or_unfinished_group_zero_is_rebuilt_only_for_a_member() {
-        let dir = std::env::temp_dir().join(format!("shoal-meta-rebuild-{}", std::process::id()));
+        let tmp = TempDir::new("meta-rebuild");
+        let dir = tmp.path();
         let meta = dir.join("meta");
-        std::fs::create_dir_all(&dir).unwrap();
         assert!(unfinished_or_missing(&meta, false).is_none(), "a new node");
         assert!(unfinished_or_missing(&meta, true).unwrap().contains("missing"));
-        let err = set_aside(&dir, 2, "gone", false).unwrap_err().to_string();
+        let err = set_aside(dir, 2, "gone", false).unwrap_err().to_string();
         assert!(err.contains("node 2") && err.contains("--join"), "{err}");
         std::fs::create_dir_all(meta.join("log")).unwrap();
         assert!(unfinished_or_missing(&meta, true).is_none());
-        set_aside(&dir, 2, "flipped byte", true).unwrap();
+        set_aside(dir, 2, "flipped byte", true).unwrap();
         assert!(unfinished_or_missing(&meta, false).unwrap().contains("did not finish"));
         assert!(!meta.join("log").exists());
         let kept: Vec<_> = std::fs::read_dir(dir.join("damaged")).unwrap().collect();
         assert_eq!(kept.len(), 1);
         // A second attempt starts over without moving the partial copy aside again.
         std::fs::create_dir_all(meta.join("log")).unwrap();
-        set_aside(&dir, 2, "again", true).unwrap();
+        set_aside(dir, 2, "again", true).unwrap();
         assert!(!meta.join("log").exists() && meta.join(REBUILDING).exists());
         assert_eq!(std::fs::read_dir(dir.join("damaged")).unwrap().count(), 1);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

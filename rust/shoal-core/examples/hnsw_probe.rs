@@ -11,28 +11,18 @@ use std::time::Instant;
 use shoal_core::hlc::Version;
 use shoal_core::store::{ShardStore, WriteBatch, WriteOp};
 use shoal_core::{IdType, IndexConfig, Metric, PointId, ShardConfig};
-
-/// xorshift64* uniform in [0, 1).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        ((self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32) / (1u64 << 24) as f32
-    }
-}
+use shoal_testkit::Rng;
 
 fn main() {
     let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let sizes = if sizes.is_empty() { vec![33_334, 100_000] } else { sizes };
     let dim = 128;
-    let mut rng = Rng(42);
+    let mut rng = Rng::new(42);
     // 100 clusters, like the shared harness's synthetic set.
-    let centres: Vec<Vec<f32>> = (0..100).map(|_| (0..dim).map(|_| rng.next() * 2.0 - 1.0).collect()).collect();
+    let centres: Vec<Vec<f32>> = (0..100).map(|_| (0..dim).map(|_| rng.signed()).collect()).collect();
     let point = |rng: &mut Rng| -> Vec<f32> {
-        let c = &centres[(rng.next() * 100.0) as usize % 100];
-        c.iter().map(|x| x + (rng.next() - 0.5) * 0.6).collect()
+        let c = &centres[(rng.f32() * 100.0) as usize % 100];
+        c.iter().map(|x| x + (rng.f32() - 0.5) * 0.6).collect()
     };
     let read = |var: &str| -> Option<Vec<f32>> {
         let bytes = std::fs::read(std::env::var(var).ok()?).expect("read the probe data");

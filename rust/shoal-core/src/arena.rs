@@ -346,6 +346,8 @@ fn fallocate(f: &File, offset: u64, len: u64) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use shoal_testkit::TempDir;
+
     use super::*;
 
     fn row(i: usize, dim: usize) -> Vec<f32> {
@@ -360,8 +362,8 @@ mod tests {
 
     #[test]
     fn rows_survive_growth_across_chunks_in_memory_and_on_disk() {
-        let dir = std::env::temp_dir().join(format!("shoal-arena-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = TempDir::new("arena");
+        let dir = tmp.path().to_path_buf();
         for storage in [VectorStorage::Memory, VectorStorage::Disk(dir.clone())] {
             // dim 3000: 1024 rows per chunk (the minimum), so 2500 rows span three chunks.
             let dim = 3000;
@@ -386,7 +388,6 @@ mod tests {
         }
         // The scratch files are unlinked at once: nothing is left in the directory.
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -400,8 +401,8 @@ mod tests {
 
     #[test]
     fn quantized_disk_arena_trains_on_the_same_rows_as_memory() {
-        let dir = std::env::temp_dir().join(format!("shoal-arena-q-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = TempDir::new("arena-q");
+        let dir = tmp.path().to_path_buf();
         let dim = 16;
         let mut m = VectorArena::create(dim, Quantization::Int8, VectorStorage::Memory);
         let mut d = VectorArena::create(dim, Quantization::Int8, VectorStorage::Disk(dir.clone()));
@@ -410,7 +411,6 @@ mod tests {
         assert!(m.quantizer().is_some());
         assert_eq!(m.quantizer(), d.quantizer());
         assert_eq!(m.code((TRAIN_ROWS + 5) as u32), d.code((TRAIN_ROWS + 5) as u32));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -446,33 +446,12 @@ pub(crate) mod x86 {
 
 #[cfg(test)]
 mod tests {
+    use shoal_testkit::Rng;
+
     use super::*;
 
-    /// Deterministic xorshift64* generator for property-style tests.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next_u64(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            self.0 = x;
-            x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        /// Uniform in [-1, 1).
-        fn unit(&mut self) -> f32 {
-            ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next_u64() % n as u64) as usize
-        }
-    }
-
     fn random_vec(rng: &mut Rng, len: usize, scale: f32) -> Vec<f32> {
-        (0..len).map(|_| rng.unit() * scale).collect()
+        (0..len).map(|_| rng.signed() * scale).collect()
     }
 
     fn close(got: f32, want: f32) -> bool {
@@ -490,7 +469,7 @@ mod tests {
 
     #[test]
     fn scalar_matches_f64_reference() {
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
         for len in 0..300 {
             let a = random_vec(&mut rng, len, 1.0);
             let b = random_vec(&mut rng, len, 1.0);
@@ -503,7 +482,7 @@ mod tests {
     fn every_available_path_matches_scalar() {
         let paths = Path::available();
         assert_eq!(paths.last(), Some(&Path::Scalar));
-        let mut rng = Rng(42);
+        let mut rng = Rng::new(42);
         for round in 0..2000 {
             let len = if round < 300 { round } else { rng.below(300) };
             let scale = [1.0f32, 0.01, 10.0, 1000.0][rng.below(4)];
@@ -530,7 +509,7 @@ mod tests {
     fn dispatched_functions_use_best_path() {
         assert_eq!(kernel_name(), Path::available()[0].name());
         assert_eq!(Path::best().name(), kernel_name());
-        let mut rng = Rng(7);
+        let mut rng = Rng::new(7);
         let a = random_vec(&mut rng, 131, 1.0);
         let b = random_vec(&mut rng, 131, 1.0);
         assert_eq!(dot(&a, &b), dot_with(Path::best(), &a, &b));
@@ -539,7 +518,7 @@ mod tests {
 
     #[test]
     fn normalize_gives_unit_norm_and_keeps_zero() {
-        let mut rng = Rng(99);
+        let mut rng = Rng::new(99);
         for &p in &Path::available() {
             for len in [1usize, 3, 16, 17, 64, 100, 257] {
                 let mut v = random_vec(&mut rng, len, 5.0);

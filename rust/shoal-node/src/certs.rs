@@ -174,11 +174,14 @@ pub fn make(a: &CertsArgs) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+    use shoal_testkit::TempDir;
+
     use super::*;
 
     #[test]
     fn makes_a_ca_node_certificates_and_keys() {
-        let dir = std::env::temp_dir().join(format!("shoal-certs-{}", std::process::id()));
+        let tmp = TempDir::new("certs");
+        let dir = tmp.path().to_path_buf();
         let a = CertsArgs { out: dir.clone(), node_ids: vec![1, 2], hosts: vec!["10.1.2.3".into()], ca_dir: None };
         make(&a).unwrap();
         for f in ["ca.pem", "ca.key", "node-1.pem", "node-1.key", "node-2.pem", "admin.key", "api-keys"] {
@@ -193,6 +196,5 @@ mod tests {
         let more = CertsArgs { out: dir.clone(), node_ids: vec![7], hosts: vec![], ca_dir: Some(dir.clone()) };
         make(&more).unwrap();
         assert!(dir.join("node-7.pem").exists());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -18,6 +18,7 @@ use shoal_client::{Client, Error, ReadLevel, WriteLevel};
 use shoal_core::PointId;
 use shoal_node::NodeConfig;
 use shoal_node::server::{RunningNode, ServeError, start};
+use shoal_testkit::{Rng, random_vectors};
 use tonic::transport::{Channel, Endpoint};
 
 /// Deadline of ordinary client calls.
@@ -102,23 +103,6 @@ where
 // Data
 // ---------------------------------------------------------------------------------------------------------
 
-/// Deterministic pseudo-random numbers (SplitMix64): reproducible failures.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn vectors(&mut self, n: usize) -> Vec<f32> {
-        (0..n * DIM).map(|_| (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0).collect()
-    }
-}
-
 fn ints(ids: impl IntoIterator<Item = u64>) -> v1::PointIds {
     v1::PointIds { ints: ids.into_iter().collect(), strs: vec![] }
 }
@@ -135,7 +119,7 @@ async fn write(
     level: WriteLevel,
     timeout: Duration,
 ) -> Result<(), Error> {
-    let vecs = rng.vectors(ids.len());
+    let vecs = random_vectors(rng, ids.len(), DIM);
     let n = c.upsert(COLL, ints(ids.iter().copied()), &vecs, DIM, &[], level, timeout).await?;
     assert_eq!(n, ids.len() as u64, "upsert reports every point written");
     for (i, &id) in ids.iter().enumerate() {
@@ -515,7 +499,7 @@ async fn formation_and_placement() {
         }
 
         // Points land on their shards, replicated everywhere, readable through any node.
-        let mut rng = Rng(1);
+        let mut rng = Rng::new(1);
         let mut ledger = Ledger::new();
         let ids: Vec<u64> = (0..600).collect();
         ingest(&c, &mut rng, &mut ledger, &ids, 100).await;
@@ -540,7 +524,7 @@ async fn failover() {
         let mut cluster = Cluster::start().await;
         let c = cluster.client_without(&[]).await;
         create(&c).await;
-        let mut rng = Rng(2);
+        let mut rng = Rng::new(2);
         let mut ledger = Ledger::new();
         ingest(&c, &mut rng, &mut ledger, &(0..2000).collect::<Vec<u64>>(), 200).await;
         let shards = wait_converged(&cluster, 1, 2000, "2000 points replicated").await;
@@ -588,7 +572,7 @@ async fn catch_up_by_log() {
         let mut cluster = Cluster::start().await;
         let c = cluster.client_without(&[]).await;
         create(&c).await;
-        let mut rng = Rng(3);
+        let mut rng = Rng::new(3);
         let mut ledger = Ledger::new();
         ingest(&c, &mut rng, &mut ledger, &(0..300).collect::<Vec<u64>>(), 100).await;
         let shards = wait_converged(&cluster, 1, 300, "300 points replicated").await;
@@ -635,7 +619,7 @@ async fn catch_up_by_snapshot() {
         let mut cluster = Cluster::start().await;
         let c = cluster.client_without(&[]).await;
         create(&c).await;
-        let mut rng = Rng(4);
+        let mut rng = Rng::new(4);
         let mut ledger = Ledger::new();
         ingest(&c, &mut rng, &mut ledger, &(0..60).collect::<Vec<u64>>(), 60).await;
         let shards = wait_converged(&cluster, 1, 60, "60 points replicated").await;
@@ -652,7 +636,7 @@ async fn catch_up_by_snapshot() {
         const WRITERS: usize = 8;
         let by_shard = ids_by_shard(BATCHES, 1_000_000);
         let batches: Vec<Vec<u64>> = (0..BATCHES).map(|i| by_shard.iter().map(|ids| ids[i]).collect()).collect();
-        let vecs: Vec<Vec<f32>> = batches.iter().map(|b| rng.vectors(b.len())).collect();
+        let vecs: Vec<Vec<f32>> = batches.iter().map(|b| random_vectors(&mut rng, b.len(), DIM)).collect();
         let rest = &rest;
         let writers = (0..WRITERS).map(|w| {
             let mine: Vec<(&Vec<u64>, &Vec<f32>)> = batches.iter().zip(&vecs).skip(w).step_by(WRITERS).collect();
@@ -713,7 +697,7 @@ async fn strong_write_with_voter_down() {
         let mut cluster = Cluster::start().await;
         let c = cluster.client_without(&[]).await;
         create(&c).await;
-        let mut rng = Rng(5);
+        let mut rng = Rng::new(5);
         let mut ledger = Ledger::new();
         write(&c, &mut rng, &mut ledger, &(0..100).collect::<Vec<u64>>(), WriteLevel::Strong, T)
             .await
@@ -779,7 +763,7 @@ async fn partition() {
         let cluster = Cluster::start().await;
         let c = cluster.client_without(&[]).await;
         create(&c).await;
-        let mut rng = Rng(6);
+        let mut rng = Rng::new(6);
         let mut ledger = Ledger::new();
         ingest(&c, &mut rng, &mut ledger, &(0..300).collect::<Vec<u64>>(), 100).await;
         wait_converged(&cluster, 1, 300, "300 points replicated").await;

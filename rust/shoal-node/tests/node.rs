@@ -15,6 +15,7 @@ use shoal_client::v1::{self, index_params::Kind};
 use shoal_client::{Client, Error, ReadLevel, WriteLevel};
 use shoal_node::NodeConfig;
 use shoal_node::server::{RunningNode, start};
+use shoal_testkit::{Rng, random_vectors};
 
 /// Deadline of every client call.
 const T: Duration = Duration::from_secs(30);
@@ -49,28 +50,6 @@ async fn bounded<F: std::future::Future<Output = ()>>(body: F) {
     RUNNING.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone());
     tokio::time::timeout(TEST_LIMIT, body).await.expect("test exceeded its time bound");
     RUNNING.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
-}
-
-/// Deterministic pseudo-random numbers (SplitMix64): no dependency, reproducible failures.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    fn f32(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-
-    fn vectors(&mut self, n: usize, dim: usize) -> Vec<f32> {
-        (0..n * dim).map(|_| self.f32()).collect()
-    }
 }
 
 fn init_tracing() {
@@ -287,9 +266,9 @@ async fn flat_search_is_exact_and_point_ops_work() {
         assert_eq!((info.name.as_str(), info.dim, info.metric.as_str(), info.shards), (name, 16, "l2", 2));
         assert_eq!(info.index, flat());
 
-        let mut rng = Rng(1);
+        let mut rng = Rng::new(1);
         let ids: Vec<u64> = (0..n).map(|i| 1000 + 3 * i).collect();
-        let vectors = rng.vectors(n as usize, dim);
+        let vectors = random_vectors(&mut rng, n as usize, dim);
         let payloads: Vec<Value> = ids.iter().map(|&id| payload(id)).collect();
         let mut model = Model::new();
         upsert(&c, name, &mut model, &ids, &vectors, &payloads).await;
@@ -299,7 +278,7 @@ async fn flat_search_is_exact_and_point_ops_work() {
 
         // Exact search, 8 queries in one request, with and without filters.
         let nq = 8;
-        let queries = rng.vectors(nq, dim);
+        let queries = random_vectors(&mut rng, nq, dim);
         let check = |model: &Model, res: &[Vec<(u64, f32)>], k: usize, keep: &dyn Fn(&Value) -> bool| {
             assert_eq!(res.len(), nq, "one result row per query");
             for (qi, row) in res.iter().enumerate() {
@@ -363,7 +342,7 @@ async fn flat_search_is_exact_and_point_ops_work() {
 
         // Re-upsert replaces vector and payload; count unchanged.
         let re_ids: Vec<u64> = ids[1..6].to_vec();
-        let re_vecs = rng.vectors(re_ids.len(), dim);
+        let re_vecs = random_vectors(&mut rng, re_ids.len(), dim);
         let re_payloads: Vec<Value> = re_ids.iter().map(|&id| json!({"i": id, "replaced": true})).collect();
         upsert(&c, name, &mut model, &re_ids, &re_vecs, &re_payloads).await;
         assert_eq!(c.count(name, ReadLevel::Unspecified, T).await.unwrap(), model.len() as u64);
@@ -429,13 +408,13 @@ async fn str_ids_and_cosine() {
         let mut req = collection("named", dim as u32, "cosine", 3, flat());
         req.id_type = "str".into();
         c.create_collection(req, T).await.unwrap();
-        let mut rng = Rng(6);
+        let mut rng = Rng::new(6);
         let names: Vec<String> = (0..60).map(|i| format!("doc-{i}")).collect();
-        let vectors = rng.vectors(names.len(), dim);
+        let vectors = random_vectors(&mut rng, names.len(), dim);
         let ids = v1::PointIds { ints: vec![], strs: names.clone() };
         let n = c.upsert("named", ids, &vectors, dim, &[], WriteLevel::Strong, T).await.unwrap();
         assert_eq!(n, 60);
-        let q = rng.vectors(1, dim);
+        let q = random_vectors(&mut rng, 1, dim);
         let req = v1::SearchRequest {
             collection: "named".into(),
             queries: q.clone(),
@@ -487,11 +466,11 @@ async fn hnsw_recall_and_immediate_visibility() {
         let info = c.create_collection(collection(name, dim as u32, "l2", 2, hnsw(16, 100)), T).await.unwrap();
         assert_eq!(info.index, hnsw(16, 100));
 
-        let mut rng = Rng(2);
+        let mut rng = Rng::new(2);
         let mut model = Model::new();
         for b in 0..n / batch {
             let ids: Vec<u64> = (b * batch..(b + 1) * batch).collect();
-            let vectors = rng.vectors(ids.len(), dim);
+            let vectors = random_vectors(&mut rng, ids.len(), dim);
             let payloads: Vec<Value> = ids.iter().map(|&id| payload(id)).collect();
             upsert(&c, name, &mut model, &ids, &vectors, &payloads).await;
             // Every acknowledged point is searchable right away, indexed or not.
@@ -509,7 +488,7 @@ async fn hnsw_recall_and_immediate_visibility() {
         assert_eq!(c.count(name, ReadLevel::Unspecified, T).await.unwrap(), n);
 
         let nq = 100;
-        let queries = rng.vectors(nq, dim);
+        let queries = random_vectors(&mut rng, nq, dim);
         let res = search(&c, name, &queries, 10, None, 100).await.unwrap();
         let (mut hit, mut total) = (0, 0);
         for (qi, row) in res.iter().enumerate() {
@@ -604,8 +583,8 @@ async fn restart_keeps_everything() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
         let dim = 8;
-        let mut rng = Rng(3);
-        let queries = rng.vectors(4, dim);
+        let mut rng = Rng::new(3);
+        let queries = random_vectors(&mut rng, 4, dim);
         let mut keep = Model::new();
         let mut hn = Model::new();
 
@@ -615,10 +594,10 @@ async fn restart_keeps_everything() {
         c.create_collection(collection("keep", dim as u32, "l2", 2, flat()), T).await.unwrap();
         c.create_collection(collection("hn", dim as u32, "l2", 1, hnsw(8, 64)), T).await.unwrap();
         let ids: Vec<u64> = (0..600).collect();
-        let vecs = rng.vectors(ids.len(), dim);
+        let vecs = random_vectors(&mut rng, ids.len(), dim);
         let payloads: Vec<Value> = ids.iter().map(|&i| payload(i)).collect();
         upsert(&c, "keep", &mut keep, &ids, &vecs, &payloads).await;
-        upsert(&c, "hn", &mut hn, &ids, &rng.vectors(ids.len(), dim), &payloads).await;
+        upsert(&c, "hn", &mut hn, &ids, &random_vectors(&mut rng, ids.len(), dim), &payloads).await;
         c.delete("keep", ints((0..600).step_by(7)), WriteLevel::Quorum, T).await.unwrap();
         c.update_payload(
             "keep",
@@ -652,7 +631,7 @@ async fn restart_keeps_everything() {
 
         // More writes, a collection dropped and re-created under the same name.
         let more: Vec<u64> = (600..700).chain(0..10).collect();
-        let more_vecs = rng.vectors(more.len(), dim);
+        let more_vecs = random_vectors(&mut rng, more.len(), dim);
         let more_payloads: Vec<Value> = more.iter().map(|&i| payload(i + 1)).collect();
         upsert(&c, "keep", &mut keep, &more, &more_vecs, &more_payloads).await;
         c.create_collection(collection("tmp", dim as u32, "l2", 2, flat()), T).await.unwrap();
@@ -824,11 +803,11 @@ async fn kill_9_loses_no_acknowledged_write() {
         let writer = {
             let (c, acked_batches) = (c.clone(), acked_batches.clone());
             tokio::spawn(async move {
-                let mut rng = Rng(4);
+                let mut rng = Rng::new(4);
                 let mut acked = Model::new();
                 for b in 0..5000u64 {
                     let ids: Vec<u64> = (b * batch..(b + 1) * batch).collect();
-                    let vectors = rng.vectors(ids.len(), dim);
+                    let vectors = random_vectors(&mut rng, ids.len(), dim);
                     let payloads: Vec<Value> = ids.iter().map(|&i| json!({"i": i, "b": b})).collect();
                     let r = c
                         .upsert(name, ints(ids.clone()), &vectors, dim, &texts(&payloads), WriteLevel::Quorum, T)
@@ -861,9 +840,9 @@ async fn kill_9_loses_no_acknowledged_write() {
         assert_all_present(&c, name, &acked).await;
 
         // Second round: acknowledged writes (including deletes and patches) right before a kill.
-        let mut rng = Rng(5);
+        let mut rng = Rng::new(5);
         let ids: Vec<u64> = (1_000_000..1_000_300).collect();
-        let vectors = rng.vectors(ids.len(), dim);
+        let vectors = random_vectors(&mut rng, ids.len(), dim);
         let payloads: Vec<Value> = ids.iter().map(|&i| json!({"i": i})).collect();
         upsert(&c, name, &mut acked, &ids, &vectors, &payloads).await;
         let gone: Vec<u64> = acked.keys().copied().step_by(5).collect();
@@ -886,7 +865,7 @@ async fn kill_9_loses_no_acknowledged_write() {
         assert_all_present(&c, name, &acked).await;
         assert!(get(&c, name, &gone, false).await.iter().all(|g| g.is_none()), "acknowledged deletes survive");
         // Search still works on the recovered data and agrees with brute force.
-        let q = rng.vectors(1, dim);
+        let q = random_vectors(&mut rng, 1, dim);
         let res = search(&c, name, &q, 10, Some(&json!({"p": true})), 0).await.unwrap();
         assert_exact(&res[0], &brute(&acked, &q, 10, l2, |p| p["p"] == true), &acked, &q, l2);
         drop(proc);
@@ -964,7 +943,7 @@ async fn errors_map_to_their_kinds_and_change_nothing() {
         assert_eq!(c.list_collections(T).await.unwrap().len(), 1, "failed creates leave nothing behind");
 
         // A valid base, then bad batches that must change nothing.
-        let mut rng = Rng(7);
+        let mut rng = Rng::new(7);
         let mut model = Model::new();
         let base: Vec<u64> = (0..100).collect();
         upsert(
@@ -972,7 +951,7 @@ async fn errors_map_to_their_kinds_and_change_nothing() {
             name,
             &mut model,
             &base,
-            &rng.vectors(100, dim),
+            &random_vectors(&mut rng, 100, dim),
             &base.iter().map(|&i| payload(i)).collect::<Vec<_>>(),
         )
         .await;
@@ -980,14 +959,14 @@ async fn errors_map_to_their_kinds_and_change_nothing() {
         // The batch overwrites existing ids too, so a partial write would show.
         let mixed: Vec<u64> = fresh.iter().copied().chain([1, 2, 3]).collect();
         let n = mixed.len();
-        let good = rng.vectors(n, dim);
+        let good = random_vectors(&mut rng, n, dim);
 
         // Wrong dim (the client sends rows of 15 values to a 16-d collection).
-        let short = rng.vectors(n, dim - 1);
+        let short = random_vectors(&mut rng, n, dim - 1);
         assert_invalid(c.upsert(name, ints(mixed.clone()), &short, dim - 1, &[], w, T).await, &["dim"]);
         assert_unchanged(&c, name, &model, &fresh).await;
         // Rows of 32 values: also a dim mismatch, not silently two points per row.
-        let long = rng.vectors(n, 2 * dim);
+        let long = random_vectors(&mut rng, n, 2 * dim);
         assert_invalid(c.upsert(name, ints(mixed.clone()), &long, 2 * dim, &[], w, T).await, &[]);
         assert_unchanged(&c, name, &model, &fresh).await;
 
@@ -1040,7 +1019,7 @@ async fn errors_map_to_their_kinds_and_change_nothing() {
         assert_unchanged(&c, name, &model, &fresh).await;
 
         // Search arguments.
-        let q = rng.vectors(2, dim);
+        let q = random_vectors(&mut rng, 2, dim);
         assert_invalid(search(&c, name, &q, 0, None, 0).await, &["k"]);
         assert_invalid(search(&c, name, &q, 16_385, None, 0).await, &["k"]);
         assert_invalid(search(&c, name, &q[..dim + 3], 5, None, 0).await, &["dim"]);
@@ -1120,11 +1099,11 @@ async fn concurrent_writers_lose_nothing() {
                 tokio::spawn(async move {
                     let own = if t % 2 == 1 { Some(connect(&addr).await) } else { None };
                     let c: &Client = own.as_ref().unwrap_or(&*shared);
-                    let mut rng = Rng(100 + t);
+                    let mut rng = Rng::new(100 + t);
                     let mut model = Model::new();
                     for b in 0..batches {
                         let ids: Vec<u64> = (0..per).map(|j| t * 1_000_000 + b * per + j).collect();
-                        let vectors = rng.vectors(ids.len(), dim);
+                        let vectors = random_vectors(&mut rng, ids.len(), dim);
                         let payloads: Vec<Value> = ids.iter().map(|&i| json!({"t": t, "i": i})).collect();
                         upsert(c, name, &mut model, &ids, &vectors, &payloads).await;
                     }

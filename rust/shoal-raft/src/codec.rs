@@ -286,7 +286,7 @@ mod tests {
 
     #[test]
     fn state_file_round_trip_and_corruption() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = shoal_testkit::TempDir::new("raft-codec");
         write_state_file(dir.path(), "vote", 1, b"hello").unwrap();
         assert_eq!(read_state_file(&dir.path().join("vote"), 1).unwrap().unwrap(), b"hello");
         assert!(read_state_file(&dir.path().join("missing"), 1).unwrap().is_none());

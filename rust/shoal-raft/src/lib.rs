@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!   RaftGroup ──> openraft::Raft<TypeConfig, StateMachineStore>
-//!                   ├── LogStore            (log_store.rs: segments + CRC32C, group commit)
+//!                   ├── LogStore            (log_store/: segments + CRC32C, group commit)
 //!                   ├── StateMachineStore   (state_machine.rs: snapshots) ──> StateMachineApp
 //!                   └── network             NoPeersNetwork (network.rs: single-voter groups) or
 //!                                           GrpcNetworkFactory (grpc.rs) ──gRPC──> RaftTransportService

@@ -300,6 +300,8 @@ mod tests {
     use std::collections::BTreeMap;
     use std::collections::BTreeSet;
 
+    use shoal_testkit::Rng;
+
     use super::*;
     use crate::types::LeaderId;
     use crate::types::LogId;
@@ -308,17 +310,6 @@ mod tests {
 
     fn lid(term: u64, node_id: u64, index: u64) -> LogId {
         LogId::new(LeaderId { term, node_id }, index)
-    }
-
-    /// xorshift64*: a tiny deterministic generator for the fuzz loop below.
-    struct Xs(u64);
-    impl Xs {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
     }
 
     /// Bounded decoder fuzz (issue 11): random bytes and random mutations of valid encodings (byte flips,
@@ -360,26 +351,26 @@ mod tests {
             &|b| decode_transfer(b).is_ok(),
             &|b| decode_transfer_response(b).is_ok(),
         ];
-        let mut rng = Xs(0x5eed_1234_abcd_0001);
+        let mut rng = Rng::new(0x5eed_1234_abcd_0001);
         let start = std::time::Instant::now();
         let mut cases = 0u64;
         while cases < 400_000 && start.elapsed() < std::time::Duration::from_secs(5) {
-            let mut buf = if rng.next().is_multiple_of(4) {
-                (0..rng.next() % 64).map(|_| rng.next() as u8).collect::<Vec<u8>>()
+            let mut buf = if rng.next_u64().is_multiple_of(4) {
+                (0..rng.next_u64() % 64).map(|_| rng.next_u64() as u8).collect::<Vec<u8>>()
             } else {
-                seeds[(rng.next() % seeds.len() as u64) as usize].clone()
+                seeds[(rng.next_u64() % seeds.len() as u64) as usize].clone()
             };
-            for _ in 0..=rng.next() % 4 {
+            for _ in 0..=rng.next_u64() % 4 {
                 if buf.is_empty() {
                     break;
                 }
-                let i = (rng.next() % buf.len() as u64) as usize;
-                match rng.next() % 4 {
-                    0 => buf[i] = rng.next() as u8,
+                let i = (rng.next_u64() % buf.len() as u64) as usize;
+                match rng.next_u64() % 4 {
+                    0 => buf[i] = rng.next_u64() as u8,
                     1 => buf.truncate(i),
                     // a u32 length or u64 value run of 0xff: huge counts, terms near u64::MAX
                     2 => buf[i..].iter_mut().take(8).for_each(|b| *b = 0xff),
-                    _ => buf.insert(i, rng.next() as u8),
+                    _ => buf.insert(i, rng.next_u64() as u8),
                 }
             }
             for d in &decoders {

@@ -39,7 +39,7 @@ use shoal_raft::types::LeaderId;
 use shoal_raft::types::LogId;
 use shoal_raft::types::Membership;
 use shoal_raft::types::Vote;
-use tempfile::TempDir;
+use shoal_testkit::TempDir;
 
 // ---------------------------------------------------------------------------------------------
 // A toy app: a key-value map. Command = `key \0 value`; reply = the command's log index.
@@ -117,7 +117,7 @@ struct Builder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = TempDir::new("raft-suite");
         let to_sto = |e: Error| StorageError::read(TypeConfig::err_from_string(e.to_string()));
         let log = LogStore::open_with(
             &dir.path().join("log"),
@@ -175,7 +175,7 @@ fn small_segments() -> LogStoreOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_reopen_sees_everything() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new("raft");
     let path = dir.path().join("log");
     {
         let mut log = LogStore::open_with(&path, small_segments()).unwrap();
@@ -208,7 +208,7 @@ async fn log_reopen_sees_everything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_vote_and_committed_round_trip() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new("raft");
     let path = dir.path().join("log");
     let vote = Vote::new_committed(7, 3);
     {
@@ -226,7 +226,7 @@ async fn log_vote_and_committed_round_trip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_second_open_of_a_directory_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new("raft");
     let log = LogStore::open(dir.path()).unwrap();
     assert!(matches!(LogStore::open(dir.path()), Err(Error::Locked(_))));
     log.close();
@@ -235,7 +235,7 @@ async fn log_second_open_of_a_directory_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_torn_tail_is_truncated() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new("raft");
     let path = dir.path().join("log");
     {
         let mut log = LogStore::open(&path).unwrap();
@@ -271,7 +271,7 @@ async fn log_torn_tail_is_truncated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_corruption_in_the_middle_is_an_error() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new("raft");
     let path = dir.path().join("log");
     {
         let mut log = LogStore::open_with(&path, small_segments()).unwrap();
@@ -312,7 +312,7 @@ async fn log_corruption_in_the_middle_is_an_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_purge_and_truncate_survive_reopen() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new("raft");
     let path = dir.path().join("log");
     {
         let mut log = LogStore::open_with(&path, small_segments()).unwrap();
@@ -349,7 +349,7 @@ async fn log_purge_and_truncate_survive_reopen() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_append_with_a_hole_is_rejected_whole() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new("raft");
     let mut log = LogStore::open(dir.path()).unwrap();
     append_range(&mut log, 1, 0..5).await;
     let bad = vec![normal(1, 5, vec![5]), normal(1, 7, vec![7])];
@@ -361,7 +361,7 @@ async fn log_append_with_a_hole_is_rejected_whole() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_large_entry_round_trip() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new("raft");
     let path = dir.path().join("log");
     let big: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
     {
@@ -385,7 +385,7 @@ async fn snapshot_restored_at_open_and_damage_detected() {
     use openraft::RaftSnapshotBuilder;
     use openraft::storage::RaftStateMachine;
 
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new("raft");
     let path = dir.path().join("snapshots");
     let app = Arc::new(KvApp::default());
     let mut sm = StateMachineStore::open(&path, app.clone()).unwrap();
@@ -455,7 +455,7 @@ fn expected(range: std::ops::Range<u64>) -> BTreeMap<String, Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_write_shutdown_reopen() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new("raft");
     let app = Arc::new(KvApp::default());
     let g = open_group(dir.path(), app.clone(), fast_opts()).await;
     assert!(g.is_leader());
@@ -480,7 +480,7 @@ async fn group_write_shutdown_reopen() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_snapshot_purge_reopen() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new("raft");
     let opts = GroupOptions { snapshot_every: 100, log_segment_bytes: 8 << 10, ..GroupOptions::default() };
     let app = Arc::new(KvApp::default());
     let g = open_group(dir.path(), app.clone(), opts.clone()).await;
@@ -546,7 +546,7 @@ async fn group_snapshot_purge_reopen() {
 
 #[test]
 fn group_crash_without_shutdown_then_torn_tail() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new("raft");
     // "Crash": the runtime running the group is torn down without RaftGroup::shutdown.
     {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -587,7 +587,7 @@ fn group_crash_without_shutdown_then_torn_tail() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_drop_without_shutdown_then_reopen() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new("raft");
     let app = Arc::new(KvApp::default());
     let g = open_group(dir.path(), app, fast_opts()).await;
     write_kv(&g, 0..50).await;
@@ -600,7 +600,7 @@ async fn group_drop_without_shutdown_then_reopen() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_concurrent_writes() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new("raft");
     let app = Arc::new(KvApp::default());
     let g = Arc::new(open_group(dir.path(), app.clone(), fast_opts()).await);
     let tasks: Vec<_> = (0..8u64)
@@ -618,7 +618,7 @@ async fn group_concurrent_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_large_command() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new("raft");
     let app = Arc::new(KvApp::default());
     let g = open_group(dir.path(), app.clone(), fast_opts()).await;
     let big: Vec<u8> = (0..5_000_000u32).map(|i| (i % 241) as u8 + 1).collect();
@@ -633,7 +633,7 @@ async fn group_large_command() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_not_bootstrapped_is_not_leader() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new("raft");
     let opts = GroupOptions { bootstrap_single: false, ..fast_opts() };
     let g = RaftGroup::open(dir.path(), 1, "127.0.0.1:7301".into(), Arc::new(KvApp::default()), opts).await.unwrap();
     assert!(!g.is_leader());
@@ -675,7 +675,7 @@ fn kill9_child() {
 
 #[test]
 fn group_survives_kill_9() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new("raft");
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["kill9_child", "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR_ENV, dir.path())

@@ -19,34 +19,22 @@ use crate::quantizer::TRAIN_ROWS;
 use crate::quantizer::{Quantization, Rescore};
 use crate::{Error, IdType, IndexConfig, Metric, PointId, ShardConfig};
 use serde_json::json;
+use shoal_testkit::Rng;
+use shoal_testkit::TempDir;
 use std::collections::HashSet;
 
-/// splitmix64: deterministic test data without extra crates.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-    fn gauss(&mut self) -> f32 {
-        // sum of uniforms: close enough to normal for test data
-        (0..4).map(|_| self.unit()).sum::<f32>() - 2.0
-    }
+/// Sum of four uniforms in [0, 1), centred: close enough to normal for test data (standard deviation ~0.58).
+fn gauss(rng: &mut Rng) -> f32 {
+    (0..4).map(|_| rng.f32()).sum::<f32>() - 2.0
 }
 
 /// `n` vectors around `clusters` random centres.
 fn clustered(rng: &mut Rng, n: usize, dim: usize, clusters: usize) -> Vec<f32> {
-    let centres: Vec<f32> = (0..clusters * dim).map(|_| rng.gauss() * 3.0).collect();
+    let centres: Vec<f32> = (0..clusters * dim).map(|_| gauss(rng) * 3.0).collect();
     let mut out = Vec::with_capacity(n * dim);
     for _ in 0..n {
-        let c = (rng.next() % clusters as u64) as usize;
-        out.extend((0..dim).map(|j| centres[c * dim + j] + rng.gauss()));
+        let c = (rng.next_u64() % clusters as u64) as usize;
+        out.extend((0..dim).map(|j| centres[c * dim + j] + gauss(rng)));
     }
     out
 }
@@ -237,12 +225,12 @@ fn reordered_and_retried_writes_converge() {
     ];
     let ids = [1, 2, 3, 4].map(PointId::Int);
     let mut first: Option<(u64, Vec<Option<PointRecord>>)> = None;
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     for round in 0..60 {
         let mut order = ops.clone();
         if round > 0 {
             for i in (1..order.len()).rev() {
-                let j = (rng.next() % (i as u64 + 1)) as usize;
+                let j = (rng.next_u64() % (i as u64 + 1)) as usize;
                 order.swap(i, j);
             }
         }
@@ -415,13 +403,13 @@ fn a_capture_is_the_state_at_capture_time() {
 #[test]
 fn the_incremental_digest_follows_content_not_history() {
     let a = ShardStore::new(cfg(2, Metric::L2, IndexConfig::Flat));
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     for round in 0..300u64 {
-        let id = rng.next() % 40;
-        let op = match rng.next() % 4 {
+        let id = rng.next_u64() % 40;
+        let op = match rng.next_u64() % 4 {
             0 => del(id, 10 + round),
             1 => patch(id, 10 + round, json!({"k": round % 3, "nested": {"a": [1, 2.5, "x"]}})),
-            _ => up(id, 10 + round, vec![rng.unit(), rng.unit()], Some(json!({"r": round}))),
+            _ => up(id, 10 + round, vec![rng.f32(), rng.f32()], Some(json!({"r": round}))),
         };
         a.apply(&batch(vec![op]));
     }
@@ -593,7 +581,7 @@ fn string_ids() {
 fn flat_search_equals_brute_force() {
     for metric in [Metric::L2, Metric::Cosine, Metric::Dot] {
         let dim = 7;
-        let mut rng = Rng(metric as u64 + 1);
+        let mut rng = Rng::new(metric as u64 + 1);
         let data = clustered(&mut rng, 3000, dim, 5);
         let s = ShardStore::new(cfg(dim, metric, IndexConfig::Flat));
         load(&s, &data);
@@ -634,7 +622,7 @@ fn search_edge_cases() {
 #[test]
 fn hnsw_recall_and_pending_scan() {
     let dim = 16;
-    let mut rng = Rng(42);
+    let mut rng = Rng::new(42);
     let data = clustered(&mut rng, 6000, dim, 30);
     let queries = clustered(&mut rng, 100, dim, 30);
     let s = ShardStore::new(hnsw_cfg(dim, Metric::L2));
@@ -686,7 +674,7 @@ fn hnsw_recall_and_pending_scan() {
 #[test]
 fn filtered_search_both_paths() {
     let dim = 12;
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     let data = clustered(&mut rng, 8000, dim, 20);
     let queries = clustered(&mut rng, 40, dim, 20);
     for index in
@@ -747,7 +735,7 @@ fn filter_estimate_off_still_honours_k() {
     // The selectivity sample sees slots step/2, step/2 + step, ...: mark exactly those, so the estimate
     // says "everything matches" while only 1/step of the points do, and ask for more hits than match.
     let dim = 6;
-    let mut rng = Rng(21);
+    let mut rng = Rng::new(21);
     let n = 40_000;
     let data = clustered(&mut rng, n, dim, 10);
     let step = n / FILTER_SAMPLE;
@@ -787,7 +775,7 @@ fn filter_estimate_off_still_honours_k() {
 #[test]
 fn snapshot_round_trip() {
     let dim = 8;
-    let mut rng = Rng(9);
+    let mut rng = Rng::new(9);
     let data = clustered(&mut rng, 3000, dim, 10);
     let queries = clustered(&mut rng, 20, dim, 10);
     for config in [cfg(dim, Metric::Cosine, IndexConfig::Flat), hnsw_cfg(dim, Metric::Cosine)] {
@@ -850,7 +838,7 @@ fn snapshot_round_trip() {
 #[test]
 fn corrupted_snapshots_are_rejected() {
     let dim = 3;
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     let data = clustered(&mut rng, 40, dim, 3);
     let config = hnsw_cfg(dim, Metric::L2);
     let s = ShardStore::new(config.clone());
@@ -882,7 +870,7 @@ fn corrupted_snapshots_are_rejected() {
 #[test]
 fn concurrent_apply_index_search_snapshot() {
     let dim = 8;
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     let data = clustered(&mut rng, 4000, dim, 10);
     let s = std::sync::Arc::new(ShardStore::new(hnsw_cfg(dim, Metric::Dot)));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -936,7 +924,7 @@ fn load_random(store: &ShardStore, rng: &mut Rng, n: usize) {
     let dim = store.config().dim;
     for lo in (0..n).step_by(10_000) {
         let ops = (lo..(lo + 10_000).min(n))
-            .map(|i| up(i as u64, 1, (0..dim).map(|_| rng.unit()).collect(), Some(json!({"even": i % 2 == 0}))))
+            .map(|i| up(i as u64, 1, (0..dim).map(|_| rng.f32()).collect(), Some(json!({"even": i % 2 == 0}))))
             .collect();
         store.apply_owned(batch(ops));
     }
@@ -967,7 +955,7 @@ fn cancel_during<T: Send>(
 #[test]
 fn cancelled_token_stops_before_any_work() {
     let dim = 8;
-    let mut rng = Rng(17);
+    let mut rng = Rng::new(17);
     let data = clustered(&mut rng, 3000, dim, 5);
     let f = Filter::parse(&json!({"even": true})).unwrap();
     for config in [cfg(dim, Metric::Cosine, IndexConfig::Flat), hnsw_cfg(dim, Metric::Cosine)] {
@@ -993,7 +981,7 @@ fn cancelled_token_stops_before_any_work() {
 #[test]
 fn uncancelled_search_cancellable_equals_search() {
     let dim = 12;
-    let mut rng = Rng(23);
+    let mut rng = Rng::new(23);
     let data = clustered(&mut rng, 8000, dim, 20);
     let queries = clustered(&mut rng, 64, dim, 20);
     let far = std::time::Instant::now() + std::time::Duration::from_secs(3600);
@@ -1025,7 +1013,7 @@ fn uncancelled_search_cancellable_equals_search() {
 #[test]
 fn plan_reports_the_access_path() {
     let dim = 12;
-    let mut rng = Rng(29);
+    let mut rng = Rng::new(29);
     let data = clustered(&mut rng, 8000, dim, 20);
     let flat = ShardStore::new(cfg(dim, Metric::L2, IndexConfig::Flat));
     load(&flat, &data);
@@ -1063,10 +1051,10 @@ fn plan_reports_the_access_path() {
 #[test]
 fn large_exact_search_stops_soon_after_cancel() {
     let (n, dim, nq) = (200_000, 128, 64);
-    let mut rng = Rng(31);
+    let mut rng = Rng::new(31);
     let s = ShardStore::new(cfg(dim, Metric::L2, IndexConfig::Flat));
     load_random(&s, &mut rng, n);
-    let queries: Vec<f32> = (0..nq * dim).map(|_| rng.unit()).collect();
+    let queries: Vec<f32> = (0..nq * dim).map(|_| rng.f32()).collect();
     let even = Filter::parse(&json!({"even": true})).unwrap();
     for filter in [None, Some(&even)] {
         assert_eq!(s.plan(filter, 10, None), AccessPath::Exact);
@@ -1089,14 +1077,14 @@ fn large_exact_search_stops_soon_after_cancel() {
 fn int8_store_rescores_to_exact_distances_and_survives_a_snapshot() {
     let (n, dim, nq, k) = (8_000, 32, 40, 10);
     for metric in [Metric::Cosine, Metric::L2] {
-        let mut rng = Rng(91);
+        let mut rng = Rng::new(91);
         let config =
             cfg(dim, metric, IndexConfig::Hnsw { m: 12, ef_construction: 64, quantization: Quantization::Int8 });
         let s = ShardStore::new(config.clone());
         load_random(&s, &mut rng, n);
         while s.index_step(n) > 0 {}
         assert!(s.inner.read().arena.quantizer().is_some(), "trained once {TRAIN_ROWS} rows exist");
-        let queries: Vec<f32> = (0..nq * dim).map(|_| rng.unit()).collect();
+        let queries: Vec<f32> = (0..nq * dim).map(|_| rng.f32()).collect();
         let never = CancelToken::never();
         let exact = s.search_exact_cancellable(&queries, nq, k, None, false, &never).unwrap();
         let search =
@@ -1124,7 +1112,7 @@ fn int8_store_rescores_to_exact_distances_and_survives_a_snapshot() {
             metric,
             IndexConfig::Hnsw { m: 12, ef_construction: 64, quantization: Quantization::None },
         ));
-        load_random(&plain, &mut Rng(91), n);
+        load_random(&plain, &mut Rng::new(91), n);
         while plain.index_step(n) > 0 {}
         let floats =
             plain.search_impl(&queries, nq, k, None, Some(64), false, false, Rescore::default(), &never).unwrap();
@@ -1151,22 +1139,22 @@ fn int8_store_rescores_to_exact_distances_and_survives_a_snapshot() {
 #[test]
 fn on_disk_stores_answer_like_memory_stores_and_restore_onto_disk() {
     let (n, dim, nq, k) = (6_000, 24, 20, 10);
-    let dir = std::env::temp_dir().join(format!("shoal-store-on-disk-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TempDir::new("store-on-disk");
+    let dir = tmp.path().to_path_buf();
     for quantization in [Quantization::None, Quantization::Int8] {
         let index = IndexConfig::Hnsw { m: 12, ef_construction: 64, quantization };
         let mem = ShardStore::new(cfg(dim, Metric::Cosine, index));
         let config = ShardConfig { on_disk: true, ..cfg(dim, Metric::Cosine, index) };
         let disk = ShardStore::with_vector_dir(config.clone(), Some(dir.clone()));
         for s in [&mem, &disk] {
-            load_random(s, &mut Rng(17), n);
+            load_random(s, &mut Rng::new(17), n);
             while s.index_step(n) > 0 {}
         }
         let (heap, mapped) = disk.inner.read().arena.chunk_bytes();
         assert!(heap == 0 && mapped >= n * dim * 4, "{quantization:?}: heap {heap}, mapped {mapped}");
         assert_eq!(mem.inner.read().arena.chunk_bytes().1, 0);
-        let mut rng = Rng(3);
-        let queries: Vec<f32> = (0..nq * dim).map(|_| rng.unit()).collect();
+        let mut rng = Rng::new(3);
+        let queries: Vec<f32> = (0..nq * dim).map(|_| rng.f32()).collect();
         let never = CancelToken::never();
         let run = |s: &ShardStore| {
             s.search_impl(&queries, nq, k, None, Some(48), false, false, Rescore::default(), &never).unwrap()
@@ -1190,13 +1178,12 @@ fn on_disk_stores_answer_like_memory_stores_and_restore_onto_disk() {
     }
     // Scratch files are unlinked at once: the directory stays empty.
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn small_int8_store_searches_floats_until_trained() {
     let dim = 8;
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     let s = ShardStore::new(cfg(
         dim,
         Metric::L2,
@@ -1205,7 +1192,7 @@ fn small_int8_store_searches_floats_until_trained() {
     load_random(&s, &mut rng, TRAIN_ROWS - 1);
     while s.index_step(TRAIN_ROWS) > 0 {}
     assert!(s.inner.read().arena.quantizer().is_none());
-    let q: Vec<f32> = (0..dim).map(|_| rng.unit()).collect();
+    let q: Vec<f32> = (0..dim).map(|_| rng.f32()).collect();
     let got = s.search(&q, 1, 5, None, None, false);
     let want = s.search_exact_cancellable(&q, 1, 5, None, false, &CancelToken::never()).unwrap();
     assert_eq!(got[0].len(), 5);
@@ -1218,7 +1205,7 @@ fn small_int8_store_searches_floats_until_trained() {
 #[test]
 fn large_graph_search_stops_soon_after_cancel() {
     let (n, dim, nq) = (20_000, 32, 4_000);
-    let mut rng = Rng(37);
+    let mut rng = Rng::new(37);
     let s = ShardStore::new(cfg(
         dim,
         Metric::L2,
@@ -1226,7 +1213,7 @@ fn large_graph_search_stops_soon_after_cancel() {
     ));
     load_random(&s, &mut rng, n);
     while s.index_step(n) > 0 {}
-    let queries: Vec<f32> = (0..nq * dim).map(|_| rng.unit()).collect();
+    let queries: Vec<f32> = (0..nq * dim).map(|_| rng.f32()).collect();
     let even = Filter::parse(&json!({"even": true})).unwrap();
     // unfiltered with a large beam; filtered (bitset for this batch) with a beam the model still sends to
     // the graph
@@ -1253,7 +1240,7 @@ fn payload_indexes_answer_exactly_what_the_filter_evaluation_answers() {
     // and search results with the indexes as without, before and after a partial build.
     let dim = 8;
     let langs = ["en", "fr", "de", "es"];
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     let plain = ShardStore::new(hnsw_cfg(dim, Metric::L2));
     let indexed = ShardStore::new(hnsw_cfg(dim, Metric::L2));
     let wanted = vec![
@@ -1271,23 +1258,23 @@ fn payload_indexes_answer_exactly_what_the_filter_evaluation_answers() {
     for round in 0..4 {
         let mut ops = Vec::new();
         for _ in 0..600 {
-            let id = rng.next() % 1500;
+            let id = rng.next_u64() % 1500;
             ver += 1;
-            let vector: Vec<f32> = (0..dim).map(|_| rng.gauss()).collect();
-            let lang = langs[(rng.next() % 4) as usize];
-            let payload = match rng.next() % 6 {
+            let vector: Vec<f32> = (0..dim).map(|_| gauss(&mut rng)).collect();
+            let lang = langs[(rng.next_u64() % 4) as usize];
+            let payload = match rng.next_u64() % 6 {
                 0 => None,
-                1 => Some(json!({"lang": [lang, "xx"], "year": 2000 + (rng.next() % 25) as i64})),
+                1 => Some(json!({"lang": [lang, "xx"], "year": 2000 + (rng.next_u64() % 25) as i64})),
                 2 => Some(json!({"lang": 7, "year": 2010.5, "ok": "yes"})),
                 _ => Some(json!({
                     "lang": lang,
-                    "year": 2000 + (rng.next() % 25) as i64,
-                    "score": rng.unit() as f64,
-                    "ok": rng.next().is_multiple_of(2),
-                    "meta": {"tag": format!("t{}", rng.next() % 30)},
+                    "year": 2000 + (rng.next_u64() % 25) as i64,
+                    "score": rng.f32() as f64,
+                    "ok": rng.next_u64().is_multiple_of(2),
+                    "meta": {"tag": format!("t{}", rng.next_u64() % 30)},
                 })),
             };
-            ops.push(match rng.next() % 10 {
+            ops.push(match rng.next_u64() % 10 {
                 0 => del(id, ver),
                 1 => patch(id, ver, json!({"lang": "fr", "year": 1999})),
                 _ => up(id, ver, vector, payload),
@@ -1330,7 +1317,7 @@ fn payload_indexes_answer_exactly_what_the_filter_evaluation_answers() {
             json!({"lang": 7}),
             json!({"year": {"$gt": "a"}}),
         ];
-        let queries: Vec<f32> = (0..3 * dim).map(|_| rng.gauss()).collect();
+        let queries: Vec<f32> = (0..3 * dim).map(|_| gauss(&mut rng)).collect();
         for fj in &filters {
             let f = Filter::parse(fj).unwrap();
             assert_eq!(indexed.count_matching(&f), plain.count_matching(&f), "count of {fj}");

@@ -23,7 +23,7 @@ use shoal_raft::openraft::network::RaftNetworkFactory;
 use shoal_raft::openraft::network::v2::RaftNetworkV2;
 use shoal_raft::openraft::raft::VoteRequest;
 use shoal_raft::types::Vote;
-use tempfile::TempDir;
+use shoal_testkit::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -225,7 +225,7 @@ async fn stop_cluster(nodes: &mut [Node]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_replicate_and_fail_over() {
-    let root = tempfile::tempdir().unwrap();
+    let root = TempDir::new("raft");
     let mut nodes = start_cluster(&root, cluster_opts(1_000_000), GrpcNetworkOptions::default()).await;
     let leader = wait_leader(&nodes).await;
     assert_eq!(nodes[leader].group().voter_ids(), vec![1, 2, 3]);
@@ -268,7 +268,7 @@ async fn three_nodes_replicate_and_fail_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn partitioned_follower_catches_up_by_snapshot() {
-    let root = tempfile::tempdir().unwrap();
+    let root = TempDir::new("raft");
     // Tiny chunks: the snapshot crosses the wire in many chunks.
     let net_opts = GrpcNetworkOptions { snapshot_chunk_bytes: 1024, ..GrpcNetworkOptions::default() };
     let mut nodes = start_cluster(&root, cluster_opts(100), net_opts).await;
@@ -315,7 +315,7 @@ async fn partitioned_follower_catches_up_by_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restarted_follower_catches_up_by_log() {
-    let root = tempfile::tempdir().unwrap();
+    let root = TempDir::new("raft");
     let opts = cluster_opts(1_000_000);
     let mut nodes = start_cluster(&root, opts.clone(), GrpcNetworkOptions::default()).await;
     let leader = wait_leader(&nodes).await;
@@ -337,7 +337,7 @@ async fn restarted_follower_catches_up_by_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transport_errors_are_clear() {
-    let root = tempfile::tempdir().unwrap();
+    let root = TempDir::new("raft");
     let mut a = Node::start(1, &root, GrpcNetworkOptions::default()).await;
     let mut b = Node::start(2, &root, GrpcNetworkOptions::default()).await;
     let opt = || RPCOption::new(Duration::from_secs(5));
@@ -383,7 +383,7 @@ async fn transport_errors_are_clear() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn learners_join_are_promoted_and_the_first_voter_leaves() {
-    let root = tempfile::tempdir().unwrap();
+    let root = TempDir::new("raft");
     let opts = cluster_opts(1_000_000);
     let mut nodes = Vec::new();
     for id in 1..=3 {
@@ -428,7 +428,7 @@ async fn learners_join_are_promoted_and_the_first_voter_leaves() {
 /// fires and it takes over; writes go on, and the cut-off follower catches up once reachable again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transfer_to_a_lagging_follower_does_not_wedge_the_group() {
-    let root = tempfile::tempdir().unwrap();
+    let root = TempDir::new("raft");
     let mut nodes = start_cluster(&root, cluster_opts(1000), GrpcNetworkOptions::default()).await;
     let leader = wait_leader(&nodes).await;
     write_range(&nodes, 0..20).await;
