@@ -34,73 +34,13 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use crate::catalog::{Catalog, CollectionEntry};
 use crate::indexer::Indexer;
+use crate::levels::{FIRST_BACKOFF, MAX_BACKOFF};
 use crate::mover::{self, MembershipStep};
 use crate::peer::Peers;
 use crate::placement::{self, MoveKind};
 use crate::reconciler::{self, Action, ReplicaKey};
 use crate::shard_app::ShardApp;
 use crate::{Error, Result};
-
-/// Write consistency levels (DESIGN §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum WriteLevel {
-    /// Returns when the shard leader accepted the batch.
-    Eventual,
-    /// Returns when the batch is committed on a majority of the shard's voters.
-    #[default]
-    Quorum,
-    /// Returns when committed, applied on the leader and replicated to every voter.
-    Strong,
-}
-
-impl WriteLevel {
-    /// Parses `eventual`, `quorum` or `strong`.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "eventual" => Ok(WriteLevel::Eventual),
-            "quorum" | "" => Ok(WriteLevel::Quorum),
-            "strong" => Ok(WriteLevel::Strong),
-            o => Err(Error::InvalidArgument(format!(
-                "unknown write consistency {o:?}: expected \"eventual\", \"quorum\" or \"strong\""
-            ))),
-        }
-    }
-
-    /// The level's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WriteLevel::Eventual => "eventual",
-            WriteLevel::Quorum => "quorum",
-            WriteLevel::Strong => "strong",
-        }
-    }
-}
-
-/// Read consistency levels (DESIGN §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ReadLevel {
-    /// Any replica.
-    Eventual,
-    /// A replica that has applied this client's last write.
-    #[default]
-    Session,
-    /// The leader after a read-index round (linearizable).
-    Strong,
-}
-
-impl ReadLevel {
-    /// Parses `eventual`, `session` or `strong`.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "eventual" => Ok(ReadLevel::Eventual),
-            "session" | "" => Ok(ReadLevel::Session),
-            "strong" => Ok(ReadLevel::Strong),
-            o => Err(Error::InvalidArgument(format!(
-                "unknown read consistency {o:?}: expected \"eventual\", \"session\" or \"strong\""
-            ))),
-        }
-    }
-}
 
 /// Static configuration of an engine.
 #[derive(Debug, Clone)]
@@ -123,7 +63,7 @@ pub struct EngineConfig {
     /// Whether the group-0 leader rebalances replicas onto a node that joined.
     pub auto_rebalance: bool,
     /// How reads pick among eligible replicas when a request does not say.
-    pub load_balancing: crate::planner::LoadBalancing,
+    pub load_balancing: crate::levels::LoadBalancing,
     /// Whether a shard read slower than its replica's p95 gets a hedged request to another replica.
     pub hedging: bool,
     /// Writes are refused (StorageError) while the data dir's file system has fewer free bytes (0 = never).
@@ -307,8 +247,6 @@ pub struct StartedMove {
     pub to: u64,
 }
 
-/// How long a request waits between two attempts at first; doubled up to [`MAX_BACKOFF`].
-pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 /// Period of the shard-move pass (membership steps of led shard groups).
 const MOVE_EVERY: Duration = Duration::from_millis(300);
 /// Shortest time between two leadership hand-overs of one group to its preferred leader.
@@ -327,8 +265,6 @@ const ANTI_ENTROPY_EVERY_PASSES: u64 = 10;
 const DISK_EVERY: Duration = Duration::from_millis(250);
 /// How long without a group-0 leader makes a node consider itself cut off from the majority (see `cut_off`).
 const CUT_OFF_AFTER: Duration = Duration::from_secs(2);
-/// Longest wait between two attempts.
-pub(crate) const MAX_BACKOFF: Duration = Duration::from_millis(200);
 
 impl Engine {
     /// Opens (or creates) the node's state under `cfg.data_dir`: group 0 on the gRPC network `net`,

@@ -12,6 +12,7 @@ pub mod executor;
 pub mod heal;
 pub mod indexer;
 pub mod known_peers;
+pub mod levels;
 pub mod load;
 pub mod manifest;
 pub mod meta_rebuild;
@@ -27,8 +28,8 @@ pub mod scroll;
 pub mod shard_app;
 pub mod write_path;
 
-pub use engine::{Engine, EngineConfig, GroupMetrics, MetricsView, ReadLevel, StartedMove, WriteLevel};
+pub use engine::{Engine, EngineConfig, GroupMetrics, MetricsView, StartedMove};
 pub use error::{Error, Result};
-pub use planner::LoadBalancing;
+pub use levels::{LoadBalancing, ReadLevel, WriteLevel};
 pub use read_path::{SearchOutcome, SearchQuery, merge_top_k};
 pub use write_path::{WriteOptions, WriteOutcome};

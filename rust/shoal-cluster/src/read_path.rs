@@ -26,10 +26,11 @@ use shoal_core::{CancelToken, PointId};
 
 use futures::StreamExt;
 
-use crate::engine::{CollectionView, Engine, ReadLevel, ShardReplica};
+use crate::engine::{CollectionView, Engine, ShardReplica};
 use crate::executor::{ReadRound, RoundConfig};
+use crate::levels::{LoadBalancing, ReadLevel};
 use crate::load::NodeCounters;
-use crate::planner::{self, LoadBalancing, PlanContext, ShardSituation};
+use crate::planner::{self, PlanContext, ShardSituation};
 use crate::reconciler::ReplicaKey;
 use crate::scroll::scan_op;
 use crate::{Error, Result};
@@ -843,7 +844,7 @@ mod tests {
 
     #[test]
     fn levels_parse() {
-        use crate::engine::WriteLevel;
+        use crate::levels::WriteLevel;
         assert_eq!(WriteLevel::parse("strong").unwrap(), WriteLevel::Strong);
         assert!(WriteLevel::parse("all").unwrap_err().to_string().contains("all"));
         assert_eq!(ReadLevel::parse("").unwrap(), ReadLevel::Session);

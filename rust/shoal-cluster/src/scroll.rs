@@ -25,7 +25,8 @@ use shoal_core::filter::Filter;
 use shoal_core::store::{PointRecord, ShardStore};
 use tokio::sync::mpsc;
 
-use crate::engine::{CollectionView, Engine, FIRST_BACKOFF, MAX_BACKOFF, ReadLevel};
+use crate::engine::{CollectionView, Engine};
+use crate::levels::{FIRST_BACKOFF, MAX_BACKOFF, ReadLevel};
 use crate::read_path::{NodeReadOut, ReadOp, parse_filter, tokens_of};
 use crate::{Error, Result};
 

@@ -28,8 +28,9 @@ use shoal_core::dedup::WriteId;
 use shoal_core::store::{WriteBatch, WriteOp};
 use shoal_core::{PointId, validate};
 
-use crate::engine::{CollectionView, Engine, ShardReplica, WriteLevel};
+use crate::engine::{CollectionView, Engine, ShardReplica};
 use crate::executor::{Retry, WriteAttempts, WriteStep};
+use crate::levels::WriteLevel;
 use crate::load::NodeCounters;
 use crate::reconciler::ReplicaKey;
 use crate::{Error, Result};
