@@ -26,10 +26,11 @@ use shoal_core::{CancelToken, PointId};
 
 use futures::StreamExt;
 
-use crate::engine::{CollectionView, Engine, ShardReplica};
+use crate::engine::Engine;
 use crate::executor::{ReadRound, RoundConfig};
 use crate::levels::{LoadBalancing, ReadLevel};
 use crate::load::NodeCounters;
+use crate::local_replicas::{CollectionView, ShardReplica};
 use crate::planner::{self, PlanContext, ShardSituation};
 use crate::reconciler::ReplicaKey;
 use crate::scroll::scan_op;
@@ -213,13 +214,6 @@ impl Engine {
         self.round_robin.fetch_add(n, Ordering::Relaxed)
     }
 
-    /// Zone of every registered node ("" = none).
-    fn node_zones(&self) -> HashMap<u64, String> {
-        let mut z: HashMap<u64, String> = self.catalog.nodes().into_iter().map(|n| (n.id, n.zone)).collect();
-        z.insert(self.cfg.node_id, self.cfg.zone.clone());
-        z
-    }
-
     /// The node to read `shard` from at `level` with the node's default strategy, avoiding `excluded`: one
     /// shard at a time (scroll pages). `session` reads go to the local replica or the leader (the client's
     /// token may name this shard).
@@ -237,7 +231,7 @@ impl Engine {
             local: view.local[shard as usize].is_some(),
             has_token: level == ReadLevel::Session,
         };
-        let (zones, loads) = (self.node_zones(), self.loads.snapshot(false));
+        let (zones, loads) = (self.meta.node_zones(), self.loads.snapshot(false));
         let ctx = PlanContext {
             me: self.cfg.node_id,
             zones: &zones,
@@ -295,7 +289,7 @@ impl Engine {
         let cfg = RoundConfig {
             collection: name.clone(),
             me: self.cfg.node_id,
-            zones: self.node_zones(),
+            zones: self.meta.node_zones(),
             level,
             strategy: opts.strategy,
             hedging: self.cfg.hedging,
@@ -384,7 +378,7 @@ impl Engine {
                             }
                         }
                     }
-                    Err(e) => round.on_failure(node, &node_shards, e, self.cut_off())?,
+                    Err(e) => round.on_failure(node, &node_shards, e, self.meta.cut_off())?,
                 }
             }
             // Hedge the shards of requests that are slower than their node's p95.
@@ -418,7 +412,8 @@ impl Engine {
         if node == self.cfg.node_id {
             return self.serve_local(&e.spec.name, e.uid, targets, op, level, deadline).await;
         }
-        let addr = self.node_addr(node).ok_or_else(|| Error::NodeUnavailable(format!("node {node} has no address")))?;
+        let addr =
+            self.meta.node_addr(node).ok_or_else(|| Error::NodeUnavailable(format!("node {node} has no address")))?;
         let op_proto = match op {
             ReadOp::Search { queries, k, filter_text, ef, exact, rescore, with_payload, .. } => {
                 shard_read_request::Op::Search(v1::SearchRequest {
@@ -480,7 +475,7 @@ impl Engine {
         let mut replicas: Vec<Arc<ShardReplica>> = Vec::with_capacity(targets.len());
         for t in targets {
             let key = ReplicaKey::new(name, uid, t.shard);
-            let r = self.replica_by_gid(name, uid, t.shard).ok_or_else(|| self.replica_not_open(&key))?;
+            let r = self.local.replica_by_gid(name, uid, t.shard).ok_or_else(|| self.local.replica_not_open(&key))?;
             if let Some(d) = r.app.damage() {
                 return Err(Error::ShardUnavailable(format!(
                     "replica of shard {} of collection {name:?} on node {me} is damaged: {d}",
@@ -525,7 +520,7 @@ impl Engine {
             ReadOp::Count => Ok(NodeReadOut::Count(stores.iter().map(|s| s.count() as u64).collect())),
             ReadOp::Get { ids, with_vectors } => {
                 let by_shard: HashMap<u32, usize> = targets.iter().enumerate().map(|(i, t)| (t.shard, i)).collect();
-                let n = self.catalog.get(name).map_or(1, |e| e.spec.shards);
+                let n = self.meta.catalog.get(name).map_or(1, |e| e.spec.shards);
                 let mut out = Vec::with_capacity(ids.len());
                 for id in ids {
                     let rec = match by_shard.get(&id.shard(n)) {
@@ -598,7 +593,7 @@ impl Engine {
         let _busy = self.counters.enter();
         let deadline = Instant::now() + timeout;
         let level = level_from_proto(req.level)?;
-        let entry = self.catalog.get(&req.collection).filter(|e| e.uid == req.uid).ok_or_else(|| {
+        let entry = self.meta.catalog.get(&req.collection).filter(|e| e.uid == req.uid).ok_or_else(|| {
             Error::ShardUnavailable(format!(
                 "collection {:?} (uid {}) is not known on node {} yet",
                 req.collection, req.uid, self.cfg.node_id

@@ -25,8 +25,9 @@ use shoal_core::filter::Filter;
 use shoal_core::store::{PointRecord, ShardStore};
 use tokio::sync::mpsc;
 
-use crate::engine::{CollectionView, Engine};
+use crate::engine::Engine;
 use crate::levels::{FIRST_BACKOFF, MAX_BACKOFF, ReadLevel};
+use crate::local_replicas::CollectionView;
 use crate::read_path::{NodeReadOut, ReadOp, parse_filter, tokens_of};
 use crate::{Error, Result};
 

@@ -28,10 +28,11 @@ use shoal_core::dedup::WriteId;
 use shoal_core::store::{WriteBatch, WriteOp};
 use shoal_core::{PointId, validate};
 
-use crate::engine::{CollectionView, Engine, ShardReplica};
+use crate::engine::Engine;
 use crate::executor::{Retry, WriteAttempts, WriteStep};
 use crate::levels::WriteLevel;
 use crate::load::NodeCounters;
+use crate::local_replicas::{CollectionView, ShardReplica};
 use crate::reconciler::ReplicaKey;
 use crate::{Error, Result};
 
@@ -140,7 +141,7 @@ impl Engine {
             return Some(l);
         }
         let key = ReplicaKey::new(view.entry.spec.name.clone(), view.entry.uid, shard);
-        if let Some(&l) = self.leader_hints.read().get(&key.group_id()) {
+        if let Some(l) = self.leader_hints.get(&key.group_id()) {
             return Some(l);
         }
         view.entry.replicas(shard).first().copied()
@@ -175,10 +176,10 @@ impl Engine {
             let res = if target == self.cfg.node_id {
                 match &view.local[shard as usize] {
                     Some(r) => self.propose_local(r, bytes.clone(), n_ops, level, deadline).await,
-                    None => Err(self.replica_not_open(&key)),
+                    None => Err(self.local.replica_not_open(&key)),
                 }
             } else {
-                match self.node_addr(target) {
+                match self.meta.node_addr(target) {
                     Some(addr) => {
                         let req = ShardWriteRequest {
                             group: gid.clone(),
@@ -193,12 +194,12 @@ impl Engine {
             };
             match res {
                 Ok(v) => {
-                    self.leader_hints.write().insert(gid.clone(), target);
+                    self.leader_hints.set(&gid, target);
                     return Ok(v);
                 }
-                Err(e) => match attempts.on_failure(Instant::now(), target, e, self.cut_off())? {
+                Err(e) => match attempts.on_failure(Instant::now(), target, e, self.meta.cut_off())? {
                     Retry::FollowLeader(l) => {
-                        self.leader_hints.write().insert(gid.clone(), l);
+                        self.leader_hints.set(&gid, l);
                     }
                     Retry::Sleep(d) => tokio::time::sleep(d).await,
                 },
@@ -217,7 +218,7 @@ impl Engine {
         deadline: Instant,
     ) -> Result<(u64, u64)> {
         // This node appends the batch to its log: refused while its disk is nearly full.
-        self.check_disk()?;
+        self.local.check_disk()?;
         let left = deadline.saturating_duration_since(Instant::now());
         match level {
             WriteLevel::Eventual => {
@@ -294,7 +295,10 @@ impl Engine {
         self.check_open()?;
         let _busy = self.counters.enter();
         let key: ReplicaKey = req.group.parse()?;
-        let r = self.replica_by_gid(&key.collection, key.uid, key.shard).ok_or_else(|| self.replica_not_open(&key))?;
+        let r = self
+            .local
+            .replica_by_gid(&key.collection, key.uid, key.shard)
+            .ok_or_else(|| self.local.replica_not_open(&key))?;
         if !r.group.is_leader() {
             return Err(Error::NotLeader { leader: r.group.leader_id() });
         }
