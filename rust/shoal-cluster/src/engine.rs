@@ -16,28 +16,28 @@
 //!   ready ──shutdown──> closing (requests refused, groups flushed)
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use shoal_api::collections::CollectionSpec;
 use shoal_api::commands::MetaCommand;
 use shoal_api::internal::{
-    FinishMove, HealReplicaRequest, JoinRequest, MoveReplica, NodeRecord, NodeStateReply, NodeStateRequest,
-    PreferLeader, ReplicaState,
+    HealReplicaRequest, JoinRequest, NodeRecord, NodeStateReply, NodeStateRequest, ReplicaState,
 };
 use shoal_core::hlc::Hlc;
 use shoal_raft::{GroupOptions, GrpcNetwork, RaftGroup, RaftTransportService};
 
 use crate::catalog::CollectionEntry;
 use crate::leader_hints::LeaderHints;
+use crate::lifecycle::Lifecycle;
 use crate::local_replicas::{CollectionView, LocalReplicas, ShardReplica};
 use crate::meta_plane::MetaPlane;
-use crate::mover::{self, MembershipStep};
+use crate::move_executor::{MoveExecutor, StartedMove};
 use crate::peer::Peers;
-use crate::placement::{self, MoveKind};
+use crate::placement;
 use crate::reconciler::ReplicaKey;
 use crate::{Error, Result};
 
@@ -120,8 +120,6 @@ pub struct MetricsView {
 
 /// The node's engine. Cheap to share behind `Arc`.
 pub struct Engine {
-    /// This engine itself, for tasks spawned from `&self` methods.
-    me: std::sync::Weak<Engine>,
     /// Static configuration (shared with the components).
     pub(crate) cfg: Arc<EngineConfig>,
     /// Group 0, the catalog and cluster membership.
@@ -146,16 +144,10 @@ pub struct Engine {
     pub(crate) loads: crate::load::LoadTracker,
     /// This node's work counters (Node.stats).
     pub(crate) counters: Arc<crate::load::NodeCounters>,
-    /// Shard groups with a membership step in progress (see `mover`), by group id.
-    pub(crate) moving: parking_lot::Mutex<HashSet<String>>,
-    /// When this node last handed a group's leadership to its preferred leader, by group id.
-    handovers: parking_lot::Mutex<HashMap<String, Instant>>,
-    /// Set once the node joined (or recovered) and reconciled: requests are served.
-    ready: AtomicBool,
-    /// Set once shutdown began; new requests are refused.
-    closing: AtomicBool,
-    /// Set once a graceful stop began (`begin_drain`): no node-state answers, no campaigning. Never cleared.
-    draining: AtomicBool,
+    /// Replica and leadership moves (move pass, rebalance, drain, heal removals).
+    pub(crate) mover: Arc<MoveExecutor>,
+    /// Ready, draining, closing (shared with the components that refuse requests or stop by them).
+    pub(crate) lifecycle: Arc<Lifecycle>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -164,28 +156,8 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// A move [`Engine::rebalance`] started: a replica of `shard` moving from node `from` to node `to`, or the
-/// shard's preferred leader moving between them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StartedMove {
-    /// The collection.
-    pub collection: String,
-    /// The shard.
-    pub shard: u32,
-    /// The node giving up the replica (or the leadership).
-    pub from: u64,
-    /// The node receiving it.
-    pub to: u64,
-}
-
 /// Period of the shard-move pass (membership steps of led shard groups).
 const MOVE_EVERY: Duration = Duration::from_millis(300);
-/// Shortest time between two leadership hand-overs of one group to its preferred leader.
-const HANDOVER_COOLDOWN: Duration = Duration::from_secs(5);
-/// How long a leader about to leave its group waits for the voter it handed leadership to.
-const HAND_OVER_WAIT: Duration = Duration::from_secs(2);
-/// Replica moves started per rebalance round.
-pub const MAX_CONCURRENT_MOVES: usize = 2;
 /// Period of the reconcile pass when the catalog does not change.
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 /// Period of the heal pass (damaged replicas, see `heal.rs`).
@@ -223,8 +195,11 @@ impl Engine {
             hlc.clone(),
             manifest,
         ));
-        Ok(Arc::new_cyclic(|me| Engine {
-            me: me.clone(),
+        let lifecycle = Arc::new(Lifecycle::new(cfg.node_id));
+        let mover = Arc::new(MoveExecutor::new(meta.clone(), local.clone(), lifecycle.clone()));
+        Ok(Arc::new(Engine {
+            mover,
+            lifecycle,
             hlc,
             local,
             clock_offset,
@@ -237,11 +212,6 @@ impl Engine {
             round_robin: AtomicUsize::new(0),
             loads: Default::default(),
             counters: Default::default(),
-            moving: parking_lot::Mutex::new(HashSet::new()),
-            handovers: parking_lot::Mutex::new(HashMap::new()),
-            ready: AtomicBool::new(false),
-            closing: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
         }))
     }
 
@@ -257,7 +227,7 @@ impl Engine {
             tokio::spawn(async move {
                 loop {
                     let Some(engine) = weak.upgrade() else { return };
-                    if engine.closing.load(Ordering::Acquire) {
+                    if engine.lifecycle.is_closing() {
                         return;
                     }
                     match engine.meta.register_self(Instant::now() + Duration::from_secs(5)).await {
@@ -283,7 +253,7 @@ impl Engine {
                     _ = tokio::time::sleep(RECONCILE_EVERY) => {}
                 }
                 let Some(engine) = weak.upgrade() else { break };
-                if engine.closing.load(Ordering::Acquire) {
+                if engine.lifecycle.is_closing() {
                     break;
                 }
                 if let Err(e) = engine.local.reconcile().await {
@@ -297,10 +267,10 @@ impl Engine {
             loop {
                 tokio::time::sleep(MOVE_EVERY).await;
                 let Some(engine) = weak.upgrade() else { break };
-                if engine.closing.load(Ordering::Acquire) {
+                if engine.lifecycle.is_closing() {
                     break;
                 }
-                engine.move_pass().await;
+                engine.mover.move_pass().await;
             }
         });
         self.local.sample_disk();
@@ -309,7 +279,7 @@ impl Engine {
             loop {
                 tokio::time::sleep(DISK_EVERY).await;
                 let Some(engine) = weak.upgrade() else { break };
-                if engine.closing.load(Ordering::Acquire) {
+                if engine.lifecycle.is_closing() {
                     break;
                 }
                 engine.local.sample_disk();
@@ -321,7 +291,7 @@ impl Engine {
             loop {
                 tokio::time::sleep(HEAL_EVERY).await;
                 let Some(engine) = weak.upgrade() else { break };
-                if engine.closing.load(Ordering::Acquire) || engine.draining.load(Ordering::Acquire) {
+                if engine.lifecycle.is_closing() || engine.lifecycle.is_draining() {
                     break;
                 }
                 passes += 1;
@@ -331,107 +301,8 @@ impl Engine {
                 engine.local.heal_pass(&engine.leader_hints).await;
             }
         });
-        self.ready.store(true, Ordering::Release);
+        self.lifecycle.set_ready();
         Ok(())
-    }
-
-    /// On every shard group this node leads: starts the next membership step towards the placement
-    /// (see `mover`), at most one per group at a time.
-    async fn move_pass(self: &Arc<Self>) {
-        self.meta_membership_pass().await;
-        let replicas: Vec<(ReplicaKey, Arc<ShardReplica>)> =
-            self.local.replicas.read().iter().map(|(k, r)| (k.clone(), r.clone())).collect();
-        for (key, r) in replicas {
-            if !r.group.is_leader() || self.moving.lock().contains(&r.gid) {
-                continue;
-            }
-            let Some(entry) = self.meta.catalog.get(&key.collection).filter(|e| e.uid == key.uid) else { continue };
-            let Ok((voters, learners)) = r.group.members().await else { continue };
-            let step = mover::next_step(entry.replicas(key.shard), entry.leaving(key.shard), &voters, &learners);
-            if step == MembershipStep::Nothing {
-                self.maybe_hand_to_preferred(&entry, key.shard, &r, &voters).await;
-                continue;
-            }
-            self.moving.lock().insert(r.gid.clone());
-            let engine = self.clone();
-            tokio::spawn(async move {
-                if let Err(e) = engine.run_step(&key, &r, step.clone()).await {
-                    tracing::warn!(group = %r.gid, ?step, error = %e, "shard move step failed (will retry)");
-                }
-                engine.moving.lock().remove(&r.gid);
-            });
-        }
-    }
-
-    /// On the leader of a settled shard group: hands leadership to the placement's preferred leader (the
-    /// first replica, which placement and rebalancing keep balanced over the nodes) when that node is a
-    /// voter, up, answering, and has applied everything but the last few entries; at most once per
-    /// [`HANDOVER_COOLDOWN`] per group, so a flapping node cannot make leadership bounce.
-    async fn maybe_hand_to_preferred(
-        &self,
-        entry: &CollectionEntry,
-        shard: u32,
-        r: &Arc<ShardReplica>,
-        voters: &BTreeSet<u64>,
-    ) {
-        let me = self.cfg.node_id;
-        let Some(&preferred) = entry.replicas(shard).first() else { return };
-        if preferred == me || !voters.contains(&preferred) || !entry.leaving(shard).is_empty() {
-            return;
-        }
-        if self.meta.catalog.node(preferred).is_none_or(|n| n.state != "up") {
-            return;
-        }
-        {
-            let mut last = self.handovers.lock();
-            if last.get(&r.gid).is_some_and(|t| t.elapsed() < HANDOVER_COOLDOWN) {
-                return;
-            }
-            last.insert(r.gid.clone(), Instant::now());
-        }
-        let Some(addr) = self.meta.node_addr(preferred) else { return };
-        let Ok(st) =
-            self.peers.node_state(preferred, &addr, NodeStateRequest::default(), Duration::from_millis(300)).await
-        else {
-            return;
-        };
-        let mine = r.group.applied_index();
-        let caught_up = st.replicas.iter().any(|x| {
-            x.collection == entry.spec.name && x.uid == entry.uid && x.shard == shard && x.applied_index + 16 >= mine
-        });
-        if caught_up && r.group.is_leader() {
-            tracing::info!(group = %r.gid, to = preferred, "handing leadership to the preferred leader");
-            if let Err(e) = r.group.transfer_leader(preferred).await {
-                tracing::debug!(group = %r.gid, error = %e, "leadership hand-over");
-            }
-        }
-    }
-
-    /// On the group-0 leader: removes from group 0 the members that left the registry (`remove_node`).
-    async fn meta_membership_pass(self: &Arc<Self>) {
-        if !self.meta.group.is_leader() || self.moving.lock().contains("meta") {
-            return;
-        }
-        let Ok((voters, learners)) = self.meta.group.members().await else { return };
-        let registered: BTreeSet<u64> = self.meta.catalog.nodes().iter().map(|n| n.id).collect();
-        if registered.is_empty() {
-            return;
-        }
-        let gone: BTreeSet<u64> = voters.union(&learners).copied().filter(|n| !registered.contains(n)).collect();
-        if gone.is_empty() || voters.iter().all(|v| gone.contains(v)) {
-            return;
-        }
-        self.moving.lock().insert("meta".into());
-        let engine = self.clone();
-        tokio::spawn(async move {
-            tracing::info!(?gone, "removing nodes from group 0");
-            match tokio::time::timeout(Duration::from_secs(30), engine.meta.group.remove_members(gone)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "removing nodes from group 0 failed (will retry)"),
-                Err(_) => tracing::warn!("removing nodes from group 0 timed out (will retry)"),
-            }
-            engine.moving.lock().remove("meta");
-        });
     }
 
     /// Removes node `id` from the cluster: marks it leaving; with `drain`, moves every replica off it and
@@ -439,97 +310,23 @@ impl Engine {
     /// leader removes it from group 0. Returns the number of replica moves started.
     pub async fn remove_node(&self, id: u64, drain: bool, timeout: Duration) -> Result<u32> {
         self.check_open()?;
-        let deadline = Instant::now() + timeout;
-        let rec = self
-            .meta
-            .catalog
-            .node(id)
-            .ok_or_else(|| Error::InvalidArgument(format!("node {id} is not a member of the cluster")))?;
-        if self.meta.catalog.nodes().iter().all(|n| n.id == id) {
-            return Err(Error::InvalidArgument(format!("node {id} is the last node of the cluster")));
-        }
-        if drain {
-            // Refuse before changing anything when some replica has nowhere to go.
-            placement::drain(&self.meta.catalog.drain_view(id), id)
-                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        }
-        if rec.state != "leaving" {
-            let leaving = NodeRecord { state: "leaving".into(), ..rec };
-            self.meta.propose(&MetaCommand::UpsertNode(leaving), deadline).await?;
-        }
-        let mut moves = 0u32;
-        while drain && self.holds_replicas(id) {
-            if Instant::now() > deadline {
-                return Err(Error::Timeout(format!(
-                    "node {id} still holds replicas; its drain goes on in the background (call remove_node again)"
-                )));
-            }
-            for m in placement::drain(&self.meta.catalog.drain_view(id), id)
-                .map_err(|e| Error::InvalidArgument(e.to_string()))?
-            {
-                let Some(entry) = self.meta.catalog.get(&m.collection) else { continue };
-                if !entry.leaving(m.shard).is_empty()
-                    || entry.replicas(m.shard).len() > entry.spec.replication_factor as usize
-                {
-                    continue; // already moving
-                }
-                let cmd = MetaCommand::MoveReplica(MoveReplica {
-                    collection: m.collection.clone(),
-                    uid: entry.uid,
-                    shard: m.shard,
-                    from: id,
-                    to: m.to,
-                });
-                match self.meta.propose(&cmd, deadline).await {
-                    Ok(_) => {
-                        moves += 1;
-                        tracing::info!(collection = %m.collection, shard = m.shard, from = id, to = m.to, "drain move started");
-                    }
-                    Err(Error::Internal(msg)) if msg.contains("move refused") => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        self.meta.propose(&MetaCommand::RemoveNode(id), deadline).await?;
-        tracing::info!(node = id, drain, moves, "node removed from the registry");
-        if let Some(me) = self.self_arc() {
-            // Re-place what a node removed without draining still held.
-            tokio::spawn(me.rebalance_until_settled());
-        }
-        Ok(moves)
+        self.mover.remove_node(id, drain, timeout).await
     }
 
-    /// On the shard leader: drops `req.node` (its replica is damaged) from the group's membership, voter
-    /// and learner alike. The leader's mover then adds it back as a learner, and promotes it once caught up.
+    /// Plans moves that balance the cluster and starts them through group 0 (see
+    /// `MoveExecutor::rebalance`); `collection` = "" for every collection. Returns the moves started.
+    pub async fn rebalance(&self, collection: &str, timeout: Duration) -> Result<Vec<StartedMove>> {
+        self.check_open()?;
+        self.mover.rebalance(collection, timeout).await
+    }
+
+    /// On the shard leader: drops `req.node` (its replica is damaged) from the group's membership (see
+    /// `MoveExecutor::handle_heal_replica`).
     pub async fn handle_heal_replica(&self, req: HealReplicaRequest, timeout: Duration) -> Result<()> {
         self.check_open()?;
-        let key = ReplicaKey::new(req.collection.clone(), req.uid, req.shard);
-        let r = self
-            .local
-            .replica_by_gid(&req.collection, req.uid, req.shard)
-            .ok_or_else(|| self.local.replica_not_open(&key))?;
-        if !r.group.is_leader() {
-            return Err(Error::NotLeader { leader: r.group.leader_id() });
-        }
-        let (voters, learners) = r.group.members().await?;
-        if !voters.contains(&req.node) && !learners.contains(&req.node) {
-            return Ok(());
-        }
-        if voters.len() == 1 && voters.contains(&req.node) {
-            return Err(Error::InvalidArgument(format!("node {} is the only voter of {}", req.node, r.gid)));
-        }
-        if !self.moving.lock().insert(r.gid.clone()) {
-            return Err(Error::ShardUnavailable(format!("{} is changing its membership: retry", r.gid)));
-        }
-        tracing::warn!(group = %r.gid, node = req.node, damage = %req.damage, "dropping a damaged replica to rebuild it");
-        let res = tokio::time::timeout(timeout, r.group.remove_members([req.node].into_iter().collect())).await;
-        self.moving.lock().remove(&r.gid);
-        match res {
-            Ok(r) => r.map_err(Error::from),
-            Err(_) => Err(Error::Timeout(format!("dropping node {} from {} took too long", req.node, r.gid))),
-        }
+        self.mover.handle_heal_replica(req, timeout).await
     }
+
     /// Anti-entropy (run every few seconds): probes the other nodes' replica digest rings and lets the local
     /// replicas compare theirs (see `LocalReplicas::anti_entropy_pass`).
     async fn anti_entropy_pass(&self) {
@@ -550,164 +347,12 @@ impl Engine {
         self.local.diverge_replica(name, shard)
     }
 
-    /// Whether node `id` holds (or is about to hold) a replica of some shard.
-    fn holds_replicas(&self, id: u64) -> bool {
-        self.meta.catalog.list().iter().any(|e| (0..e.spec.shards).any(|s| e.replicas(s).contains(&id)))
-    }
-
-    async fn run_step(&self, key: &ReplicaKey, r: &ShardReplica, step: MembershipStep) -> Result<()> {
-        tracing::info!(group = %r.gid, ?step, "shard move step");
-        match step {
-            MembershipStep::Nothing => Ok(()),
-            MembershipStep::AddLearner(n) => {
-                let addr = self.meta.node_addr(n).ok_or_else(|| Error::Internal(format!("node {n} has no address")))?;
-                // Returns once the learner caught up (snapshot streamed in chunks, then the log).
-                tokio::time::timeout(Duration::from_secs(600), r.group.add_learner(n, addr))
-                    .await
-                    .map_err(|_| Error::Timeout(format!("node {n} did not catch up within 600 s")))??;
-                Ok(())
-            }
-            MembershipStep::ChangeVoters(voters) => {
-                if !voters.contains(&self.cfg.node_id) && self.hand_over_before_leaving(r, &voters).await {
-                    return Ok(()); // the new leader makes the change (its move pass)
-                }
-                tokio::time::timeout(Duration::from_secs(60), r.group.change_membership(voters))
-                    .await
-                    .map_err(|_| Error::Timeout("membership change not committed within 60 s".into()))??;
-                Ok(())
-            }
-            MembershipStep::FinishMove => {
-                let cmd = MetaCommand::FinishMove(FinishMove {
-                    collection: key.collection.clone(),
-                    uid: key.uid,
-                    shard: key.shard,
-                });
-                self.meta.propose(&cmd, Instant::now() + Duration::from_secs(10)).await.map(|_| ())
-            }
-        }
-    }
-
-    /// Before the leader removes itself from its group's voters: hands leadership to one of the remaining
-    /// `voters` and waits (bounded) until it took over. Removing itself while leading would leave the group
-    /// without a leader for an election timeout and more (measured: a ~0.5 s write stall at the end of every
-    /// move off a leader); a hand-over costs one round trip. Returns whether leadership moved; if not, the
-    /// caller makes the change itself as before.
-    async fn hand_over_before_leaving(&self, r: &ShardReplica, voters: &BTreeSet<u64>) -> bool {
-        let current: BTreeSet<u64> = r.group.voter_ids().into_iter().collect();
-        let Some(&to) = voters.iter().find(|v| current.contains(v)) else { return false };
-        tracing::info!(group = %r.gid, to, "handing leadership over before leaving the group");
-        if let Err(e) = r.group.transfer_leader(to).await {
-            tracing::debug!(group = %r.gid, error = %e, "leadership hand-over before leaving");
-            return false;
-        }
-        let deadline = Instant::now() + HAND_OVER_WAIT;
-        while Instant::now() < deadline {
-            if !r.group.is_leader() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        false
-    }
-
-    /// Plans moves that balance the cluster (pure `placement::rebalance`, at most [`MAX_CONCURRENT_MOVES`]
-    /// at a time, none on a shard already moving) and starts them through group 0: replica moves (the shard
-    /// leader then walks its group through them) and preferred-leader changes (the current leader hands
-    /// over). `collection` = "" for every collection. Returns the moves started.
-    pub async fn rebalance(&self, collection: &str, timeout: Duration) -> Result<Vec<StartedMove>> {
-        self.check_open()?;
-        if !collection.is_empty() && self.meta.catalog.get(collection).is_none() {
-            return Err(Error::CollectionNotFound(collection.to_string()));
-        }
-        let deadline = Instant::now() + timeout;
-        let moves = placement::rebalance(&self.meta.catalog.view(), MAX_CONCURRENT_MOVES);
-        let mut started = Vec::new();
-        for m in moves {
-            if !collection.is_empty() && m.collection != collection {
-                continue;
-            }
-            let Some(entry) = self.meta.catalog.get(&m.collection) else { continue };
-            let from = m.from.unwrap_or(0);
-            if m.kind == MoveKind::Leader {
-                // Only the preferred leader changes; the shard's current leader hands over (move_pass).
-                let cmd = MetaCommand::PreferLeader(PreferLeader {
-                    collection: m.collection.clone(),
-                    uid: entry.uid,
-                    shard: m.shard,
-                    node: m.to,
-                });
-                match self.meta.propose(&cmd, deadline).await {
-                    Ok(_) => {
-                        tracing::info!(collection = %m.collection, shard = m.shard, from, to = m.to, "preferred leader moved");
-                        started.push(StartedMove { collection: m.collection, shard: m.shard, from, to: m.to });
-                    }
-                    Err(Error::Internal(msg)) if msg.contains("refused") => {
-                        tracing::debug!(%msg, "leader change skipped")
-                    }
-                    Err(e) => return Err(e),
-                }
-                continue;
-            }
-            let cmd = MetaCommand::MoveReplica(MoveReplica {
-                collection: m.collection.clone(),
-                uid: entry.uid,
-                shard: m.shard,
-                from,
-                to: m.to,
-            });
-            match self.meta.propose(&cmd, deadline).await {
-                Ok(_) => {
-                    tracing::info!(collection = %m.collection, shard = m.shard, from, to = m.to, "replica move started");
-                    started.push(StartedMove { collection: m.collection, shard: m.shard, from, to: m.to });
-                }
-                Err(Error::Internal(msg)) if msg.contains("move refused") => tracing::debug!(%msg, "move skipped"),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(started)
-    }
-
-    /// Whether some shard of some collection is moving.
-    fn moves_in_flight(&self) -> bool {
-        self.meta.catalog.list().iter().any(|e| {
-            (0..e.spec.shards)
-                .any(|s| !e.leaving(s).is_empty() || e.replicas(s).len() > e.spec.replication_factor as usize)
-        })
-    }
-
-    /// Rebalances in rounds until nothing moves (bounded: 100 rounds, 30 minutes), waiting for each round's
-    /// moves to finish. Run by the group-0 leader after a node joined.
-    async fn rebalance_until_settled(self: Arc<Self>) {
-        let deadline = Instant::now() + Duration::from_secs(1800);
-        for _ in 0..100 {
-            while self.moves_in_flight() {
-                if Instant::now() > deadline || self.closing.load(Ordering::Acquire) {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            match self.rebalance("", Duration::from_secs(10)).await {
-                Ok(m) if m.is_empty() => return,
-                Ok(m) => tracing::info!(moves = m.len(), "rebalance round started"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "rebalance round failed");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-            // Let the catalog show the moves before checking again.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
     /// On the group-0 leader: adds node `req.node_id` to the cluster (see `MetaPlane::handle_join`); with
     /// `auto_rebalance`, then moves replicas onto it in the background.
     pub async fn handle_join(&self, req: JoinRequest, timeout: Duration) -> Result<()> {
         self.check_running()?;
-        if self.meta.handle_join(req, timeout).await?
-            && self.cfg.auto_rebalance
-            && let Some(me) = self.self_arc()
-        {
-            tokio::spawn(me.rebalance_until_settled());
+        if self.meta.handle_join(req, timeout).await? && self.cfg.auto_rebalance {
+            tokio::spawn(self.mover.clone().rebalance_until_settled());
         }
         Ok(())
     }
@@ -716,10 +361,6 @@ impl Engine {
     pub async fn handle_meta_propose(&self, command: Vec<u8>, timeout: Duration) -> Result<Vec<u8>> {
         self.check_open()?;
         self.meta.handle_propose(command, timeout).await
-    }
-
-    fn self_arc(&self) -> Option<Arc<Engine>> {
-        self.me.upgrade()
     }
 
     /// This node's id.
@@ -735,10 +376,10 @@ impl Engine {
     /// Whether this node should get traffic (a `/readyz` probe): `Err` says why not (starting, draining, cut
     /// off from the cluster's majority).
     pub fn readiness(&self) -> std::result::Result<(), String> {
-        if !self.ready.load(Ordering::Acquire) {
+        if !self.lifecycle.is_ready() {
             return Err("starting: not joined or recovered yet".into());
         }
-        if self.draining.load(Ordering::Acquire) || self.closing.load(Ordering::Acquire) {
+        if self.lifecycle.is_draining() || self.lifecycle.is_closing() {
             return Err("draining: the node is stopping".into());
         }
         match self.meta.cut_off() {
@@ -798,27 +439,20 @@ impl Engine {
         &self.cfg.api_keys
     }
 
-    /// Refuses requests while shutting down.
-    fn check_running(&self) -> Result<()> {
-        if self.closing.load(Ordering::Acquire) {
-            return Err(Error::NodeUnavailable(format!("node {} is shutting down", self.cfg.node_id)));
-        }
-        Ok(())
-    }
-
     /// The collection `name` with this node's replicas of it (refused while starting or shutting down).
     pub(crate) fn view(&self, name: &str) -> Result<CollectionView> {
         self.check_open()?;
         self.local.view(name)
     }
 
+    /// Refuses requests while shutting down.
+    fn check_running(&self) -> Result<()> {
+        self.lifecycle.check_running()
+    }
+
     /// Refuses requests while starting or shutting down.
     pub(crate) fn check_open(&self) -> Result<()> {
-        self.check_running()?;
-        if !self.ready.load(Ordering::Acquire) {
-            return Err(Error::NodeUnavailable(format!("node {} is starting", self.cfg.node_id)));
-        }
-        Ok(())
+        self.lifecycle.check_open()
     }
 
     /// Whether the registry marks this node as leaving (being drained by `remove_node`) or it has been
@@ -826,13 +460,13 @@ impl Engine {
     pub fn is_leaving(&self) -> bool {
         match self.meta.catalog.node(self.cfg.node_id) {
             Some(n) => n.state == "leaving",
-            None => self.ready.load(Ordering::Acquire) && !self.meta.catalog.nodes().is_empty(),
+            None => self.lifecycle.is_ready() && !self.meta.catalog.nodes().is_empty(),
         }
     }
 
     /// Whether the node serves requests.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && !self.closing.load(Ordering::Acquire)
+        self.lifecycle.is_ready() && !self.lifecycle.is_closing()
     }
 
     /// Creates a collection; returns once group 0 committed it and this node opened its replicas of it.
@@ -1141,7 +775,7 @@ impl Engine {
     /// hand it back the leadership it is about to give away, and see it as down) and its groups stop
     /// campaigning. Requests it already serves go on; Raft traffic goes on.
     pub fn begin_drain(&self) {
-        self.draining.store(true, Ordering::Release);
+        self.lifecycle.set_draining();
         self.meta.group.set_campaigning(false);
         for r in self.local.replicas.read().values() {
             r.group.set_campaigning(false);
@@ -1150,7 +784,7 @@ impl Engine {
 
     /// Whether [`Engine::begin_drain`] was called.
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
+        self.lifecycle.is_draining()
     }
 
     /// Before a graceful stop: asks every group this node leads (group 0 and shards) to hand leadership to
@@ -1196,7 +830,7 @@ impl Engine {
 
     /// Stops accepting requests, shuts every group down (flushing logs) and stops the indexer.
     pub async fn shutdown(&self) {
-        if self.closing.swap(true, Ordering::AcqRel) {
+        if self.lifecycle.set_closing() {
             return;
         }
         self.local.close_all().await;
