@@ -1,13 +1,16 @@
-//! The engine of one node: owns group 0 (catalog + node registry), the local shard replicas, the HLC and
-//! the indexer; joins the cluster; and coordinates every read and write across the shards of a collection
-//! (writes in `write_path.rs`, reads in `read_path.rs`).
+//! The engine of one node: wires its components together, runs their background passes and is the API
+//! the node's gRPC services call. Each component owns its state; the engine owns none but the wiring:
 //!
 //! ```text
-//!   gRPC handler ──> Engine ──┬─> group 0 (RaftGroup + Catalog)  create / drop / join  (forwarded to its leader)
-//!                             ├─> shard leaders                  write batches, one per shard (local or forwarded)
-//!                             └─> shard replicas                 get / count / search by read level, merged here
-//!   catalog change ──> reconcile task ──> reconciler::plan ──> open / initialise / remove local shard groups
+//!   gRPC handler ──> Engine ──┬─> MetaPlane      group 0: catalog, registry, joins, proposals (meta_plane.rs)
+//!                             ├─> Coordinator    reads, writes, scrolls across the shards (coordinator.rs)
+//!                             ├─> MoveExecutor   replica / leadership moves, rebalance, drain (move_executor.rs)
+//!                             └─> LocalReplicas  this node's shard groups, quarantine, heal (local_replicas.rs)
+//!   catalog change ──> reconcile task ──> LocalReplicas::reconcile ──> open / initialise / remove shard groups
 //! ```
+//!
+//! Ownership is a tree (no cycles): Coordinator and MoveExecutor hold `Arc`s of LocalReplicas and MetaPlane,
+//! LocalReplicas holds one of MetaPlane; the engine holds them all and the shared `Lifecycle`.
 //!
 //! Node life cycle:
 //!
@@ -19,26 +22,35 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use serde_json::{Map, Value};
 use shoal_api::collections::CollectionSpec;
 use shoal_api::commands::MetaCommand;
 use shoal_api::internal::{
-    HealReplicaRequest, JoinRequest, NodeRecord, NodeStateReply, NodeStateRequest, ReplicaState,
+    HealReplicaRequest, JoinRequest, NodeRecord, NodeStateReply, NodeStateRequest, ReplicaState, ShardReadReply,
+    ShardReadRequest, ShardWriteReply, ShardWriteRequest,
 };
+use shoal_api::v1::SessionToken;
+use shoal_core::PointId;
 use shoal_core::hlc::Hlc;
+use shoal_core::store::PointRecord;
 use shoal_raft::{GroupOptions, GrpcNetwork, RaftGroup, RaftTransportService};
 
 use crate::catalog::CollectionEntry;
-use crate::leader_hints::LeaderHints;
+use crate::coordinator::Coordinator;
+use crate::levels::ReadLevel;
 use crate::lifecycle::Lifecycle;
 use crate::local_replicas::{CollectionView, LocalReplicas, ShardReplica};
 use crate::meta_plane::MetaPlane;
 use crate::move_executor::{MoveExecutor, StartedMove};
 use crate::peer::Peers;
 use crate::placement;
+use crate::read_path::{SearchOutcome, SearchQuery};
 use crate::reconciler::ReplicaKey;
+use crate::scroll::{Scroll, ScrollParams};
+use crate::write_path::{WriteOptions, WriteOutcome};
 use crate::{Error, Result};
 
 /// Static configuration of an engine.
@@ -128,22 +140,10 @@ pub struct Engine {
     net: GrpcNetwork,
     /// The Raft transport's registry of local groups.
     pub(crate) transport: RaftTransportService,
-    /// Clients of the other nodes (shared with the components).
-    pub(crate) peers: Arc<Peers>,
     /// This node's shard replicas (open and quarantined), the indexer and the disk.
     pub(crate) local: Arc<LocalReplicas>,
-    /// Leader hints of shard groups this node learnt from other nodes, by group id.
-    pub(crate) leader_hints: LeaderHints,
-    /// Version clock for writes (shared with `local`, which never lets it fall behind a replica's data).
-    pub(crate) hlc: Arc<Hlc>,
-    /// Milliseconds added to the system clock by `hlc` (fault injection; 0 otherwise).
-    clock_offset: Arc<std::sync::atomic::AtomicI64>,
-    /// Rotates equal replica choices (see planner::PlanContext::turn).
-    pub(crate) round_robin: AtomicUsize,
-    /// In-flight requests and latencies of the nodes this node reads from.
-    pub(crate) loads: crate::load::LoadTracker,
-    /// This node's work counters (Node.stats).
-    pub(crate) counters: Arc<crate::load::NodeCounters>,
+    /// The read, write and scroll paths (and the clock, hints, loads and counters they share).
+    pub(crate) coord: Arc<Coordinator>,
     /// Replica and leadership moves (move pass, rebalance, drain, heal removals).
     pub(crate) mover: Arc<MoveExecutor>,
     /// Ready, draining, closing (shared with the components that refuse requests or stop by them).
@@ -197,22 +197,8 @@ impl Engine {
         ));
         let lifecycle = Arc::new(Lifecycle::new(cfg.node_id));
         let mover = Arc::new(MoveExecutor::new(meta.clone(), local.clone(), lifecycle.clone()));
-        Ok(Arc::new(Engine {
-            mover,
-            lifecycle,
-            hlc,
-            local,
-            clock_offset,
-            peers,
-            cfg,
-            meta,
-            net,
-            transport,
-            leader_hints: LeaderHints::default(),
-            round_robin: AtomicUsize::new(0),
-            loads: Default::default(),
-            counters: Default::default(),
-        }))
+        let coord = Arc::new(Coordinator::new(meta.clone(), local.clone(), lifecycle.clone(), hlc, clock_offset));
+        Ok(Arc::new(Engine { mover, lifecycle, local, coord, cfg, meta, net, transport }))
     }
 
     /// Brings the node into service: joins the cluster through `cfg.join` when group 0 is new, otherwise
@@ -298,7 +284,7 @@ impl Engine {
                 if passes.is_multiple_of(ANTI_ENTROPY_EVERY_PASSES) {
                     engine.anti_entropy_pass().await;
                 }
-                engine.local.heal_pass(&engine.leader_hints).await;
+                engine.local.heal_pass(&engine.coord.leader_hints).await;
             }
         });
         self.lifecycle.set_ready();
@@ -400,15 +386,107 @@ impl Engine {
 
     /// Fault injection: runs this node's clock `offset_ms` (|offset| <= 1 hour) off the system clock.
     pub fn set_clock_offset(&self, offset_ms: i64) -> Result<i64> {
-        const MAX: i64 = 3_600_000;
-        if !(-MAX..=MAX).contains(&offset_ms) {
-            return Err(Error::InvalidArgument(format!("clock offset {offset_ms} ms is outside -{MAX}..={MAX}")));
-        }
-        self.clock_offset.store(offset_ms, Ordering::Relaxed);
-        tracing::warn!(offset_ms, "fault injection: clock skewed");
-        Ok(offset_ms)
+        self.coord.set_clock_offset(offset_ms)
     }
 
+    /// Fetches points by id, in request order.
+    pub async fn get(
+        &self,
+        name: &str,
+        ids: Vec<PointId>,
+        with_vectors: bool,
+        level: ReadLevel,
+        session: &[SessionToken],
+        timeout: Duration,
+    ) -> Result<Vec<Option<PointRecord>>> {
+        self.coord.get(name, ids, with_vectors, level, session, timeout).await
+    }
+
+    /// Number of live points.
+    pub async fn count(
+        &self,
+        name: &str,
+        level: ReadLevel,
+        session: &[SessionToken],
+        timeout: Duration,
+    ) -> Result<u64> {
+        self.coord.count(name, level, session, timeout).await
+    }
+
+    /// k-nearest-neighbour search of `nq` queries (row-major `queries`), merged over every shard.
+    pub async fn search(
+        &self,
+        name: &str,
+        q: SearchQuery,
+        session: &[SessionToken],
+        timeout: Duration,
+    ) -> Result<SearchOutcome> {
+        self.coord.search(name, q, session, timeout).await
+    }
+
+    /// Serves a shard read sent by a coordinator.
+    pub async fn handle_shard_read(&self, req: ShardReadRequest, timeout: Duration) -> Result<ShardReadReply> {
+        self.coord.handle_shard_read(req, timeout).await
+    }
+
+    /// Validates a scroll (collection, batch size, filter, resume token) and starts streaming it. Errors
+    /// found here come back before any batch.
+    pub fn scroll(self: &Arc<Self>, name: &str, params: ScrollParams) -> Result<Scroll> {
+        self.coord.scroll(name, params)
+    }
+
+    /// Upserts points. The whole batch is validated before anything is written.
+    pub async fn upsert(
+        &self,
+        name: &str,
+        ids: Vec<PointId>,
+        vectors: Vec<f32>,
+        payloads: Vec<Option<Map<String, Value>>>,
+        opts: WriteOptions,
+    ) -> Result<WriteOutcome> {
+        self.coord.upsert(name, ids, vectors, payloads, opts).await
+    }
+
+    /// Deletes points by id (absent ids are no-ops that still leave a tombstone).
+    pub async fn delete(&self, name: &str, ids: Vec<PointId>, opts: WriteOptions) -> Result<WriteOutcome> {
+        self.coord.delete(name, ids, opts).await
+    }
+
+    /// Merges `patch` into the payload of each point, key by key (LWW per key).
+    pub async fn update_payload(
+        &self,
+        name: &str,
+        ids: Vec<PointId>,
+        patch: Map<String, Value>,
+        opts: WriteOptions,
+    ) -> Result<WriteOutcome> {
+        self.coord.update_payload(name, ids, patch, opts).await
+    }
+
+    /// Serves a shard write forwarded by a coordinator: this node must lead the group.
+    pub async fn handle_shard_write(&self, req: ShardWriteRequest, timeout: Duration) -> Result<ShardWriteReply> {
+        self.coord.handle_shard_write(req, timeout).await
+    }
+
+    /// (live points, live points not yet indexed) of a collection: points counted once per shard (its
+    /// most complete replica), unindexed summed over every replica (all must be indexed).
+    pub async fn index_status(&self, name: &str, timeout: Duration) -> Result<(u64, u64)> {
+        let view = self.view(name)?;
+        let uid = view.entry.uid;
+        let mut best: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+        let mut unindexed = 0u64;
+        for (_, st) in self.probe_nodes(timeout, Default::default()).await {
+            let Ok(st) = st else { continue };
+            for r in st.replicas.iter().filter(|r| r.collection == name && r.uid == uid) {
+                unindexed += r.unindexed;
+                let e = best.entry(r.shard).or_insert((0, 0));
+                if r.applied_index >= e.0 {
+                    *e = (r.applied_index, r.count);
+                }
+            }
+        }
+        Ok((best.values().map(|v| v.1).sum(), unindexed))
+    }
     /// The node's fault switch (node ids it refuses to talk to).
     pub fn set_blocked(&self, blocked: &[u64]) -> Vec<u64> {
         let bl = self.net.blocklist();
@@ -595,7 +673,7 @@ impl Engine {
                 snapshot_bytes: self.transport.snapshot_progress(&r.gid).map_or(0, |p| p.0),
             });
         }
-        let c = &self.counters;
+        let c = &self.coord.counters;
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         MetricsView {
             groups,
@@ -664,7 +742,7 @@ impl Engine {
             replicas,
             meta_leader: self.meta.group.leader_id().unwrap_or(0),
             resources: want.with_resources.then(|| crate::resources::sample(&self.cfg.data_dir)),
-            stats: Some(self.counters.to_proto()),
+            stats: Some(self.coord.counters.to_proto()),
             metrics_address: self.cfg.metrics_address.clone().unwrap_or_default(),
             draining: self.is_draining(),
         }
@@ -753,7 +831,7 @@ impl Engine {
             let st = if n.id == self.cfg.node_id {
                 Ok(self.node_state(&want))
             } else {
-                self.peers.node_state(n.id, &n.address, want, timeout).await
+                self.meta.peers.node_state(n.id, &n.address, want, timeout).await
             };
             (n, st)
         });

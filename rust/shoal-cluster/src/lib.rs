@@ -6,6 +6,7 @@ pub mod anti_entropy;
 pub mod api_keys;
 pub mod catalog;
 pub mod cluster_view;
+pub mod coordinator;
 pub mod engine;
 pub mod error;
 pub mod executor;

@@ -26,7 +26,7 @@ use shoal_core::{CancelToken, PointId};
 
 use futures::StreamExt;
 
-use crate::engine::Engine;
+use crate::coordinator::Coordinator;
 use crate::executor::{ReadRound, RoundConfig};
 use crate::levels::{LoadBalancing, ReadLevel};
 use crate::load::NodeCounters;
@@ -208,7 +208,7 @@ pub(crate) fn tokens_of(tokens: &[SessionToken], uid: u64) -> HashMap<u32, u64> 
     out
 }
 
-impl Engine {
+impl Coordinator {
     /// Takes `n` consecutive turns of the planner's rotation counter; returns the first.
     fn next_turns(&self, n: usize) -> usize {
         self.round_robin.fetch_add(n, Ordering::Relaxed)
@@ -588,8 +588,8 @@ impl Engine {
     }
 
     /// Serves a shard read sent by a coordinator.
-    pub async fn handle_shard_read(&self, req: ShardReadRequest, timeout: Duration) -> Result<ShardReadReply> {
-        self.check_open()?;
+    pub(crate) async fn handle_shard_read(&self, req: ShardReadRequest, timeout: Duration) -> Result<ShardReadReply> {
+        self.lifecycle.check_open()?;
         let _busy = self.counters.enter();
         let deadline = Instant::now() + timeout;
         let level = level_from_proto(req.level)?;
@@ -643,7 +643,7 @@ impl Engine {
     }
 
     /// Fetches points by id, in request order.
-    pub async fn get(
+    pub(crate) async fn get(
         &self,
         name: &str,
         ids: Vec<PointId>,
@@ -675,7 +675,7 @@ impl Engine {
     }
 
     /// Number of live points.
-    pub async fn count(
+    pub(crate) async fn count(
         &self,
         name: &str,
         level: ReadLevel,
@@ -706,7 +706,7 @@ impl Engine {
     }
 
     /// k-nearest-neighbour search of `nq` queries (row-major `queries`), merged over every shard.
-    pub async fn search(
+    pub(crate) async fn search(
         &self,
         name: &str,
         q: SearchQuery,
@@ -767,26 +767,6 @@ impl Engine {
             merge_top_k(per_shard.into_values().collect(), nq, k)
         };
         Ok(SearchOutcome { hits, failed_shards: out.failed, shards })
-    }
-
-    /// (live points, live points not yet indexed) of a collection: points counted once per shard (its
-    /// most complete replica), unindexed summed over every replica (all must be indexed).
-    pub async fn index_status(&self, name: &str, timeout: Duration) -> Result<(u64, u64)> {
-        let view = self.view(name)?;
-        let uid = view.entry.uid;
-        let mut best: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
-        let mut unindexed = 0u64;
-        for (_, st) in self.probe_nodes(timeout, Default::default()).await {
-            let Ok(st) = st else { continue };
-            for r in st.replicas.iter().filter(|r| r.collection == name && r.uid == uid) {
-                unindexed += r.unindexed;
-                let e = best.entry(r.shard).or_insert((0, 0));
-                if r.applied_index >= e.0 {
-                    *e = (r.applied_index, r.count);
-                }
-            }
-        }
-        Ok((best.values().map(|v| v.1).sum(), unindexed))
     }
 }
 

@@ -28,7 +28,7 @@ use shoal_core::dedup::WriteId;
 use shoal_core::store::{WriteBatch, WriteOp};
 use shoal_core::{PointId, validate};
 
-use crate::engine::Engine;
+use crate::coordinator::Coordinator;
 use crate::executor::{Retry, WriteAttempts, WriteStep};
 use crate::levels::WriteLevel;
 use crate::load::NodeCounters;
@@ -85,7 +85,7 @@ fn level_from_proto(v: i32) -> Result<WriteLevel> {
     }
 }
 
-impl Engine {
+impl Coordinator {
     /// Stamps `ops` with one version, splits them by shard and writes each part at `level`, every part
     /// under `write_id` (a new random id when `None`).
     pub(crate) async fn write(
@@ -291,8 +291,12 @@ impl Engine {
     }
 
     /// Serves a shard write forwarded by a coordinator: this node must lead the group.
-    pub async fn handle_shard_write(&self, req: ShardWriteRequest, timeout: Duration) -> Result<ShardWriteReply> {
-        self.check_open()?;
+    pub(crate) async fn handle_shard_write(
+        &self,
+        req: ShardWriteRequest,
+        timeout: Duration,
+    ) -> Result<ShardWriteReply> {
+        self.lifecycle.check_open()?;
         let _busy = self.counters.enter();
         let key: ReplicaKey = req.group.parse()?;
         let r = self
@@ -310,7 +314,7 @@ impl Engine {
     }
 
     /// Upserts points. The whole batch is validated before anything is written.
-    pub async fn upsert(
+    pub(crate) async fn upsert(
         &self,
         name: &str,
         ids: Vec<PointId>,
@@ -342,7 +346,7 @@ impl Engine {
     }
 
     /// Deletes points by id (absent ids are no-ops that still leave a tombstone).
-    pub async fn delete(&self, name: &str, ids: Vec<PointId>, opts: WriteOptions) -> Result<WriteOutcome> {
+    pub(crate) async fn delete(&self, name: &str, ids: Vec<PointId>, opts: WriteOptions) -> Result<WriteOutcome> {
         let view = self.view(name)?;
         validate::check_ids(&ids, view.entry.spec.shard.id_type)?;
         let ops = ids.into_iter().map(|id| (id, OpBody::Delete)).collect();
@@ -350,7 +354,7 @@ impl Engine {
     }
 
     /// Merges `patch` into the payload of each point, key by key (LWW per key).
-    pub async fn update_payload(
+    pub(crate) async fn update_payload(
         &self,
         name: &str,
         ids: Vec<PointId>,
