@@ -492,17 +492,15 @@ impl Coordinator {
                     Err(_) => Err(Error::Consistency(format!("leadership of {} not confirmed in time", r.gid))),
                 },
                 ReadLevel::Session if t.min_applied > 0 => {
+                    // Woken by the replica's applies (a watch bumped by the state machine), bounded.
                     let until = Instant::now() + left.min(SESSION_WAIT);
-                    while r.app.applied_index() < t.min_applied {
-                        if Instant::now() >= until {
-                            return Err(Error::ShardUnavailable(format!(
-                                "replica of {} on node {me} has applied {} < session token {}",
-                                r.gid,
-                                r.app.applied_index(),
-                                t.min_applied
-                            )));
-                        }
-                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    if !r.app.wait_applied(t.min_applied, until.into()).await {
+                        return Err(Error::ShardUnavailable(format!(
+                            "replica of {} on node {me} has applied {} < session token {}",
+                            r.gid,
+                            r.app.applied_index(),
+                            t.min_applied
+                        )));
                     }
                     Ok(())
                 }
