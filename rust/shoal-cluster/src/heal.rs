@@ -2,6 +2,7 @@
 //! replica (closed, reported), move its files aside, have the shard leader drop it from the group, open a
 //! fresh copy, and on the leader side serve `HealReplica`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -130,14 +131,29 @@ impl LocalReplicas {
     /// One pass over the damaged replicas (run periodically): quarantine open replicas whose state machine
     /// met an undecodable committed entry, then take every quarantined replica one step further.
     pub(crate) async fn heal_pass(self: &Arc<Self>, hints: &LeaderHints) {
-        let _guard = self.reconcile_lock.lock().await;
-        let damaged: Vec<(ReplicaKey, String)> = self
-            .replicas
-            .read()
-            .iter()
-            .filter(|(k, _)| !self.quarantine.read().contains_key(*k))
-            .filter_map(|(k, r)| r.app.damage().map(|d| (k.clone(), d)))
-            .collect();
+        // Under the lock only: find the damaged replicas and claim them and the quarantined ones (see
+        // `LocalReplicas::reconcile`); closing groups, asking leaders and opening fresh copies run without it.
+        // A replica another pass holds is left for the next heal pass.
+        let (damaged, claimed) = {
+            let Some(_guard) = self.lock_for_pass().await else { return };
+            let mut claimed = BTreeMap::new();
+            let damaged: Vec<(ReplicaKey, String)> = self
+                .replicas
+                .read()
+                .iter()
+                .filter(|(k, _)| !self.quarantine.read().contains_key(*k))
+                .filter_map(|(k, r)| r.app.damage().map(|d| (k.clone(), d)))
+                .filter(|(k, _)| self.claim(k).map(|c| claimed.insert(k.clone(), c)).is_some())
+                .collect();
+            for key in self.quarantined_keys() {
+                if !claimed.contains_key(&key)
+                    && let Some(c) = self.claim(&key)
+                {
+                    claimed.insert(key, c);
+                }
+            }
+            (damaged, claimed)
+        };
         for (key, damage) in damaged {
             let Some(entry) = self.meta.catalog.get(&key.collection).filter(|e| e.uid == key.uid) else { continue };
             let removed = self.replicas.write().remove(&key);
@@ -149,7 +165,8 @@ impl LocalReplicas {
             }
             self.quarantine_replica(&entry, &key, damage);
         }
-        let keys = self.quarantined_keys();
+        // The replicas quarantined above go on at once; those quarantined meanwhile by a reconcile pass wait.
+        let keys: Vec<ReplicaKey> = self.quarantined_keys().into_iter().filter(|k| claimed.contains_key(k)).collect();
         for key in keys {
             let Some(entry) = self.meta.catalog.get(&key.collection).filter(|e| e.uid == key.uid) else { continue };
             let Some(stage) = self.quarantine.read().get(&key).map(|q| q.stage) else { continue };

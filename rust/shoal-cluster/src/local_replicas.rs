@@ -7,10 +7,10 @@
 //!   heal pass ──> quarantine damaged replicas ──> rebuild them from their peers (heal.rs)
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -67,6 +67,22 @@ pub(crate) fn inside_shards(root: &Path, dir: &Path) -> bool {
     })
 }
 
+/// A pass's exclusive right to open, close, delete or heal one replica (see `LocalReplicas::claim`);
+/// released when dropped.
+pub(crate) struct Claim<'a> {
+    /// Whose replica.
+    local: &'a LocalReplicas,
+    /// The replica claimed.
+    key: ReplicaKey,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.local.busy.lock().remove(&self.key);
+        self.local.claims_ended.notify_waiters();
+    }
+}
+
 /// The shard replicas of this node and their files.
 pub(crate) struct LocalReplicas {
     /// Static configuration of the node (shared with the other components).
@@ -82,14 +98,24 @@ pub(crate) struct LocalReplicas {
     /// The node's version clock (shared with the coordinator): never behind the newest version of an open
     /// replica.
     hlc: Arc<Hlc>,
-    /// Open replicas by key; changed only under `reconcile_lock` (reconcile and heal passes, shutdown).
+    /// Open replicas by key; an entry is added or removed only by the pass holding its key's claim (`busy`),
+    /// or by `close_all`.
     pub(crate) replicas: RwLock<BTreeMap<ReplicaKey, Arc<ShardReplica>>>,
-    /// Replicas found damaged and their repair (see `quarantine.rs`); changed under `reconcile_lock`.
+    /// Replicas found damaged and their repair (see `quarantine.rs`); an entry changes only under its key's
+    /// claim.
     pub(crate) quarantine: RwLock<BTreeMap<ReplicaKey, Quarantine>>,
     /// The replicas this node created on its disk (a listed replica whose files are gone is damaged).
     manifest: Manifest,
-    /// Serialises reconcile and heal passes and shutdown.
-    pub(crate) reconcile_lock: AsyncMutex<()>,
+    /// Held by a reconcile or heal pass only while it reads the replica map and claims the replicas it will
+    /// work on, and by `close_all`; never across a group's open, election, shutdown or a directory deletion.
+    reconcile_lock: AsyncMutex<()>,
+    /// Replicas a pass is opening, closing, deleting or healing now: at most one pass works on a replica at a
+    /// time (see `claim`). Claims are taken under `reconcile_lock` while not `closed`.
+    busy: parking_lot::Mutex<HashSet<ReplicaKey>>,
+    /// Notified each time a claim ends (`close_all` waits for the claims of passes still running).
+    claims_ended: tokio::sync::Notify,
+    /// Set by `close_all`: no pass claims (so opens) anything after it.
+    closed: AtomicBool,
     /// Background index builder; indexes exactly the open replicas (`refresh_indexer`).
     indexer: Indexer,
     /// Free bytes of the data dir's file system, sampled every `DISK_EVERY` (`u64::MAX` = unknown).
@@ -118,57 +144,72 @@ impl LocalReplicas {
             quarantine: RwLock::default(),
             manifest,
             reconcile_lock: AsyncMutex::new(()),
+            busy: parking_lot::Mutex::new(HashSet::new()),
+            claims_ended: tokio::sync::Notify::new(),
+            closed: AtomicBool::new(false),
             indexer: Indexer::start(),
             disk_free: AtomicU64::new(u64::MAX),
         }
     }
 
     /// Makes local replicas match the catalog (see `reconciler::plan`).
+    ///
+    /// The pass holds `reconcile_lock` only while it plans from the replica map and claims the replicas it
+    /// acts on; the opens (a single voter's election takes up to 10 s), group shutdowns and directory
+    /// deletions run without it, so one slow group stalls neither the heal pass nor shutdown's wait for it
+    /// nor, next second, the other shards' opens. Two passes never open or delete the same replica at once:
+    /// each works only on the replicas it claimed (`claim`), skips those another pass holds (the next pass
+    /// takes them up), and keeps each claim until the replica is open, quarantined or gone.
     pub(crate) async fn reconcile(&self) -> Result<()> {
-        let _guard = self.reconcile_lock.lock().await;
-        let entries: BTreeMap<String, CollectionEntry> =
-            self.meta.catalog.list().into_iter().map(|e| (e.spec.name.clone(), e)).collect();
-        let want = reconciler::desired(&entries, self.cfg.node_id);
-        // A quarantined replica counts as present: it is not opened again (the heal pass owns it).
-        let mut have: BTreeSet<ReplicaKey> = self.replicas.read().keys().cloned().collect();
-        have.extend(self.quarantined_keys());
-        // Opens run concurrently (below): one group slow to elect its leader (up to 10 s for a single
-        // voter) no longer holds up every other shard of the pass.
-        let mut opens = Vec::new();
-        for action in reconciler::plan(&want, &have) {
-            match action {
-                Action::Remove(key) => {
-                    self.forget_quarantine(&key);
-                    if let Err(e) = self.manifest.remove(&key.group_id()) {
-                        tracing::warn!(?key, error = %e, "could not update the replica manifest");
-                    }
-                    let replica = self.replicas.write().remove(&key);
-                    self.refresh_indexer();
-                    if let Some(r) = replica {
-                        self.transport.deregister(&r.gid);
-                        if let Err(e) = r.group.shutdown().await {
-                            tracing::warn!(?key, error = %e, "shard group shutdown failed");
-                        }
-                    }
-                    let dir = shard_dir(&self.cfg.data_dir, &key);
-                    if !inside_shards(&self.cfg.data_dir, &dir) {
-                        tracing::error!(dir = %dir.display(), "refusing to delete a shard dir outside the data dir");
-                    } else if let Err(e) = remove_dir_all_blocking(dir.clone()).await {
-                        tracing::warn!(dir = %dir.display(), error = %e, "could not remove shard data");
-                    }
-                    // The collection's directory goes with its last shard (fails harmlessly while not empty).
-                    if let Some(parent) = dir.parent() {
-                        let _ = std::fs::remove_dir(parent);
-                    }
-                    tracing::info!(collection = %key.collection, shard = key.shard, "shard replica removed");
-                }
-                Action::Open(key) => {
-                    let entry = &entries[&key.collection];
-                    opens.push(async move { (entry, self.open_replica(entry, &key, false).await, key) });
+        let (entries, removes, to_open) = {
+            let Some(_guard) = self.lock_for_pass().await else { return Ok(()) };
+            let entries: BTreeMap<String, CollectionEntry> =
+                self.meta.catalog.list().into_iter().map(|e| (e.spec.name.clone(), e)).collect();
+            let want = reconciler::desired(&entries, self.cfg.node_id);
+            // A quarantined replica counts as present: it is not opened again (the heal pass owns it).
+            let mut have: BTreeSet<ReplicaKey> = self.replicas.read().keys().cloned().collect();
+            have.extend(self.quarantined_keys());
+            let (mut removes, mut to_open) = (Vec::new(), Vec::new());
+            for action in reconciler::plan(&want, &have) {
+                match action {
+                    Action::Remove(key) => removes.extend(self.claim(&key).map(|c| (key, c))),
+                    Action::Open(key) => to_open.extend(self.claim(&key).map(|c| (key, c))),
                 }
             }
+            (entries, removes, to_open)
+        };
+        for (key, _claim) in removes {
+            self.forget_quarantine(&key);
+            if let Err(e) = self.manifest.remove(&key.group_id()) {
+                tracing::warn!(?key, error = %e, "could not update the replica manifest");
+            }
+            let replica = self.replicas.write().remove(&key);
+            self.refresh_indexer();
+            if let Some(r) = replica {
+                self.transport.deregister(&r.gid);
+                if let Err(e) = r.group.shutdown().await {
+                    tracing::warn!(?key, error = %e, "shard group shutdown failed");
+                }
+            }
+            let dir = shard_dir(&self.cfg.data_dir, &key);
+            if !inside_shards(&self.cfg.data_dir, &dir) {
+                tracing::error!(dir = %dir.display(), "refusing to delete a shard dir outside the data dir");
+            } else if let Err(e) = remove_dir_all_blocking(dir.clone()).await {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove shard data");
+            }
+            // The collection's directory goes with its last shard (fails harmlessly while not empty).
+            if let Some(parent) = dir.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
+            tracing::info!(collection = %key.collection, shard = key.shard, "shard replica removed");
         }
-        for (entry, opened, key) in futures::future::join_all(opens).await {
+        // Opens run concurrently: one group slow to elect its leader (up to 10 s for a single voter) does not
+        // hold up every other shard of the pass. Each keeps its claim until it is open or quarantined.
+        let opens = to_open.into_iter().map(|(key, claim)| {
+            let entry = &entries[&key.collection];
+            async move { (entry, self.open_replica(entry, &key, false).await, key, claim) }
+        });
+        for (entry, opened, key, _claim) in futures::future::join_all(opens).await {
             match opened {
                 Ok(()) => {}
                 Err(Error::Corrupt { path, reason }) => {
@@ -349,6 +390,15 @@ impl LocalReplicas {
     /// Closes every replica (flushing its log) and stops the indexer's work on them; run once, at shutdown.
     pub(crate) async fn close_all(&self) {
         let _guard = self.reconcile_lock.lock().await;
+        self.closed.store(true, Ordering::Release);
+        // No claim is taken from now on: wait for the passes still working on a replica to finish with it.
+        loop {
+            let ended = self.claims_ended.notified();
+            if self.busy.lock().is_empty() {
+                break;
+            }
+            ended.await;
+        }
         let replicas: Vec<_> = std::mem::take(&mut *self.replicas.write()).into_values().collect();
         for r in replicas {
             self.transport.deregister(&r.gid);
@@ -356,6 +406,17 @@ impl LocalReplicas {
                 tracing::warn!(error = %e, "shard group shutdown failed");
             }
         }
+    }
+
+    /// Claims replica `key` for the calling pass (under `reconcile_lock`); `None` while another pass holds it.
+    pub(crate) fn claim(&self, key: &ReplicaKey) -> Option<Claim<'_>> {
+        self.busy.lock().insert(key.clone()).then(|| Claim { local: self, key: key.clone() })
+    }
+
+    /// Takes `reconcile_lock` for a pass; `None` once `close_all` ran (the pass must not claim anything).
+    pub(crate) async fn lock_for_pass(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        let guard = self.reconcile_lock.lock().await;
+        (!self.closed.load(Ordering::Acquire)).then_some(guard)
     }
 
     /// Stops the background indexer (after `close_all`).
