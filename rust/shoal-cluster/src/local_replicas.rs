@@ -156,8 +156,9 @@ impl LocalReplicas {
     ///
     /// The pass holds `reconcile_lock` only while it plans from the replica map and claims the replicas it
     /// acts on; the opens (a single voter's election takes up to 10 s), group shutdowns and directory
-    /// deletions run without it, so one slow group stalls neither the heal pass nor shutdown's wait for it
-    /// nor, next second, the other shards' opens. Two passes never open or delete the same replica at once:
+    /// deletions run without it, so one slow group stalls neither the heal pass nor, next second, the other
+    /// shards' opens (shutdown still waits for the claims in flight). Two passes never open or delete the
+    /// same replica at once:
     /// each works only on the replicas it claimed (`claim`), skips those another pass holds (the next pass
     /// takes them up), and keeps each claim until the replica is open, quarantined or gone.
     pub(crate) async fn reconcile(&self) -> Result<()> {
