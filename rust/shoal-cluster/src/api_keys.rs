@@ -116,11 +116,11 @@ impl Engine {
     /// The (name, role) of the key `key`, if the cluster knows it and it is not revoked.
     pub fn authenticate_key(&self, key: &str) -> Option<(String, Role)> {
         let hash = hash_key(key);
-        if let Some((name, role)) = self.catalog.api_key_role(&hash) {
+        if let Some((name, role)) = self.meta.catalog.api_key_role(&hash) {
             return Some((name, Role::parse(&role).ok()?));
         }
         let (name, (role, _)) = self.key_file().keys.iter().find(|(_, (_, h))| *h == hash)?;
-        (!self.catalog.api_key_revoked(name)).then(|| (name.clone(), *role))
+        (!self.meta.catalog.api_key_revoked(name)).then(|| (name.clone(), *role))
     }
 
     /// Makes a new key with `role` named `name` (a random name when `None`), replicated through group 0;
@@ -135,31 +135,32 @@ impl Engine {
         let role = Role::parse(role)?;
         let name = name.unwrap_or_else(|| format!("key-{}", &new_key()[6..14]));
         check_key_name(&name)?;
-        if self.catalog.api_keys().iter().any(|(n, _)| *n == name) || self.key_file().keys.contains_key(&name) {
+        if self.meta.catalog.api_keys().iter().any(|(n, _)| *n == name) || self.key_file().keys.contains_key(&name) {
             return Err(Error::InvalidArgument(format!("an API key named {name:?} exists already")));
         }
         let key = new_key();
         let cmd =
             MetaCommand::PutApiKey(ApiKey { name: name.clone(), role: role.as_str().into(), hash: hash_key(&key) });
-        self.meta_propose(&cmd, Instant::now() + timeout).await?;
+        self.meta.propose(&cmd, Instant::now() + timeout).await?;
         Ok((name, key))
     }
 
     /// Revokes the key named `name` on every node (also a key of the nodes' `--api-keys` files).
     pub async fn revoke_api_key(&self, name: &str, timeout: Duration) -> Result<bool> {
         self.check_open()?;
-        let known = self.catalog.api_keys().iter().any(|(n, _)| n == name) || self.key_file().keys.contains_key(name);
+        let known =
+            self.meta.catalog.api_keys().iter().any(|(n, _)| n == name) || self.key_file().keys.contains_key(name);
         if !known {
             return Err(Error::InvalidArgument(format!("no API key named {name:?}")));
         }
-        self.meta_propose(&MetaCommand::RevokeApiKey(name.to_string()), Instant::now() + timeout).await
+        self.meta.propose(&MetaCommand::RevokeApiKey(name.to_string()), Instant::now() + timeout).await
     }
 
     /// (name, role) of every key in force, never the keys.
     pub fn list_api_keys(&self) -> Vec<(String, String)> {
-        let mut out: BTreeMap<String, String> = self.catalog.api_keys().into_iter().collect();
+        let mut out: BTreeMap<String, String> = self.meta.catalog.api_keys().into_iter().collect();
         for (name, (role, _)) in &self.key_file().keys {
-            if !self.catalog.api_key_revoked(name) {
+            if !self.meta.catalog.api_key_revoked(name) {
                 out.entry(name.clone()).or_insert_with(|| role.as_str().to_string());
             }
         }

@@ -1,13 +1,16 @@
-//! The engine of one node: owns group 0 (catalog + node registry), the local shard replicas, the HLC and
-//! the indexer; joins the cluster; and coordinates every read and write across the shards of a collection
-//! (writes in `write_path.rs`, reads in `read_path.rs`).
+//! The engine of one node: wires its components together, runs their background passes and is the API
+//! the node's gRPC services call. Each component owns its state; the engine owns none but the wiring:
 //!
 //! ```text
-//!   gRPC handler ──> Engine ──┬─> group 0 (RaftGroup + Catalog)  create / drop / join  (forwarded to its leader)
-//!                             ├─> shard leaders                  write batches, one per shard (local or forwarded)
-//!                             └─> shard replicas                 get / count / search by read level, merged here
-//!   catalog change ──> reconcile task ──> reconciler::plan ──> open / initialise / remove local shard groups
+//!   gRPC handler ──> Engine ──┬─> MetaPlane      group 0: catalog, registry, joins, proposals (meta_plane.rs)
+//!                             ├─> Coordinator    reads, writes, scrolls across the shards (coordinator.rs)
+//!                             ├─> MoveExecutor   replica / leadership moves, rebalance, drain (move_executor.rs)
+//!                             └─> LocalReplicas  this node's shard groups, quarantine, heal (local_replicas.rs)
+//!   catalog change ──> reconcile task ──> LocalReplicas::reconcile ──> open / initialise / remove shard groups
 //! ```
+//!
+//! Ownership is a tree (no cycles): Coordinator and MoveExecutor hold `Arc`s of LocalReplicas and MetaPlane,
+//! LocalReplicas holds one of MetaPlane; the engine holds them all and the shared `Lifecycle`.
 //!
 //! Node life cycle:
 //!
@@ -16,91 +19,39 @@
 //!   ready ──shutdown──> closing (requests refused, groups flushed)
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
+use serde_json::{Map, Value};
 use shoal_api::collections::CollectionSpec;
-use shoal_api::commands::{MetaCommand, decode_meta_reply, encode_meta};
+use shoal_api::commands::MetaCommand;
 use shoal_api::internal::{
-    FinishMove, JoinRequest, MoveReplica, NodeRecord, NodeStateReply, NodeStateRequest, PreferLeader, ReplicaState,
+    HealReplicaRequest, JoinRequest, NodeRecord, NodeStateReply, NodeStateRequest, ReplicaState, ShardReadReply,
+    ShardReadRequest, ShardWriteReply, ShardWriteRequest,
 };
+use shoal_api::v1::SessionToken;
+use shoal_core::PointId;
 use shoal_core::hlc::Hlc;
+use shoal_core::store::PointRecord;
 use shoal_raft::{GroupOptions, GrpcNetwork, RaftGroup, RaftTransportService};
-use tokio::sync::Mutex as AsyncMutex;
 
-use crate::catalog::{Catalog, CollectionEntry};
-use crate::indexer::Indexer;
-use crate::mover::{self, MembershipStep};
+use crate::catalog::CollectionEntry;
+use crate::coordinator::Coordinator;
+use crate::levels::ReadLevel;
+use crate::lifecycle::Lifecycle;
+use crate::local_replicas::{CollectionView, LocalReplicas, ShardReplica};
+use crate::meta_plane::MetaPlane;
+use crate::move_executor::{MoveExecutor, StartedMove};
 use crate::peer::Peers;
-use crate::placement::{self, MoveKind};
-use crate::reconciler::{self, Action, ReplicaKey};
-use crate::shard_app::ShardApp;
+use crate::placement;
+use crate::read_path::{SearchOutcome, SearchQuery};
+use crate::reconciler::ReplicaKey;
+use crate::scroll::{Scroll, ScrollParams};
+use crate::write_path::{WriteOptions, WriteOutcome};
 use crate::{Error, Result};
-
-/// Write consistency levels (DESIGN §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum WriteLevel {
-    /// Returns when the shard leader accepted the batch.
-    Eventual,
-    /// Returns when the batch is committed on a majority of the shard's voters.
-    #[default]
-    Quorum,
-    /// Returns when committed, applied on the leader and replicated to every voter.
-    Strong,
-}
-
-impl WriteLevel {
-    /// Parses `eventual`, `quorum` or `strong`.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "eventual" => Ok(WriteLevel::Eventual),
-            "quorum" | "" => Ok(WriteLevel::Quorum),
-            "strong" => Ok(WriteLevel::Strong),
-            o => Err(Error::InvalidArgument(format!(
-                "unknown write consistency {o:?}: expected \"eventual\", \"quorum\" or \"strong\""
-            ))),
-        }
-    }
-
-    /// The level's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WriteLevel::Eventual => "eventual",
-            WriteLevel::Quorum => "quorum",
-            WriteLevel::Strong => "strong",
-        }
-    }
-}
-
-/// Read consistency levels (DESIGN §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ReadLevel {
-    /// Any replica.
-    Eventual,
-    /// A replica that has applied this client's last write.
-    #[default]
-    Session,
-    /// The leader after a read-index round (linearizable).
-    Strong,
-}
-
-impl ReadLevel {
-    /// Parses `eventual`, `session` or `strong`.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "eventual" => Ok(ReadLevel::Eventual),
-            "session" | "" => Ok(ReadLevel::Session),
-            "strong" => Ok(ReadLevel::Strong),
-            o => Err(Error::InvalidArgument(format!(
-                "unknown read consistency {o:?}: expected \"eventual\", \"session\" or \"strong\""
-            ))),
-        }
-    }
-}
 
 /// Static configuration of an engine.
 #[derive(Debug, Clone)]
@@ -123,7 +74,7 @@ pub struct EngineConfig {
     /// Whether the group-0 leader rebalances replicas onto a node that joined.
     pub auto_rebalance: bool,
     /// How reads pick among eligible replicas when a request does not say.
-    pub load_balancing: crate::planner::LoadBalancing,
+    pub load_balancing: crate::levels::LoadBalancing,
     /// Whether a shard read slower than its replica's p95 gets a hedged request to another replica.
     pub hedging: bool,
     /// Writes are refused (StorageError) while the data dir's file system has fewer free bytes (0 = never).
@@ -179,82 +130,24 @@ pub struct MetricsView {
     pub quarantined: u64,
 }
 
-/// One local shard replica: its Raft group and its state machine.
-pub(crate) struct ShardReplica {
-    /// The group id on the transport: `<collection>@<uid>/<shard>`.
-    pub(crate) gid: String,
-    /// The shard's Raft group.
-    pub(crate) group: RaftGroup,
-    /// The shard's state machine; holds the store.
-    pub(crate) app: Arc<ShardApp>,
-}
-
-/// A collection as a request sees it: its catalog entry and the replicas open on this node.
-pub(crate) struct CollectionView {
-    /// The catalog entry (spec, uid, placement).
-    pub(crate) entry: CollectionEntry,
-    /// Local replicas by shard number; `len() == entry.spec.shards`, `None` where this node holds none.
-    pub(crate) local: Vec<Option<Arc<ShardReplica>>>,
-}
-
 /// The node's engine. Cheap to share behind `Arc`.
 pub struct Engine {
-    /// This engine itself, for tasks spawned from `&self` methods.
-    me: std::sync::Weak<Engine>,
-    /// Static configuration.
-    pub(crate) cfg: EngineConfig,
-    /// Group 0.
-    pub(crate) meta: RaftGroup,
-    /// Group 0's state machine.
-    pub(crate) catalog: Arc<Catalog>,
+    /// Static configuration (shared with the components).
+    pub(crate) cfg: Arc<EngineConfig>,
+    /// Group 0, the catalog and cluster membership.
+    pub(crate) meta: Arc<MetaPlane>,
     /// The Raft network of both planes (its blocklist is the node's fault switch).
     net: GrpcNetwork,
     /// The Raft transport's registry of local groups.
     pub(crate) transport: RaftTransportService,
-    /// Clients of the other nodes.
-    pub(crate) peers: Peers,
-    /// Open replicas by key; changed only under `reconcile_lock` (reconcile and heal passes).
-    pub(crate) replicas: RwLock<BTreeMap<ReplicaKey, Arc<ShardReplica>>>,
-    /// Replicas found damaged and their repair (see `quarantine.rs`); changed under `reconcile_lock`.
-    pub(crate) quarantine: RwLock<BTreeMap<ReplicaKey, crate::quarantine::Quarantine>>,
-    /// The replicas this node created on its disk (a listed replica whose files are gone is damaged).
-    manifest: crate::manifest::Manifest,
-    /// The other members of the cluster as last seen in the registry (kept outside group 0, see
-    /// `known_peers.rs`): whom to rebuild group 0 from.
-    pub(crate) known_peers: crate::known_peers::KnownPeers,
-    /// Why group 0 is being rebuilt from the other members (`meta_rebuild.rs`); `None` once it is not (or
-    /// never was). While `Some`, group 0 is not registered with the transport.
-    pub(crate) meta_rebuild: parking_lot::Mutex<Option<String>>,
-    /// Leader hints of shard groups this node learnt from other nodes, by group id.
-    pub(crate) leader_hints: RwLock<HashMap<String, u64>>,
-    /// Serialises reconcile and heal passes.
-    pub(crate) reconcile_lock: AsyncMutex<()>,
-    /// Serialises membership changes of group 0 (joins) on its leader.
-    join_lock: AsyncMutex<()>,
-    /// Version clock for writes.
-    pub(crate) hlc: Hlc,
-    /// Milliseconds added to the system clock by `hlc` (fault injection; 0 otherwise).
-    clock_offset: Arc<std::sync::atomic::AtomicI64>,
-    /// Background index builder.
-    indexer: Indexer,
-    /// Rotates equal replica choices (see planner::PlanContext::turn).
-    pub(crate) round_robin: AtomicUsize,
-    /// In-flight requests and latencies of the nodes this node reads from.
-    pub(crate) loads: crate::load::LoadTracker,
-    /// This node's work counters (Node.stats).
-    pub(crate) counters: Arc<crate::load::NodeCounters>,
-    /// Shard groups with a membership step in progress (see `mover`), by group id.
-    pub(crate) moving: parking_lot::Mutex<HashSet<String>>,
-    /// When this node last handed a group's leadership to its preferred leader, by group id.
-    handovers: parking_lot::Mutex<HashMap<String, Instant>>,
-    /// Set once the node joined (or recovered) and reconciled: requests are served.
-    ready: AtomicBool,
-    /// Set once shutdown began; new requests are refused.
-    closing: AtomicBool,
-    /// Set once a graceful stop began (`begin_drain`): no node-state answers, no campaigning. Never cleared.
-    draining: AtomicBool,
-    /// Free bytes of the data dir's file system, sampled every `DISK_EVERY` (`u64::MAX` = unknown).
-    disk_free: std::sync::atomic::AtomicU64,
+    /// This node's shard replicas (open and quarantined), the indexer and the disk.
+    pub(crate) local: Arc<LocalReplicas>,
+    /// The read, write and scroll paths (and the clock, hints, loads and counters they share).
+    pub(crate) coord: Arc<Coordinator>,
+    /// Replica and leadership moves (move pass, rebalance, drain, heal removals).
+    pub(crate) mover: Arc<MoveExecutor>,
+    /// Ready, draining, closing (shared with the components that refuse requests or stop by them).
+    pub(crate) lifecycle: Arc<Lifecycle>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -263,60 +156,8 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// `std::fs::remove_dir_all` on tokio's blocking pool: deleting a large replica takes a while and must not
-/// hold a runtime worker (every other task scheduled on it would wait).
-pub(crate) async fn remove_dir_all_blocking(dir: PathBuf) -> std::io::Result<()> {
-    tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await.map_err(std::io::Error::other)?
-}
-
-pub(crate) fn shard_dir(root: &Path, key: &ReplicaKey) -> PathBuf {
-    root.join("shards").join(format!("{}@{}", key.collection, key.uid)).join(key.shard.to_string())
-}
-
-/// Whether `dir` is a shard directory strictly inside `root/shards`: relative to it, two plain components (no
-/// `..`, no root, no prefix). Collection names are validated before they reach the catalog; this checks the
-/// path as well, right before anything is created or deleted there.
-pub(crate) fn inside_shards(root: &Path, dir: &Path) -> bool {
-    dir.strip_prefix(root.join("shards")).is_ok_and(|rel| {
-        let parts: Vec<_> = rel.components().collect();
-        parts.len() == 2 && parts.iter().all(|c| matches!(c, std::path::Component::Normal(_)))
-    })
-}
-
-#[cfg(test)]
-#[test]
-fn shard_dirs_stay_inside_the_data_dir() {
-    let root = Path::new("/data");
-    assert!(inside_shards(root, &shard_dir(root, &ReplicaKey::new("docs", 3, 1))));
-    assert!(!inside_shards(root, &shard_dir(root, &ReplicaKey::new("../../../../x", 3, 1))));
-    assert!(!inside_shards(root, &shard_dir(root, &ReplicaKey::new("a/b", 3, 1))));
-    assert!(!inside_shards(root, &shard_dir(root, &ReplicaKey::new("/etc", 3, 1))));
-}
-
-/// A move [`Engine::rebalance`] started: a replica of `shard` moving from node `from` to node `to`, or the
-/// shard's preferred leader moving between them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StartedMove {
-    /// The collection.
-    pub collection: String,
-    /// The shard.
-    pub shard: u32,
-    /// The node giving up the replica (or the leadership).
-    pub from: u64,
-    /// The node receiving it.
-    pub to: u64,
-}
-
-/// How long a request waits between two attempts at first; doubled up to [`MAX_BACKOFF`].
-pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 /// Period of the shard-move pass (membership steps of led shard groups).
 const MOVE_EVERY: Duration = Duration::from_millis(300);
-/// Shortest time between two leadership hand-overs of one group to its preferred leader.
-const HANDOVER_COOLDOWN: Duration = Duration::from_secs(5);
-/// How long a leader about to leave its group waits for the voter it handed leadership to.
-const HAND_OVER_WAIT: Duration = Duration::from_secs(2);
-/// Replica moves started per rebalance round.
-pub const MAX_CONCURRENT_MOVES: usize = 2;
 /// Period of the reconcile pass when the catalog does not change.
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 /// Period of the heal pass (damaged replicas, see `heal.rs`).
@@ -325,10 +166,6 @@ const HEAL_EVERY: Duration = Duration::from_millis(500);
 const ANTI_ENTROPY_EVERY_PASSES: u64 = 10;
 /// Period of the free-disk sample that gates writes.
 const DISK_EVERY: Duration = Duration::from_millis(250);
-/// How long without a group-0 leader makes a node consider itself cut off from the majority (see `cut_off`).
-const CUT_OFF_AFTER: Duration = Duration::from_secs(2);
-/// Longest wait between two attempts.
-pub(crate) const MAX_BACKOFF: Duration = Duration::from_millis(200);
 
 impl Engine {
     /// Opens (or creates) the node's state under `cfg.data_dir`: group 0 on the gRPC network `net`,
@@ -338,91 +175,30 @@ impl Engine {
         std::fs::create_dir_all(cfg.data_dir.join("shards")).map_err(|e| Error::Internal(e.to_string()))?;
         let manifest = crate::manifest::Manifest::load(&cfg.data_dir)
             .map_err(|e| Error::Storage(format!("reading {}: {e}", cfg.data_dir.join("replicas").display())))?;
-        let known_peers = crate::known_peers::KnownPeers::load(&cfg.data_dir);
-        let meta_dir = cfg.data_dir.join("meta");
-        let was_member = !manifest.is_empty() || !known_peers.is_empty();
-        let mut rebuild = crate::meta_rebuild::unfinished_or_missing(&meta_dir, was_member);
-        let mut opts = cfg.raft.clone();
-        opts.bootstrap_single = cfg.join.is_none();
-        let mut catalog = Arc::new(Catalog::default());
-        let mut meta = None;
-        if rebuild.is_none() {
-            match RaftGroup::open_with_network(
-                &meta_dir,
-                cfg.node_id,
-                cfg.advertise.clone(),
-                catalog.clone(),
-                opts.clone(),
-                net.factory("meta"),
-            )
-            .await
-            {
-                Ok(g) => meta = Some(g),
-                Err(shoal_raft::Error::Corrupt { path, reason }) => {
-                    rebuild = Some(format!("{}: {reason}", path.display()));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let meta = match meta {
-            Some(g) => {
-                transport.register("meta", &g);
-                g
-            }
-            None => {
-                // Group 0 is damaged: set it aside and open an empty one, which is not served to peers until
-                // this node is out of group 0's membership (see meta_rebuild.rs).
-                let reason = rebuild.clone().unwrap_or_default();
-                let seeds = !known_peers.is_empty() || cfg.join.is_some();
-                crate::meta_rebuild::set_aside(&cfg.data_dir, cfg.node_id, &reason, seeds)?;
-                catalog = Arc::new(Catalog::default());
-                opts.bootstrap_single = false;
-                RaftGroup::open_with_network(
-                    &meta_dir,
-                    cfg.node_id,
-                    cfg.advertise.clone(),
-                    catalog.clone(),
-                    opts,
-                    net.factory("meta"),
-                )
-                .await?
-            }
-        };
+        let cfg = Arc::new(cfg);
+        let peers = Arc::new(Peers::new(cfg.node_id, net.blocklist().clone(), cfg.tls.clone()));
+        let meta = MetaPlane::open(cfg.clone(), &net, transport.clone(), peers.clone(), !manifest.is_empty()).await?;
+        let meta = Arc::new(meta);
         let clock_offset = Arc::new(std::sync::atomic::AtomicI64::new(0));
-        Ok(Arc::new_cyclic(|me| Engine {
-            me: me.clone(),
-            hlc: {
-                let offset = Arc::clone(&clock_offset);
-                Hlc::with_clock(cfg.node_id as u32, move || {
-                    shoal_core::hlc::system_ms().saturating_add_signed(offset.load(Ordering::Relaxed))
-                })
-            },
-            clock_offset,
-            peers: Peers::new(cfg.node_id, net.blocklist().clone(), cfg.tls.clone()),
-            cfg,
-            meta,
-            catalog,
-            net,
-            transport,
-            replicas: RwLock::default(),
-            quarantine: RwLock::default(),
+        let hlc = {
+            let offset = Arc::clone(&clock_offset);
+            Arc::new(Hlc::with_clock(cfg.node_id as u32, move || {
+                shoal_core::hlc::system_ms().saturating_add_signed(offset.load(Ordering::Relaxed))
+            }))
+        };
+        let local = Arc::new(LocalReplicas::new(
+            cfg.clone(),
+            meta.clone(),
+            net.clone(),
+            transport.clone(),
+            peers.clone(),
+            hlc.clone(),
             manifest,
-            known_peers,
-            meta_rebuild: parking_lot::Mutex::new(rebuild),
-            leader_hints: RwLock::default(),
-            reconcile_lock: AsyncMutex::new(()),
-            join_lock: AsyncMutex::new(()),
-            indexer: Indexer::start(),
-            round_robin: AtomicUsize::new(0),
-            loads: Default::default(),
-            counters: Default::default(),
-            moving: parking_lot::Mutex::new(HashSet::new()),
-            handovers: parking_lot::Mutex::new(HashMap::new()),
-            ready: AtomicBool::new(false),
-            closing: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
-            disk_free: std::sync::atomic::AtomicU64::new(u64::MAX),
-        }))
+        ));
+        let lifecycle = Arc::new(Lifecycle::new(cfg.node_id));
+        let mover = Arc::new(MoveExecutor::new(meta.clone(), local.clone(), lifecycle.clone()));
+        let coord = Arc::new(Coordinator::new(meta.clone(), local.clone(), lifecycle.clone(), hlc, clock_offset));
+        Ok(Arc::new(Engine { mover, lifecycle, local, coord, cfg, meta, net, transport }))
     }
 
     /// Brings the node into service: joins the cluster through `cfg.join` when group 0 is new, otherwise
@@ -430,30 +206,17 @@ impl Engine {
     /// and keeps them in line with it from then on. Returns once requests can be served.
     pub async fn start(self: &Arc<Engine>, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        let rebuild = self.meta_rebuild.lock().clone();
-        if let Some(reason) = rebuild {
-            self.rebuild_meta(&reason, deadline).await?;
-        }
-        if !self.meta.is_initialized().await? {
-            let Some(seed) = self.cfg.join.clone() else {
-                return Err(Error::Internal("group 0 is not initialised and no --join address was given".into()));
-            };
-            self.join_through(&seed, deadline).await?;
-        } else if self.meta.effective_voters().await? == [self.cfg.node_id] {
-            // Alone in group 0 (first node, or a single-node cluster restarting): lead it, then register.
-            self.meta.wait_leader(timeout).await?;
-            self.register_self(deadline).await?;
-        } else {
+        if !self.meta.enter(timeout, deadline).await? {
             // A member of a multi-node cluster restarting: the others may still be down, so register in the
             // background (address or version may have changed) and serve from the recovered catalog.
             let weak = Arc::downgrade(self);
             tokio::spawn(async move {
                 loop {
                     let Some(engine) = weak.upgrade() else { return };
-                    if engine.closing.load(Ordering::Acquire) {
+                    if engine.lifecycle.is_closing() {
                         return;
                     }
-                    match engine.register_self(Instant::now() + Duration::from_secs(5)).await {
+                    match engine.meta.register_self(Instant::now() + Duration::from_secs(5)).await {
                         Ok(()) => return,
                         Err(e) => tracing::debug!(error = %e, "registering in group 0 (will retry)"),
                     }
@@ -462,11 +225,11 @@ impl Engine {
                 }
             });
         }
-        self.reconcile().await?;
-        self.note_peers();
-        self.remove_orphan_dirs();
+        self.local.reconcile().await?;
+        self.meta.note_peers();
+        self.local.remove_orphan_dirs();
         let weak = Arc::downgrade(self);
-        let mut changes = self.catalog.subscribe();
+        let mut changes = self.meta.catalog.subscribe();
         tokio::spawn(async move {
             loop {
                 // On every catalog change, and every second to retry what a pass could not open (a peer's
@@ -476,13 +239,13 @@ impl Engine {
                     _ = tokio::time::sleep(RECONCILE_EVERY) => {}
                 }
                 let Some(engine) = weak.upgrade() else { break };
-                if engine.closing.load(Ordering::Acquire) {
+                if engine.lifecycle.is_closing() {
                     break;
                 }
-                if let Err(e) = engine.reconcile().await {
+                if let Err(e) = engine.local.reconcile().await {
                     tracing::error!(error = %e, "reconcile failed");
                 }
-                engine.note_peers();
+                engine.meta.note_peers();
             }
         });
         let weak = Arc::downgrade(self);
@@ -490,22 +253,22 @@ impl Engine {
             loop {
                 tokio::time::sleep(MOVE_EVERY).await;
                 let Some(engine) = weak.upgrade() else { break };
-                if engine.closing.load(Ordering::Acquire) {
+                if engine.lifecycle.is_closing() {
                     break;
                 }
-                engine.move_pass().await;
+                engine.mover.move_pass().await;
             }
         });
-        self.sample_disk();
+        self.local.sample_disk();
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(DISK_EVERY).await;
                 let Some(engine) = weak.upgrade() else { break };
-                if engine.closing.load(Ordering::Acquire) {
+                if engine.lifecycle.is_closing() {
                     break;
                 }
-                engine.sample_disk();
+                engine.local.sample_disk();
             }
         });
         let weak = Arc::downgrade(self);
@@ -514,117 +277,18 @@ impl Engine {
             loop {
                 tokio::time::sleep(HEAL_EVERY).await;
                 let Some(engine) = weak.upgrade() else { break };
-                if engine.closing.load(Ordering::Acquire) || engine.draining.load(Ordering::Acquire) {
+                if engine.lifecycle.is_closing() || engine.lifecycle.is_draining() {
                     break;
                 }
                 passes += 1;
                 if passes.is_multiple_of(ANTI_ENTROPY_EVERY_PASSES) {
                     engine.anti_entropy_pass().await;
                 }
-                engine.heal_pass().await;
+                engine.local.heal_pass(&engine.coord.leader_hints).await;
             }
         });
-        self.ready.store(true, Ordering::Release);
+        self.lifecycle.set_ready();
         Ok(())
-    }
-
-    /// On every shard group this node leads: starts the next membership step towards the placement
-    /// (see `mover`), at most one per group at a time.
-    async fn move_pass(self: &Arc<Self>) {
-        self.meta_membership_pass().await;
-        let replicas: Vec<(ReplicaKey, Arc<ShardReplica>)> =
-            self.replicas.read().iter().map(|(k, r)| (k.clone(), r.clone())).collect();
-        for (key, r) in replicas {
-            if !r.group.is_leader() || self.moving.lock().contains(&r.gid) {
-                continue;
-            }
-            let Some(entry) = self.catalog.get(&key.collection).filter(|e| e.uid == key.uid) else { continue };
-            let Ok((voters, learners)) = r.group.members().await else { continue };
-            let step = mover::next_step(entry.replicas(key.shard), entry.leaving(key.shard), &voters, &learners);
-            if step == MembershipStep::Nothing {
-                self.maybe_hand_to_preferred(&entry, key.shard, &r, &voters).await;
-                continue;
-            }
-            self.moving.lock().insert(r.gid.clone());
-            let engine = self.clone();
-            tokio::spawn(async move {
-                if let Err(e) = engine.run_step(&key, &r, step.clone()).await {
-                    tracing::warn!(group = %r.gid, ?step, error = %e, "shard move step failed (will retry)");
-                }
-                engine.moving.lock().remove(&r.gid);
-            });
-        }
-    }
-
-    /// On the leader of a settled shard group: hands leadership to the placement's preferred leader (the
-    /// first replica, which placement and rebalancing keep balanced over the nodes) when that node is a
-    /// voter, up, answering, and has applied everything but the last few entries; at most once per
-    /// [`HANDOVER_COOLDOWN`] per group, so a flapping node cannot make leadership bounce.
-    async fn maybe_hand_to_preferred(
-        &self,
-        entry: &CollectionEntry,
-        shard: u32,
-        r: &Arc<ShardReplica>,
-        voters: &BTreeSet<u64>,
-    ) {
-        let me = self.cfg.node_id;
-        let Some(&preferred) = entry.replicas(shard).first() else { return };
-        if preferred == me || !voters.contains(&preferred) || !entry.leaving(shard).is_empty() {
-            return;
-        }
-        if self.catalog.node(preferred).is_none_or(|n| n.state != "up") {
-            return;
-        }
-        {
-            let mut last = self.handovers.lock();
-            if last.get(&r.gid).is_some_and(|t| t.elapsed() < HANDOVER_COOLDOWN) {
-                return;
-            }
-            last.insert(r.gid.clone(), Instant::now());
-        }
-        let Some(addr) = self.node_addr(preferred) else { return };
-        let Ok(st) =
-            self.peers.node_state(preferred, &addr, NodeStateRequest::default(), Duration::from_millis(300)).await
-        else {
-            return;
-        };
-        let mine = r.group.applied_index();
-        let caught_up = st.replicas.iter().any(|x| {
-            x.collection == entry.spec.name && x.uid == entry.uid && x.shard == shard && x.applied_index + 16 >= mine
-        });
-        if caught_up && r.group.is_leader() {
-            tracing::info!(group = %r.gid, to = preferred, "handing leadership to the preferred leader");
-            if let Err(e) = r.group.transfer_leader(preferred).await {
-                tracing::debug!(group = %r.gid, error = %e, "leadership hand-over");
-            }
-        }
-    }
-
-    /// On the group-0 leader: removes from group 0 the members that left the registry (`remove_node`).
-    async fn meta_membership_pass(self: &Arc<Self>) {
-        if !self.meta.is_leader() || self.moving.lock().contains("meta") {
-            return;
-        }
-        let Ok((voters, learners)) = self.meta.members().await else { return };
-        let registered: BTreeSet<u64> = self.catalog.nodes().iter().map(|n| n.id).collect();
-        if registered.is_empty() {
-            return;
-        }
-        let gone: BTreeSet<u64> = voters.union(&learners).copied().filter(|n| !registered.contains(n)).collect();
-        if gone.is_empty() || voters.iter().all(|v| gone.contains(v)) {
-            return;
-        }
-        self.moving.lock().insert("meta".into());
-        let engine = self.clone();
-        tokio::spawn(async move {
-            tracing::info!(?gone, "removing nodes from group 0");
-            match tokio::time::timeout(Duration::from_secs(30), engine.meta.remove_members(gone)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "removing nodes from group 0 failed (will retry)"),
-                Err(_) => tracing::warn!("removing nodes from group 0 timed out (will retry)"),
-            }
-            engine.moving.lock().remove("meta");
-        });
     }
 
     /// Removes node `id` from the cluster: marks it leaving; with `drain`, moves every replica off it and
@@ -632,433 +296,57 @@ impl Engine {
     /// leader removes it from group 0. Returns the number of replica moves started.
     pub async fn remove_node(&self, id: u64, drain: bool, timeout: Duration) -> Result<u32> {
         self.check_open()?;
-        let deadline = Instant::now() + timeout;
-        let rec = self
-            .catalog
-            .node(id)
-            .ok_or_else(|| Error::InvalidArgument(format!("node {id} is not a member of the cluster")))?;
-        if self.catalog.nodes().iter().all(|n| n.id == id) {
-            return Err(Error::InvalidArgument(format!("node {id} is the last node of the cluster")));
-        }
-        if drain {
-            // Refuse before changing anything when some replica has nowhere to go.
-            placement::drain(&self.catalog.drain_view(id), id).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        }
-        if rec.state != "leaving" {
-            let leaving = NodeRecord { state: "leaving".into(), ..rec };
-            self.meta_propose(&MetaCommand::UpsertNode(leaving), deadline).await?;
-        }
-        let mut moves = 0u32;
-        while drain && self.holds_replicas(id) {
-            if Instant::now() > deadline {
-                return Err(Error::Timeout(format!(
-                    "node {id} still holds replicas; its drain goes on in the background (call remove_node again)"
-                )));
-            }
-            for m in
-                placement::drain(&self.catalog.drain_view(id), id).map_err(|e| Error::InvalidArgument(e.to_string()))?
-            {
-                let Some(entry) = self.catalog.get(&m.collection) else { continue };
-                if !entry.leaving(m.shard).is_empty()
-                    || entry.replicas(m.shard).len() > entry.spec.replication_factor as usize
-                {
-                    continue; // already moving
-                }
-                let cmd = MetaCommand::MoveReplica(MoveReplica {
-                    collection: m.collection.clone(),
-                    uid: entry.uid,
-                    shard: m.shard,
-                    from: id,
-                    to: m.to,
-                });
-                match self.meta_propose(&cmd, deadline).await {
-                    Ok(_) => {
-                        moves += 1;
-                        tracing::info!(collection = %m.collection, shard = m.shard, from = id, to = m.to, "drain move started");
-                    }
-                    Err(Error::Internal(msg)) if msg.contains("move refused") => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        self.meta_propose(&MetaCommand::RemoveNode(id), deadline).await?;
-        tracing::info!(node = id, drain, moves, "node removed from the registry");
-        if let Some(me) = self.self_arc() {
-            // Re-place what a node removed without draining still held.
-            tokio::spawn(me.rebalance_until_settled());
-        }
-        Ok(moves)
+        self.mover.remove_node(id, drain, timeout).await
     }
 
-    /// Whether node `id` holds (or is about to hold) a replica of some shard.
-    fn holds_replicas(&self, id: u64) -> bool {
-        self.catalog.list().iter().any(|e| (0..e.spec.shards).any(|s| e.replicas(s).contains(&id)))
-    }
-
-    async fn run_step(&self, key: &ReplicaKey, r: &ShardReplica, step: MembershipStep) -> Result<()> {
-        tracing::info!(group = %r.gid, ?step, "shard move step");
-        match step {
-            MembershipStep::Nothing => Ok(()),
-            MembershipStep::AddLearner(n) => {
-                let addr = self.node_addr(n).ok_or_else(|| Error::Internal(format!("node {n} has no address")))?;
-                // Returns once the learner caught up (snapshot streamed in chunks, then the log).
-                tokio::time::timeout(Duration::from_secs(600), r.group.add_learner(n, addr))
-                    .await
-                    .map_err(|_| Error::Timeout(format!("node {n} did not catch up within 600 s")))??;
-                Ok(())
-            }
-            MembershipStep::ChangeVoters(voters) => {
-                if !voters.contains(&self.cfg.node_id) && self.hand_over_before_leaving(r, &voters).await {
-                    return Ok(()); // the new leader makes the change (its move pass)
-                }
-                tokio::time::timeout(Duration::from_secs(60), r.group.change_membership(voters))
-                    .await
-                    .map_err(|_| Error::Timeout("membership change not committed within 60 s".into()))??;
-                Ok(())
-            }
-            MembershipStep::FinishMove => {
-                let cmd = MetaCommand::FinishMove(FinishMove {
-                    collection: key.collection.clone(),
-                    uid: key.uid,
-                    shard: key.shard,
-                });
-                self.meta_propose(&cmd, Instant::now() + Duration::from_secs(10)).await.map(|_| ())
-            }
-        }
-    }
-
-    /// Before the leader removes itself from its group's voters: hands leadership to one of the remaining
-    /// `voters` and waits (bounded) until it took over. Removing itself while leading would leave the group
-    /// without a leader for an election timeout and more (measured: a ~0.5 s write stall at the end of every
-    /// move off a leader); a hand-over costs one round trip. Returns whether leadership moved; if not, the
-    /// caller makes the change itself as before.
-    async fn hand_over_before_leaving(&self, r: &ShardReplica, voters: &BTreeSet<u64>) -> bool {
-        let current: BTreeSet<u64> = r.group.voter_ids().into_iter().collect();
-        let Some(&to) = voters.iter().find(|v| current.contains(v)) else { return false };
-        tracing::info!(group = %r.gid, to, "handing leadership over before leaving the group");
-        if let Err(e) = r.group.transfer_leader(to).await {
-            tracing::debug!(group = %r.gid, error = %e, "leadership hand-over before leaving");
-            return false;
-        }
-        let deadline = Instant::now() + HAND_OVER_WAIT;
-        while Instant::now() < deadline {
-            if !r.group.is_leader() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        false
-    }
-
-    /// Plans moves that balance the cluster (pure `placement::rebalance`, at most [`MAX_CONCURRENT_MOVES`]
-    /// at a time, none on a shard already moving) and starts them through group 0: replica moves (the shard
-    /// leader then walks its group through them) and preferred-leader changes (the current leader hands
-    /// over). `collection` = "" for every collection. Returns the moves started.
+    /// Plans moves that balance the cluster and starts them through group 0 (see
+    /// `MoveExecutor::rebalance`); `collection` = "" for every collection. Returns the moves started.
     pub async fn rebalance(&self, collection: &str, timeout: Duration) -> Result<Vec<StartedMove>> {
         self.check_open()?;
-        if !collection.is_empty() && self.catalog.get(collection).is_none() {
-            return Err(Error::CollectionNotFound(collection.to_string()));
-        }
-        let deadline = Instant::now() + timeout;
-        let moves = placement::rebalance(&self.catalog.view(), MAX_CONCURRENT_MOVES);
-        let mut started = Vec::new();
-        for m in moves {
-            if !collection.is_empty() && m.collection != collection {
-                continue;
-            }
-            let Some(entry) = self.catalog.get(&m.collection) else { continue };
-            let from = m.from.unwrap_or(0);
-            if m.kind == MoveKind::Leader {
-                // Only the preferred leader changes; the shard's current leader hands over (move_pass).
-                let cmd = MetaCommand::PreferLeader(PreferLeader {
-                    collection: m.collection.clone(),
-                    uid: entry.uid,
-                    shard: m.shard,
-                    node: m.to,
-                });
-                match self.meta_propose(&cmd, deadline).await {
-                    Ok(_) => {
-                        tracing::info!(collection = %m.collection, shard = m.shard, from, to = m.to, "preferred leader moved");
-                        started.push(StartedMove { collection: m.collection, shard: m.shard, from, to: m.to });
-                    }
-                    Err(Error::Internal(msg)) if msg.contains("refused") => {
-                        tracing::debug!(%msg, "leader change skipped")
-                    }
-                    Err(e) => return Err(e),
-                }
-                continue;
-            }
-            let cmd = MetaCommand::MoveReplica(MoveReplica {
-                collection: m.collection.clone(),
-                uid: entry.uid,
-                shard: m.shard,
-                from,
-                to: m.to,
-            });
-            match self.meta_propose(&cmd, deadline).await {
-                Ok(_) => {
-                    tracing::info!(collection = %m.collection, shard = m.shard, from, to = m.to, "replica move started");
-                    started.push(StartedMove { collection: m.collection, shard: m.shard, from, to: m.to });
-                }
-                Err(Error::Internal(msg)) if msg.contains("move refused") => tracing::debug!(%msg, "move skipped"),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(started)
+        self.mover.rebalance(collection, timeout).await
     }
 
-    /// Whether some shard of some collection is moving.
-    fn moves_in_flight(&self) -> bool {
-        self.catalog.list().iter().any(|e| {
-            (0..e.spec.shards)
-                .any(|s| !e.leaving(s).is_empty() || e.replicas(s).len() > e.spec.replication_factor as usize)
-        })
+    /// On the shard leader: drops `req.node` (its replica is damaged) from the group's membership (see
+    /// `MoveExecutor::handle_heal_replica`).
+    pub async fn handle_heal_replica(&self, req: HealReplicaRequest, timeout: Duration) -> Result<()> {
+        self.check_open()?;
+        self.mover.handle_heal_replica(req, timeout).await
     }
 
-    /// Rebalances in rounds until nothing moves (bounded: 100 rounds, 30 minutes), waiting for each round's
-    /// moves to finish. Run by the group-0 leader after a node joined.
-    async fn rebalance_until_settled(self: Arc<Self>) {
-        let deadline = Instant::now() + Duration::from_secs(1800);
-        for _ in 0..100 {
-            while self.moves_in_flight() {
-                if Instant::now() > deadline || self.closing.load(Ordering::Acquire) {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            match self.rebalance("", Duration::from_secs(10)).await {
-                Ok(m) if m.is_empty() => return,
-                Ok(m) => tracing::info!(moves = m.len(), "rebalance round started"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "rebalance round failed");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-            // Let the catalog show the moves before checking again.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+    /// Anti-entropy (run every few seconds): probes the other nodes' replica digest rings and lets the local
+    /// replicas compare theirs (see `LocalReplicas::anti_entropy_pass`).
+    async fn anti_entropy_pass(&self) {
+        let want = NodeStateRequest { with_digest_rings: true, ..Default::default() };
+        let states: Vec<(u64, Vec<ReplicaState>)> = self
+            .probe_nodes(Duration::from_secs(2), want)
+            .await
+            .into_iter()
+            .filter(|(rec, _)| rec.id != self.cfg.node_id)
+            .filter_map(|(rec, st)| st.ok().map(|s| (rec.id, s.replicas)))
+            .collect();
+        self.local.anti_entropy_pass(&states);
     }
 
-    /// Asks the cluster reachable at `seed` to add this node, then waits until this node's copy of
-    /// group 0 holds its own registry entry (it has caught up).
-    pub(crate) async fn join_through(&self, seed: &str, deadline: Instant) -> Result<()> {
-        let me = self.node_record();
-        let req = JoinRequest {
-            node_id: me.id,
-            address: me.address.clone(),
-            zone: me.zone.clone(),
-            version: me.version,
-            forget: false,
-        };
-        let mut backoff = Duration::from_millis(50);
-        let mut target: (u64, String) = (0, seed.to_string());
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Error::Timeout(format!("joining the cluster through {seed} did not finish in time")));
-            }
-            match self.peers.join(target.0, &target.1, req.clone(), left).await {
-                Ok(()) => break,
-                Err(Error::NotLeader { leader: Some(l) }) => {
-                    // The seed forwards to the leader itself; a hint only helps while it cannot.
-                    if let Some(n) = self.catalog.node(l) {
-                        target = (l, n.address);
-                    }
-                }
-                Err(e) if e.is_retryable() || matches!(e, Error::Timeout(_)) => {
-                    tracing::info!(error = %e, "join through {seed}: retrying");
-                    target = (0, seed.to_string());
-                }
-                Err(e) => return Err(e.context(&format!("joining the cluster through {seed}"))),
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
-        }
-        while self.catalog.node(self.cfg.node_id).is_none() {
-            if Instant::now() > deadline {
-                return Err(Error::Timeout("joined, but group 0 did not catch up in time".into()));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        tracing::info!(seed, "joined the cluster");
-        Ok(())
+    /// Fault injection (tests): changes one point of this node's replica of shard `shard` of `name` behind
+    /// Raft's back (see `LocalReplicas::diverge_replica`).
+    pub fn diverge_replica(&self, name: &str, shard: u32) -> Result<String> {
+        self.local.diverge_replica(name, shard)
     }
 
-    /// On the group-0 leader: registers node `req.node_id`, adds it to group 0 as a learner (it catches
-    /// up), and promotes it to voter while group 0 has fewer than 5 voters.
+    /// On the group-0 leader: adds node `req.node_id` to the cluster (see `MetaPlane::handle_join`); with
+    /// `auto_rebalance`, then moves replicas onto it in the background.
     pub async fn handle_join(&self, req: JoinRequest, timeout: Duration) -> Result<()> {
         self.check_running()?;
-        shoal_api::commands::check_node(req.node_id, &req.address)
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        if req.zone.len() > 128 || req.version.len() > 64 {
-            return Err(Error::InvalidArgument(format!("join of node {}: zone or version too long", req.node_id)));
-        }
-        if !self.meta.is_leader() {
-            return self.forward_join(req, timeout).await;
-        }
-        let deadline = Instant::now() + timeout;
-        let _guard = tokio::time::timeout(timeout, self.join_lock.lock())
-            .await
-            .map_err(|_| Error::Timeout("another join is in progress".into()))?;
-        if req.forget {
-            return self.forget_member(req.node_id, deadline).await;
-        }
-        if let Some(existing) = self.catalog.node(req.node_id)
-            && existing.address != req.address
-            && self.meta.voter_ids().contains(&req.node_id)
-        {
-            tracing::warn!(node = req.node_id, old = %existing.address, new = %req.address, "node re-joins at a new address");
-        }
-        let record = NodeRecord {
-            id: req.node_id,
-            address: req.address.clone(),
-            zone: req.zone,
-            state: "up".into(),
-            version: req.version,
-        };
-        self.meta_propose(&MetaCommand::UpsertNode(record), deadline).await?;
-        let left = deadline.saturating_duration_since(Instant::now());
-        tokio::time::timeout(left, self.meta.add_learner(req.node_id, req.address.clone()))
-            .await
-            .map_err(|_| Error::Timeout(format!("node {} did not catch up with group 0 in time", req.node_id)))??;
-        let left = deadline.saturating_duration_since(Instant::now());
-        if !self.meta.wait_member_replicated(req.node_id, left).await {
-            return Err(Error::Timeout(format!(
-                "node {} at {} did not receive group 0's log in time (unreachable?); it stays a learner",
-                req.node_id, req.address
-            )));
-        }
-        let mut voters: BTreeSet<u64> = self.meta.voter_ids().into_iter().collect();
-        if !voters.contains(&req.node_id) && voters.len() < 5 {
-            voters.insert(req.node_id);
-            let left = deadline.saturating_duration_since(Instant::now());
-            tokio::time::timeout(left, self.meta.change_membership(voters))
-                .await
-                .map_err(|_| Error::Timeout(format!("promoting node {} to voter timed out", req.node_id)))??;
-        }
-        tracing::info!(node = req.node_id, "node joined");
-        if self.cfg.auto_rebalance
-            && let Some(me) = self.self_arc()
-        {
-            tokio::spawn(me.rebalance_until_settled());
+        if self.meta.handle_join(req, timeout).await? && self.cfg.auto_rebalance {
+            tokio::spawn(self.mover.clone().rebalance_until_settled());
         }
         Ok(())
-    }
-
-    async fn forward_join(&self, req: JoinRequest, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        let mut backoff = FIRST_BACKOFF;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let res = match self.meta_leader_addr() {
-                Some((id, _)) if id == self.cfg.node_id => return Box::pin(self.handle_join(req, left)).await,
-                Some((id, addr)) => self.peers.join(id, &addr, req.clone(), left).await,
-                None => Err(Error::NodeUnavailable("no group-0 leader known".into())),
-            };
-            match res {
-                Err(e) if e.is_retryable() && Instant::now() + backoff < deadline => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-                r => return r,
-            }
-        }
-    }
-
-    /// The group-0 leader and its address, when known.
-    fn meta_leader_addr(&self) -> Option<(u64, String)> {
-        let id = self.meta.leader_id()?;
-        self.node_addr(id).map(|a| (id, a))
-    }
-
-    /// The address of node `id` from the registry.
-    pub(crate) fn node_addr(&self, id: u64) -> Option<String> {
-        if id == self.cfg.node_id {
-            return Some(self.cfg.advertise.clone());
-        }
-        self.catalog.node(id).map(|n| n.address)
-    }
-
-    /// Adds this node to the registry in group 0, or updates its address and version there.
-    async fn register_self(&self, deadline: Instant) -> Result<()> {
-        let me = self.node_record();
-        if self.catalog.node(me.id).as_ref() == Some(&me) {
-            return Ok(());
-        }
-        self.meta_propose(&MetaCommand::UpsertNode(me), deadline).await?;
-        Ok(())
-    }
-
-    /// This node's registry record.
-    fn node_record(&self) -> NodeRecord {
-        NodeRecord {
-            id: self.cfg.node_id,
-            address: self.cfg.advertise.clone(),
-            zone: self.cfg.zone.clone(),
-            state: "up".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        }
-    }
-
-    /// Proposes a metadata command on group 0 (here when this node leads it, else on its leader),
-    /// retrying through leader changes until `deadline`. Returns the command's outcome.
-    pub(crate) async fn meta_propose(&self, cmd: &MetaCommand, deadline: Instant) -> Result<bool> {
-        let bytes = encode_meta(cmd);
-        let mut backoff = FIRST_BACKOFF;
-        let mut last: Option<Error> = None;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                let why = last.map_or_else(String::new, |e| format!(": {e}"));
-                return Err(Error::Consistency(format!("no group-0 leader committed the change in time{why}")));
-            }
-            let res = if self.meta.is_leader() {
-                match tokio::time::timeout(left, self.meta.write(bytes.clone())).await {
-                    Ok(r) => r.map_err(Error::from),
-                    Err(_) => Err(Error::Timeout("group-0 write not committed in time".into())),
-                }
-            } else {
-                match self.meta_leader_addr() {
-                    Some((id, addr)) => self.peers.meta_propose(id, &addr, bytes.clone(), left).await,
-                    None => Err(Error::NodeUnavailable("no group-0 leader known".into())),
-                }
-            };
-            match res {
-                Ok(reply) => {
-                    let outcome = decode_meta_reply(&reply)?;
-                    return outcome.map_err(|msg| {
-                        if msg.contains("already exists") {
-                            Error::CollectionExists(msg)
-                        } else if msg.contains("cannot place") {
-                            Error::InvalidArgument(msg)
-                        } else {
-                            Error::Internal(msg)
-                        }
-                    });
-                }
-                Err(e) if e.is_retryable() || matches!(e, Error::Timeout(_)) => last = Some(e),
-                Err(e) => return Err(e),
-            }
-            tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now()))).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
     }
 
     /// Serves a metadata proposal forwarded by another node (this node must lead group 0).
     pub async fn handle_meta_propose(&self, command: Vec<u8>, timeout: Duration) -> Result<Vec<u8>> {
         self.check_open()?;
-        if !self.meta.is_leader() {
-            return Err(Error::NotLeader { leader: self.meta.leader_id() });
-        }
-        tokio::time::timeout(timeout, self.meta.write(command))
-            .await
-            .map_err(|_| Error::Timeout("group-0 write not committed in time".into()))?
-            .map_err(Error::from)
-    }
-
-    fn self_arc(&self) -> Option<Arc<Engine>> {
-        self.me.upgrade()
+        self.meta.handle_propose(command, timeout).await
     }
 
     /// This node's id.
@@ -1071,35 +359,16 @@ impl Engine {
         &self.cfg.advertise
     }
 
-    /// `Some(NodeUnavailable)` while this node is cut off from the cluster's majority: a member of a group 0 with
-    /// several voters that has heard from no group-0 leader (or, leading it, from no quorum) for
-    /// [`CUT_OFF_AFTER`]. A request that cannot be served here then fails with it at once instead of at its
-    /// deadline, and the client fails over to a node that may reach the majority (writes keep their write id).
-    pub(crate) fn cut_off(&self) -> Option<Error> {
-        if self.meta.voter_ids().len() < 2 {
-            return None;
-        }
-        let age = self.meta.leader_contact_age();
-        (age > CUT_OFF_AFTER).then(|| {
-            Error::NodeUnavailable(format!(
-                "node {} has heard from no group-0 leader for {:.1} s: it is cut off from the cluster's majority \
-                 (partitioned?); another node may serve the request",
-                self.cfg.node_id,
-                age.as_secs_f64()
-            ))
-        })
-    }
-
     /// Whether this node should get traffic (a `/readyz` probe): `Err` says why not (starting, draining, cut
     /// off from the cluster's majority).
     pub fn readiness(&self) -> std::result::Result<(), String> {
-        if !self.ready.load(Ordering::Acquire) {
+        if !self.lifecycle.is_ready() {
             return Err("starting: not joined or recovered yet".into());
         }
-        if self.draining.load(Ordering::Acquire) || self.closing.load(Ordering::Acquire) {
+        if self.lifecycle.is_draining() || self.lifecycle.is_closing() {
             return Err("draining: the node is stopping".into());
         }
-        match self.cut_off() {
+        match self.meta.cut_off() {
             Some(e) => Err(e.to_string()),
             None => Ok(()),
         }
@@ -1107,25 +376,117 @@ impl Engine {
 
     /// Whether node `id` is in group 0's registry (as this node knows it).
     pub fn is_registered(&self, id: u64) -> bool {
-        self.catalog.node(id).is_some()
+        self.meta.catalog.node(id).is_some()
     }
 
     /// Whether this node leads group 0.
     pub fn is_meta_leader(&self) -> bool {
-        self.meta.is_leader()
+        self.meta.group.is_leader()
     }
 
     /// Fault injection: runs this node's clock `offset_ms` (|offset| <= 1 hour) off the system clock.
     pub fn set_clock_offset(&self, offset_ms: i64) -> Result<i64> {
-        const MAX: i64 = 3_600_000;
-        if !(-MAX..=MAX).contains(&offset_ms) {
-            return Err(Error::InvalidArgument(format!("clock offset {offset_ms} ms is outside -{MAX}..={MAX}")));
-        }
-        self.clock_offset.store(offset_ms, Ordering::Relaxed);
-        tracing::warn!(offset_ms, "fault injection: clock skewed");
-        Ok(offset_ms)
+        self.coord.set_clock_offset(offset_ms)
     }
 
+    /// Fetches points by id, in request order.
+    pub async fn get(
+        &self,
+        name: &str,
+        ids: Vec<PointId>,
+        with_vectors: bool,
+        level: ReadLevel,
+        session: &[SessionToken],
+        timeout: Duration,
+    ) -> Result<Vec<Option<PointRecord>>> {
+        self.coord.get(name, ids, with_vectors, level, session, timeout).await
+    }
+
+    /// Number of live points.
+    pub async fn count(
+        &self,
+        name: &str,
+        level: ReadLevel,
+        session: &[SessionToken],
+        timeout: Duration,
+    ) -> Result<u64> {
+        self.coord.count(name, level, session, timeout).await
+    }
+
+    /// k-nearest-neighbour search of `nq` queries (row-major `queries`), merged over every shard.
+    pub async fn search(
+        &self,
+        name: &str,
+        q: SearchQuery,
+        session: &[SessionToken],
+        timeout: Duration,
+    ) -> Result<SearchOutcome> {
+        self.coord.search(name, q, session, timeout).await
+    }
+
+    /// Serves a shard read sent by a coordinator.
+    pub async fn handle_shard_read(&self, req: ShardReadRequest, timeout: Duration) -> Result<ShardReadReply> {
+        self.coord.handle_shard_read(req, timeout).await
+    }
+
+    /// Validates a scroll (collection, batch size, filter, resume token) and starts streaming it. Errors
+    /// found here come back before any batch.
+    pub fn scroll(self: &Arc<Self>, name: &str, params: ScrollParams) -> Result<Scroll> {
+        self.coord.scroll(name, params)
+    }
+
+    /// Upserts points. The whole batch is validated before anything is written.
+    pub async fn upsert(
+        &self,
+        name: &str,
+        ids: Vec<PointId>,
+        vectors: Vec<f32>,
+        payloads: Vec<Option<Map<String, Value>>>,
+        opts: WriteOptions,
+    ) -> Result<WriteOutcome> {
+        self.coord.upsert(name, ids, vectors, payloads, opts).await
+    }
+
+    /// Deletes points by id (absent ids are no-ops that still leave a tombstone).
+    pub async fn delete(&self, name: &str, ids: Vec<PointId>, opts: WriteOptions) -> Result<WriteOutcome> {
+        self.coord.delete(name, ids, opts).await
+    }
+
+    /// Merges `patch` into the payload of each point, key by key (LWW per key).
+    pub async fn update_payload(
+        &self,
+        name: &str,
+        ids: Vec<PointId>,
+        patch: Map<String, Value>,
+        opts: WriteOptions,
+    ) -> Result<WriteOutcome> {
+        self.coord.update_payload(name, ids, patch, opts).await
+    }
+
+    /// Serves a shard write forwarded by a coordinator: this node must lead the group.
+    pub async fn handle_shard_write(&self, req: ShardWriteRequest, timeout: Duration) -> Result<ShardWriteReply> {
+        self.coord.handle_shard_write(req, timeout).await
+    }
+
+    /// (live points, live points not yet indexed) of a collection: points counted once per shard (its
+    /// most complete replica), unindexed summed over every replica (all must be indexed).
+    pub async fn index_status(&self, name: &str, timeout: Duration) -> Result<(u64, u64)> {
+        let view = self.view(name)?;
+        let uid = view.entry.uid;
+        let mut best: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+        let mut unindexed = 0u64;
+        for (_, st) in self.probe_nodes(timeout, Default::default()).await {
+            let Ok(st) = st else { continue };
+            for r in st.replicas.iter().filter(|r| r.collection == name && r.uid == uid) {
+                unindexed += r.unindexed;
+                let e = best.entry(r.shard).or_insert((0, 0));
+                if r.applied_index >= e.0 {
+                    *e = (r.applied_index, r.count);
+                }
+            }
+        }
+        Ok((best.values().map(|v| v.1).sum(), unindexed))
+    }
     /// The node's fault switch (node ids it refuses to talk to).
     pub fn set_blocked(&self, blocked: &[u64]) -> Vec<u64> {
         let bl = self.net.blocklist();
@@ -1151,267 +512,39 @@ impl Engine {
         self.net.blocklist().is_blocked(from)
     }
 
-    /// Makes local replicas match the catalog (see `reconciler::plan`).
-    async fn reconcile(&self) -> Result<()> {
-        let _guard = self.reconcile_lock.lock().await;
-        let entries: BTreeMap<String, CollectionEntry> =
-            self.catalog.list().into_iter().map(|e| (e.spec.name.clone(), e)).collect();
-        let want = reconciler::desired(&entries, self.cfg.node_id);
-        // A quarantined replica counts as present: it is not opened again (the heal pass owns it).
-        let mut have: BTreeSet<ReplicaKey> = self.replicas.read().keys().cloned().collect();
-        have.extend(self.quarantined_keys());
-        // Opens run concurrently (below): one group slow to elect its leader (up to 10 s for a single
-        // voter) no longer holds up every other shard of the pass.
-        let mut opens = Vec::new();
-        for action in reconciler::plan(&want, &have) {
-            match action {
-                Action::Remove(key) => {
-                    self.forget_quarantine(&key);
-                    if let Err(e) = self.manifest.remove(&key.group_id()) {
-                        tracing::warn!(?key, error = %e, "could not update the replica manifest");
-                    }
-                    let replica = self.replicas.write().remove(&key);
-                    self.refresh_indexer();
-                    if let Some(r) = replica {
-                        self.transport.deregister(&r.gid);
-                        if let Err(e) = r.group.shutdown().await {
-                            tracing::warn!(?key, error = %e, "shard group shutdown failed");
-                        }
-                    }
-                    let dir = shard_dir(&self.cfg.data_dir, &key);
-                    if !inside_shards(&self.cfg.data_dir, &dir) {
-                        tracing::error!(dir = %dir.display(), "refusing to delete a shard dir outside the data dir");
-                    } else if let Err(e) = remove_dir_all_blocking(dir.clone()).await {
-                        tracing::warn!(dir = %dir.display(), error = %e, "could not remove shard data");
-                    }
-                    // The collection's directory goes with its last shard (fails harmlessly while not empty).
-                    if let Some(parent) = dir.parent() {
-                        let _ = std::fs::remove_dir(parent);
-                    }
-                    tracing::info!(collection = %key.collection, shard = key.shard, "shard replica removed");
-                }
-                Action::Open(key) => {
-                    let entry = &entries[&key.collection];
-                    opens.push(async move { (entry, self.open_replica(entry, &key, false).await, key) });
-                }
-            }
-        }
-        for (entry, opened, key) in futures::future::join_all(opens).await {
-            match opened {
-                Ok(()) => {}
-                Err(Error::Corrupt { path, reason }) => {
-                    self.quarantine_replica(entry, &key, format!("corrupt file {path}: {reason}"))
-                }
-                Err(e) => {
-                    // Leave it for the next pass (e.g. a peer's address not yet known).
-                    tracing::warn!(collection = %key.collection, shard = key.shard, error = %e, "could not open shard replica");
-                }
-            }
-        }
-        // Payload indexes follow the catalog (the indexer builds new ones).
-        for (ReplicaKey { collection: name, uid, .. }, r) in self.replicas.read().iter() {
-            if let Some(e) = entries.get(name).filter(|e| e.uid == *uid)
-                && r.app.set_payload_indexes(&e.spec.payload_indexes)
-            {
-                tracing::info!(group = %r.gid, indexes = ?e.spec.payload_indexes, "payload indexes changed");
-            }
-        }
-        self.refresh_indexer();
-        Ok(())
-    }
-
-    /// Opens this node's replica `key` (creating it when new). A replica the manifest lists whose directory
-    /// or log is gone is reported as corrupt, unless `fresh` (the heal opens an empty copy on purpose).
-    pub(crate) async fn open_replica(&self, entry: &CollectionEntry, key: &ReplicaKey, fresh: bool) -> Result<()> {
-        let dir = shard_dir(&self.cfg.data_dir, key);
-        if !inside_shards(&self.cfg.data_dir, &dir) {
-            return Err(Error::InvalidArgument(format!(
-                "shard dir {} of collection {:?} would be outside the data dir",
-                dir.display(),
-                key.collection
-            )));
-        }
-        let gid = key.group_id();
-        if !fresh && self.manifest.contains(&gid) {
-            let log = dir.join("log");
-            let has_segments = std::fs::read_dir(&log)
-                .map(|it| it.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".seg")))
-                .unwrap_or(false);
-            if !has_segments {
-                let what = if dir.exists() { "its log (segment files) is missing" } else { "the directory is missing" };
-                return Err(Error::Corrupt {
-                    path: log.display().to_string(),
-                    reason: format!("this node created replica {gid}, but {what}"),
-                });
-            }
-        } else {
-            self.manifest
-                .add(&gid)
-                .map_err(|e| Error::Storage(format!("recording replica {gid} in the manifest: {e}")))?;
-        }
-        // The shard's directory exists before the state machine can restore into it (on_disk vectors).
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::Storage(format!("creating shard directory {}: {e}", dir.display())))?;
-        let app = Arc::new(ShardApp::new(entry.spec.shard.clone(), Some(dir.clone()), Box::new(self.indexer.waker())));
-        app.set_payload_indexes(&entry.spec.payload_indexes);
-        let mut opts = self.cfg.raft.clone();
-        opts.bootstrap_single = false;
-        let group = RaftGroup::open_with_network(
-            &dir,
-            self.cfg.node_id,
-            self.cfg.advertise.clone(),
-            app.clone(),
-            opts,
-            self.net.factory(gid.clone()),
-        )
-        .await?;
-        self.transport.register(gid.clone(), &group);
-        let replicas = entry.replicas(key.shard);
-        if !group.is_initialized().await? && replicas.first() == Some(&self.cfg.node_id) {
-            // The preferred leader creates the group with every replica as a voter; the others wait to
-            // be contacted (their groups answer once open).
-            let mut members = BTreeMap::new();
-            for &n in replicas {
-                let addr = self.node_addr(n).ok_or_else(|| Error::Internal(format!("node {n} is not registered")))?;
-                members.insert(n, addr);
-            }
-            if let Err(e) = group.initialize(members).await {
-                tracing::warn!(%gid, error = %e, "initialising shard group");
-            }
-            if replicas.len() == 1 {
-                let _ = group.raft().trigger().elect(false).await;
-            }
-        }
-        if group.effective_voters().await? == [self.cfg.node_id] {
-            // The only voter: it leads at once; serve only once it has (a restarted single-node cluster is
-            // then fully usable when it reports ready).
-            if let Err(e) = group.wait_leader(Duration::from_secs(10)).await {
-                tracing::warn!(%gid, error = %e, "single-voter shard group did not take the lead");
-            }
-        }
-        // Never stamp a write older than what this shard already holds (e.g. after a clock step back).
-        let newest = app.store().max_version();
-        if !self.hlc.observe_bounded(newest, self.cfg.max_clock_offset_ms) {
-            tracing::warn!(collection = %key.collection, shard = key.shard, newest = %newest,
-                "the shard holds a version stamped far ahead of this node's clock; the clock does not follow it");
-        }
-        tracing::info!(collection = %key.collection, shard = key.shard, applied = app.applied_index(), "shard replica open");
-        self.replicas.write().insert(key.clone(), Arc::new(ShardReplica { gid, group, app }));
-        Ok(())
-    }
-
-    pub(crate) fn refresh_indexer(&self) {
-        self.indexer.set_shards(self.replicas.read().values().map(|r| r.app.clone()).collect());
-    }
-
-    /// Deletes shard directories of collections the catalog has seen dropped (left by a crash during a
-    /// drop). A directory whose collection uid (the group-0 index that created it) is beyond what this
-    /// node's catalog has applied is kept: after a restart the catalog may trail the cluster (the local
-    /// commit index is persisted lazily) and simply not know the collection yet.
-    fn remove_orphan_dirs(&self) {
-        let keep: BTreeSet<String> = self.catalog.list().iter().map(|e| format!("{}@{}", e.spec.name, e.uid)).collect();
-        let applied = self.meta.applied_index();
-        let Ok(dirs) = std::fs::read_dir(self.cfg.data_dir.join("shards")) else { return };
-        for d in dirs.flatten() {
-            let name = d.file_name().to_string_lossy().to_string();
-            let uid = name.rsplit_once('@').and_then(|(_, u)| u.parse::<u64>().ok());
-            if let Some(uid) = uid
-                && uid > applied
-            {
-                tracing::info!(dir = %name, applied, "keeping shard data of a collection the catalog has not seen yet");
-                continue;
-            }
-            if !keep.contains(&name) {
-                tracing::warn!(dir = %name, "removing orphaned shard data");
-                let _ = std::fs::remove_dir_all(d.path());
-            }
-        }
-    }
-
     /// The API keys this node started with.
     pub(crate) fn key_file(&self) -> &crate::api_keys::KeyFile {
         &self.cfg.api_keys
     }
 
-    /// Samples the data dir's free space (statvfs; cheap).
-    fn sample_disk(&self) {
-        let free = crate::resources::free_bytes(&self.cfg.data_dir).unwrap_or(u64::MAX);
-        let was = self.disk_free.swap(free, Ordering::Relaxed);
-        let min = self.cfg.min_free_disk;
-        if (free < min) != (was < min) {
-            if free < min {
-                tracing::error!(free, min, "disk nearly full: writes refused until space is freed");
-            } else {
-                tracing::info!(free, min, "disk space back: writes accepted again");
-            }
-        }
-    }
-
-    /// Refuses a write this node would append to its logs while its disk is nearly full (reads go on).
-    pub(crate) fn check_disk(&self) -> Result<()> {
-        let free = self.disk_free.load(Ordering::Relaxed);
-        if free < self.cfg.min_free_disk {
-            return Err(Error::Storage(format!(
-                "node {}: disk full: {free} bytes free under {}, below the {} bytes kept in reserve; writes are \
-                 refused until space is freed (nothing was written)",
-                self.cfg.node_id,
-                self.cfg.data_dir.display(),
-                self.cfg.min_free_disk
-            )));
-        }
-        Ok(())
+    /// The collection `name` with this node's replicas of it (refused while starting or shutting down).
+    pub(crate) fn view(&self, name: &str) -> Result<CollectionView> {
+        self.check_open()?;
+        self.local.view(name)
     }
 
     /// Refuses requests while shutting down.
     fn check_running(&self) -> Result<()> {
-        if self.closing.load(Ordering::Acquire) {
-            return Err(Error::NodeUnavailable(format!("node {} is shutting down", self.cfg.node_id)));
-        }
-        Ok(())
+        self.lifecycle.check_running()
     }
 
     /// Refuses requests while starting or shutting down.
     pub(crate) fn check_open(&self) -> Result<()> {
-        self.check_running()?;
-        if !self.ready.load(Ordering::Acquire) {
-            return Err(Error::NodeUnavailable(format!("node {} is starting", self.cfg.node_id)));
-        }
-        Ok(())
+        self.lifecycle.check_open()
     }
 
     /// Whether the registry marks this node as leaving (being drained by `remove_node`) or it has been
     /// removed from the registry after having been in it.
     pub fn is_leaving(&self) -> bool {
-        match self.catalog.node(self.cfg.node_id) {
+        match self.meta.catalog.node(self.cfg.node_id) {
             Some(n) => n.state == "leaving",
-            None => self.ready.load(Ordering::Acquire) && !self.catalog.nodes().is_empty(),
+            None => self.lifecycle.is_ready() && !self.meta.catalog.nodes().is_empty(),
         }
     }
 
     /// Whether the node serves requests.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && !self.closing.load(Ordering::Acquire)
-    }
-
-    /// The collection `name` with this node's replicas of it.
-    pub(crate) fn view(&self, name: &str) -> Result<CollectionView> {
-        self.check_open()?;
-        let entry = self.catalog.get(name).ok_or_else(|| Error::CollectionNotFound(name.to_string()))?;
-        let replicas = self.replicas.read();
-        let local = (0..entry.spec.shards)
-            .map(|s| replicas.get(&ReplicaKey::new(entry.spec.name.clone(), entry.uid, s)).cloned())
-            .collect();
-        Ok(CollectionView { entry, local })
-    }
-
-    /// The local replica of group `gid`, if open here.
-    pub(crate) fn replica_by_gid(&self, collection: &str, uid: u64, shard: u32) -> Option<Arc<ShardReplica>> {
-        self.replicas.read().get(&ReplicaKey::new(collection.to_string(), uid, shard)).cloned()
-    }
-
-    /// Number of registered nodes (at least 1).
-    fn node_count(&self) -> usize {
-        self.catalog.nodes().len().max(1)
+        self.lifecycle.is_ready() && !self.lifecycle.is_closing()
     }
 
     /// Creates a collection; returns once group 0 committed it and this node opened its replicas of it.
@@ -1421,10 +554,10 @@ impl Engine {
         timeout: Duration,
     ) -> Result<CollectionSpec> {
         self.check_open()?;
-        let n = self.node_count();
+        let n = self.meta.node_count();
         let shards = placement::default_shards(n).max(self.cfg.default_shards.max(1));
         let spec = CollectionSpec::from_create(req, shards, placement::default_rf(n))?;
-        let up = self.catalog.nodes().iter().filter(|r| r.state == "up").count();
+        let up = self.meta.catalog.nodes().iter().filter(|r| r.state == "up").count();
         if spec.replication_factor as usize > up {
             return Err(Error::InvalidArgument(format!(
                 "replication_factor {} needs at least that many nodes; this cluster has {up}",
@@ -1432,14 +565,14 @@ impl Engine {
             )));
         }
         let deadline = Instant::now() + timeout;
-        self.meta_propose(&MetaCommand::CreateCollection(spec.clone()), deadline).await.map_err(|e| match e {
+        self.meta.propose(&MetaCommand::CreateCollection(spec.clone()), deadline).await.map_err(|e| match e {
             Error::CollectionExists(_) => Error::CollectionExists(spec.name.clone()),
             e => e,
         })?;
         // Wait until this node's catalog has it and its local replicas are open.
         loop {
-            if let Some(entry) = self.catalog.get(&spec.name) {
-                let replicas = self.replicas.read();
+            if let Some(entry) = self.meta.catalog.get(&spec.name) {
+                let replicas = self.local.replicas.read();
                 let open = (0..entry.spec.shards).all(|s| {
                     !entry.replicas(s).contains(&self.cfg.node_id)
                         || replicas.contains_key(&ReplicaKey::new(entry.spec.name.clone(), entry.uid, s))
@@ -1472,7 +605,7 @@ impl Engine {
         let entry = self.collection_entry(name)?;
         let deadline = Instant::now() + timeout;
         let cmd = MetaCommand::SetPayloadIndex { collection: name.into(), uid: entry.uid, field: field.into(), kind };
-        self.meta_propose(&cmd, deadline).await?;
+        self.meta.propose(&cmd, deadline).await?;
         loop {
             let e = self.collection_entry(name)?;
             let now = e.spec.payload_indexes.iter().find(|(f, _)| f == field).map(|(_, k)| *k);
@@ -1494,20 +627,20 @@ impl Engine {
     /// The spec of a collection.
     pub fn get_collection(&self, name: &str) -> Result<CollectionSpec> {
         self.check_open()?;
-        self.catalog.get(name).map(|e| e.spec).ok_or_else(|| Error::CollectionNotFound(name.to_string()))
+        self.meta.catalog.get(name).map(|e| e.spec).ok_or_else(|| Error::CollectionNotFound(name.to_string()))
     }
 
     /// Every collection, by name.
     pub fn list_collections(&self) -> Vec<CollectionSpec> {
-        self.catalog.list().into_iter().map(|e| e.spec).collect()
+        self.meta.catalog.list().into_iter().map(|e| e.spec).collect()
     }
 
     /// Drops a collection and returns whether it existed; returns once this node's replicas are gone.
     pub async fn drop_collection(&self, name: &str, timeout: Duration) -> Result<bool> {
         self.check_open()?;
         let deadline = Instant::now() + timeout;
-        let existed = self.meta_propose(&MetaCommand::DropCollection(name.to_string()), deadline).await?;
-        while self.replicas.read().keys().any(|k| k.collection == name) && self.catalog.get(name).is_none() {
+        let existed = self.meta.propose(&MetaCommand::DropCollection(name.to_string()), deadline).await?;
+        while self.local.replicas.read().keys().any(|k| k.collection == name) && self.meta.catalog.get(name).is_none() {
             if Instant::now() > deadline {
                 return Err(Error::Timeout(format!("collection {name:?} dropped but its shards are still closing")));
             }
@@ -1523,12 +656,12 @@ impl Engine {
             group: "meta".into(),
             collection: String::new(),
             shard: String::new(),
-            status: self.meta.status(),
+            status: self.meta.group.status(),
             points: 0,
             unindexed: 0,
             snapshot_bytes: 0,
         }];
-        for (ReplicaKey { collection: name, shard, .. }, r) in self.replicas.read().iter() {
+        for (ReplicaKey { collection: name, shard, .. }, r) in self.local.replicas.read().iter() {
             let store = r.app.store();
             groups.push(GroupMetrics {
                 group: r.gid.clone(),
@@ -1540,7 +673,7 @@ impl Engine {
                 snapshot_bytes: self.transport.snapshot_progress(&r.gid).map_or(0, |p| p.0),
             });
         }
-        let c = &self.counters;
+        let c = &self.coord.counters;
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         MetricsView {
             groups,
@@ -1550,7 +683,7 @@ impl Engine {
             in_flight: load(&c.in_flight),
             cancelled: load(&c.cancelled),
             hedged: load(&c.hedged),
-            quarantined: self.quarantine.read().len() as u64,
+            quarantined: self.local.quarantine.read().len() as u64,
         }
     }
 
@@ -1558,8 +691,9 @@ impl Engine {
     /// and resource figures cost O(data) (sorting every id, walking the data dir): only computed when `want`
     /// asks for them, so frequent probes (index-status polls, health) stay cheap.
     pub fn node_state(&self, want: &NodeStateRequest) -> NodeStateReply {
-        let (meta_role, _) = self.meta.role_and_last_index();
+        let (meta_role, _) = self.meta.group.role_and_last_index();
         let replicas = self
+            .local
             .replicas
             .read()
             .iter()
@@ -1593,11 +727,12 @@ impl Engine {
             .collect::<Vec<_>>();
         let mut replicas = replicas;
         for r in &mut replicas {
-            if let Some((damage, repair)) = self.damage_of(&ReplicaKey::new(r.collection.clone(), r.uid, r.shard)) {
+            if let Some((damage, repair)) = self.local.damage_of(&ReplicaKey::new(r.collection.clone(), r.uid, r.shard))
+            {
                 (r.damage, r.repair) = (damage, repair);
             }
         }
-        replicas.extend(self.quarantine_states());
+        replicas.extend(self.local.quarantine_states());
         NodeStateReply {
             node_id: self.cfg.node_id,
             address: self.cfg.advertise.clone(),
@@ -1605,9 +740,9 @@ impl Engine {
             zone: self.cfg.zone.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
             replicas,
-            meta_leader: self.meta.leader_id().unwrap_or(0),
+            meta_leader: self.meta.group.leader_id().unwrap_or(0),
             resources: want.with_resources.then(|| crate::resources::sample(&self.cfg.data_dir)),
-            stats: Some(self.counters.to_proto()),
+            stats: Some(self.coord.counters.to_proto()),
             metrics_address: self.cfg.metrics_address.clone().unwrap_or_default(),
             draining: self.is_draining(),
         }
@@ -1661,6 +796,7 @@ impl Engine {
             }
         }
         let collections: Vec<crate::cluster_view::CollectionShards> = self
+            .meta
             .catalog
             .list()
             .into_iter()
@@ -1689,13 +825,13 @@ impl Engine {
         timeout: Duration,
         want: NodeStateRequest,
     ) -> Vec<(NodeRecord, Result<NodeStateReply>)> {
-        let nodes = self.catalog.nodes();
-        let nodes = if nodes.is_empty() { vec![self.node_record()] } else { nodes };
+        let nodes = self.meta.catalog.nodes();
+        let nodes = if nodes.is_empty() { vec![self.meta.node_record()] } else { nodes };
         let futs = nodes.into_iter().map(|n| async move {
             let st = if n.id == self.cfg.node_id {
                 Ok(self.node_state(&want))
             } else {
-                self.peers.node_state(n.id, &n.address, want, timeout).await
+                self.meta.peers.node_state(n.id, &n.address, want, timeout).await
             };
             (n, st)
         });
@@ -1704,29 +840,29 @@ impl Engine {
 
     /// The group-0 leader this node knows of.
     pub fn meta_leader(&self) -> Option<u64> {
-        self.meta.leader_id()
+        self.meta.group.leader_id()
     }
 
     /// The catalog entry of `name` (spec, uid, placement).
     pub fn collection_entry(&self, name: &str) -> Result<CollectionEntry> {
         self.check_open()?;
-        self.catalog.get(name).ok_or_else(|| Error::CollectionNotFound(name.to_string()))
+        self.meta.catalog.get(name).ok_or_else(|| Error::CollectionNotFound(name.to_string()))
     }
 
     /// First step of a graceful stop: this node answers no more node-state probes (so that peers do not
     /// hand it back the leadership it is about to give away, and see it as down) and its groups stop
     /// campaigning. Requests it already serves go on; Raft traffic goes on.
     pub fn begin_drain(&self) {
-        self.draining.store(true, Ordering::Release);
-        self.meta.set_campaigning(false);
-        for r in self.replicas.read().values() {
+        self.lifecycle.set_draining();
+        self.meta.group.set_campaigning(false);
+        for r in self.local.replicas.read().values() {
             r.group.set_campaigning(false);
         }
     }
 
     /// Whether [`Engine::begin_drain`] was called.
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
+        self.lifecycle.is_draining()
     }
 
     /// Before a graceful stop: asks every group this node leads (group 0 and shards) to hand leadership to
@@ -1735,8 +871,8 @@ impl Engine {
     pub async fn hand_off_leadership(&self, timeout: Duration) {
         let me = self.cfg.node_id;
         let mut groups: Vec<&RaftGroup> = Vec::new();
-        let replicas: Vec<Arc<ShardReplica>> = self.replicas.read().values().cloned().collect();
-        groups.push(&self.meta);
+        let replicas: Vec<Arc<ShardReplica>> = self.local.replicas.read().values().cloned().collect();
+        groups.push(&self.meta.group);
         groups.extend(replicas.iter().map(|r| &r.group));
         // Hand off only to nodes that answer and are not stopping themselves: when the whole cluster stops,
         // leadership would otherwise bounce between draining nodes until the timeout.
@@ -1772,21 +908,14 @@ impl Engine {
 
     /// Stops accepting requests, shuts every group down (flushing logs) and stops the indexer.
     pub async fn shutdown(&self) {
-        if self.closing.swap(true, Ordering::AcqRel) {
+        if self.lifecycle.set_closing() {
             return;
         }
-        let _guard = self.reconcile_lock.lock().await;
-        let replicas: Vec<_> = std::mem::take(&mut *self.replicas.write()).into_values().collect();
-        for r in replicas {
-            self.transport.deregister(&r.gid);
-            if let Err(e) = r.group.shutdown().await {
-                tracing::warn!(error = %e, "shard group shutdown failed");
-            }
-        }
+        self.local.close_all().await;
         self.transport.deregister("meta");
-        if let Err(e) = self.meta.shutdown().await {
+        if let Err(e) = self.meta.group.shutdown().await {
             tracing::warn!(error = %e, "group 0 shutdown failed");
         }
-        self.indexer.stop();
+        self.local.stop_indexer();
     }
 }

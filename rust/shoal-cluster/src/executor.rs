@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 
 use shoal_core::dedup::RETRY_SPAN_MS;
 
-use crate::engine::{FIRST_BACKOFF, MAX_BACKOFF, ReadLevel, WriteLevel};
-use crate::planner::{self, LoadBalancing, NodeLoad, PlanContext, ShardSituation};
+use crate::levels::{FIRST_BACKOFF, LoadBalancing, MAX_BACKOFF, ReadLevel, WriteLevel};
+use crate::planner::{self, NodeLoad, PlanContext, ShardSituation};
 use crate::{Error, Result};
 
 /// The fixed parameters of one read.

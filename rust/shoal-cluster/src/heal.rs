@@ -2,16 +2,18 @@
 //! replica (closed, reported), move its files aside, have the shard leader drop it from the group, open a
 //! fresh copy, and on the leader side serve `HealReplica`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shoal_api::internal::{HealReplicaRequest, NodeStateRequest, ReplicaState};
+use shoal_api::internal::{HealReplicaRequest, ReplicaState};
 
 use crate::anti_entropy::{PeerRing, can_spare, judge, newest_common};
 
 use crate::catalog::CollectionEntry;
-use crate::engine::{Engine, remove_dir_all_blocking, shard_dir};
+use crate::leader_hints::LeaderHints;
+use crate::local_replicas::{LocalReplicas, ShardReplica, remove_dir_all_blocking, shard_dir};
 use crate::quarantine::{HealStep, Quarantine, Stage, first_stage, next_step};
 use crate::reconciler::ReplicaKey;
 use crate::{Error, Result};
@@ -19,7 +21,7 @@ use crate::{Error, Result};
 /// Deadline of one `HealReplica` call (a membership change on the leader).
 const HEAL_CALL: Duration = Duration::from_secs(10);
 
-impl Engine {
+impl LocalReplicas {
     /// Quarantines this node's replica `key` found damaged (`damage` names file and offset): it stays
     /// closed; with peers to copy from, its files go to `DATA_DIR/damaged/` and the heal starts.
     pub(crate) fn quarantine_replica(&self, entry: &CollectionEntry, key: &ReplicaKey, damage: String) {
@@ -102,7 +104,7 @@ impl Engine {
     }
 
     /// Node-state entries for the quarantined replicas that are not open (an open one, rebuilding, is
-    /// reported with its group and `damage` set by [`Engine::damage_of`]).
+    /// reported with its group and `damage` set by [`LocalReplicas::damage_of`]).
     pub(crate) fn quarantine_states(&self) -> Vec<ReplicaState> {
         let open = self.replicas.read();
         self.quarantine
@@ -128,17 +130,32 @@ impl Engine {
 
     /// One pass over the damaged replicas (run periodically): quarantine open replicas whose state machine
     /// met an undecodable committed entry, then take every quarantined replica one step further.
-    pub(crate) async fn heal_pass(self: &Arc<Self>) {
-        let _guard = self.reconcile_lock.lock().await;
-        let damaged: Vec<(ReplicaKey, String)> = self
-            .replicas
-            .read()
-            .iter()
-            .filter(|(k, _)| !self.quarantine.read().contains_key(*k))
-            .filter_map(|(k, r)| r.app.damage().map(|d| (k.clone(), d)))
-            .collect();
+    pub(crate) async fn heal_pass(self: &Arc<Self>, hints: &LeaderHints) {
+        // Under the lock only: find the damaged replicas and claim them and the quarantined ones (see
+        // `LocalReplicas::reconcile`); closing groups, asking leaders and opening fresh copies run without it.
+        // A replica another pass holds is left for the next heal pass.
+        let (damaged, claimed) = {
+            let Some(_guard) = self.lock_for_pass().await else { return };
+            let mut claimed = BTreeMap::new();
+            let damaged: Vec<(ReplicaKey, String)> = self
+                .replicas
+                .read()
+                .iter()
+                .filter(|(k, _)| !self.quarantine.read().contains_key(*k))
+                .filter_map(|(k, r)| r.app.damage().map(|d| (k.clone(), d)))
+                .filter(|(k, _)| self.claim(k).map(|c| claimed.insert(k.clone(), c)).is_some())
+                .collect();
+            for key in self.quarantined_keys() {
+                if !claimed.contains_key(&key)
+                    && let Some(c) = self.claim(&key)
+                {
+                    claimed.insert(key, c);
+                }
+            }
+            (damaged, claimed)
+        };
         for (key, damage) in damaged {
-            let Some(entry) = self.catalog.get(&key.collection).filter(|e| e.uid == key.uid) else { continue };
+            let Some(entry) = self.meta.catalog.get(&key.collection).filter(|e| e.uid == key.uid) else { continue };
             let removed = self.replicas.write().remove(&key);
             if let Some(r) = removed {
                 self.transport.deregister(&r.gid);
@@ -148,9 +165,10 @@ impl Engine {
             }
             self.quarantine_replica(&entry, &key, damage);
         }
-        let keys = self.quarantined_keys();
+        // The replicas quarantined above go on at once; those quarantined meanwhile by a reconcile pass wait.
+        let keys: Vec<ReplicaKey> = self.quarantined_keys().into_iter().filter(|k| claimed.contains_key(k)).collect();
         for key in keys {
-            let Some(entry) = self.catalog.get(&key.collection).filter(|e| e.uid == key.uid) else { continue };
+            let Some(entry) = self.meta.catalog.get(&key.collection).filter(|e| e.uid == key.uid) else { continue };
             let Some(stage) = self.quarantine.read().get(&key).map(|q| q.stage) else { continue };
             let peers: Vec<u64> =
                 entry.replicas(key.shard).iter().copied().filter(|n| *n != self.cfg.node_id).collect();
@@ -167,7 +185,7 @@ impl Engine {
                 }
                 HealStep::AskLeaderToRemove(peers) => {
                     let damage = self.quarantine.read().get(&key).map(|q| q.damage.clone()).unwrap_or_default();
-                    match self.ask_leader_to_remove(&key, &peers, damage).await {
+                    match self.ask_leader_to_remove(&key, &peers, damage, hints.get(&key.group_id())).await {
                         Ok(()) => {
                             if next_step(stage, &peers, true, false) == HealStep::OpenFresh {
                                 self.open_fresh(&entry, &key).await;
@@ -185,17 +203,10 @@ impl Engine {
 
     /// Anti-entropy (run every few seconds): compares each open voter replica's recent digests with its
     /// peers' at common applied indexes (one node-state probe per peer node) and marks a replica that its
-    /// peers outvote damaged; the next heal pass quarantines and rebuilds it.
-    pub(crate) async fn anti_entropy_pass(&self) {
-        let want = NodeStateRequest { with_digest_rings: true, ..Default::default() };
-        let states: Vec<(u64, Vec<ReplicaState>)> = self
-            .probe_nodes(Duration::from_secs(2), want)
-            .await
-            .into_iter()
-            .filter(|(rec, _)| rec.id != self.cfg.node_id)
-            .filter_map(|(rec, st)| st.ok().map(|s| (rec.id, s.replicas)))
-            .collect();
-        let local: Vec<(ReplicaKey, Arc<crate::engine::ShardReplica>)> =
+    /// peers outvote damaged; the next heal pass quarantines and rebuilds it. `states`: the replicas of every
+    /// other node that answered, with their digest rings.
+    pub(crate) fn anti_entropy_pass(&self, states: &[(u64, Vec<ReplicaState>)]) {
+        let local: Vec<(ReplicaKey, Arc<ShardReplica>)> =
             self.replicas.read().iter().map(|(k, r)| (k.clone(), r.clone())).collect();
         for (key, r) in local {
             let (role, _) = r.group.role_and_last_index();
@@ -239,7 +250,7 @@ impl Engine {
     /// Fault injection (tests): changes one point of this node's replica of `key` behind Raft's back (a
     /// payload patch applied to the store only), so that it diverges from its peers.
     pub fn diverge_replica(&self, name: &str, shard: u32) -> Result<String> {
-        let entry = self.catalog.get(name).ok_or_else(|| Error::CollectionNotFound(name.to_string()))?;
+        let entry = self.meta.catalog.get(name).ok_or_else(|| Error::CollectionNotFound(name.to_string()))?;
         let key = ReplicaKey::new(name, entry.uid, shard);
         let r = self.replica_by_gid(name, entry.uid, shard).ok_or_else(|| self.replica_not_open(&key))?;
         let store = r.app.store();
@@ -281,7 +292,13 @@ impl Engine {
     }
 
     /// Asks the shard's leader (trying `peers`, following leader hints) to drop this node from the group.
-    async fn ask_leader_to_remove(&self, key: &ReplicaKey, peers: &[u64], damage: String) -> Result<()> {
+    async fn ask_leader_to_remove(
+        &self,
+        key: &ReplicaKey,
+        peers: &[u64],
+        damage: String,
+        hint: Option<u64>,
+    ) -> Result<()> {
         let req = HealReplicaRequest {
             collection: key.collection.clone(),
             uid: key.uid,
@@ -290,7 +307,7 @@ impl Engine {
             damage,
         };
         let mut tried = Vec::new();
-        let mut next: Vec<u64> = self.leader_hints.read().get(&key.group_id()).copied().into_iter().collect();
+        let mut next: Vec<u64> = hint.into_iter().collect();
         next.extend(peers.iter().copied());
         let mut last = Error::ShardUnavailable(format!("no replica of shard {} answered", key.shard));
         while let Some(n) = next.first().copied() {
@@ -299,7 +316,7 @@ impl Engine {
                 continue;
             }
             tried.push(n);
-            let Some(addr) = self.node_addr(n) else { continue };
+            let Some(addr) = self.meta.node_addr(n) else { continue };
             match self.peers.heal_replica(n, &addr, req.clone(), HEAL_CALL).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
@@ -311,33 +328,5 @@ impl Engine {
             }
         }
         Err(last)
-    }
-
-    /// On the shard leader: drops `req.node` (its replica is damaged) from the group's membership, voter
-    /// and learner alike. The leader's mover then adds it back as a learner, and promotes it once caught up.
-    pub async fn handle_heal_replica(&self, req: HealReplicaRequest, timeout: Duration) -> Result<()> {
-        self.check_open()?;
-        let key = ReplicaKey::new(req.collection.clone(), req.uid, req.shard);
-        let r = self.replica_by_gid(&req.collection, req.uid, req.shard).ok_or_else(|| self.replica_not_open(&key))?;
-        if !r.group.is_leader() {
-            return Err(Error::NotLeader { leader: r.group.leader_id() });
-        }
-        let (voters, learners) = r.group.members().await?;
-        if !voters.contains(&req.node) && !learners.contains(&req.node) {
-            return Ok(());
-        }
-        if voters.len() == 1 && voters.contains(&req.node) {
-            return Err(Error::InvalidArgument(format!("node {} is the only voter of {}", req.node, r.gid)));
-        }
-        if !self.moving.lock().insert(r.gid.clone()) {
-            return Err(Error::ShardUnavailable(format!("{} is changing its membership: retry", r.gid)));
-        }
-        tracing::warn!(group = %r.gid, node = req.node, damage = %req.damage, "dropping a damaged replica to rebuild it");
-        let res = tokio::time::timeout(timeout, r.group.remove_members([req.node].into_iter().collect())).await;
-        self.moving.lock().remove(&r.gid);
-        match res {
-            Ok(r) => r.map_err(Error::from),
-            Err(_) => Err(Error::Timeout(format!("dropping node {} from {} took too long", req.node, r.gid))),
-        }
     }
 }

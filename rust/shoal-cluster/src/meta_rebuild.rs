@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use shoal_api::internal::JoinRequest;
 
-use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::meta_plane::MetaPlane;
 
 /// Marker file inside `meta/` while a rebuild has not finished.
 const REBUILDING: &str = "REBUILDING";
@@ -85,7 +85,7 @@ pub fn set_aside(data_dir: &Path, node_id: u64, reason: &str, have_seeds: bool) 
     Ok(())
 }
 
-impl Engine {
+impl MetaPlane {
     /// Runs the forget and rejoin steps (see the diagram above); group 0 is served to peers from the
     /// rejoin on. Errors when no peer could take the node out of group 0 before `deadline`.
     pub(crate) async fn rebuild_meta(&self, reason: &str, deadline: Instant) -> Result<()> {
@@ -126,7 +126,7 @@ impl Engine {
                  start deadline (last: {last_error}); it stays out of service"
             )));
         };
-        self.transport.register("meta", &self.meta);
+        self.transport.register("meta", &self.group);
         self.join_through(&seed, deadline).await?;
         let meta = self.cfg.data_dir.join("meta");
         std::fs::remove_file(meta.join(REBUILDING))
@@ -140,13 +140,13 @@ impl Engine {
     /// On the group-0 leader: removes node `id`, which lost its group-0 files, from group 0 (voter and
     /// learner) so that it cannot vote with what it forgot; it joins again afterwards.
     pub(crate) async fn forget_member(&self, id: u64, deadline: Instant) -> Result<()> {
-        let (voters, learners) = self.meta.members().await?;
+        let (voters, learners) = self.group.members().await?;
         if !voters.contains(&id) && !learners.contains(&id) {
             return Ok(());
         }
         tracing::warn!(node = id, "node lost its group-0 files: removing it from group 0 until it has rebuilt them");
         let left = deadline.saturating_duration_since(Instant::now());
-        tokio::time::timeout(left, self.meta.remove_members([id].into()))
+        tokio::time::timeout(left, self.group.remove_members([id].into()))
             .await
             .map_err(|_| Error::Timeout(format!("removing node {id} from group 0 timed out")))??;
         Ok(())

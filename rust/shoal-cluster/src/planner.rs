@@ -19,65 +19,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use shoal_api::v1;
-
-use crate::engine::ReadLevel;
-use crate::{Error, Result};
-
-/// How a read picks among the eligible replicas of a shard.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum LoadBalancing {
-    /// Rotate over the eligible replicas.
-    RoundRobin,
-    /// Fewest requests in flight from this coordinator, then the lowest latency EWMA.
-    #[default]
-    LeastLoaded,
-    /// This node, then this node's zone, then any.
-    Locality,
-}
-
-impl LoadBalancing {
-    /// Parses a strategy name ("" = `default`).
-    pub fn parse(s: &str, default: LoadBalancing) -> Result<LoadBalancing> {
-        match s {
-            "" => Ok(default),
-            "round_robin" => Ok(LoadBalancing::RoundRobin),
-            "least_loaded" => Ok(LoadBalancing::LeastLoaded),
-            "locality" => Ok(LoadBalancing::Locality),
-            o => Err(Error::InvalidArgument(format!(
-                "unknown load_balancing {o:?}: expected \"round_robin\", \"least_loaded\" or \"locality\""
-            ))),
-        }
-    }
-
-    /// The strategy a request asks for (UNSPECIFIED = `default`).
-    pub fn from_proto(v: i32, default: LoadBalancing) -> LoadBalancing {
-        match v1::LoadBalancing::try_from(v).unwrap_or_default() {
-            v1::LoadBalancing::RoundRobin => LoadBalancing::RoundRobin,
-            v1::LoadBalancing::LeastLoaded => LoadBalancing::LeastLoaded,
-            v1::LoadBalancing::Locality => LoadBalancing::Locality,
-            v1::LoadBalancing::Unspecified => default,
-        }
-    }
-
-    /// The wire value.
-    pub fn to_proto(self) -> v1::LoadBalancing {
-        match self {
-            LoadBalancing::RoundRobin => v1::LoadBalancing::RoundRobin,
-            LoadBalancing::LeastLoaded => v1::LoadBalancing::LeastLoaded,
-            LoadBalancing::Locality => v1::LoadBalancing::Locality,
-        }
-    }
-
-    /// The name users write.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LoadBalancing::RoundRobin => "round_robin",
-            LoadBalancing::LeastLoaded => "least_loaded",
-            LoadBalancing::Locality => "locality",
-        }
-    }
-}
+use crate::levels::{LoadBalancing, ReadLevel};
 
 /// What the coordinator knows of one node's recent service, for `least_loaded` and hedging.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

@@ -26,10 +26,12 @@ use shoal_core::{CancelToken, PointId};
 
 use futures::StreamExt;
 
-use crate::engine::{CollectionView, Engine, ReadLevel, ShardReplica};
+use crate::coordinator::Coordinator;
 use crate::executor::{ReadRound, RoundConfig};
+use crate::levels::{LoadBalancing, ReadLevel};
 use crate::load::NodeCounters;
-use crate::planner::{self, LoadBalancing, PlanContext, ShardSituation};
+use crate::local_replicas::{CollectionView, ShardReplica};
+use crate::planner::{self, PlanContext, ShardSituation};
 use crate::reconciler::ReplicaKey;
 use crate::scroll::scan_op;
 use crate::{Error, Result};
@@ -206,17 +208,10 @@ pub(crate) fn tokens_of(tokens: &[SessionToken], uid: u64) -> HashMap<u32, u64> 
     out
 }
 
-impl Engine {
+impl Coordinator {
     /// Takes `n` consecutive turns of the planner's rotation counter; returns the first.
     fn next_turns(&self, n: usize) -> usize {
         self.round_robin.fetch_add(n, Ordering::Relaxed)
-    }
-
-    /// Zone of every registered node ("" = none).
-    fn node_zones(&self) -> HashMap<u64, String> {
-        let mut z: HashMap<u64, String> = self.catalog.nodes().into_iter().map(|n| (n.id, n.zone)).collect();
-        z.insert(self.cfg.node_id, self.cfg.zone.clone());
-        z
     }
 
     /// The node to read `shard` from at `level` with the node's default strategy, avoiding `excluded`: one
@@ -236,7 +231,7 @@ impl Engine {
             local: view.local[shard as usize].is_some(),
             has_token: level == ReadLevel::Session,
         };
-        let (zones, loads) = (self.node_zones(), self.loads.snapshot(false));
+        let (zones, loads) = (self.meta.node_zones(), self.loads.snapshot(false));
         let ctx = PlanContext {
             me: self.cfg.node_id,
             zones: &zones,
@@ -294,7 +289,7 @@ impl Engine {
         let cfg = RoundConfig {
             collection: name.clone(),
             me: self.cfg.node_id,
-            zones: self.node_zones(),
+            zones: self.meta.node_zones(),
             level,
             strategy: opts.strategy,
             hedging: self.cfg.hedging,
@@ -383,7 +378,7 @@ impl Engine {
                             }
                         }
                     }
-                    Err(e) => round.on_failure(node, &node_shards, e, self.cut_off())?,
+                    Err(e) => round.on_failure(node, &node_shards, e, self.meta.cut_off())?,
                 }
             }
             // Hedge the shards of requests that are slower than their node's p95.
@@ -417,7 +412,8 @@ impl Engine {
         if node == self.cfg.node_id {
             return self.serve_local(&e.spec.name, e.uid, targets, op, level, deadline).await;
         }
-        let addr = self.node_addr(node).ok_or_else(|| Error::NodeUnavailable(format!("node {node} has no address")))?;
+        let addr =
+            self.meta.node_addr(node).ok_or_else(|| Error::NodeUnavailable(format!("node {node} has no address")))?;
         let op_proto = match op {
             ReadOp::Search { queries, k, filter_text, ef, exact, rescore, with_payload, .. } => {
                 shard_read_request::Op::Search(v1::SearchRequest {
@@ -479,7 +475,7 @@ impl Engine {
         let mut replicas: Vec<Arc<ShardReplica>> = Vec::with_capacity(targets.len());
         for t in targets {
             let key = ReplicaKey::new(name, uid, t.shard);
-            let r = self.replica_by_gid(name, uid, t.shard).ok_or_else(|| self.replica_not_open(&key))?;
+            let r = self.local.replica_by_gid(name, uid, t.shard).ok_or_else(|| self.local.replica_not_open(&key))?;
             if let Some(d) = r.app.damage() {
                 return Err(Error::ShardUnavailable(format!(
                     "replica of shard {} of collection {name:?} on node {me} is damaged: {d}",
@@ -496,17 +492,15 @@ impl Engine {
                     Err(_) => Err(Error::Consistency(format!("leadership of {} not confirmed in time", r.gid))),
                 },
                 ReadLevel::Session if t.min_applied > 0 => {
+                    // Woken by the replica's applies (a watch bumped by the state machine), bounded.
                     let until = Instant::now() + left.min(SESSION_WAIT);
-                    while r.app.applied_index() < t.min_applied {
-                        if Instant::now() >= until {
-                            return Err(Error::ShardUnavailable(format!(
-                                "replica of {} on node {me} has applied {} < session token {}",
-                                r.gid,
-                                r.app.applied_index(),
-                                t.min_applied
-                            )));
-                        }
-                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    if !r.app.wait_applied(t.min_applied, until.into()).await {
+                        return Err(Error::ShardUnavailable(format!(
+                            "replica of {} on node {me} has applied {} < session token {}",
+                            r.gid,
+                            r.app.applied_index(),
+                            t.min_applied
+                        )));
                     }
                     Ok(())
                 }
@@ -524,7 +518,7 @@ impl Engine {
             ReadOp::Count => Ok(NodeReadOut::Count(stores.iter().map(|s| s.count() as u64).collect())),
             ReadOp::Get { ids, with_vectors } => {
                 let by_shard: HashMap<u32, usize> = targets.iter().enumerate().map(|(i, t)| (t.shard, i)).collect();
-                let n = self.catalog.get(name).map_or(1, |e| e.spec.shards);
+                let n = self.meta.catalog.get(name).map_or(1, |e| e.spec.shards);
                 let mut out = Vec::with_capacity(ids.len());
                 for id in ids {
                     let rec = match by_shard.get(&id.shard(n)) {
@@ -592,12 +586,12 @@ impl Engine {
     }
 
     /// Serves a shard read sent by a coordinator.
-    pub async fn handle_shard_read(&self, req: ShardReadRequest, timeout: Duration) -> Result<ShardReadReply> {
-        self.check_open()?;
+    pub(crate) async fn handle_shard_read(&self, req: ShardReadRequest, timeout: Duration) -> Result<ShardReadReply> {
+        self.lifecycle.check_open()?;
         let _busy = self.counters.enter();
         let deadline = Instant::now() + timeout;
         let level = level_from_proto(req.level)?;
-        let entry = self.catalog.get(&req.collection).filter(|e| e.uid == req.uid).ok_or_else(|| {
+        let entry = self.meta.catalog.get(&req.collection).filter(|e| e.uid == req.uid).ok_or_else(|| {
             Error::ShardUnavailable(format!(
                 "collection {:?} (uid {}) is not known on node {} yet",
                 req.collection, req.uid, self.cfg.node_id
@@ -647,7 +641,7 @@ impl Engine {
     }
 
     /// Fetches points by id, in request order.
-    pub async fn get(
+    pub(crate) async fn get(
         &self,
         name: &str,
         ids: Vec<PointId>,
@@ -679,7 +673,7 @@ impl Engine {
     }
 
     /// Number of live points.
-    pub async fn count(
+    pub(crate) async fn count(
         &self,
         name: &str,
         level: ReadLevel,
@@ -710,7 +704,7 @@ impl Engine {
     }
 
     /// k-nearest-neighbour search of `nq` queries (row-major `queries`), merged over every shard.
-    pub async fn search(
+    pub(crate) async fn search(
         &self,
         name: &str,
         q: SearchQuery,
@@ -772,26 +766,6 @@ impl Engine {
         };
         Ok(SearchOutcome { hits, failed_shards: out.failed, shards })
     }
-
-    /// (live points, live points not yet indexed) of a collection: points counted once per shard (its
-    /// most complete replica), unindexed summed over every replica (all must be indexed).
-    pub async fn index_status(&self, name: &str, timeout: Duration) -> Result<(u64, u64)> {
-        let view = self.view(name)?;
-        let uid = view.entry.uid;
-        let mut best: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
-        let mut unindexed = 0u64;
-        for (_, st) in self.probe_nodes(timeout, Default::default()).await {
-            let Ok(st) = st else { continue };
-            for r in st.replicas.iter().filter(|r| r.collection == name && r.uid == uid) {
-                unindexed += r.unindexed;
-                let e = best.entry(r.shard).or_insert((0, 0));
-                if r.applied_index >= e.0 {
-                    *e = (r.applied_index, r.count);
-                }
-            }
-        }
-        Ok((best.values().map(|v| v.1).sum(), unindexed))
-    }
 }
 
 /// Parses a filter's JSON text ("" = none).
@@ -843,7 +817,7 @@ mod tests {
 
     #[test]
     fn levels_parse() {
-        use crate::engine::WriteLevel;
+        use crate::levels::WriteLevel;
         assert_eq!(WriteLevel::parse("strong").unwrap(), WriteLevel::Strong);
         assert!(WriteLevel::parse("all").unwrap_err().to_string().contains("all"));
         assert_eq!(ReadLevel::parse("").unwrap(), ReadLevel::Session);

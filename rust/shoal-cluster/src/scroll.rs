@@ -25,7 +25,9 @@ use shoal_core::filter::Filter;
 use shoal_core::store::{PointRecord, ShardStore};
 use tokio::sync::mpsc;
 
-use crate::engine::{CollectionView, Engine, FIRST_BACKOFF, MAX_BACKOFF, ReadLevel};
+use crate::coordinator::Coordinator;
+use crate::levels::{FIRST_BACKOFF, MAX_BACKOFF, ReadLevel};
+use crate::local_replicas::CollectionView;
 use crate::read_path::{NodeReadOut, ReadOp, parse_filter, tokens_of};
 use crate::{Error, Result};
 
@@ -91,10 +93,10 @@ struct Plan {
     params: ScrollParams,
 }
 
-impl Engine {
+impl Coordinator {
     /// Validates a scroll (collection, batch size, filter, resume token) and starts streaming it. Errors
     /// found here come back before any batch.
-    pub fn scroll(self: &Arc<Self>, name: &str, params: ScrollParams) -> Result<Scroll> {
+    pub(crate) fn scroll(self: &Arc<Self>, name: &str, params: ScrollParams) -> Result<Scroll> {
         let view = self.view(name)?;
         let spec = &view.entry.spec;
         let batch = match params.batch_size {
@@ -110,14 +112,14 @@ impl Engine {
         let start = start_position(&params.resume_token, name, view.entry.uid, spec.shards, spec.shard.id_type)?;
         let plan = Plan { name: name.to_string(), uid: view.entry.uid, shards: spec.shards, limit, filter, params };
         let (tx, rx) = mpsc::channel(SCROLL_QUEUE);
-        let engine = Arc::clone(self);
+        let coord = Arc::clone(self);
         let idle_closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let idle = Arc::clone(&idle_closed);
         tokio::spawn(async move {
             let closed = tx.clone();
             tokio::select! {
                 _ = closed.closed() => {}
-                _ = engine.produce(plan, start, tx, idle) => {}
+                _ = coord.produce(plan, start, tx, idle) => {}
             }
         });
         Ok(Scroll { dim: spec.shard.dim as u32, batches: rx, idle_closed })

@@ -21,6 +21,8 @@ pub struct ShardApp {
     store: RwLock<Arc<ShardStore>>,
     /// Highest log index applied (0 = none); monotonic except on restore.
     applied: AtomicU64,
+    /// The same index for waiters (`wait_applied`): set right after `applied` on each apply and restore.
+    applied_watch: tokio::sync::watch::Sender<u64>,
     /// Called after each apply so the indexer can start at once.
     on_apply: Box<dyn Fn() + Send + Sync>,
     /// Set when a committed entry could not be decoded: the replica no longer matches its log, so it
@@ -56,6 +58,7 @@ impl ShardApp {
             config,
             vector_dir,
             applied: AtomicU64::new(0),
+            applied_watch: tokio::sync::watch::Sender::new(0),
             on_apply,
             damage: parking_lot::Mutex::new(None),
             ring: parking_lot::Mutex::new(std::collections::VecDeque::new()),
@@ -120,6 +123,18 @@ impl ShardApp {
     pub fn applied_index(&self) -> u64 {
         self.applied.load(Ordering::Acquire)
     }
+
+    /// Waits until the applied index reaches `index` (woken by each apply, no polling) or `deadline`
+    /// passes; returns whether it did.
+    pub async fn wait_applied(&self, index: u64, deadline: tokio::time::Instant) -> bool {
+        if self.applied_index() >= index {
+            return true;
+        }
+        let mut rx = self.applied_watch.subscribe();
+        // `wait_for` checks the current value first, so an apply between the check above and `subscribe`
+        // is not missed. It fails only when the sender (`self`) is gone, which cannot happen while borrowed.
+        matches!(tokio::time::timeout_at(deadline, rx.wait_for(|&a| a >= index)).await, Ok(Ok(_)))
+    }
 }
 
 impl shoal_raft::StateMachineApp for ShardApp {
@@ -142,6 +157,7 @@ impl shoal_raft::StateMachineApp for ShardApp {
             }
         };
         self.applied.store(index, Ordering::Release);
+        self.applied_watch.send_replace(index);
         Self::remember(&mut ring, index, self.store().digest());
         drop(ring);
         (self.on_apply)();
@@ -168,6 +184,7 @@ impl shoal_raft::StateMachineApp for ShardApp {
         // The ring starts again at the snapshot's index: the history before it is another replica's.
         ring.clear();
         self.applied.store(index, Ordering::Release);
+        self.applied_watch.send_replace(index);
         Self::remember(&mut ring, index, digest);
         drop(ring);
         (self.on_apply)();
@@ -236,5 +253,36 @@ mod tests {
         for (i, d) in seen.into_iter().filter(|(i, _)| *i > 0) {
             assert_eq!(truth.get(&i), Some(&d), "pair read at index {i}");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiter_wakes_when_the_applied_index_reaches_its_token() {
+        let cfg =
+            ShardConfig { dim: 4, metric: Metric::L2, id_type: IdType::Int, index: IndexConfig::Flat, on_disk: false };
+        let app = Arc::new(ShardApp::new(cfg, None, Box::new(|| {})));
+        let far = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        assert!(app.wait_applied(0, far).await, "index 0 is reached from the start");
+        let waiter = {
+            let app = app.clone();
+            tokio::spawn(async move { app.wait_applied(3, far).await })
+        };
+        let applier = {
+            let app = app.clone();
+            std::thread::spawn(move || {
+                for i in 1..=3u64 {
+                    let op = WriteOp::Upsert {
+                        id: PointId::Int(i),
+                        version: Version::new(i, 1),
+                        vector: vec![i as f32, 0.0, 0.0, 1.0],
+                        payload: None,
+                    };
+                    app.apply(i, &encode_write_batch(&WriteBatch::new(vec![op])));
+                }
+            })
+        };
+        applier.join().unwrap();
+        assert!(waiter.await.unwrap(), "woken by the applies");
+        // A token beyond what is applied is not reached by its deadline (already passed here).
+        assert!(!app.wait_applied(4, tokio::time::Instant::now()).await);
     }
 }

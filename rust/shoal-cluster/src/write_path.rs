@@ -28,9 +28,11 @@ use shoal_core::dedup::WriteId;
 use shoal_core::store::{WriteBatch, WriteOp};
 use shoal_core::{PointId, validate};
 
-use crate::engine::{CollectionView, Engine, ShardReplica, WriteLevel};
+use crate::coordinator::Coordinator;
 use crate::executor::{Retry, WriteAttempts, WriteStep};
+use crate::levels::WriteLevel;
 use crate::load::NodeCounters;
+use crate::local_replicas::{CollectionView, ShardReplica};
 use crate::reconciler::ReplicaKey;
 use crate::{Error, Result};
 
@@ -83,7 +85,7 @@ fn level_from_proto(v: i32) -> Result<WriteLevel> {
     }
 }
 
-impl Engine {
+impl Coordinator {
     /// Stamps `ops` with one version, splits them by shard and writes each part at `level`, every part
     /// under `write_id` (a new random id when `None`).
     pub(crate) async fn write(
@@ -139,7 +141,7 @@ impl Engine {
             return Some(l);
         }
         let key = ReplicaKey::new(view.entry.spec.name.clone(), view.entry.uid, shard);
-        if let Some(&l) = self.leader_hints.read().get(&key.group_id()) {
+        if let Some(l) = self.leader_hints.get(&key.group_id()) {
             return Some(l);
         }
         view.entry.replicas(shard).first().copied()
@@ -174,10 +176,10 @@ impl Engine {
             let res = if target == self.cfg.node_id {
                 match &view.local[shard as usize] {
                     Some(r) => self.propose_local(r, bytes.clone(), n_ops, level, deadline).await,
-                    None => Err(self.replica_not_open(&key)),
+                    None => Err(self.local.replica_not_open(&key)),
                 }
             } else {
-                match self.node_addr(target) {
+                match self.meta.node_addr(target) {
                     Some(addr) => {
                         let req = ShardWriteRequest {
                             group: gid.clone(),
@@ -192,12 +194,12 @@ impl Engine {
             };
             match res {
                 Ok(v) => {
-                    self.leader_hints.write().insert(gid.clone(), target);
+                    self.leader_hints.set(&gid, target);
                     return Ok(v);
                 }
-                Err(e) => match attempts.on_failure(Instant::now(), target, e, self.cut_off())? {
+                Err(e) => match attempts.on_failure(Instant::now(), target, e, self.meta.cut_off())? {
                     Retry::FollowLeader(l) => {
-                        self.leader_hints.write().insert(gid.clone(), l);
+                        self.leader_hints.set(&gid, l);
                     }
                     Retry::Sleep(d) => tokio::time::sleep(d).await,
                 },
@@ -216,7 +218,7 @@ impl Engine {
         deadline: Instant,
     ) -> Result<(u64, u64)> {
         // This node appends the batch to its log: refused while its disk is nearly full.
-        self.check_disk()?;
+        self.local.check_disk()?;
         let left = deadline.saturating_duration_since(Instant::now());
         match level {
             WriteLevel::Eventual => {
@@ -289,11 +291,18 @@ impl Engine {
     }
 
     /// Serves a shard write forwarded by a coordinator: this node must lead the group.
-    pub async fn handle_shard_write(&self, req: ShardWriteRequest, timeout: Duration) -> Result<ShardWriteReply> {
-        self.check_open()?;
+    pub(crate) async fn handle_shard_write(
+        &self,
+        req: ShardWriteRequest,
+        timeout: Duration,
+    ) -> Result<ShardWriteReply> {
+        self.lifecycle.check_open()?;
         let _busy = self.counters.enter();
         let key: ReplicaKey = req.group.parse()?;
-        let r = self.replica_by_gid(&key.collection, key.uid, key.shard).ok_or_else(|| self.replica_not_open(&key))?;
+        let r = self
+            .local
+            .replica_by_gid(&key.collection, key.uid, key.shard)
+            .ok_or_else(|| self.local.replica_not_open(&key))?;
         if !r.group.is_leader() {
             return Err(Error::NotLeader { leader: r.group.leader_id() });
         }
@@ -305,7 +314,7 @@ impl Engine {
     }
 
     /// Upserts points. The whole batch is validated before anything is written.
-    pub async fn upsert(
+    pub(crate) async fn upsert(
         &self,
         name: &str,
         ids: Vec<PointId>,
@@ -337,7 +346,7 @@ impl Engine {
     }
 
     /// Deletes points by id (absent ids are no-ops that still leave a tombstone).
-    pub async fn delete(&self, name: &str, ids: Vec<PointId>, opts: WriteOptions) -> Result<WriteOutcome> {
+    pub(crate) async fn delete(&self, name: &str, ids: Vec<PointId>, opts: WriteOptions) -> Result<WriteOutcome> {
         let view = self.view(name)?;
         validate::check_ids(&ids, view.entry.spec.shard.id_type)?;
         let ops = ids.into_iter().map(|id| (id, OpBody::Delete)).collect();
@@ -345,7 +354,7 @@ impl Engine {
     }
 
     /// Merges `patch` into the payload of each point, key by key (LWW per key).
-    pub async fn update_payload(
+    pub(crate) async fn update_payload(
         &self,
         name: &str,
         ids: Vec<PointId>,
