@@ -1,6 +1,7 @@
-//! Shoal's cluster logic: the group-0 catalog state machine, the shard state machine, the local
-//! reconciler (pure plan + executor), the background indexer, and the `Engine` that coordinates reads and
-//! writes across a node's shard groups.
+//! Shoal's cluster logic: the group-0 catalog and shard state machines, pure decisions (placement, planner,
+//! reconciler, mover, the sans-IO read and write executor) and the node's components that run them:
+//! `MetaPlane` (group 0), `LocalReplicas` (this node's replicas), `MoveExecutor` (moves) and `Coordinator`
+//! (read, write and scroll paths), wired together by `Engine`.
 
 pub mod anti_entropy;
 pub mod api_keys;
