@@ -103,6 +103,19 @@ def _vec(n: int, dim: int = 4) -> np.ndarray:
 # --- tests --------------------------------------------------------------------------------------------------
 
 
+def _settles_green(c: shoal.Cluster, within: float = 30.0) -> None:
+    """Health turns (or stays) green. A busy machine can show a transient yellow right after writes (a replica
+    catching up, a node-state probe answered late): that is reported, not failed; a cluster that does not
+    settle within `within` seconds (a liveness bound, not a speed check) fails with its reasons."""
+    deadline = time.monotonic() + within
+    h = c.health()
+    while h.status != "green":
+        print(f"health {h.status}: {h.reasons}")
+        assert time.monotonic() < deadline, f"health still {h.status} after {within} s: {h.reasons}"
+        time.sleep(0.2)
+        h = c.health()
+
+
 @pytest.mark.shoal(nodes=3)
 def test_callers_are_refused_with_the_right_error(shoal_cluster: shoal.Cluster) -> None:
     c = shoal_cluster
@@ -160,7 +173,7 @@ def test_callers_are_refused_with_the_right_error(shoal_cluster: shoal.Cluster) 
         assert _call(ch, m, api_key=creds.api_key) == grpc.StatusCode.PERMISSION_DENIED, m
         assert _call(ch, m) == grpc.StatusCode.UNAUTHENTICATED, m
     ch.close()
-    assert c.health().status == "green"
+    _settles_green(c)
 
 
 @pytest.mark.shoal(nodes=3)
@@ -251,7 +264,7 @@ def test_forged_and_impersonating_peers_are_refused(shoal_cluster: shoal.Cluster
     # the cluster keeps serving: writes, reads, health, one leader per group
     coll.upsert(np.arange(10, 20), _vec(10), consistency="strong")
     assert coll.count(consistency="strong") == 20
-    assert c.health().status == "green"
+    _settles_green(c)
 
 
 def test_nodes_on_distinct_loopback_addresses(tmp_path: Path) -> None:
