@@ -3,12 +3,14 @@
 
 pub mod collections;
 pub mod commands;
+pub mod detail;
 pub mod error;
 pub mod points;
 pub mod scroll;
 pub mod tls;
 pub mod wire_error;
 
+pub use detail::{Detail, Source};
 pub use error::{Error, Result};
 pub use wire_error::ErrorKind;
 

@@ -1,85 +1,8 @@
 //! Client errors: one variant per public exception of DESIGN §7, decoded from gRPC statuses, each keeping
 //! the lower error it came from (a status, a transport or I/O error) as its `source()`.
 
-use std::sync::Arc;
-
+pub use shoal_api::{Detail, Source};
 use tonic::{Code, Status};
-
-/// A lower error kept as a source: shared, so that errors stay `Clone`.
-pub type Source = Arc<dyn std::error::Error + Send + Sync + 'static>;
-
-/// What an [`Error`] says, and the lower error it came from. Dereferences to its message, so
-/// `Error::Timeout(m)` patterns read `m` as a `str`.
-#[derive(Clone)]
-pub struct Detail {
-    /// The message for people; names what failed.
-    message: String,
-    /// The lower error (the node's status, a transport or I/O error); `None` when the client itself found the
-    /// problem (a bad argument, its own deadline).
-    source: Option<Source>,
-}
-
-impl Detail {
-    /// A message with no lower error.
-    pub fn new(message: impl Into<String>) -> Self {
-        Detail { message: message.into(), source: None }
-    }
-
-    /// A message about `source`, which is kept as the error's `source()`.
-    pub fn caused_by(message: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Detail { message: message.into(), source: Some(Arc::new(source)) }
-    }
-
-    /// The same lower error under another message.
-    pub fn reworded(&self, message: impl Into<String>) -> Self {
-        Detail { message: message.into(), source: self.source.clone() }
-    }
-
-    /// The message.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl std::ops::Deref for Detail {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.message
-    }
-}
-
-impl std::fmt::Display for Detail {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::fmt::Debug for Detail {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.source {
-            None => std::fmt::Debug::fmt(&self.message, f),
-            Some(s) => write!(f, "{:?} (caused by {s})", self.message),
-        }
-    }
-}
-
-impl std::error::Error for Detail {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|e| e as _)
-    }
-}
-
-impl From<String> for Detail {
-    fn from(message: String) -> Self {
-        Detail::new(message)
-    }
-}
-
-impl From<&str> for Detail {
-    fn from(message: &str) -> Self {
-        Detail::new(message)
-    }
-}
 
 /// Errors returned by the client. Each maps to one Python exception class; each is displayed as its
 /// message and has the lower error it came from (if any) as its `source()`.

@@ -31,7 +31,9 @@ impl Role {
             "read" => Ok(Role::Read),
             "write" => Ok(Role::Write),
             "admin" => Ok(Role::Admin),
-            o => Err(Error::InvalidArgument(format!("unknown role {o:?}: expected \"read\", \"write\" or \"admin\""))),
+            o => Err(Error::InvalidArgument(
+                format!("unknown role {o:?}: expected \"read\", \"write\" or \"admin\"").into(),
+            )),
         }
     }
 
@@ -136,7 +138,7 @@ impl Engine {
         let name = name.unwrap_or_else(|| format!("key-{}", &new_key()[6..14]));
         check_key_name(&name)?;
         if self.meta.catalog.api_keys().iter().any(|(n, _)| *n == name) || self.key_file().keys.contains_key(&name) {
-            return Err(Error::InvalidArgument(format!("an API key named {name:?} exists already")));
+            return Err(Error::InvalidArgument(format!("an API key named {name:?} exists already").into()));
         }
         let key = new_key();
         let cmd =
@@ -151,7 +153,7 @@ impl Engine {
         let known =
             self.meta.catalog.api_keys().iter().any(|(n, _)| n == name) || self.key_file().keys.contains_key(name);
         if !known {
-            return Err(Error::InvalidArgument(format!("no API key named {name:?}")));
+            return Err(Error::InvalidArgument(format!("no API key named {name:?}").into()));
         }
         self.meta.propose(&MetaCommand::RevokeApiKey(name.to_string()), Instant::now() + timeout).await
     }

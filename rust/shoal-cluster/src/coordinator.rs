@@ -82,7 +82,9 @@ impl Coordinator {
     pub(crate) fn set_clock_offset(&self, offset_ms: i64) -> Result<i64> {
         const MAX: i64 = 3_600_000;
         if !(-MAX..=MAX).contains(&offset_ms) {
-            return Err(Error::InvalidArgument(format!("clock offset {offset_ms} ms is outside -{MAX}..={MAX}")));
+            return Err(Error::InvalidArgument(
+                format!("clock offset {offset_ms} ms is outside -{MAX}..={MAX}").into(),
+            ));
         }
         self.clock_offset.store(offset_ms, Ordering::Relaxed);
         tracing::warn!(offset_ms, "fault injection: clock skewed");

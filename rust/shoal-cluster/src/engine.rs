@@ -51,7 +51,7 @@ use crate::read_path::{SearchOutcome, SearchQuery};
 use crate::reconciler::ReplicaKey;
 use crate::scroll::{Scroll, ScrollParams};
 use crate::write_path::{WriteOptions, WriteOutcome};
-use crate::{Error, Result};
+use crate::{Detail, Error, Result};
 
 /// Static configuration of an engine.
 #[derive(Debug, Clone)]
@@ -172,9 +172,11 @@ impl Engine {
     /// registered with `transport`. The node serves nothing until [`Engine::start`] (call it once the
     /// gRPC server runs, so that peers can reach this node while it joins).
     pub async fn open(cfg: EngineConfig, net: GrpcNetwork, transport: RaftTransportService) -> Result<Arc<Engine>> {
-        std::fs::create_dir_all(cfg.data_dir.join("shards")).map_err(|e| Error::Internal(e.to_string()))?;
-        let manifest = crate::manifest::Manifest::load(&cfg.data_dir)
-            .map_err(|e| Error::Storage(format!("reading {}: {e}", cfg.data_dir.join("replicas").display())))?;
+        std::fs::create_dir_all(cfg.data_dir.join("shards"))
+            .map_err(|e| Error::Internal(Detail::caused_by(e.to_string(), e)))?;
+        let manifest = crate::manifest::Manifest::load(&cfg.data_dir).map_err(|e| {
+            Error::Storage(Detail::caused_by(format!("reading {}: {e}", cfg.data_dir.join("replicas").display()), e))
+        })?;
         let cfg = Arc::new(cfg);
         let peers = Arc::new(Peers::new(cfg.node_id, net.blocklist().clone(), cfg.tls.clone()));
         let meta = MetaPlane::open(cfg.clone(), &net, transport.clone(), peers.clone(), !manifest.is_empty()).await?;
@@ -559,14 +561,17 @@ impl Engine {
         let spec = CollectionSpec::from_create(req, shards, placement::default_rf(n))?;
         let up = self.meta.catalog.nodes().iter().filter(|r| r.state == "up").count();
         if spec.replication_factor as usize > up {
-            return Err(Error::InvalidArgument(format!(
-                "replication_factor {} needs at least that many nodes; this cluster has {up}",
-                spec.replication_factor
-            )));
+            return Err(Error::InvalidArgument(
+                format!(
+                    "replication_factor {} needs at least that many nodes; this cluster has {up}",
+                    spec.replication_factor
+                )
+                .into(),
+            ));
         }
         let deadline = Instant::now() + timeout;
         self.meta.propose(&MetaCommand::CreateCollection(spec.clone()), deadline).await.map_err(|e| match e {
-            Error::CollectionExists(_) => Error::CollectionExists(spec.name.clone()),
+            Error::CollectionExists(_) => Error::CollectionExists(spec.name.clone().into()),
             e => e,
         })?;
         // Wait until this node's catalog has it and its local replicas are open.
@@ -582,10 +587,9 @@ impl Engine {
                 }
             }
             if Instant::now() > deadline {
-                return Err(Error::Timeout(format!(
-                    "collection {:?} created but its shards did not open in time",
-                    spec.name
-                )));
+                return Err(Error::Timeout(
+                    format!("collection {:?} created but its shards did not open in time", spec.name).into(),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -610,15 +614,18 @@ impl Engine {
             let e = self.collection_entry(name)?;
             let now = e.spec.payload_indexes.iter().find(|(f, _)| f == field).map(|(_, k)| *k);
             if e.uid != entry.uid {
-                return Err(Error::CollectionNotFound(name.to_string()));
+                return Err(Error::CollectionNotFound(name.to_string().into()));
             }
             if now == kind {
                 return Ok(e.spec);
             }
             if Instant::now() > deadline {
-                return Err(Error::Timeout(format!(
-                    "the payload index change of {field:?} on {name:?} was proposed but is not applied here yet"
-                )));
+                return Err(Error::Timeout(
+                    format!(
+                        "the payload index change of {field:?} on {name:?} was proposed but is not applied here yet"
+                    )
+                    .into(),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -627,7 +634,7 @@ impl Engine {
     /// The spec of a collection.
     pub fn get_collection(&self, name: &str) -> Result<CollectionSpec> {
         self.check_open()?;
-        self.meta.catalog.get(name).map(|e| e.spec).ok_or_else(|| Error::CollectionNotFound(name.to_string()))
+        self.meta.catalog.get(name).map(|e| e.spec).ok_or_else(|| Error::CollectionNotFound(name.to_string().into()))
     }
 
     /// Every collection, by name.
@@ -642,7 +649,9 @@ impl Engine {
         let existed = self.meta.propose(&MetaCommand::DropCollection(name.to_string()), deadline).await?;
         while self.local.replicas.read().keys().any(|k| k.collection == name) && self.meta.catalog.get(name).is_none() {
             if Instant::now() > deadline {
-                return Err(Error::Timeout(format!("collection {name:?} dropped but its shards are still closing")));
+                return Err(Error::Timeout(
+                    format!("collection {name:?} dropped but its shards are still closing").into(),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -846,7 +855,7 @@ impl Engine {
     /// The catalog entry of `name` (spec, uid, placement).
     pub fn collection_entry(&self, name: &str) -> Result<CollectionEntry> {
         self.check_open()?;
-        self.meta.catalog.get(name).ok_or_else(|| Error::CollectionNotFound(name.to_string()))
+        self.meta.catalog.get(name).ok_or_else(|| Error::CollectionNotFound(name.to_string().into()))
     }
 
     /// First step of a graceful stop: this node answers no more node-state probes (so that peers do not

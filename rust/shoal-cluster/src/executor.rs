@@ -279,7 +279,7 @@ impl ReadRound {
                         sit.replicas
                     );
                     if !self.cfg.allow_partial {
-                        return Err(Error::ShardUnavailable(msg));
+                        return Err(Error::ShardUnavailable(msg.into()));
                     }
                     tracing::debug!("{msg}");
                     self.failed.insert(s);
@@ -347,9 +347,9 @@ impl ReadRound {
                 // A strong read that no leader could confirm did not meet its level (DESIGN §3): that is a
                 // ConsistencyError, whatever the last replica said (often "not the leader").
                 return Err(match self.last {
-                    Some(Error::Consistency(_)) => Error::Consistency(msg),
-                    _ if level == ReadLevel::Strong => Error::Consistency(msg),
-                    _ => Error::Timeout(msg),
+                    Some(Error::Consistency(_)) => Error::Consistency(msg.into()),
+                    _ if level == ReadLevel::Strong => Error::Consistency(msg.into()),
+                    _ => Error::Timeout(msg.into()),
                 });
             }
             failed.extend(pending);
@@ -493,13 +493,16 @@ impl WriteAttempts {
         if left.is_zero() {
             let why = self.last.as_ref().map_or_else(|| "no attempt finished".to_string(), |e| e.to_string());
             let may = if self.attempts > 0 { " It may still have been applied." } else { "" };
-            return WriteStep::Fail(Error::Consistency(format!(
-                "{} write to shard {} of collection {:?} not acknowledged within the timeout (no leader with a \
+            return WriteStep::Fail(Error::Consistency(
+                format!(
+                    "{} write to shard {} of collection {:?} not acknowledged within the timeout (no leader with a \
                  majority of its replicas reachable?): {why}.{may}",
-                self.level.as_str(),
-                self.shard,
-                self.collection
-            )));
+                    self.level.as_str(),
+                    self.shard,
+                    self.collection
+                )
+                .into(),
+            ));
         }
         let target = [self.hint.take(), guess]
             .into_iter()
@@ -672,7 +675,7 @@ mod tests {
         let none = HashMap::new();
         let mut r = round(t0, ReadLevel::Strong, false, &[(0, sit(&[2, 3, 4], Some(2), false))]);
         assert_eq!(r.plan(t0, &none, 0), launch(2, SHARD_0_ONLY));
-        r.on_failure(2, &[0], Error::NotLeader { leader: Some(4) }, None).unwrap();
+        r.on_failure(2, &[0], Error::not_leader(Some(4)), None).unwrap();
         assert_eq!(r.plan(t0, &none, 0), launch(4, SHARD_0_ONLY));
         // A node that was guessed leader and fails without a hint loses the guess: the first replica left.
         r.on_failure(4, &[0], unavailable(), None).unwrap();
@@ -821,11 +824,11 @@ mod tests {
         let mut r = round(t0, ReadLevel::Strong, false, &shards);
         assert_eq!(r.plan(t0, &none, 0), launch(2, &[0, 1]));
         // "Not the leader (leader: 3)" about one of the two: no leader guess changes, node 2 is not excluded.
-        r.on_failure(2, &[0, 1], Error::NotLeader { leader: Some(3) }, None).unwrap();
+        r.on_failure(2, &[0, 1], Error::not_leader(Some(3)), None).unwrap();
         assert!(r.plan_due(t0), "no backoff");
         assert_eq!(r.plan(t0, &none, 0), [launch(2, &[0]), launch(2, &[1])].concat());
         // Alone, the error is about its shard: the hint is followed.
-        r.on_failure(2, &[1], Error::NotLeader { leader: Some(3) }, None).unwrap();
+        r.on_failure(2, &[1], Error::not_leader(Some(3)), None).unwrap();
         assert_eq!(r.plan(t0, &none, 0), launch(3, &[1]));
         assert_eq!(r.on_answer(&[0]), vec![0]);
         assert_eq!(r.on_answer(&[1]), vec![1]);
@@ -893,7 +896,7 @@ mod tests {
         assert!(r.plan(t0, &none, 0).is_empty());
         assert_eq!(r.next_wake(), ms(t0, 1000));
         r.on_failure(5, &[3, 4], down(), None).unwrap();
-        r.on_failure(5, &[3], Error::NotLeader { leader: Some(9) }, None).unwrap();
+        r.on_failure(5, &[3], Error::not_leader(Some(9)), None).unwrap();
         assert!(r.on_answer(&[3]).is_empty());
         assert_eq!(r.hedges_due(ms(t0, 5000)), 0);
         assert_eq!(r.finish().unwrap(), Vec::<u32>::new());
@@ -927,7 +930,7 @@ mod tests {
         let t0 = Instant::now();
         let mut w = write(t0, 1000);
         assert_eq!(send(w.next(t0, Some(3))), 3, "the guessed leader first");
-        let not_leader = |l| Error::NotLeader { leader: Some(l) };
+        let not_leader = |l| Error::not_leader(Some(l));
         assert_eq!(w.on_failure(t0, 3, not_leader(4), None).unwrap(), Retry::FollowLeader(4));
         assert_eq!(send(w.next(t0, Some(3))), 4, "the hint before the (stale) guess");
         // A hint naming the node itself is no hint: a backoff, and the next replica not failed.
@@ -963,7 +966,7 @@ mod tests {
         assert_eq!(w.on_failure(ms(t0, 950), target, unavailable(), None).unwrap(), Retry::Sleep(ms_dur(50)));
         match w.next(ms(t0, 1000), None) {
             WriteStep::Fail(Error::Consistency(m)) => assert_eq!(
-                m,
+                m.message(),
                 "quorum write to shard 3 of collection \"c\" not acknowledged within the timeout (no leader with a \
                  majority of its replicas reachable?): shard unavailable: replica not open. It may still have \
                  been applied."

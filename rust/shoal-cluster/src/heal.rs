@@ -72,24 +72,29 @@ impl LocalReplicas {
     pub(crate) fn replica_not_open(&self, key: &ReplicaKey) -> Error {
         let me = self.cfg.node_id;
         match self.quarantine.read().get(key) {
-            Some(q) if q.stage == Stage::Refused => Error::Storage(format!(
-                "shard {} of collection {:?} on node {me} is damaged and has no other replica: {} ({})",
-                key.shard,
-                key.collection,
-                q.damage,
-                q.stage.as_str()
-            )),
-            Some(q) => Error::ShardUnavailable(format!(
-                "replica of shard {} of collection {:?} on node {me} is quarantined ({}): {}",
-                key.shard,
-                key.collection,
-                q.stage.as_str(),
-                q.damage
-            )),
-            None => Error::ShardUnavailable(format!(
-                "shard {} of collection {:?} is not open on node {me}",
-                key.shard, key.collection
-            )),
+            Some(q) if q.stage == Stage::Refused => Error::Storage(
+                format!(
+                    "shard {} of collection {:?} on node {me} is damaged and has no other replica: {} ({})",
+                    key.shard,
+                    key.collection,
+                    q.damage,
+                    q.stage.as_str()
+                )
+                .into(),
+            ),
+            Some(q) => Error::ShardUnavailable(
+                format!(
+                    "replica of shard {} of collection {:?} on node {me} is quarantined ({}): {}",
+                    key.shard,
+                    key.collection,
+                    q.stage.as_str(),
+                    q.damage
+                )
+                .into(),
+            ),
+            None => Error::ShardUnavailable(
+                format!("shard {} of collection {:?} is not open on node {me}", key.shard, key.collection).into(),
+            ),
         }
     }
 
@@ -250,12 +255,12 @@ impl LocalReplicas {
     /// Fault injection (tests): changes one point of this node's replica of `key` behind Raft's back (a
     /// payload patch applied to the store only), so that it diverges from its peers.
     pub fn diverge_replica(&self, name: &str, shard: u32) -> Result<String> {
-        let entry = self.meta.catalog.get(name).ok_or_else(|| Error::CollectionNotFound(name.to_string()))?;
+        let entry = self.meta.catalog.get(name).ok_or_else(|| Error::CollectionNotFound(name.to_string().into()))?;
         let key = ReplicaKey::new(name, entry.uid, shard);
         let r = self.replica_by_gid(name, entry.uid, shard).ok_or_else(|| self.replica_not_open(&key))?;
         let store = r.app.store();
         let Some(p) = store.scroll(None, 1, None, false).pop() else {
-            return Err(Error::InvalidArgument(format!("shard {shard} of {name:?} is empty on this node")));
+            return Err(Error::InvalidArgument(format!("shard {shard} of {name:?} is empty on this node").into()));
         };
         let patch = serde_json::json!({"_diverged": true}).as_object().cloned().unwrap_or_default();
         let v = shoal_core::hlc::Version::new(p.version.hlc.saturating_add(1), p.version.node);
@@ -309,7 +314,7 @@ impl LocalReplicas {
         let mut tried = Vec::new();
         let mut next: Vec<u64> = hint.into_iter().collect();
         next.extend(peers.iter().copied());
-        let mut last = Error::ShardUnavailable(format!("no replica of shard {} answered", key.shard));
+        let mut last = Error::ShardUnavailable(format!("no replica of shard {} answered", key.shard).into());
         while let Some(n) = next.first().copied() {
             next.remove(0);
             if tried.contains(&n) || n == self.cfg.node_id {

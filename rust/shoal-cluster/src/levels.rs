@@ -27,9 +27,9 @@ impl WriteLevel {
             "eventual" => Ok(WriteLevel::Eventual),
             "quorum" | "" => Ok(WriteLevel::Quorum),
             "strong" => Ok(WriteLevel::Strong),
-            o => Err(Error::InvalidArgument(format!(
-                "unknown write consistency {o:?}: expected \"eventual\", \"quorum\" or \"strong\""
-            ))),
+            o => Err(Error::InvalidArgument(
+                format!("unknown write consistency {o:?}: expected \"eventual\", \"quorum\" or \"strong\"").into(),
+            )),
         }
     }
 
@@ -62,9 +62,9 @@ impl ReadLevel {
             "eventual" => Ok(ReadLevel::Eventual),
             "session" | "" => Ok(ReadLevel::Session),
             "strong" => Ok(ReadLevel::Strong),
-            o => Err(Error::InvalidArgument(format!(
-                "unknown read consistency {o:?}: expected \"eventual\", \"session\" or \"strong\""
-            ))),
+            o => Err(Error::InvalidArgument(
+                format!("unknown read consistency {o:?}: expected \"eventual\", \"session\" or \"strong\"").into(),
+            )),
         }
     }
 }
@@ -89,9 +89,10 @@ impl LoadBalancing {
             "round_robin" => Ok(LoadBalancing::RoundRobin),
             "least_loaded" => Ok(LoadBalancing::LeastLoaded),
             "locality" => Ok(LoadBalancing::Locality),
-            o => Err(Error::InvalidArgument(format!(
-                "unknown load_balancing {o:?}: expected \"round_robin\", \"least_loaded\" or \"locality\""
-            ))),
+            o => Err(Error::InvalidArgument(
+                format!("unknown load_balancing {o:?}: expected \"round_robin\", \"least_loaded\" or \"locality\"")
+                    .into(),
+            )),
         }
     }
 

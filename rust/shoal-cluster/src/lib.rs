@@ -36,7 +36,7 @@ pub mod shard_app;
 pub mod write_path;
 
 pub use engine::{Engine, EngineConfig, GroupMetrics, MetricsView};
-pub use error::{Error, Result};
+pub use error::{Detail, Error, Result};
 pub use levels::{LoadBalancing, ReadLevel, WriteLevel};
 pub use move_executor::StartedMove;
 pub use read_path::{SearchOutcome, SearchQuery, merge_top_k};

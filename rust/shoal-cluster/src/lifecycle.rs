@@ -68,7 +68,7 @@ impl Lifecycle {
     /// Refuses requests while shutting down.
     pub(crate) fn check_running(&self) -> Result<()> {
         if self.is_closing() {
-            return Err(Error::NodeUnavailable(format!("node {} is shutting down", self.node_id)));
+            return Err(Error::NodeUnavailable(format!("node {} is shutting down", self.node_id).into()));
         }
         Ok(())
     }
@@ -77,7 +77,7 @@ impl Lifecycle {
     pub(crate) fn check_open(&self) -> Result<()> {
         self.check_running()?;
         if !self.is_ready() {
-            return Err(Error::NodeUnavailable(format!("node {} is starting", self.node_id)));
+            return Err(Error::NodeUnavailable(format!("node {} is starting", self.node_id).into()));
         }
         Ok(())
     }

@@ -27,7 +27,7 @@ use crate::peer::Peers;
 use crate::quarantine::Quarantine;
 use crate::reconciler::{self, Action, ReplicaKey};
 use crate::shard_app::ShardApp;
-use crate::{Error, Result};
+use crate::{Detail, Error, Result};
 
 /// One local shard replica: its Raft group and its state machine.
 pub(crate) struct ShardReplica {
@@ -213,7 +213,7 @@ impl LocalReplicas {
         for (entry, opened, key, _claim) in futures::future::join_all(opens).await {
             match opened {
                 Ok(()) => {}
-                Err(Error::Corrupt { path, reason }) => {
+                Err(Error::Corrupt { path, reason, .. }) => {
                     self.quarantine_replica(entry, &key, format!("corrupt file {path}: {reason}"))
                 }
                 Err(e) => {
@@ -239,11 +239,10 @@ impl LocalReplicas {
     pub(crate) async fn open_replica(&self, entry: &CollectionEntry, key: &ReplicaKey, fresh: bool) -> Result<()> {
         let dir = shard_dir(&self.cfg.data_dir, key);
         if !inside_shards(&self.cfg.data_dir, &dir) {
-            return Err(Error::InvalidArgument(format!(
-                "shard dir {} of collection {:?} would be outside the data dir",
-                dir.display(),
-                key.collection
-            )));
+            return Err(Error::InvalidArgument(
+                format!("shard dir {} of collection {:?} would be outside the data dir", dir.display(), key.collection)
+                    .into(),
+            ));
         }
         let gid = key.group_id();
         if !fresh && self.manifest.contains(&gid) {
@@ -256,16 +255,18 @@ impl LocalReplicas {
                 return Err(Error::Corrupt {
                     path: log.display().to_string(),
                     reason: format!("this node created replica {gid}, but {what}"),
+                    source: None,
                 });
             }
         } else {
-            self.manifest
-                .add(&gid)
-                .map_err(|e| Error::Storage(format!("recording replica {gid} in the manifest: {e}")))?;
+            self.manifest.add(&gid).map_err(|e| {
+                Error::Storage(Detail::caused_by(format!("recording replica {gid} in the manifest: {e}"), e))
+            })?;
         }
         // The shard's directory exists before the state machine can restore into it (on_disk vectors).
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::Storage(format!("creating shard directory {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            Error::Storage(Detail::caused_by(format!("creating shard directory {}: {e}", dir.display()), e))
+        })?;
         let app = Arc::new(ShardApp::new(entry.spec.shard.clone(), Some(dir.clone()), Box::new(self.indexer.waker())));
         app.set_payload_indexes(&entry.spec.payload_indexes);
         let mut opts = self.cfg.raft.clone();
@@ -286,8 +287,10 @@ impl LocalReplicas {
             // be contacted (their groups answer once open).
             let mut members = BTreeMap::new();
             for &n in replicas {
-                let addr =
-                    self.meta.node_addr(n).ok_or_else(|| Error::Internal(format!("node {n} is not registered")))?;
+                let addr = self
+                    .meta
+                    .node_addr(n)
+                    .ok_or_else(|| Error::Internal(format!("node {n} is not registered").into()))?;
                 members.insert(n, addr);
             }
             if let Err(e) = group.initialize(members).await {
@@ -362,20 +365,23 @@ impl LocalReplicas {
     pub(crate) fn check_disk(&self) -> Result<()> {
         let free = self.disk_free.load(Ordering::Relaxed);
         if free < self.cfg.min_free_disk {
-            return Err(Error::Storage(format!(
-                "node {}: disk full: {free} bytes free under {}, below the {} bytes kept in reserve; writes are \
+            return Err(Error::Storage(
+                format!(
+                    "node {}: disk full: {free} bytes free under {}, below the {} bytes kept in reserve; writes are \
                  refused until space is freed (nothing was written)",
-                self.cfg.node_id,
-                self.cfg.data_dir.display(),
-                self.cfg.min_free_disk
-            )));
+                    self.cfg.node_id,
+                    self.cfg.data_dir.display(),
+                    self.cfg.min_free_disk
+                )
+                .into(),
+            ));
         }
         Ok(())
     }
 
     /// The collection `name` with this node's replicas of it.
     pub(crate) fn view(&self, name: &str) -> Result<CollectionView> {
-        let entry = self.meta.catalog.get(name).ok_or_else(|| Error::CollectionNotFound(name.to_string()))?;
+        let entry = self.meta.catalog.get(name).ok_or_else(|| Error::CollectionNotFound(name.to_string().into()))?;
         let replicas = self.replicas.read();
         let local = (0..entry.spec.shards)
             .map(|s| replicas.get(&ReplicaKey::new(entry.spec.name.clone(), entry.uid, s)).cloned())

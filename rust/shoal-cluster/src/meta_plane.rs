@@ -22,7 +22,7 @@ use crate::engine::EngineConfig;
 use crate::known_peers::KnownPeers;
 use crate::levels::{FIRST_BACKOFF, MAX_BACKOFF};
 use crate::peer::Peers;
-use crate::{Error, Result};
+use crate::{Detail, Error, Result};
 
 /// How long without a group-0 leader makes a node consider itself cut off from the majority (see `cut_off`).
 const CUT_OFF_AFTER: Duration = Duration::from_secs(2);
@@ -161,11 +161,13 @@ impl MetaPlane {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Error::Timeout(format!("joining the cluster through {seed} did not finish in time")));
+                return Err(Error::Timeout(
+                    format!("joining the cluster through {seed} did not finish in time").into(),
+                ));
             }
             match self.peers.join(target.0, &target.1, req.clone(), left).await {
                 Ok(()) => break,
-                Err(Error::NotLeader { leader: Some(l) }) => {
+                Err(Error::NotLeader { leader: Some(l), .. }) => {
                     // The seed forwards to the leader itself; a hint only helps while it cannot.
                     if let Some(n) = self.catalog.node(l) {
                         target = (l, n.address);
@@ -196,9 +198,11 @@ impl MetaPlane {
     /// another leader returns `false`.
     pub(crate) async fn handle_join(&self, req: JoinRequest, timeout: Duration) -> Result<bool> {
         shoal_api::commands::check_node(req.node_id, &req.address)
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            .map_err(|e| Error::InvalidArgument(Detail::caused_by(e.to_string(), e)))?;
         if req.zone.len() > 128 || req.version.len() > 64 {
-            return Err(Error::InvalidArgument(format!("join of node {}: zone or version too long", req.node_id)));
+            return Err(Error::InvalidArgument(
+                format!("join of node {}: zone or version too long", req.node_id).into(),
+            ));
         }
         if !self.group.is_leader() {
             return self.forward_join(req, timeout).await;
@@ -225,15 +229,18 @@ impl MetaPlane {
         };
         self.propose(&MetaCommand::UpsertNode(record), deadline).await?;
         let left = deadline.saturating_duration_since(Instant::now());
-        tokio::time::timeout(left, self.group.add_learner(req.node_id, req.address.clone()))
-            .await
-            .map_err(|_| Error::Timeout(format!("node {} did not catch up with group 0 in time", req.node_id)))??;
+        tokio::time::timeout(left, self.group.add_learner(req.node_id, req.address.clone())).await.map_err(
+            |_| Error::Timeout(format!("node {} did not catch up with group 0 in time", req.node_id).into()),
+        )??;
         let left = deadline.saturating_duration_since(Instant::now());
         if !self.group.wait_member_replicated(req.node_id, left).await {
-            return Err(Error::Timeout(format!(
-                "node {} at {} did not receive group 0's log in time (unreachable?); it stays a learner",
-                req.node_id, req.address
-            )));
+            return Err(Error::Timeout(
+                format!(
+                    "node {} at {} did not receive group 0's log in time (unreachable?); it stays a learner",
+                    req.node_id, req.address
+                )
+                .into(),
+            ));
         }
         let mut voters: BTreeSet<u64> = self.group.voter_ids().into_iter().collect();
         if !voters.contains(&req.node_id) && voters.len() < 5 {
@@ -241,7 +248,7 @@ impl MetaPlane {
             let left = deadline.saturating_duration_since(Instant::now());
             tokio::time::timeout(left, self.group.change_membership(voters))
                 .await
-                .map_err(|_| Error::Timeout(format!("promoting node {} to voter timed out", req.node_id)))??;
+                .map_err(|_| Error::Timeout(format!("promoting node {} to voter timed out", req.node_id).into()))??;
         }
         tracing::info!(node = req.node_id, "node joined");
         Ok(true)
@@ -313,7 +320,7 @@ impl MetaPlane {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 let why = last.map_or_else(String::new, |e| format!(": {e}"));
-                return Err(Error::Consistency(format!("no group-0 leader committed the change in time{why}")));
+                return Err(Error::Consistency(format!("no group-0 leader committed the change in time{why}").into()));
             }
             let res = if self.group.is_leader() {
                 match tokio::time::timeout(left, self.group.write(bytes.clone())).await {
@@ -331,11 +338,11 @@ impl MetaPlane {
                     let outcome = decode_meta_reply(&reply)?;
                     return outcome.map_err(|msg| {
                         if msg.contains("already exists") {
-                            Error::CollectionExists(msg)
+                            Error::CollectionExists(msg.into())
                         } else if msg.contains("cannot place") {
-                            Error::InvalidArgument(msg)
+                            Error::InvalidArgument(msg.into())
                         } else {
-                            Error::Internal(msg)
+                            Error::Internal(msg.into())
                         }
                     });
                 }
@@ -350,7 +357,7 @@ impl MetaPlane {
     /// Serves a metadata proposal forwarded by another node (this node must lead group 0).
     pub(crate) async fn handle_propose(&self, command: Vec<u8>, timeout: Duration) -> Result<Vec<u8>> {
         if !self.group.is_leader() {
-            return Err(Error::NotLeader { leader: self.group.leader_id() });
+            return Err(Error::not_leader(self.group.leader_id()));
         }
         tokio::time::timeout(timeout, self.group.write(command))
             .await
@@ -368,12 +375,15 @@ impl MetaPlane {
         }
         let age = self.group.leader_contact_age();
         (age > CUT_OFF_AFTER).then(|| {
-            Error::NodeUnavailable(format!(
-                "node {} has heard from no group-0 leader for {:.1} s: it is cut off from the cluster's majority \
+            Error::NodeUnavailable(
+                format!(
+                    "node {} has heard from no group-0 leader for {:.1} s: it is cut off from the cluster's majority \
                  (partitioned?); another node may serve the request",
-                self.cfg.node_id,
-                age.as_secs_f64()
-            ))
+                    self.cfg.node_id,
+                    age.as_secs_f64()
+                )
+                .into(),
+            )
         })
     }
 

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use shoal_api::internal::JoinRequest;
 
-use crate::error::{Error, Result};
+use crate::error::{Detail, Error, Result};
 use crate::meta_plane::MetaPlane;
 
 /// Marker file inside `meta/` while a rebuild has not finished.
@@ -54,17 +54,21 @@ pub fn unfinished_or_missing(meta_dir: &Path, was_member: bool) -> Option<String
 /// rebuild marker. Refuses (a [`Error::Storage`] naming the damage) when no peer is known to rebuild from.
 pub fn set_aside(data_dir: &Path, node_id: u64, reason: &str, have_seeds: bool) -> Result<()> {
     if !have_seeds {
-        return Err(Error::Storage(format!(
-            "group 0 (the cluster catalog) of node {node_id} is damaged: {reason}. No other member is known to \
+        return Err(Error::Storage(
+            format!(
+                "group 0 (the cluster catalog) of node {node_id} is damaged: {reason}. No other member is known to \
              rebuild it from ({} is empty or missing): restart with --join HOST:PORT of a live member, or restore \
              {} from a backup",
-            data_dir.join("peers").display(),
-            data_dir.join("meta").display()
-        )));
+                data_dir.join("peers").display(),
+                data_dir.join("meta").display()
+            )
+            .into(),
+        ));
     }
     let meta = data_dir.join("meta");
-    let io =
-        |what: &str, e: std::io::Error| Error::Storage(format!("rebuilding group 0 of node {node_id}: {what}: {e}"));
+    let io = |what: &str, e: std::io::Error| {
+        Error::Storage(Detail::caused_by(format!("rebuilding group 0 of node {node_id}: {what}: {e}"), e))
+    };
     if meta.exists() && !meta.join(REBUILDING).exists() {
         let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
         let dest = data_dir.join("damaged").join(format!("meta-{ms}"));
@@ -124,14 +128,14 @@ impl MetaPlane {
             return Err(Error::Storage(format!(
                 "group 0 of node {me} is damaged ({reason}) and no member could remove this node from it before the \
                  start deadline (last: {last_error}); it stays out of service"
-            )));
+            ).into()));
         };
         self.transport.register("meta", &self.group);
         self.join_through(&seed, deadline).await?;
         let meta = self.cfg.data_dir.join("meta");
         std::fs::remove_file(meta.join(REBUILDING))
             .and_then(|()| std::fs::File::open(&meta)?.sync_all())
-            .map_err(|e| Error::Storage(format!("finishing the rebuild of group 0: {e}")))?;
+            .map_err(|e| Error::Storage(Detail::caused_by(format!("finishing the rebuild of group 0: {e}"), e)))?;
         *self.meta_rebuild.lock() = None;
         tracing::info!(node = me, through = %seed, "group 0 rebuilt from the other members");
         Ok(())
@@ -148,7 +152,7 @@ impl MetaPlane {
         let left = deadline.saturating_duration_since(Instant::now());
         tokio::time::timeout(left, self.group.remove_members([id].into()))
             .await
-            .map_err(|_| Error::Timeout(format!("removing node {id} from group 0 timed out")))??;
+            .map_err(|_| Error::Timeout(format!("removing node {id} from group 0 timed out").into()))??;
         Ok(())
     }
 

@@ -23,7 +23,7 @@ use crate::meta_plane::MetaPlane;
 use crate::mover::{self, MembershipStep};
 use crate::placement::{self, MoveKind};
 use crate::reconciler::ReplicaKey;
-use crate::{Error, Result};
+use crate::{Detail, Error, Result};
 
 /// Shortest time between two leadership hand-overs of one group to its preferred leader.
 const HANDOVER_COOLDOWN: Duration = Duration::from_secs(5);
@@ -184,14 +184,14 @@ impl MoveExecutor {
             .meta
             .catalog
             .node(id)
-            .ok_or_else(|| Error::InvalidArgument(format!("node {id} is not a member of the cluster")))?;
+            .ok_or_else(|| Error::InvalidArgument(format!("node {id} is not a member of the cluster").into()))?;
         if self.meta.catalog.nodes().iter().all(|n| n.id == id) {
-            return Err(Error::InvalidArgument(format!("node {id} is the last node of the cluster")));
+            return Err(Error::InvalidArgument(format!("node {id} is the last node of the cluster").into()));
         }
         if drain {
             // Refuse before changing anything when some replica has nowhere to go.
             placement::drain(&self.meta.catalog.drain_view(id), id)
-                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                .map_err(|e| Error::InvalidArgument(Detail::caused_by(e.to_string(), e)))?;
         }
         if rec.state != "leaving" {
             let leaving = NodeRecord { state: "leaving".into(), ..rec };
@@ -200,12 +200,15 @@ impl MoveExecutor {
         let mut moves = 0u32;
         while drain && self.holds_replicas(id) {
             if Instant::now() > deadline {
-                return Err(Error::Timeout(format!(
-                    "node {id} still holds replicas; its drain goes on in the background (call remove_node again)"
-                )));
+                return Err(Error::Timeout(
+                    format!(
+                        "node {id} still holds replicas; its drain goes on in the background (call remove_node again)"
+                    )
+                    .into(),
+                ));
             }
             for m in placement::drain(&self.meta.catalog.drain_view(id), id)
-                .map_err(|e| Error::InvalidArgument(e.to_string()))?
+                .map_err(|e| Error::InvalidArgument(Detail::caused_by(e.to_string(), e)))?
             {
                 let Some(entry) = self.meta.catalog.get(&m.collection) else { continue };
                 if !entry.leaving(m.shard).is_empty()
@@ -248,11 +251,12 @@ impl MoveExecutor {
         match step {
             MembershipStep::Nothing => Ok(()),
             MembershipStep::AddLearner(n) => {
-                let addr = self.meta.node_addr(n).ok_or_else(|| Error::Internal(format!("node {n} has no address")))?;
+                let addr =
+                    self.meta.node_addr(n).ok_or_else(|| Error::Internal(format!("node {n} has no address").into()))?;
                 // Returns once the learner caught up (snapshot streamed in chunks, then the log).
                 tokio::time::timeout(Duration::from_secs(600), r.group.add_learner(n, addr))
                     .await
-                    .map_err(|_| Error::Timeout(format!("node {n} did not catch up within 600 s")))??;
+                    .map_err(|_| Error::Timeout(format!("node {n} did not catch up within 600 s").into()))??;
                 Ok(())
             }
             MembershipStep::ChangeVoters(voters) => {
@@ -304,7 +308,7 @@ impl MoveExecutor {
     /// over). `collection` = "" for every collection. Returns the moves started.
     pub(crate) async fn rebalance(&self, collection: &str, timeout: Duration) -> Result<Vec<StartedMove>> {
         if !collection.is_empty() && self.meta.catalog.get(collection).is_none() {
-            return Err(Error::CollectionNotFound(collection.to_string()));
+            return Err(Error::CollectionNotFound(collection.to_string().into()));
         }
         let deadline = Instant::now() + timeout;
         let moves = placement::rebalance(&self.meta.catalog.view(), MAX_CONCURRENT_MOVES);
@@ -395,24 +399,24 @@ impl MoveExecutor {
             .replica_by_gid(&req.collection, req.uid, req.shard)
             .ok_or_else(|| self.local.replica_not_open(&key))?;
         if !r.group.is_leader() {
-            return Err(Error::NotLeader { leader: r.group.leader_id() });
+            return Err(Error::not_leader(r.group.leader_id()));
         }
         let (voters, learners) = r.group.members().await?;
         if !voters.contains(&req.node) && !learners.contains(&req.node) {
             return Ok(());
         }
         if voters.len() == 1 && voters.contains(&req.node) {
-            return Err(Error::InvalidArgument(format!("node {} is the only voter of {}", req.node, r.gid)));
+            return Err(Error::InvalidArgument(format!("node {} is the only voter of {}", req.node, r.gid).into()));
         }
         if !self.moving.lock().insert(r.gid.clone()) {
-            return Err(Error::ShardUnavailable(format!("{} is changing its membership: retry", r.gid)));
+            return Err(Error::ShardUnavailable(format!("{} is changing its membership: retry", r.gid).into()));
         }
         tracing::warn!(group = %r.gid, node = req.node, damage = %req.damage, "dropping a damaged replica to rebuild it");
         let res = tokio::time::timeout(timeout, r.group.remove_members([req.node].into_iter().collect())).await;
         self.moving.lock().remove(&r.gid);
         match res {
             Ok(r) => r.map_err(Error::from),
-            Err(_) => Err(Error::Timeout(format!("dropping node {} from {} took too long", req.node, r.gid))),
+            Err(_) => Err(Error::Timeout(format!("dropping node {} from {} took too long", req.node, r.gid).into())),
         }
     }
 }

@@ -15,7 +15,7 @@ use shoal_api::internal::{
 use shoal_raft::Blocklist;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::{Error, Result};
+use crate::{Detail, Error, Result};
 
 /// Metadata key naming the sending node (checked against the receiver's blocklist).
 pub const FROM_KEY: &str = "x-shoal-from";
@@ -47,17 +47,19 @@ impl Peers {
 
     fn client(&self, node: u64, addr: &str) -> Result<NodeInternalClient<Channel>> {
         if self.blocklist.is_blocked(node) {
-            return Err(Error::NodeUnavailable(format!("node {node} is unreachable (blocked by fault injection)")));
+            return Err(Error::NodeUnavailable(
+                format!("node {node} is unreachable (blocked by fault injection)").into(),
+            ));
         }
         if let Some(ch) = self.channels.read().get(addr) {
             return Ok(Self::wrap(ch.clone()));
         }
         let mut ep = Endpoint::from_shared(format!("{}://{addr}", shoal_raft::tls::scheme(self.tls.is_some())))
-            .map_err(|e| Error::Internal(format!("bad address {addr:?} of node {node}: {e}")))?;
+            .map_err(|e| Error::Internal(Detail::caused_by(format!("bad address {addr:?} of node {node}: {e}"), e)))?;
         if let Some(t) = &self.tls {
             ep = ep
                 .tls_config(t.client_config())
-                .map_err(|e| Error::Internal(format!("TLS towards node {node}: {e}")))?;
+                .map_err(|e| Error::Internal(Detail::caused_by(format!("TLS towards node {node}: {e}"), e)))?;
         }
         let ep = ep
             .connect_timeout(Duration::from_secs(1))
@@ -153,19 +155,23 @@ async fn bounded<T>(
     match tokio::time::timeout(timeout + Duration::from_millis(20), call).await {
         Ok(Ok(r)) => Ok(r.into_inner()),
         Ok(Err(s)) => Err(decode_status(node, &s)),
-        Err(_) => Err(Error::Timeout(format!("node {node} did not answer within {timeout:?}"))),
+        Err(elapsed) => {
+            Err(Error::Timeout(Detail::caused_by(format!("node {node} did not answer within {timeout:?}"), elapsed)))
+        }
     }
 }
 
 /// A status from node `node` as an [`Error`]: its own kind when the peer sent one, otherwise (no
-/// connection, connection lost, refused by its blocklist) the node counts as unavailable.
+/// connection, connection lost, refused by its blocklist) the node counts as unavailable. The status is the
+/// error's `source()`.
 pub fn decode_status(node: u64, s: &tonic::Status) -> Error {
     let leader = ErrorKind::leader_of(s);
     if let Some(e) = ErrorKind::of_status(s).and_then(|k| Error::from_kind(k, s.message(), leader)) {
-        return e;
+        return e.caused_by(s.clone());
     }
+    let d = |message: String| Detail::caused_by(message, s.clone());
     match s.code() {
-        tonic::Code::DeadlineExceeded => Error::Timeout(format!("node {node}: {}", s.message())),
-        _ => Error::NodeUnavailable(format!("node {node} unreachable: {}", s.message())),
+        tonic::Code::DeadlineExceeded => Error::Timeout(d(format!("node {node}: {}", s.message()))),
+        _ => Error::NodeUnavailable(d(format!("node {node} unreachable: {}", s.message()))),
     }
 }

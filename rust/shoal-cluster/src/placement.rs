@@ -57,7 +57,7 @@ pub enum PlacementError {
 
 impl From<PlacementError> for crate::Error {
     fn from(e: PlacementError) -> Self {
-        crate::Error::InvalidArgument(e.to_string())
+        crate::Error::InvalidArgument(crate::Detail::caused_by(e.to_string(), e))
     }
 }
 

@@ -34,7 +34,7 @@ use crate::local_replicas::{CollectionView, ShardReplica};
 use crate::planner::{self, PlanContext, ShardSituation};
 use crate::reconciler::ReplicaKey;
 use crate::scroll::scan_op;
-use crate::{Error, Result};
+use crate::{Detail, Error, Result};
 
 /// How long a replica waits for its applied index to reach a session token before it gives up and lets
 /// the coordinator ask the leader.
@@ -186,7 +186,7 @@ fn level_from_proto(v: i32) -> Result<ReadLevel> {
         Ok(ReadConsistency::Eventual) => Ok(ReadLevel::Eventual),
         Ok(ReadConsistency::Strong) => Ok(ReadLevel::Strong),
         Ok(_) => Ok(ReadLevel::Session),
-        Err(_) => Err(Error::InvalidArgument(format!("unknown read consistency value {v}"))),
+        Err(_) => Err(Error::InvalidArgument(format!("unknown read consistency value {v}").into())),
     }
 }
 
@@ -412,8 +412,10 @@ impl Coordinator {
         if node == self.cfg.node_id {
             return self.serve_local(&e.spec.name, e.uid, targets, op, level, deadline).await;
         }
-        let addr =
-            self.meta.node_addr(node).ok_or_else(|| Error::NodeUnavailable(format!("node {node} has no address")))?;
+        let addr = self
+            .meta
+            .node_addr(node)
+            .ok_or_else(|| Error::NodeUnavailable(format!("node {node} has no address").into()))?;
         let op_proto = match op {
             ReadOp::Search { queries, k, filter_text, ef, exact, rescore, with_payload, .. } => {
                 shard_read_request::Op::Search(v1::SearchRequest {
@@ -477,10 +479,9 @@ impl Coordinator {
             let key = ReplicaKey::new(name, uid, t.shard);
             let r = self.local.replica_by_gid(name, uid, t.shard).ok_or_else(|| self.local.replica_not_open(&key))?;
             if let Some(d) = r.app.damage() {
-                return Err(Error::ShardUnavailable(format!(
-                    "replica of shard {} of collection {name:?} on node {me} is damaged: {d}",
-                    t.shard
-                )));
+                return Err(Error::ShardUnavailable(
+                    format!("replica of shard {} of collection {name:?} on node {me} is damaged: {d}", t.shard).into(),
+                ));
             }
             replicas.push(r);
         }
@@ -489,18 +490,21 @@ impl Coordinator {
             match level {
                 ReadLevel::Strong => match tokio::time::timeout(left, r.group.ensure_linearizable()).await {
                     Ok(res) => res.map_err(Error::from),
-                    Err(_) => Err(Error::Consistency(format!("leadership of {} not confirmed in time", r.gid))),
+                    Err(_) => Err(Error::Consistency(format!("leadership of {} not confirmed in time", r.gid).into())),
                 },
                 ReadLevel::Session if t.min_applied > 0 => {
                     // Woken by the replica's applies (a watch bumped by the state machine), bounded.
                     let until = Instant::now() + left.min(SESSION_WAIT);
                     if !r.app.wait_applied(t.min_applied, until.into()).await {
-                        return Err(Error::ShardUnavailable(format!(
-                            "replica of {} on node {me} has applied {} < session token {}",
-                            r.gid,
-                            r.app.applied_index(),
-                            t.min_applied
-                        )));
+                        return Err(Error::ShardUnavailable(
+                            format!(
+                                "replica of {} on node {me} has applied {} < session token {}",
+                                r.gid,
+                                r.app.applied_index(),
+                                t.min_applied
+                            )
+                            .into(),
+                        ));
                     }
                     Ok(())
                 }
@@ -524,7 +528,7 @@ impl Coordinator {
                     let rec = match by_shard.get(&id.shard(n)) {
                         Some(&i) => stores[i].get(std::slice::from_ref(id), *with_vectors).pop().flatten(),
                         None => {
-                            return Err(Error::Internal(format!("id {id:?} is not owned by a targeted shard")));
+                            return Err(Error::Internal(format!("id {id:?} is not owned by a targeted shard").into()));
                         }
                     };
                     out.push(rec);
@@ -592,10 +596,13 @@ impl Coordinator {
         let deadline = Instant::now() + timeout;
         let level = level_from_proto(req.level)?;
         let entry = self.meta.catalog.get(&req.collection).filter(|e| e.uid == req.uid).ok_or_else(|| {
-            Error::ShardUnavailable(format!(
-                "collection {:?} (uid {}) is not known on node {} yet",
-                req.collection, req.uid, self.cfg.node_id
-            ))
+            Error::ShardUnavailable(
+                format!(
+                    "collection {:?} (uid {}) is not known on node {} yet",
+                    req.collection, req.uid, self.cfg.node_id
+                )
+                .into(),
+            )
         })?;
         let spec = &entry.spec;
         let (op, with_payload) = match req.op {
@@ -655,11 +662,14 @@ impl Coordinator {
         let id_type = view.entry.spec.shard.id_type;
         for (i, id) in ids.iter().enumerate() {
             if id.id_type() != id_type {
-                return Err(Error::InvalidArgument(format!(
-                    "ids[{i}] is a {} but the collection has id_type \"{}\"",
-                    id.id_type().as_str(),
-                    id_type.as_str()
-                )));
+                return Err(Error::InvalidArgument(
+                    format!(
+                        "ids[{i}] is a {} but the collection has id_type \"{}\"",
+                        id.id_type().as_str(),
+                        id_type.as_str()
+                    )
+                    .into(),
+                ));
             }
         }
         if ids.is_empty() {
@@ -728,14 +738,14 @@ impl Coordinator {
         let view = self.view(name)?;
         let dim = view.entry.spec.shard.dim;
         if queries.is_empty() || !queries.len().is_multiple_of(dim) {
-            return Err(Error::InvalidArgument(format!(
-                "queries have {} values: expected a non-empty multiple of dim {dim}",
-                queries.len()
-            )));
+            return Err(Error::InvalidArgument(
+                format!("queries have {} values: expected a non-empty multiple of dim {dim}", queries.len()).into(),
+            ));
         }
         let nq = queries.len() / dim;
-        validate::check_vectors(&queries, dim, nq)
-            .map_err(|e| Error::InvalidArgument(e.to_string().replacen("vectors", "queries", 1)))?;
+        validate::check_vectors(&queries, dim, nq).map_err(|e| {
+            Error::InvalidArgument(Detail::caused_by(e.to_string().replacen("vectors", "queries", 1), e))
+        })?;
         validate::check_k(k as i64)?;
         if let Some(ef) = ef {
             validate::check_ef(ef as i64)?;
@@ -773,8 +783,8 @@ pub(crate) fn parse_filter(text: &str) -> Result<Option<Filter>> {
     if text.is_empty() {
         return Ok(None);
     }
-    let v: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| Error::InvalidArgument(format!("filter is not valid JSON: {e}")))?;
+    let v: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| Error::InvalidArgument(Detail::caused_by(format!("filter is not valid JSON: {e}"), e)))?;
     Ok(Some(Filter::parse(&v)?))
 }
 

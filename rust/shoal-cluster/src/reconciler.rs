@@ -47,7 +47,7 @@ impl std::str::FromStr for ReplicaKey {
     type Err = crate::Error;
 
     fn from_str(s: &str) -> crate::Result<Self> {
-        ReplicaKey::parse(s).ok_or_else(|| crate::Error::InvalidArgument(format!("bad shard group id {s:?}")))
+        ReplicaKey::parse(s).ok_or_else(|| crate::Error::InvalidArgument(format!("bad shard group id {s:?}").into()))
     }
 }
 

@@ -102,7 +102,9 @@ impl Coordinator {
         let batch = match params.batch_size {
             0 => DEFAULT_SCROLL_BATCH,
             b if b > MAX_SCROLL_BATCH => {
-                return Err(Error::InvalidArgument(format!("batch_size must be in 1..={MAX_SCROLL_BATCH}, got {b}")));
+                return Err(Error::InvalidArgument(
+                    format!("batch_size must be in 1..={MAX_SCROLL_BATCH}, got {b}").into(),
+                ));
             }
             b => b,
         } as usize;
@@ -142,7 +144,7 @@ impl Coordinator {
             let step = async {
                 let view = self.view(&plan.name)?;
                 if view.entry.uid != plan.uid {
-                    return Err(Error::CollectionNotFound(format!("{} (dropped during the scroll)", plan.name)));
+                    return Err(Error::CollectionNotFound(format!("{} (dropped during the scroll)", plan.name).into()));
                 }
                 while records.len() < plan.limit && pos.shard < plan.shards {
                     let want = plan.limit - records.len();
@@ -215,8 +217,8 @@ impl Coordinator {
                     "shard {shard} of collection {name:?} could not be scrolled at level {level:?} within the timeout: {why}"
                 );
                 return Err(match level {
-                    ReadLevel::Eventual => Error::ShardUnavailable(msg),
-                    _ => Error::Consistency(msg),
+                    ReadLevel::Eventual => Error::ShardUnavailable(msg.into()),
+                    _ => Error::Consistency(msg.into()),
                 });
             }
             let kept = sticky.filter(|n| !excluded.contains(n) && view.entry.replicas(shard).contains(n));
@@ -230,7 +232,9 @@ impl Coordinator {
                         *sticky = Some(node);
                         return Ok(records);
                     }
-                    Ok(_) => return Err(Error::Internal(format!("node {node} answered a scan with another op"))),
+                    Ok(_) => {
+                        return Err(Error::Internal(format!("node {node} answered a scan with another op").into()));
+                    }
                     Err(e) if e.is_retryable() || matches!(e, Error::Timeout(_) | Error::Consistency(_)) => {
                         excluded.insert(node);
                         hint = e.leader_hint().filter(|&l| l != node);
@@ -257,7 +261,7 @@ impl Coordinator {
             return Err(Error::Internal("scan_local called with another op".into()));
         };
         let [store] = <[Arc<ShardStore>; 1]>::try_from(stores)
-            .map_err(|s| Error::InvalidArgument(format!("a scan reads exactly one shard, got {}", s.len())))?;
+            .map_err(|s| Error::InvalidArgument(format!("a scan reads exactly one shard, got {}", s.len()).into()))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         rayon::spawn(move || {
             let _ = tx.send(store.scroll(after.as_ref(), limit, filter.as_deref(), with_vectors));
@@ -289,27 +293,32 @@ fn start_position(token: &[u8], name: &str, uid: u64, shards: u32, id_type: IdTy
     }
     let pos = ScrollPosition::decode(token)?;
     if pos.uid != uid {
-        return Err(Error::InvalidArgument(format!(
-            "resume_token is from another collection or another incarnation of collection {name:?} (uid {}, \
+        return Err(Error::InvalidArgument(
+            format!(
+                "resume_token is from another collection or another incarnation of collection {name:?} (uid {}, \
              now {uid}; dropped and re-created since?)",
-            pos.uid
-        )));
+                pos.uid
+            )
+            .into(),
+        ));
     }
     // `shard == shards` is the token of a finished scroll.
     if pos.shard > shards {
-        return Err(Error::InvalidArgument(format!(
-            "resume_token names shard {} but collection {name:?} has {shards} shards",
-            pos.shard
-        )));
+        return Err(Error::InvalidArgument(
+            format!("resume_token names shard {} but collection {name:?} has {shards} shards", pos.shard).into(),
+        ));
     }
     if let Some(id) = &pos.after
         && id.id_type() != id_type
     {
-        return Err(Error::InvalidArgument(format!(
-            "resume_token holds a {} id but collection {name:?} has id_type \"{}\"",
-            id.id_type().as_str(),
-            id_type.as_str()
-        )));
+        return Err(Error::InvalidArgument(
+            format!(
+                "resume_token holds a {} id but collection {name:?} has id_type \"{}\"",
+                id.id_type().as_str(),
+                id_type.as_str()
+            )
+            .into(),
+        ));
     }
     Ok(pos)
 }

@@ -34,7 +34,7 @@ use crate::levels::WriteLevel;
 use crate::load::NodeCounters;
 use crate::local_replicas::{CollectionView, ShardReplica};
 use crate::reconciler::ReplicaKey;
-use crate::{Error, Result};
+use crate::{Detail, Error, Result};
 
 /// The body of one write operation before it is stamped and routed.
 pub(crate) enum OpBody {
@@ -81,7 +81,7 @@ fn level_from_proto(v: i32) -> Result<WriteLevel> {
         Ok(WriteConsistency::Eventual) => Ok(WriteLevel::Eventual),
         Ok(WriteConsistency::Strong) => Ok(WriteLevel::Strong),
         Ok(_) => Ok(WriteLevel::Quorum),
-        Err(_) => Err(Error::InvalidArgument(format!("unknown write consistency value {v}"))),
+        Err(_) => Err(Error::InvalidArgument(format!("unknown write consistency value {v}").into())),
     }
 }
 
@@ -189,7 +189,7 @@ impl Coordinator {
                         };
                         self.peers.shard_write(target, &addr, req, left).await.map(|r| (r.applied, r.index))
                     }
-                    None => Err(Error::NodeUnavailable(format!("node {target} has no known address"))),
+                    None => Err(Error::NodeUnavailable(format!("node {target} has no known address").into())),
                 }
             };
             match res {
@@ -224,32 +224,38 @@ impl Coordinator {
             WriteLevel::Eventual => {
                 let index = tokio::time::timeout(left, r.group.write_accepted(bytes))
                     .await
-                    .map_err(|_| Error::Timeout(format!("shard group {} did not accept the write", r.gid)))??;
+                    .map_err(|_| Error::Timeout(format!("shard group {} did not accept the write", r.gid).into()))??;
                 Ok((n_ops, index))
             }
             WriteLevel::Quorum | WriteLevel::Strong => {
                 let (reply, index) = tokio::time::timeout(left, r.group.write_indexed(bytes))
                     .await
-                    .map_err(|_| Error::Timeout(format!("shard group {} did not commit the write", r.gid)))??;
+                    .map_err(|_| Error::Timeout(format!("shard group {} did not commit the write", r.gid).into()))??;
                 let reply = decode_write_reply(&reply)?;
                 if reply.expired {
-                    return Err(Error::Consistency(format!(
-                        "shard group {} refused the write: it was stamped more than the dedup window before the \
+                    return Err(Error::Consistency(
+                        format!(
+                            "shard group {} refused the write: it was stamped more than the dedup window before the \
                          shard's newest write (a write delayed that long cannot be told from a retry); it was \
                          not applied",
-                        r.gid
-                    )));
+                            r.gid
+                        )
+                        .into(),
+                    ));
                 }
                 let applied = reply.applied;
                 if level == WriteLevel::Strong {
                     let left = deadline.saturating_duration_since(Instant::now());
                     let behind = r.group.wait_replicated(index, left).await;
                     if !behind.is_empty() {
-                        return Err(Error::Consistency(format!(
-                            "strong write to shard group {} committed on a majority, but voter(s) {behind:?} did \
+                        return Err(Error::Consistency(
+                            format!(
+                                "strong write to shard group {} committed on a majority, but voter(s) {behind:?} did \
                              not replicate it within the timeout (down or partitioned?)",
-                            r.gid
-                        )));
+                                r.gid
+                            )
+                            .into(),
+                        ));
                     }
                 }
                 Ok((applied, index))
@@ -264,11 +270,12 @@ impl Coordinator {
     fn check_forwarded_batch(&self, r: &ShardReplica, req: &ShardWriteRequest) -> Result<()> {
         let config = r.app.store().config().clone();
         let batch = shoal_api::commands::decode_write_batch(&req.batch, config.dim, config.id_type)
-            .map_err(|e| Error::InvalidArgument(format!("forwarded write to {}: {e}", r.gid)))?;
+            .map_err(|e| Error::InvalidArgument(Detail::caused_by(format!("forwarded write to {}: {e}", r.gid), e)))?;
         for op in &batch.ops {
             if let WriteOp::Upsert { vector, .. } = op {
-                validate::check_vectors(vector, config.dim, 1)
-                    .map_err(|e| Error::InvalidArgument(format!("forwarded write to {}: {e}", r.gid)))?;
+                validate::check_vectors(vector, config.dim, 1).map_err(|e| {
+                    Error::InvalidArgument(Detail::caused_by(format!("forwarded write to {}: {e}", r.gid), e))
+                })?;
             }
         }
         // Every op of a batch carries the batch's one version.
@@ -281,11 +288,14 @@ impl Coordinator {
             None => return Ok(()),
         };
         if let Some(ahead) = self.hlc.too_far_ahead(version, self.cfg.max_clock_offset_ms) {
-            return Err(Error::InvalidArgument(format!(
-                "forwarded write to {} is stamped {ahead} ms ahead of node {}'s clock (at most {} ms allowed: \
+            return Err(Error::InvalidArgument(
+                format!(
+                    "forwarded write to {} is stamped {ahead} ms ahead of node {}'s clock (at most {} ms allowed: \
                  --max-clock-offset-ms); refused",
-                r.gid, self.cfg.node_id, self.cfg.max_clock_offset_ms
-            )));
+                    r.gid, self.cfg.node_id, self.cfg.max_clock_offset_ms
+                )
+                .into(),
+            ));
         }
         Ok(())
     }
@@ -304,7 +314,7 @@ impl Coordinator {
             .replica_by_gid(&key.collection, key.uid, key.shard)
             .ok_or_else(|| self.local.replica_not_open(&key))?;
         if !r.group.is_leader() {
-            return Err(Error::NotLeader { leader: r.group.leader_id() });
+            return Err(Error::not_leader(r.group.leader_id()));
         }
         self.check_forwarded_batch(&r, &req)?;
         let deadline = Instant::now() + timeout;
@@ -326,15 +336,20 @@ impl Coordinator {
         let dim = view.entry.spec.shard.dim;
         validate::check_ids(&ids, view.entry.spec.shard.id_type)?;
         if vectors.len() != ids.len() * dim {
-            return Err(Error::InvalidArgument(if vectors.len().is_multiple_of(dim) {
-                format!("got {} ids but {} vectors", ids.len(), vectors.len() / dim)
-            } else {
-                format!("vectors have {} values, not a multiple of dim {dim}", vectors.len())
-            }));
+            return Err(Error::InvalidArgument(
+                if vectors.len().is_multiple_of(dim) {
+                    format!("got {} ids but {} vectors", ids.len(), vectors.len() / dim)
+                } else {
+                    format!("vectors have {} values, not a multiple of dim {dim}", vectors.len())
+                }
+                .into(),
+            ));
         }
         validate::check_vectors(&vectors, dim, ids.len())?;
         if !payloads.is_empty() && payloads.len() != ids.len() {
-            return Err(Error::InvalidArgument(format!("got {} ids but {} payloads", ids.len(), payloads.len())));
+            return Err(Error::InvalidArgument(
+                format!("got {} ids but {} payloads", ids.len(), payloads.len()).into(),
+            ));
         }
         let mut payloads = payloads.into_iter();
         let ops = ids

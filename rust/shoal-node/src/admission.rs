@@ -158,10 +158,10 @@ impl Admission {
     }
 
     fn refusal(&self) -> tonic::Status {
-        status(Error::NodeUnavailable(format!(
-            "node {} is shutting down: the request was not started (retry on another node)",
-            self.node_id
-        )))
+        status(Error::NodeUnavailable(
+            format!("node {} is shutting down: the request was not started (retry on another node)", self.node_id)
+                .into(),
+        ))
     }
 }
 

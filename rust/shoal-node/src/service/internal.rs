@@ -88,7 +88,7 @@ impl NodeInternal for InternalService {
         if self.engine.is_draining() {
             // Peers then count this node as down and do not hand it leadership back while it stops.
             let id = self.engine.node_id();
-            return Err(status(shoal_cluster::Error::NodeUnavailable(format!("node {id} is shutting down"))));
+            return Err(status(shoal_cluster::Error::NodeUnavailable(format!("node {id} is shutting down").into())));
         }
         Ok(Response::new(self.engine.node_state(req.get_ref())))
     }

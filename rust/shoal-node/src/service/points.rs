@@ -58,7 +58,7 @@ fn strategy(v: i32) -> Result<Option<LoadBalancing>, Status> {
 }
 
 fn invalid_enum(what: &str, v: i32) -> Status {
-    status(shoal_cluster::Error::InvalidArgument(format!("unknown {what} value {v}")))
+    status(shoal_cluster::Error::InvalidArgument(format!("unknown {what} value {v}").into()))
 }
 
 fn write_response(out: WriteOutcome) -> v1::WriteResponse {
@@ -211,10 +211,13 @@ impl Points for PointsService {
                     )),
                     // The producer stopped on an idle reader: say so rather than end as if complete.
                     None if idle_closed.load(std::sync::atomic::Ordering::Acquire) => Some((
-                        Err(status(shoal_cluster::Error::Timeout(format!(
-                            "scroll stream closed after {:?} without a read; resume with the last resume_token",
-                            shoal_cluster::scroll::SCROLL_IDLE
-                        )))),
+                        Err(status(shoal_cluster::Error::Timeout(
+                            format!(
+                                "scroll stream closed after {:?} without a read; resume with the last resume_token",
+                                shoal_cluster::scroll::SCROLL_IDLE
+                            )
+                            .into(),
+                        ))),
                         None,
                     )),
                     None => None,
